@@ -1,0 +1,16 @@
+"""The ``panda-chat`` command line. Each command group lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import click
+
+from panda_chat import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="panda-chat")
+def main() -> None:
+    """Personalise LLM answers at decoding time (PANDA): generate, manage user profiles, train rewards, chat."""
+
+
+# Command registration (one line per module; keep alphabetical):

@@ -1,0 +1,75 @@
+"""The one small interface every reward signal implements, so the decoder never special-cases a reward type.
+
+A reward source is started once per ``generate`` call (``start``), which returns a session holding whatever per-call
+state it needs (an external reward model keeps its KV cache there). At each decoding step the engine asks the session
+to ``score`` the k candidate tokens of every row, then tells it which candidate each row chose (``commit``), so a
+cached reward model can keep the chosen candidate's keys/values and drop the others.
+
+Rewards are raw numbers on each source's own scale; ``Calibration`` (mean/std measured on a reference set and stored
+with the reward) puts them on a common scale before they are combined with the user's weights.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import BaseModel, Field
+
+
+class Calibration(BaseModel):
+    """Reward mean and standard deviation on a reference set; ``normalise`` maps raw rewards to z-scores."""
+
+    mean: float = 0.0
+    std: float = Field(default=1.0, gt=0.0)
+
+    def normalise(self, rewards: torch.Tensor) -> torch.Tensor:
+        return (rewards - self.mean) / self.std
+
+
+@dataclass
+class PromptBatch:
+    """The prompts of one ``generate`` call, as the decoder tokenised them (left-padded)."""
+
+    texts: list[str]
+    input_ids: torch.Tensor  # (B, L) left-padded
+    attention_mask: torch.Tensor  # (B, L) 1 for real tokens, 0 for padding
+    tokenizer: object  # the base model's tokenizer (a PreTrainedTokenizerBase)
+
+
+@dataclass
+class CandidateBatch:
+    """What a reward source sees at one step: k candidate next tokens per row."""
+
+    step: int  # t, 0 for the first generated token
+    candidate_ids: torch.Tensor  # (B, k) token ids
+    generated_ids: list[list[int]]  # per row, the tokens chosen so far (the prompt excluded)
+    active: torch.Tensor  # (B,) bool: rows still decoding (finished rows may be scored with anything)
+    # (B, k, H) the base model's final (normed) hidden state at each candidate, when a source asked for it
+    base_hidden: torch.Tensor | None = field(default=None)
+
+
+class RewardSession(ABC):
+    """Per-``generate`` state of one reward source."""
+
+    @abstractmethod
+    def score(self, candidates: CandidateBatch) -> torch.Tensor:
+        """Raw rewards r([x, y<t, z]) for every candidate z: a float tensor of shape (B, k)."""
+
+    def commit(self, chosen: torch.Tensor) -> None:
+        """Record the chosen candidate index per row, shape (B,). Stateless sources ignore it."""
+
+
+class RewardSource(ABC):
+    """A named reward signal with a stored calibration."""
+
+    name: str
+    calibration: Calibration
+    # True when the source scores candidates from the base model's hidden states (shared-backbone heads): the engine
+    # then runs the k candidates through the base model (tree mask) and fills ``CandidateBatch.base_hidden``.
+    needs_base_hidden: bool = False
+
+    @abstractmethod
+    def start(self, prompts: PromptBatch) -> RewardSession:
+        """Begin one generate call (e.g. prefill a reward model's KV cache with the prompts)."""
