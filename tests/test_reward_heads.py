@@ -1,0 +1,71 @@
+"""Reward head files: round trip, base-model check, and scores from hidden states."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from panda_chat.rewards.base import CandidateBatch, Calibration
+from panda_chat.rewards.heads import (
+    BaseModelSignature,
+    HeadMismatchError,
+    HeadReward,
+    RewardHead,
+    RewardHeadConfig,
+)
+from panda_chat.tiny_models import build_causal_lm, train_tokenizer, sample_corpus
+
+
+def _head_for(model, kind="linear"):
+    torch.manual_seed(0)
+    cfg = RewardHeadConfig(
+        name="formal", kind=kind, hidden_size=model.config.hidden_size,
+        base_signature=BaseModelSignature.of(model), calibration=Calibration(mean=0.5, std=2.0),
+    )
+    return RewardHead(cfg)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_head_file_round_trip_keeps_weights_and_config(tiny_models, tmp_path, kind):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base)
+    head = _head_for(model, kind)
+    loaded = RewardHead.load(head.save(tmp_path / "formal.safetensors"))
+    h = torch.randn(3, 5, model.config.hidden_size)
+    assert torch.allclose(head(h), loaded(h))
+    assert loaded.config == head.config
+    loaded.check_base(model)  # same model: accepted
+
+
+def test_head_is_accepted_on_same_base_in_bfloat16(tiny_models, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base)
+    head = RewardHead.load(_head_for(model).save(tmp_path / "h.safetensors"))
+    head.check_base(AutoModelForCausalLM.from_pretrained(tiny_models.base, dtype=torch.bfloat16))
+
+
+def test_head_refuses_another_base_model(tiny_models, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base)
+    head = RewardHead.load(_head_for(model).save(tmp_path / "h.safetensors"))
+    # Same architecture and tokenizer, different weights: must still be refused.
+    tok = train_tokenizer(sample_corpus(), vocab_size=512)
+    other = AutoModelForCausalLM.from_pretrained(build_causal_lm(tmp_path / "other", tok, seed=123))
+    with pytest.raises(HeadMismatchError, match="another base model"):
+        head.check_base(other)
+
+
+def test_loading_a_non_head_file_says_so(tiny_models, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        RewardHead.load(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="not a panda-chat reward head"):
+        RewardHead.load(next(tiny_models.base.glob("*.safetensors")))
+
+
+def test_head_reward_scores_each_candidate_hidden_state(tiny_models):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base)
+    head = _head_for(model)
+    source = HeadReward(head)
+    assert source.needs_base_hidden and source.calibration.mean == 0.5
+    hidden = torch.randn(2, 4, model.config.hidden_size)
+    batch = CandidateBatch(step=0, candidate_ids=torch.zeros(2, 4, dtype=torch.long), generated_ids=[[], []],
+                           active=torch.ones(2, dtype=torch.bool), base_hidden=hidden)
+    scores = source.start(prompts=None).score(batch)
+    assert scores.shape == (2, 4)
+    assert torch.allclose(scores, head(hidden))
