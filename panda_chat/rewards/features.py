@@ -1,0 +1,118 @@
+"""Reward-head features: the frozen base model's final (normed) hidden state at a response's last token.
+
+This is exactly what the decoder's head path sees for a candidate token: the prompt formatted as the decoder formats
+it (the chat template with a generation prompt when the tokenizer has one), then the response's tokens, and the hidden
+state at the last of them. A head trained on these features therefore scores, at decoding time, the very quantity it
+was trained on.
+
+Features are computed once per (prompt, response) text and reused: in memory across calls of one
+``ResponseFeaturizer``, and optionally on disk (``cache_dir``) keyed by a hash of the texts and the base model's
+signature, so re-training a head with other hyper-parameters costs no forward pass at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from panda_chat.rewards.heads import BaseModelSignature
+
+
+def format_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of ``prompt`` as the decoder feeds it: chat template + generation prompt when there is a template."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+
+def encode_response(tokenizer, prompt: str, response: str, max_length: int | None = None) -> list[int]:
+    """Prompt ids followed by the response's ids (no special tokens), left-truncated to ``max_length``.
+
+    Left truncation keeps the response's end, where the reward is read; only over-long prompts lose their start.
+    """
+    ids = format_prompt(tokenizer, prompt) + list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    if max_length is not None and len(ids) > max_length:
+        ids = ids[-max_length:]
+    return ids
+
+
+def last_token_hidden_states(model, sequences: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """(N, H) final normed hidden state at the last token of each id sequence, in one right-padded forward.
+
+    Right padding with a causal mask leaves every real token's positions and attention exactly as unpadded, so the
+    result equals running each sequence alone.
+    """
+    device = next(model.parameters()).device
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    backbone = model.base_model  # the decoder stack without the LM head: its last_hidden_state is after the final norm
+    with torch.no_grad():
+        hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    last = torch.tensor([len(s) - 1 for s in sequences], device=hidden.device)
+    return hidden[torch.arange(len(sequences), device=hidden.device), last].float().cpu()
+
+
+class ResponseFeaturizer:
+    """Computes (and caches) head features for (prompt, response) texts with a frozen base model."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        cache_dir: str | Path | None = None,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.signature = BaseModelSignature.of(model)
+        self._memory: dict[tuple[str, str], torch.Tensor] = {}
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad if pad is not None else 0)
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str], progress: bool = False) -> torch.Tensor:
+        """(N, H) float32 features, row i for (prompts[i], responses[i])."""
+        if len(prompts) != len(responses):
+            raise ValueError("prompts and responses must have the same length")
+        keys = list(zip(prompts, responses))
+        disk = self._disk_path(keys)
+        if disk is not None and disk.is_file():
+            return load_file(str(disk))["features"]
+        todo = sorted({k for k in keys if k not in self._memory}, key=lambda k: len(k[0]) + len(k[1]))
+        encoded = [encode_response(self.tokenizer, p, r, self.max_length) for p, r in todo]
+        bar = tqdm(total=len(todo), desc="features", unit="resp", disable=not progress, leave=False)
+        for start in range(0, len(todo), self.batch_size):  # length-sorted batches: little padding
+            chunk = encoded[start : start + self.batch_size]
+            for key, row in zip(todo[start : start + self.batch_size], last_token_hidden_states(self.model, chunk, self.pad_id)):
+                self._memory[key] = row
+            bar.update(len(chunk))
+        bar.close()
+        features = torch.stack([self._memory[k] for k in keys]) if keys else torch.zeros(0, self.signature.hidden_size)
+        if disk is not None:
+            disk.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"features": features.contiguous()}, str(disk))
+        return features
+
+    def _disk_path(self, keys: list[tuple[str, str]]) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256()
+        digest.update(self.signature.model_dump_json().encode())
+        digest.update(json.dumps([self.max_length, keys]).encode())
+        return self.cache_dir / f"features-{digest.hexdigest()[:32]}.safetensors"
