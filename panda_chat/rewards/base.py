@@ -60,6 +60,17 @@ class RewardSession(ABC):
     def commit(self, chosen: torch.Tensor) -> None:
         """Record the chosen candidate index per row, shape (B,). Stateless sources ignore it."""
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only these batch rows (indices into the current batch, shape (B',)), so finished rows stop costing
+        work. The decoder drops finished rows only when every session of the call overrides this method (a stateless
+        session overrides it with a no-op); otherwise finished rows simply stay in the batch until all rows finish."""
+        raise NotImplementedError
+
+
+def supports_row_selection(session: RewardSession) -> bool:
+    """Whether ``session`` can drop batch rows (it overrides ``RewardSession.select_rows``)."""
+    return type(session).select_rows is not RewardSession.select_rows
+
 
 class RewardSource(ABC):
     """A named reward signal with a stored calibration."""

@@ -165,3 +165,6 @@ class _HeadSession(RewardSession):
             self.head.to(device=hidden.device, dtype=hidden.dtype)
         with torch.no_grad():
             return self.head(hidden).float()
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Stateless (the hidden states come with every step's candidates): nothing to drop."""

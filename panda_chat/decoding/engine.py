@@ -1,0 +1,386 @@
+"""PandaDecoder: decode with pi*(z | x, y<t) ∝ exp(log pi_b(z) + lambda(x, t) * r([x, y<t, z])) (DESIGN.md section 2).
+
+Every step of ``_decode`` is the algorithm, in order:
+
+1. Z = the top-k tokens of the base model's log-probs;
+2. each reward source scores every candidate z in Z (reward heads read the base model's hidden state at z, which
+   one tree-masked forward of the k candidates gives; an external reward model runs its own cached tree forward);
+   the rewards are calibrated and combined with the row's weights: r = sum_j w_j * (r_j - mean_j) / std_j;
+3. s(z) = log p(z) + lambda(x, t) * r(z); greedy takes argmax s, sampling draws from softmax(s / temperature) over Z;
+4. the chosen token is appended: the caches keep the chosen candidate only, and the next step's logits come from it.
+
+The caching tricks are in ``panda_chat.tree_attention`` and ``policy.BasePolicy``, stopping and incremental text in
+``stopping``, per-row weights and lambdas in ``steering``; ``reference.reference_generate`` is the naive loop this
+engine must agree with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from panda_chat.decoding.outputs import GenerationOutput
+from panda_chat.decoding.policy import BasePolicy
+from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
+from panda_chat.decoding.stopping import StopTracker
+from panda_chat.lam.base import LambdaContext
+from panda_chat.registry import ModelRegistry, shared_registry
+from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSource, supports_row_selection
+from panda_chat.rewards.loading import RewardSpec, load_reward
+
+Prompts = str | Sequence[str] | Sequence[Sequence[int]]
+TokenCallback = Callable[[int, str], None]
+
+
+class DecodingError(ValueError):
+    """A generate request that cannot be decoded as asked (empty prompt, k larger than the vocabulary, ...)."""
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to decode, validated once per call."""
+
+    top_k: int = 10
+    max_new_tokens: int = 128
+    greedy: bool = True
+    temperature: float = 1.0
+    seed: int | None = None
+    stop_at_eos: bool = True
+    stop: tuple[str, ...] = ()
+
+    def validate(self, vocab_size: int) -> None:
+        if self.top_k < 1:
+            raise DecodingError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_k > vocab_size:
+            raise DecodingError(f"top_k={self.top_k} is larger than the base model's vocabulary ({vocab_size} tokens)")
+        if self.max_new_tokens < 1:
+            raise DecodingError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.temperature > 0:
+            raise DecodingError(f"temperature must be > 0, got {self.temperature}")
+
+
+def choose(scores: torch.Tensor, options: DecodingOptions, generator: torch.Generator | None) -> torch.Tensor:
+    """Index of the chosen candidate per row (B,): argmax of the scores, or a draw from softmax(scores / T)."""
+    if options.greedy:
+        return scores.argmax(dim=-1)
+    probs = torch.softmax(scores / options.temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class PandaDecoder:
+    """A base causal LM plus named reward sources; ``generate`` decodes batches of prompts with PANDA.
+
+    ``model`` must be a causal LM whose output layer is a plain linear map of its backbone's final hidden state
+    (Llama, Mistral, Qwen2, ... in ``transformers``), with a dynamic KV cache.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        rewards: Mapping[str, RewardSpec] | None = None,
+        registry: ModelRegistry | None = None,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.registry = registry or shared_registry()
+        self.rewards: dict[str, RewardSource] = {}
+        for name, spec in (rewards or {}).items():
+            self.add_reward(name, spec)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        base: str | Path,
+        rewards: Mapping[str, RewardSpec] | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        registry: ModelRegistry | None = None,
+    ) -> PandaDecoder:
+        """Load (or reuse, through the process-wide registry) the base model and tokenizer, then the rewards."""
+        registry = registry or shared_registry()
+        loaded = registry.causal_lm(base, device=device, dtype=dtype)
+        return cls(loaded.model, loaded.tokenizer, rewards=rewards, registry=registry)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
+    def add_reward(self, name: str, spec: RewardSpec) -> RewardSource:
+        """Resolve and register a reward (head file, reward model folder, RewardHead or RewardSource) as ``name``."""
+        self.rewards[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)
+        return self.rewards[name]
+
+    # ------------------------------------------------------------------------------------------------ prompts
+
+    def encode_prompts(self, prompts: Prompts, add_special_tokens: bool | None = None) -> PromptBatch:
+        """Tokenise (or take pre-tokenised ids) and left-pad.
+
+        Text prompts get the tokenizer's special tokens (e.g. BOS) when ``add_special_tokens`` is True; with None
+        (the default) they get them unless the text already starts with the BOS token, so chat-templated text never
+        gets a second BOS. Token-id prompts (lists of ints) are used exactly as given.
+        """
+        if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        if not prompts:
+            raise DecodingError("no prompts given")
+        texts, rows = [], []
+        for index, prompt in enumerate(prompts):
+            if isinstance(prompt, str):
+                bos = self.tokenizer.bos_token
+                add = add_special_tokens if add_special_tokens is not None else not (bos and prompt.startswith(bos))
+                ids = self.tokenizer(prompt, add_special_tokens=add)["input_ids"] if prompt else []
+                texts.append(prompt)
+            else:
+                ids = [int(i) for i in prompt]
+                texts.append(self.tokenizer.decode(ids))
+            if not ids:
+                raise DecodingError(f"prompt {index} is empty: give at least one token of text")
+            rows.append(ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+        return PromptBatch(
+            texts=texts,
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            tokenizer=self.tokenizer,
+        )
+
+    def eos_token_ids(self) -> set[int]:
+        ids = set()
+        for source in (self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source is not None:
+                ids.update(source)
+        return ids
+
+    # ------------------------------------------------------------------------------------------------ public API
+
+    def generate(
+        self,
+        prompts: Prompts,
+        *,
+        weights: WeightsSpec = None,
+        lam: LambdaSpec = 1.0,
+        top_k: int = 10,
+        max_new_tokens: int = 128,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        stop_at_eos: bool = True,
+        stop: Sequence[str] | None = None,
+        add_special_tokens: bool | None = None,
+        rewards: Mapping[str, RewardSpec] | None = None,
+        preference_features: torch.Tensor | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> list[GenerationOutput]:
+        """Decode every prompt (one output per prompt, in order).
+
+        ``weights`` / ``lam``: one for all rows or one per row (see ``steering``). ``rewards`` adds per-call reward
+        sources (e.g. one user's own head) to the decoder's. ``preference_features`` (B, P) is handed to lambda
+        functions. ``on_token(row, piece)`` is called with each row's text as it becomes final (never text that may
+        still be part of a stop string): the batched streaming primitive.
+        """
+        options = DecodingOptions(
+            top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, seed=seed,
+            stop_at_eos=stop_at_eos, stop=_stop_strings(stop),
+        )
+        run = self._run(
+            prompts, options, weights, lam, add_special_tokens, rewards, preference_features,
+            track_text=on_token is not None,
+        )
+        while True:
+            try:
+                pieces = next(run)
+            except StopIteration as finished:
+                return finished.value
+            if on_token is not None:
+                for row, piece in pieces:
+                    on_token(row, piece)
+
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        weights: Mapping[str, float] | None = None,
+        lam: LambdaSpec = 1.0,
+        top_k: int = 10,
+        max_new_tokens: int = 128,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        stop_at_eos: bool = True,
+        stop: Sequence[str] | None = None,
+        add_special_tokens: bool | None = None,
+        rewards: Mapping[str, RewardSpec] | None = None,
+        preference_features: torch.Tensor | None = None,
+    ) -> Iterator[str]:
+        """Yield one prompt's answer text piece by piece as tokens are chosen (same options as ``generate``)."""
+        if not isinstance(prompt, str) and not (prompt and isinstance(prompt[0], int)):
+            raise DecodingError("stream takes one prompt (a string or a list of token ids); use generate(on_token=...)")
+        options = DecodingOptions(
+            top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, seed=seed,
+            stop_at_eos=stop_at_eos, stop=_stop_strings(stop),
+        )
+        run = self._run(
+            prompt, options, weights, lam, add_special_tokens, rewards, preference_features, track_text=True
+        )
+        for pieces in run:
+            for _, piece in pieces:
+                yield piece
+
+    # ------------------------------------------------------------------------------------------------ decoding
+
+    def _run(
+        self,
+        prompts: Prompts,
+        options: DecodingOptions,
+        weights: WeightsSpec,
+        lam: LambdaSpec,
+        add_special_tokens: bool | None,
+        rewards: Mapping[str, RewardSpec] | None,
+        preference_features: torch.Tensor | None,
+        track_text: bool,
+    ) -> Generator[list[tuple[int, str]], None, list[GenerationOutput]]:
+        """Validate and prepare one call; the returned generator yields (row, piece) lists and returns the outputs."""
+        options.validate(self.vocab_size)
+        batch = self.encode_prompts(prompts, add_special_tokens)
+        sources = dict(self.rewards)
+        for name, spec in (rewards or {}).items():
+            sources[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)
+        plan = SteeringPlan.build(sources, weights, lam, batch.input_ids.shape[0]).to(self.device)
+        if preference_features is not None and preference_features.shape[0] != batch.input_ids.shape[0]:
+            raise DecodingError("preference_features must have one row per prompt")
+        return self._decode(batch, plan, options, preference_features, track_text)
+
+    @torch.inference_mode()
+    def _decode(
+        self,
+        batch: PromptBatch,
+        plan: SteeringPlan,
+        options: DecodingOptions,
+        preference_features: torch.Tensor | None,
+        track_text: bool,
+    ) -> Generator[list[tuple[int, str]], None, list[GenerationOutput]]:
+        started = time.perf_counter()
+        device, batch_size = self.device, batch.input_ids.shape[0]
+        generator = torch.Generator(device=device).manual_seed(options.seed) if options.seed is not None else None
+        policy = BasePolicy(self.model)
+        logits, prompt_features = policy.prefill(batch.input_ids, batch.attention_mask)
+        context = LambdaContext(
+            prompts=batch.texts,
+            prompt_lengths=batch.attention_mask.sum(-1).cpu(),
+            prompt_features=prompt_features,
+            preference_features=preference_features,
+        )
+        sessions = [source.start(batch) for source in plan.sources]
+        can_drop_rows = all(supports_row_selection(session) for session in sessions)
+        tree = any(source.needs_base_hidden for source in plan.sources)
+        eos = self.eos_token_ids() if options.stop_at_eos else set()
+        stops = StopTracker(self.tokenizer, batch_size, eos, options.stop, track_text=track_text)
+        record = _Record(batch_size, [source.name for source in plan.sources])
+        rows = list(range(batch_size))  # the original index of each row still in the batch
+
+        for step in range(options.max_new_tokens):
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            candidate_logp, candidate_ids = logprobs.topk(options.top_k, dim=-1)  # 1. Z: (B, k)
+            if plan.steers:
+                candidates = CandidateBatch(
+                    step=step,
+                    candidate_ids=candidate_ids,
+                    generated_ids=[stops.rows[row].token_ids for row in rows],
+                    active=torch.tensor([stops.rows[row].finish_reason is None for row in rows], device=device),
+                    base_hidden=policy.expand(candidate_ids) if tree else None,
+                )
+                raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # 2. (B, k, R)
+                reward = plan.combine(raw)
+                lam = plan.lambdas(context, step)[rows].to(device)
+                scores = candidate_logp + lam[:, None] * reward  # 3. s(z) = log p(z) + lambda * r(z)
+            else:
+                raw = reward = torch.zeros_like(candidate_logp[..., :0])
+                lam = plan.lambdas(context, step)[rows].to(device)
+                scores = candidate_logp  # no reward to steer with: plain top-k decoding of the base model
+            chosen = choose(scores, options, generator)
+            for session in sessions:
+                session.commit(chosen)
+            tokens = candidate_ids.gather(-1, chosen[:, None]).squeeze(-1)
+
+            record.add(rows, tokens, reward, lam, raw, chosen, stops)
+            pieces = stops.update(record.last_tokens, rows)
+            if step == options.max_new_tokens - 1:
+                pieces += stops.finish_by_length()
+            yield pieces
+            still_running = [i for i, row in enumerate(rows) if stops.rows[row].finish_reason is None]
+            if not still_running:
+                break
+            if len(still_running) < len(rows) and can_drop_rows:  # finished rows stop costing work
+                keep = torch.tensor(still_running, device=device)
+                for part in (policy, plan, *sessions):
+                    part.select_rows(keep)
+                rows = [rows[i] for i in still_running]
+                chosen, tokens = chosen[keep], tokens[keep]
+            logits = policy.keep(chosen) if tree else policy.advance(tokens)  # 4. next step's logits
+
+        elapsed = time.perf_counter() - started
+        return [
+            GenerationOutput(
+                text=stops.final_text(row),
+                token_ids=stops.rows[row].token_ids,
+                rewards=record.rewards[row],
+                lambdas=record.lambdas[row],
+                raw_rewards=record.raw[row],
+                finish_reason=stops.rows[row].finish_reason,
+                prompt_tokens=int(batch.attention_mask[row].sum()),
+                elapsed_s=elapsed,
+            )
+            for row in range(batch_size)
+        ]
+
+
+def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+class _Record:
+    """Per-row history of the chosen tokens' rewards and lambdas (one host sync per step for all of it)."""
+
+    def __init__(self, batch_size: int, names: list[str]):
+        self.names = names
+        self.rewards: list[list[float]] = [[] for _ in range(batch_size)]
+        self.lambdas: list[list[float]] = [[] for _ in range(batch_size)]
+        self.raw: list[dict[str, list[float]]] = [{name: [] for name in names} for _ in range(batch_size)]
+        self.last_tokens: list[int] = []
+
+    def add(self, rows, tokens, reward, lam, raw, chosen, stops: StopTracker) -> None:
+        """Append this step's values for the batch ``rows`` that had not finished before it."""
+        index = chosen[:, None]
+        columns = [tokens.float()[:, None], lam[:, None].float()]
+        if self.names:
+            columns.append(reward.gather(-1, index))
+            columns.append(raw.gather(1, index[..., None].expand(-1, 1, raw.shape[-1])).squeeze(1))
+        values = torch.cat(columns, dim=-1).tolist()
+        self.last_tokens = [int(row_values[0]) for row_values in values]
+        for row, row_values in zip(rows, values):
+            if stops.rows[row].finish_reason is not None:
+                continue
+            self.lambdas[row].append(row_values[1])
+            self.rewards[row].append(row_values[2] if self.names else 0.0)
+            for j, name in enumerate(self.names):
+                self.raw[row][name].append(row_values[3 + j])

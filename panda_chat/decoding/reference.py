@@ -1,0 +1,64 @@
+"""The naive PANDA loop: no cache at all, every candidate re-encoded with its whole prefix.
+
+At each step: re-encode the sequence through the base model for the next-token log-probs, take the top-k, then build
+k full sequences prefix+candidate and run them through each reward (a reward model's score at the last token, or a
+head on the base model's last hidden state). O(k * L) tokens a step, quadratic in the length. It is obviously
+correct, which is its only job: the tests check the cached engine against it, and the benchmark measures how much
+faster the engine is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from transformers import PreTrainedModel
+
+from panda_chat.rewards.base import Calibration
+from panda_chat.rewards.heads import RewardHead
+from panda_chat.rewards.reward_model import reward_head_of
+
+
+@torch.inference_mode()
+def reward_of_sequences(reward: RewardHead | PreTrainedModel, base_model: PreTrainedModel, sequences: torch.Tensor):
+    """Raw reward of each full sequence (N, L), read at its last token."""
+    if isinstance(reward, RewardHead):
+        hidden = base_model.base_model(input_ids=sequences).last_hidden_state[:, -1]
+        return reward.to(device=hidden.device, dtype=hidden.dtype)(hidden).float()
+    hidden = reward.base_model(input_ids=sequences.to(reward.device)).last_hidden_state[:, -1]
+    return reward_head_of(reward)(hidden).squeeze(-1).float().to(sequences.device)
+
+
+@torch.inference_mode()
+def reference_generate(
+    base_model: PreTrainedModel,
+    prompt_ids: Sequence[int],
+    rewards: Mapping[str, RewardHead | PreTrainedModel],
+    weights: Mapping[str, float],
+    lam: float,
+    top_k: int = 10,
+    max_new_tokens: int = 64,
+    calibrations: Mapping[str, Calibration] | None = None,
+    eos_token_ids: Sequence[int] = (),
+) -> list[int]:
+    """Greedy PANDA for one prompt, the slow and obvious way; returns the generated token ids."""
+    calibrations = calibrations or {}
+    device = base_model.device
+    sequence = torch.tensor([list(prompt_ids)], device=device)
+    generated: list[int] = []
+    for _ in range(max_new_tokens):
+        logprobs = torch.log_softmax(base_model(input_ids=sequence).logits[0, -1].float(), dim=-1)
+        candidate_logp, candidate_ids = logprobs.topk(top_k)
+        extended = torch.cat([sequence.expand(top_k, -1), candidate_ids[:, None]], dim=-1)  # k x (prefix + z)
+        combined = torch.zeros(top_k, device=device)
+        for name, reward in rewards.items():
+            calibration = calibrations.get(name, Calibration())
+            raw = reward_of_sequences(reward, base_model, extended)
+            combined += weights.get(name, 0.0) * calibration.normalise(raw)
+        best = int((candidate_logp + lam * combined).argmax())
+        token = int(candidate_ids[best])
+        generated.append(token)
+        sequence = extended[best : best + 1]
+        if token in eos_token_ids:
+            break
+    return generated

@@ -1,0 +1,109 @@
+"""An external reward model that shares the base model's tokenizer, scored with one cached prefix and a tree mask.
+
+The reward model (any ``...ForSequenceClassification`` with one output whose backbone is a decoder with a dynamic KV
+cache, e.g. ``LlamaForSequenceClassification``) reads exactly the token ids the base model reads. So:
+
+- ``start`` prefills the prompt once; the cache holds ONE copy of each row's prefix;
+- ``score`` runs the k candidates of every row as one row of k tokens with a tree attention mask, and applies the
+  classification head at each candidate: the reward of prefix+candidate for all k in one forward;
+- ``commit`` keeps the chosen candidate's keys/values and drops the other k-1.
+
+The classification head of a sequence classifier reads the last token's hidden state; here that is the candidate.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache, PreTrainedModel
+
+from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.tree_attention import (
+    SharedPrefix,
+    cache_bytes,
+    check_tree_cache,
+    keep_chosen_candidate,
+    prefill_position_ids,
+    select_cache_rows,
+)
+
+
+def reward_head_of(model: PreTrainedModel) -> nn.Module:
+    """The linear layer a sequence classifier applies to its backbone's last hidden state (``score`` in HF)."""
+    head = getattr(model, "score", None)
+    if not isinstance(head, nn.Module):
+        raise TypeError(
+            f"{type(model).__name__} is not a supported reward model: expected a ...ForSequenceClassification "
+            "with a `score` head on a decoder backbone (e.g. LlamaForSequenceClassification)"
+        )
+    if model.config.num_labels != 1:
+        raise ValueError(
+            f"a reward model must output one scalar (num_labels=1); this one has num_labels={model.config.num_labels}"
+        )
+    return head
+
+
+class CachedRewardModel(RewardSource):
+    """A same-tokenizer reward model scored with a single cached prefix per row (see the module docstring)."""
+
+    needs_base_hidden = False
+
+    def __init__(self, model: PreTrainedModel, name: str, calibration: Calibration | None = None):
+        self.model = model.eval()
+        self.backbone = model.base_model
+        self.head = reward_head_of(model)
+        self.name = name
+        self.calibration = calibration or Calibration()
+
+    def start(self, prompts: PromptBatch) -> CachedRewardSession:
+        return CachedRewardSession(self, prompts)
+
+
+class CachedRewardSession(RewardSession):
+    """The reward model's KV cache for one generate call: the prompts plus the tokens chosen so far."""
+
+    def __init__(self, source: CachedRewardModel, prompts: PromptBatch):
+        self.source = source
+        device = source.model.device
+        self.cache = DynamicCache(config=source.model.config)
+        self.prefix = SharedPrefix.from_prompt(prompts.attention_mask.to(device))
+        with torch.inference_mode():
+            source.backbone(
+                input_ids=prompts.input_ids.to(device),
+                attention_mask=self.prefix.attention_mask,
+                position_ids=prefill_position_ids(self.prefix.attention_mask),
+                past_key_values=self.cache,
+                use_cache=True,
+            )
+        check_tree_cache(self.cache)
+        self.peak_cache_bytes = cache_bytes(self.cache)
+
+    def score(self, candidates: CandidateBatch) -> torch.Tensor:
+        ids = candidates.candidate_ids.to(self.source.model.device)
+        mask, positions = self.prefix.tree_inputs(ids.shape[1], self.source.model.dtype)
+        with torch.inference_mode():
+            hidden = self.source.backbone(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+            ).last_hidden_state
+            rewards = self.source.head(hidden).squeeze(-1).float()
+        self.peak_cache_bytes = max(self.peak_cache_bytes, cache_bytes(self.cache))
+        return rewards.to(candidates.candidate_ids.device)
+
+    def commit(self, chosen: torch.Tensor) -> None:
+        keep_chosen_candidate(self.cache, self.prefix.length, chosen.to(self.source.model.device))
+        self.prefix.append_one()
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` of the batch (the decoder drops finished rows)."""
+        rows = rows.to(self.source.model.device)
+        select_cache_rows(self.cache, rows)
+        self.prefix.select_rows(rows)
+
+    @property
+    def cache_shape(self) -> tuple[int, ...]:
+        """(batch, kv_heads, cached slots, head_dim) of the first layer: the batch is B, never B * k."""
+        return tuple(self.cache.layers[0].keys.shape)
