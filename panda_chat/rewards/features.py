@@ -24,14 +24,22 @@ from tqdm.auto import tqdm
 from panda_chat.rewards.heads import BaseModelSignature
 
 
-def format_prompt(tokenizer, prompt: str) -> list[int]:
-    """Token ids of ``prompt`` as the decoder feeds it: chat template + generation prompt when there is a template."""
+def prompt_text(tokenizer, prompt: str) -> str:
+    """The text handed to the decoder for a user prompt: the chat template with a generation prompt when the
+    tokenizer has one (as the chat model formats a user message), else the prompt itself."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
+        return tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
         )
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    return prompt
+
+
+def format_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of ``prompt_text(prompt)`` tokenised as ``PandaDecoder.encode_prompts`` does: with the tokenizer's
+    special tokens unless the text already starts with BOS (so a templated prompt never gets a second BOS)."""
+    text = prompt_text(tokenizer, prompt)
+    bos = tokenizer.bos_token
+    return list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
 
 
 def encode_response(tokenizer, prompt: str, response: str, max_length: int | None = None) -> list[int]:

@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, Field
 from safetensors import safe_open
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
 from torch import nn
 
@@ -118,6 +120,21 @@ class RewardHead(nn.Module):
         save_file(tensors, str(path), metadata={_METADATA_KEY: self.config.model_dump_json()})
         return path
 
+    def to_bytes(self) -> bytes:
+        """The head file's bytes (e.g. to keep a user's head in the profile store); ``from_bytes`` reads them."""
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+        return save_bytes(tensors, metadata={_METADATA_KEY: self.config.model_dump_json()})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> RewardHead:
+        metadata = _metadata_of_bytes(data)
+        if _METADATA_KEY not in metadata:
+            raise ValueError(f"{source} is not a panda-chat reward head (no head config)")
+        config = RewardHeadConfig.model_validate(json.loads(metadata[_METADATA_KEY]))
+        head = cls(config)
+        head.load_state_dict(load_bytes(data))
+        return head.eval()
+
     @classmethod
     def load(cls, path: str | Path) -> RewardHead:
         path = Path(path)
@@ -136,6 +153,16 @@ class RewardHead(nn.Module):
         head = cls(config)
         head.load_state_dict(state)
         return head.eval()
+
+
+def _metadata_of_bytes(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a serialised safetensors blob (8-byte little-endian header size, then JSON)."""
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("not a safetensors blob") from exc
+    return header.get("__metadata__", {}) if isinstance(header, dict) else {}
 
 
 class HeadReward(RewardSource):

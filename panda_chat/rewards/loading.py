@@ -10,8 +10,8 @@ A spec is one of:
   (written by panda-chat's reward training, ``panda_chat.rewards.calibration.RewardModelInfo``) when present, else
   mean 0 / std 1 (a third-party reward model).
 
-A reward model with a different tokenizer cannot share token ids with the decoder; it is refused today, from one
-place (``reward_for_other_tokenizer``), which the cross-tokenizer text path will replace.
+A reward model with a different tokenizer cannot share token ids with the decoder; ``reward_for_other_tokenizer``
+wraps it in the cross-tokenizer text path (``TextRewardModel``: scored on decoded text, correct but slow).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from panda_chat.registry import ModelNotFoundError, ModelRegistry, shared_regist
 from panda_chat.rewards.base import Calibration, RewardSource
 from panda_chat.rewards.heads import HeadReward, RewardHead
 from panda_chat.rewards.reward_model import CachedRewardModel
+from panda_chat.rewards.text_reward_model import TextRewardModel
 
 # The file reward training writes beside a reward-model folder (``RewardModelInfo``); only its calibration is read here.
 REWARD_INFO_FILE = "panda_reward.json"
@@ -58,13 +59,12 @@ def read_calibration(folder: Path) -> Calibration:
 
 
 def reward_for_other_tokenizer(
-    name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, reason: str
+    name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, reason: str,
+    calibration: Calibration | None = None,
 ) -> RewardSource:
-    """The reward source for a reward model whose tokenizer is not the base model's: not supported yet."""
-    raise TokenizerMismatchError(
-        f"reward '{name}': the reward model's tokenizer differs from the base model's ({reason}); "
-        "only reward models sharing the base model's tokenizer, or reward heads, are supported"
-    )
+    """The reward source for a reward model whose tokenizer is not the base model's (``reason`` says how they
+    differ): scored on decoded text, the slow path (see ``panda_chat.rewards.text_reward_model``)."""
+    return TextRewardModel(model, tokenizer, name=name, calibration=calibration)
 
 
 def load_reward(
@@ -96,7 +96,7 @@ def load_reward(
     loaded = (registry or shared_registry()).sequence_classifier(path, base_model.device, base_model.dtype)
     reason = tokenizer_difference(base_tokenizer, loaded.tokenizer)
     if reason is not None:
-        return reward_for_other_tokenizer(name, loaded.model, loaded.tokenizer, reason)
+        return reward_for_other_tokenizer(name, loaded.model, loaded.tokenizer, reason, read_calibration(path))
     return CachedRewardModel(loaded.model, name=name, calibration=read_calibration(path))
 
 

@@ -359,3 +359,35 @@ def train_reward_model(
                     training=_training_facts(report, config, lr)).save(out)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def train_user_reward_head(
+    store,
+    user_id: str,
+    base,
+    *,
+    name: str = "feedback",
+    description: str = "",
+    config: RewardTrainingConfig | None = None,
+    min_pairs: int = 4,
+    progress: bool = False,
+) -> TrainedRewardHead:
+    """Train a reward head on one user's own feedback pairs and save it back into their profile.
+
+    ``store`` is a ``profiles.ProfileStore`` (anything with ``feedback_pairs(user_id)`` and
+    ``save_reward_head(user_id, name, data, meta)``): the pairs are fetched here, trained on with
+    ``train_reward_head``, and the head file's bytes are stored under ``name`` (replacing an older head of that name).
+    """
+    pairs = store.feedback_pairs(user_id)
+    if len(pairs) < min_pairs:
+        raise ValueError(
+            f"user '{user_id}' has {len(pairs)} feedback pair(s); at least {min_pairs} are needed to train a reward head"
+        )
+    description = description or f"learned from the feedback of user '{user_id}'"
+    trained = train_reward_head(base, pairs, name=name, description=description, config=config, progress=progress)
+    report = trained.report
+    store.save_reward_head(user_id, name, trained.head.to_bytes(), meta={
+        "kind": "head", "base_model": trained.head.config.base_model, "train_pairs": report.train_pairs,
+        "val_pairs": report.val_pairs, "val_accuracy": report.val_accuracy,
+    })
+    return trained

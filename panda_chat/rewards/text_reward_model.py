@@ -1,0 +1,110 @@
+"""Rewards scored on decoded *text*: the slow path for reward models that do not share the base model's tokenizer.
+
+A reward model with another tokenizer (an encoder RM such as a DeBERTa classifier, or a decoder RM from another
+family) cannot read the base model's token ids, so nothing can be cached across steps. At every step each candidate
+continuation is decoded with the base tokenizer (response so far + candidate token), re-tokenised with the reward
+model's own tokenizer after the prompt (formatted with the RM's chat template when it has one, as reward training
+formats it) and the B*k texts are scored in right-padded batches. That is a full forward over prompt + response per
+candidate per step: correct, but O(k * L) tokens a step instead of k. ``benchmarks/bench_rewards.py`` measures the
+gap against the cached same-tokenizer path; prefer a same-tokenizer RM or a reward head when speed matters.
+
+``candidate_texts`` is shared with the other text rewards (the zero-shot embedding reward).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.rewards.features import encode_response
+
+
+def candidate_texts(tokenizer: PreTrainedTokenizerBase, candidates: CandidateBatch) -> list[list[str]]:
+    """Per row, the k texts "response so far + candidate token", decoded with the base tokenizer.
+
+    Each text is decoded from the whole id sequence (not prefix text + token text): byte-level tokens may hold
+    part of a UTF-8 character, which only decodes correctly together with its neighbours.
+    """
+    ids = candidates.candidate_ids.tolist()
+    sequences = [prefix + [token] for prefix, row in zip(candidates.generated_ids, ids) for token in row]
+    texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
+    k = candidates.candidate_ids.shape[1]
+    return [texts[row * k : (row + 1) * k] for row in range(len(ids))]
+
+
+class TextRewardModel(RewardSource):
+    """Any one-label ``AutoModelForSequenceClassification`` with its own tokenizer, scored on decoded text."""
+
+    needs_base_hidden = False
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        name: str,
+        calibration: Calibration | None = None,
+        batch_size: int = 64,
+        max_length: int = 1024,
+    ):
+        if model.config.num_labels != 1:
+            raise ValueError(f"reward '{name}': a reward model must output one scalar, this one has "
+                             f"num_labels={model.config.num_labels}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.calibration = calibration or Calibration()
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        if model.config.pad_token_id is None:
+            # Decoder classifiers pool at the last token that is not padding; they need to know the pad id to find it
+            # in a right-padded batch (encoder classifiers pool at position 0 and ignore it).
+            model.config.pad_token_id = self.pad_id
+
+    def start(self, prompts: PromptBatch) -> RewardSession:
+        return _TextRewardSession(self, prompts)
+
+    def score_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        """Raw rewards of (prompt, response) pairs, shape (N,), float32 on the CPU."""
+        sequences = [encode_response(self.tokenizer, p, r, self.max_length) for p, r in zip(prompts, responses)]
+        out = torch.empty(len(sequences))
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # length-sorted: little padding
+        device = self.model.device
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            longest = max(len(sequences[i]) for i in chunk)
+            ids = torch.full((len(chunk), longest), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, i in enumerate(chunk):
+                ids[row, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+                mask[row, : len(sequences[i])] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            out[chunk] = logits.reshape(len(chunk)).float().cpu()
+        return out
+
+
+class _TextRewardSession(RewardSession):
+    def __init__(self, source: TextRewardModel, prompts: PromptBatch):
+        self.source = source
+        self.tokenizer = prompts.tokenizer
+        self.prompt_texts = list(prompts.texts)
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Finished rows leave the batch: keep the prompt texts of the remaining ones, in their new order."""
+        self.prompt_texts = [self.prompt_texts[i] for i in rows.tolist()]
+
+    def score(self, candidates: CandidateBatch) -> torch.Tensor:
+        B, k = candidates.candidate_ids.shape
+        scores = torch.zeros(B, k)
+        rows = [b for b in range(B) if bool(candidates.active[b])]
+        if rows:
+            texts = candidate_texts(self.tokenizer, candidates)
+            flat = self.source.score_texts(
+                [self.prompt_texts[b] for b in rows for _ in range(k)], [t for b in rows for t in texts[b]]
+            )
+            scores[rows] = flat.view(len(rows), k)
+        return scores.to(candidates.candidate_ids.device)
