@@ -1,0 +1,25 @@
+"""Alembic environment: runs migrations on the connection ``profiles.database.upgrade_schema`` passes in, or, for
+developers running the ``alembic`` command, on ``sqlalchemy.url``."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from profiles.models import Base
+
+config = context.config
+
+
+def _run(connection) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:
+    with create_engine(config.get_main_option("sqlalchemy.url")).begin() as own_connection:
+        _run(own_connection)
