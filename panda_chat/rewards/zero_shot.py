@@ -1,0 +1,75 @@
+"""A zero-shot preference reward: how close the response so far is, in meaning, to a description of the preference.
+
+Nobody has to train a model for a new preference ("answer like a pirate"): the reward of a candidate is the cosine
+similarity between the sentence embedding of (response so far + candidate token) and the embedding of the pole's
+natural-language description, computed once. This is PAD's point that a preference-conditioned reward generalises
+to preferences unseen in training, in its simplest form.
+
+It is a text reward, so it is slower than a head: every step decodes the B*k candidate texts and embeds them (in one
+``encode`` call). Cosine similarities of a sentence embedder sit in a narrow band, so calibrate on a few reference
+texts (``calibrated_on``) before mixing it with other rewards.
+
+The embedder is the profile store's (``profiles.embedders``): the default all-MiniLM-L6-v2 from the packaged copy, a
+model path, ``"hashing"``, an ``Embedder`` or any ``encode(list[str]) -> array`` callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.rewards.calibration import calibrate
+from panda_chat.rewards.text_reward_model import candidate_texts
+from profiles.embedders import Embedder, encode_normalised, resolve_embedder
+
+EmbedderSpec = Embedder | Callable[[list[str]], object] | str | None
+
+
+class ZeroShotReward(RewardSource):
+    """reward(text) = cos(embed(text), embed(description)) for the response so far plus each candidate token."""
+
+    needs_base_hidden = False
+
+    def __init__(self, description: str, name: str, embedder: EmbedderSpec = None,
+                 calibration: Calibration | None = None):
+        if not description.strip():
+            raise ValueError(f"zero-shot reward '{name}' needs a non-empty description")
+        self.name = name
+        self.description = description
+        self.embedder = resolve_embedder(embedder)
+        self.calibration = calibration or Calibration()
+        self._target = encode_normalised(self.embedder, [description])[0]
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw rewards (cosine similarities in [-1, 1]) of whole texts, shape (N,)."""
+        return encode_normalised(self.embedder, list(texts)) @ self._target
+
+    def calibrated_on(self, reference_texts: Sequence[str]) -> ZeroShotReward:
+        """Set the calibration to the mean/std of this reward over ``reference_texts``; returns self."""
+        self.calibration = calibrate(torch.from_numpy(self.score_texts(reference_texts)))
+        return self
+
+    def start(self, prompts: PromptBatch) -> RewardSession:
+        return _ZeroShotSession(self, prompts.tokenizer)
+
+
+class _ZeroShotSession(RewardSession):
+    def __init__(self, source: ZeroShotReward, tokenizer):
+        self.source = source
+        self.tokenizer = tokenizer
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Stateless: every step's candidates carry their own rows' generated tokens."""
+
+    def score(self, candidates: CandidateBatch) -> torch.Tensor:
+        B, k = candidates.candidate_ids.shape
+        scores = torch.zeros(B, k)
+        rows = [b for b in range(B) if bool(candidates.active[b])]
+        if rows:
+            texts = candidate_texts(self.tokenizer, candidates)
+            flat = self.source.score_texts([t for b in rows for t in texts[b]])  # one encode call for all rows
+            scores[rows] = torch.from_numpy(np.asarray(flat, dtype=np.float32)).view(len(rows), k)
+        return scores.to(candidates.candidate_ids.device)
