@@ -326,6 +326,25 @@ class DialogueCorpus:
             ))
         return pairs
 
+    def prefix_pairs(self, pole: str, n: int, split: Split = "train") -> list[PreferencePair]:
+        """Like ``preference_pairs``, but both answers cut after the same number of words.
+
+        PANDA scores partial answers (the prefix so far plus one candidate token), so a reward that only ever saw
+        complete answers would be guessing mid-answer. Training on prefixes teaches it the early signals too: the
+        opener already tells a friendly answer from a formal one.
+        """
+        rng = self._rng("prefix-pairs", pole, split)
+        pairs: list[PreferencePair] = []
+        for full in self.preference_pairs(pole, n * 2, split):
+            chosen, rejected = full.chosen.split(), full.rejected.split()
+            cut = rng.randint(2, max(2, min(len(chosen), len(rejected))))
+            c, r = " ".join(chosen[:cut]), " ".join(rejected[:cut])
+            if c != r:
+                pairs.append(PreferencePair(prompt=full.prompt, chosen=c, rejected=r))
+            if len(pairs) == n:
+                break
+        return pairs
+
     # -- user utterances ----------------------------------------------------------------------------------------
 
     def user_utterances(self, pole: str, n: int, split: Split = "train") -> list[str]:

@@ -1,0 +1,269 @@
+"""The one-command recipe that makes panda-chat's embedded demo models, deterministically from a seed.
+
+    python -m panda_chat.demo.recipe --out panda_chat/demo/models [--seed 0] [--quick]
+
+Stages (each with a progress bar): generate the corpus (``panda_chat.demo.corpus``); train a byte-level BPE
+tokenizer on it; train the base LM (``panda_chat.demo.base_lm``); train one Bradley-Terry reward head per catalog pole
+and one full reward model with the project's own reward training API (``panda_chat.rewards.training``), measuring
+each on preference pairs about held-out topics; fit the context-aware lambda; write a model card (``README.md``) into
+every folder and ``recipe_report.json`` with every measured number. ``--quick`` runs the same stages on a tiny
+model and a few hundred examples (seconds): the tests use it.
+
+Layout of ``--out``:
+
+    base/                      causal LM + tokenizer (chat template, EOS), generation_config, README.md
+    heads/<pole>.safetensors   one reward head per pole, README.md
+    reward_models/<pole>/      full sequence-classification reward model (+ panda_reward.json), README.md
+    lambda.safetensors         learned lambda(x, t) (+ lambda.json: what it was fitted on)
+    recipe_report.json         the measured numbers the model cards quote
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
+
+from panda_chat.demo.base_lm import BaseLMConfig, BaseLMReport, train_base_lm
+from panda_chat.demo.cards import write_cards
+from panda_chat.demo.corpus import POLES, DialogueCorpus, opposite_pole
+from panda_chat.rewards.data import PreferencePair
+from panda_chat.rewards.features import ResponseFeaturizer, encode_response
+from panda_chat.rewards.heads import RewardHead
+from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head, train_reward_model
+from panda_chat.tiny_models import train_tokenizer
+
+REPORT_FILE = "recipe_report.json"
+
+
+class RecipeConfig(BaseModel):
+    """Every setting of the recipe; ``quick()`` is the seconds-long variant the tests run."""
+
+    seed: int = 0
+    vocab_size: int = Field(default=2048, gt=300)
+    tokenizer_dialogues: int = Field(default=5000, gt=0)
+    train_dialogues: int = Field(default=20000, gt=0)
+    heldout_dialogues: int = Field(default=300, gt=0)
+    base: BaseLMConfig = Field(default_factory=BaseLMConfig)
+    head_pairs_per_pole: int = Field(default=1000, gt=1)  # complete answers; as many prefix pairs again
+    heldout_pairs_per_pole: int = Field(default=300, gt=0)
+    head_kind: str = "linear"
+    head_epochs: int = Field(default=30, gt=0)
+    reward_model_pole: str = "expert"
+    reward_model_pairs: int = Field(default=500, gt=1)
+    reward_model_epochs: int = Field(default=2, gt=0)
+    reward_model_lr: float = Field(default=3e-4, gt=0)
+    sample_prompts: int = Field(default=6, ge=0)
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> RecipeConfig:
+        return cls(
+            seed=seed, vocab_size=400, tokenizer_dialogues=300, train_dialogues=300, heldout_dialogues=20,
+            base=BaseLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              num_key_value_heads=1, steps=6, batch_size=8, warmup_steps=2, max_length=96),
+            head_pairs_per_pole=24, heldout_pairs_per_pole=16, head_epochs=3, reward_model_pairs=12,
+            reward_model_epochs=1, sample_prompts=2,
+        )
+
+
+class HeadResult(BaseModel):
+    pole: str
+    file: str
+    train_pairs: int
+    val_accuracy: float | None  # on a random 10% of the training-topic pairs (early stopping)
+    heldout_accuracy: float  # complete answers about held-out topics
+    heldout_prefix_accuracy: float  # answers cut mid-way, held-out topics
+    seconds: float
+
+
+class RewardModelResult(BaseModel):
+    pole: str
+    folder: str
+    parameters: int
+    train_pairs: int
+    epochs: int
+    lr: float
+    val_accuracy: float | None
+    heldout_accuracy: float
+    seconds: float
+
+
+class RecipeReport(BaseModel):
+    """Everything the recipe measured; the model cards are written from it."""
+
+    config: RecipeConfig
+    torch_version: str
+    threads: int
+    tokenizer_vocab: int
+    corpus_train_dialogues: int
+    corpus_distinct_answers: int
+    base: BaseLMReport
+    base_samples: list[dict[str, str]]  # greedy answers of the trained base LM to held-out prompts
+    heads: list[HeadResult]
+    reward_model: RewardModelResult
+    lambda_fit: dict | None
+    file_sizes_bytes: dict[str, int]
+    total_seconds: float
+
+
+def _stage(name: str) -> None:
+    print(f"[recipe] {name}", flush=True)
+
+
+def heldout_pairs(corpus: DialogueCorpus, pole: str, n: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(complete, prefix) preference pairs about topics training never saw."""
+    return corpus.preference_pairs(pole, n, split="heldout"), corpus.prefix_pairs(pole, n, split="heldout")
+
+
+def head_accuracy(head: RewardHead, featurizer: ResponseFeaturizer, pairs: list[PreferencePair]) -> float:
+    """Share of pairs whose chosen response the head scores strictly above the rejected one."""
+    prompts = [p.prompt for p in pairs]
+    chosen = featurizer(prompts, [p.chosen for p in pairs])
+    rejected = featurizer(prompts, [p.rejected for p in pairs])
+    with torch.no_grad():
+        return float((head(chosen) > head(rejected)).float().mean())
+
+
+def reward_model_accuracy(folder: Path, pairs: list[PreferencePair], batch_size: int = 32) -> float:
+    """Held-out pairwise accuracy of a sequence-classification reward model loaded back from ``folder``."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    correct = 0
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        seqs = [encode_response(tokenizer, p.prompt, r) for p in chunk for r in (p.chosen, p.rejected)]
+        longest = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), longest), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+        with torch.no_grad():
+            scores = model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).view(-1, 2)
+        correct += int((scores[:, 0] > scores[:, 1]).sum())
+    return correct / len(pairs)
+
+
+def greedy_samples(model, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
+                   max_new_tokens: int = 120) -> list[dict[str, str]]:
+    """The base LM's unguided greedy answers (for the model card: what the model does on its own)."""
+    samples = []
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+        samples.append({"prompt": prompt, "answer": tokenizer.decode(out[0, ids["input_ids"].shape[1]:],
+                                                                     skip_special_tokens=True)})
+    return samples
+
+
+def train_tokenizer_on(corpus: DialogueCorpus, config: RecipeConfig) -> PreTrainedTokenizerFast:
+    return train_tokenizer(corpus.iter_texts(config.tokenizer_dialogues), vocab_size=config.vocab_size)
+
+
+def _file_sizes(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True) -> RecipeReport:
+    """Build every demo model into ``out`` (its model folders are replaced) and return the measured report."""
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("base", "heads", "reward_models"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    torch.manual_seed(config.seed)
+    corpus = DialogueCorpus(config.seed)
+
+    _stage("corpus + tokenizer")
+    train = corpus.dialogues(config.train_dialogues)
+    heldout = corpus.dialogues(config.heldout_dialogues, split="heldout")
+    tokenizer = train_tokenizer_on(corpus, config)
+
+    _stage("base LM")
+    model, base_report = train_base_lm(tokenizer, train, heldout, config.base, seed=config.seed, progress=progress)
+    base_dir = out / "base"
+    model.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    samples = greedy_samples(model, tokenizer, corpus.prompts(config.sample_prompts, split="heldout"))
+
+    _stage("reward heads")
+    featurizer = ResponseFeaturizer(model, tokenizer, batch_size=32)
+    head_config = RewardTrainingConfig(epochs=config.head_epochs, seed=config.seed, head_kind=config.head_kind)
+    heads: list[HeadResult] = []
+    for pole in POLES:
+        pole_started = time.perf_counter()
+        pairs = (corpus.preference_pairs(pole, config.head_pairs_per_pole)
+                 + corpus.prefix_pairs(pole, config.head_pairs_per_pole))
+        trained = train_reward_head(
+            (model, tokenizer), pairs, name=pole, featurizer=featurizer, config=head_config, progress=progress,
+            description=f"Bradley-Terry reward for '{pole}' answers (vs '{opposite_pole(pole)}') on the demo base LM",
+        )
+        complete, prefixes = heldout_pairs(corpus, pole, config.heldout_pairs_per_pole)
+        path = trained.head.save(out / "heads" / f"{pole}.safetensors")
+        heads.append(HeadResult(
+            pole=pole, file=str(path.relative_to(out)), train_pairs=trained.report.train_pairs,
+            val_accuracy=trained.report.val_accuracy,
+            heldout_accuracy=head_accuracy(trained.head, featurizer, complete),
+            heldout_prefix_accuracy=head_accuracy(trained.head, featurizer, prefixes),
+            seconds=time.perf_counter() - pole_started,
+        ))
+
+    _stage(f"full reward model ({config.reward_model_pole})")
+    rm_started = time.perf_counter()
+    rm_dir = out / "reward_models" / config.reward_model_pole
+    pole = config.reward_model_pole
+    rm_pairs = corpus.preference_pairs(pole, config.reward_model_pairs) + corpus.prefix_pairs(pole, config.reward_model_pairs)
+    rm_report = train_reward_model(
+        base_dir, rm_pairs, rm_dir, name=pole, progress=progress,
+        description=f"Full Bradley-Terry reward model for '{pole}' answers, fine-tuned from the demo base LM",
+        config=RewardTrainingConfig(epochs=config.reward_model_epochs, lr=config.reward_model_lr, batch_size=16,
+                                    seed=config.seed, patience=config.reward_model_epochs),
+    )
+    complete, _ = heldout_pairs(corpus, pole, config.heldout_pairs_per_pole)
+    reward_model = RewardModelResult(
+        pole=pole, folder=str(rm_dir.relative_to(out)),
+        parameters=sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(rm_dir).parameters()),
+        train_pairs=rm_report.train_pairs, epochs=rm_report.epochs_run, lr=config.reward_model_lr,
+        val_accuracy=rm_report.val_accuracy, heldout_accuracy=reward_model_accuracy(rm_dir, complete),
+        seconds=time.perf_counter() - rm_started,
+    )
+
+    report = RecipeReport(
+        config=config, torch_version=torch.__version__, threads=torch.get_num_threads(),
+        tokenizer_vocab=len(tokenizer), corpus_train_dialogues=len(train),
+        corpus_distinct_answers=len({d.answer for d in train}), base=base_report, base_samples=samples, heads=heads,
+        reward_model=reward_model, lambda_fit=None, file_sizes_bytes={}, total_seconds=0.0,
+    )
+    _stage("model cards")
+    write_cards(out, report.model_dump(mode="json"))
+    report.file_sizes_bytes = _file_sizes(out)
+    report.total_seconds = time.perf_counter() - started
+    (out / REPORT_FILE).write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m panda_chat.demo.recipe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder to write the models into (the shipped ones: "
+                                                     "panda_chat/demo/models)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny model, few examples: seconds, for tests")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (torch.set_num_threads)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = RecipeConfig.quick(args.seed) if args.quick else RecipeConfig(seed=args.seed)
+    report = run_recipe(args.out, config)
+    print(f"[recipe] done in {report.total_seconds:.0f} s; base LM held-out loss {report.base.heldout_loss:.3f}; "
+          + ", ".join(f"{h.pole} {h.heldout_accuracy:.3f}" for h in report.heads))
+
+
+if __name__ == "__main__":
+    main()
