@@ -1,0 +1,113 @@
+"""``panda-chat generate``: decode one prompt with PANDA from the command line, over ``PandaDecoder``.
+
+    panda-chat generate "Explain photosynthesis" --base ./base --reward simple=./simple.safetensors \\
+        --weight simple=1 --lam 1.5 --top-k 10 --max-new-tokens 128
+
+The prompt comes from the argument, or from stdin when the argument is missing or "-". Text output streams the
+answer as it is decoded; ``--json`` prints one JSON object with the text, token ids, per-token rewards and lambdas,
+the finish reason, token counts and timing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from panda_chat.cli.errors import friendly_errors
+
+
+def _name_value_pairs(option: str, values: tuple[str, ...]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got '{item}'", param_hint=option)
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _weights(values: tuple[str, ...]) -> dict[str, float] | None:
+    if not values:
+        return None
+    weights = {}
+    for name, value in _name_value_pairs("--weight", values):
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"weight of '{name}' must be a number, got '{value}'", param_hint="--weight")
+    return weights
+
+
+@click.command("generate")
+@click.argument("prompt", required=False)
+@click.option("--base", required=True, help="Base causal LM: a local folder (or a hub name when online).")
+@click.option("--reward", "rewards", multiple=True, metavar="NAME=PATH",
+              help="A reward: a head file (.safetensors) or a reward-model folder. Repeat for several.")
+@click.option("--weight", "weights", multiple=True, metavar="NAME=W",
+              help="Weight of a reward (default: 1 for every reward; a reward without --weight then gets 0).")
+@click.option("--lam", type=float, default=1.0, show_default=True, help="lambda: how strongly the rewards steer.")
+@click.option("--top-k", type=int, default=10, show_default=True, help="Candidates per step.")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--greedy/--sample", default=True, show_default=True, help="Argmax, or sample from the candidates.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature.")
+@click.option("--seed", type=int, default=None, help="Seed for --sample (reproducible draws).")
+@click.option("--stop", "stop", multiple=True, help="Stop when this text is generated (not printed). Repeatable.")
+@click.option("--ignore-eos", is_flag=True, help="Keep decoding past the end-of-sequence token.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (ids, rewards, timing) instead of text.")
+@friendly_errors
+def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy, temperature, seed, stop,
+             ignore_eos, device, dtype, as_json) -> None:
+    """Generate an answer to PROMPT, steered token by token toward the given rewards (PANDA)."""
+    from panda_chat.decoding import PandaDecoder  # imported here: `panda-chat --help` stays fast
+
+    if prompt is None or prompt == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError("give a PROMPT argument or pipe the prompt on stdin")
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise click.UsageError("the prompt is empty")
+    reward_specs = dict(_name_value_pairs("--reward", rewards))
+    weight_values = _weights(weights)
+
+    started = time.perf_counter()
+    decoder = PandaDecoder.from_pretrained(base, rewards=reward_specs, device=device, dtype=dtype)
+    load_s = time.perf_counter() - started
+
+    def print_piece(row: int, piece: str) -> None:
+        click.echo(piece, nl=False)
+
+    (output,) = decoder.generate(
+        prompt,
+        weights=weight_values,
+        lam=lam,
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        seed=seed,
+        stop_at_eos=not ignore_eos,
+        stop=list(stop),
+        on_token=None if as_json else print_piece,
+    )
+    if not as_json:
+        click.echo()
+        return
+    result = output.to_dict()
+    result["prompt"] = prompt
+    result["timing"] = {
+        "load_s": round(load_s, 4),
+        "generate_s": round(output.elapsed_s, 4),
+        "tokens_per_s": round(output.completion_tokens / output.elapsed_s, 2) if output.elapsed_s > 0 else None,
+    }
+    result["settings"] = {
+        "base": str(base), "rewards": reward_specs, "weights": weight_values, "lam": lam, "top_k": top_k,
+        "max_new_tokens": max_new_tokens, "greedy": greedy, "temperature": temperature, "seed": seed,
+        "stop": list(stop), "device": str(decoder.device), "dtype": str(decoder.model.dtype).replace("torch.", ""),
+    }
+    click.echo(json.dumps(result, ensure_ascii=False))
