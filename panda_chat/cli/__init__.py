@@ -16,3 +16,5 @@ def main() -> None:
 # Command registration (one line per module; keep alphabetical):
 from panda_chat.cli.generate import generate  # noqa: E402
 main.add_command(generate)
+from panda_chat.cli.reward import reward  # noqa: E402
+main.add_command(reward)

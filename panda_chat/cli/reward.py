@@ -1,0 +1,121 @@
+"""``panda-chat reward train``: Bradley-Terry reward heads and reward models from preference pairs.
+
+The pairs come from a JSONL file (``--data``) or from one user's feedback in the profile store
+(``--from-feedback USER``). A head is written to ``--out`` (a ``.safetensors`` file) and, for ``--from-feedback``,
+also saved into the store as that user's reward head; ``--kind model`` writes a reward-model folder to ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from panda_chat.rewards.data import PairDataError, load_pairs
+from panda_chat.rewards.training import (
+    RewardTrainingConfig,
+    RewardTrainingReport,
+    train_reward_head,
+    train_reward_model,
+    train_user_reward_head,
+)
+from profiles.errors import ProfileError
+
+
+@click.group()
+def reward() -> None:
+    """Train reward models (Bradley-Terry heads or full models)."""
+
+
+@reward.command("train")
+@click.option("--base", required=True, help="Base model folder (or hub name) the reward is for.")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path),
+              help='JSONL preference pairs: {"prompt", "chosen", "rejected"} or HH-RLHF {"chosen", "rejected"}.')
+@click.option("--from-feedback", "user_id", help="Train on this user's feedback pairs from the profile store.")
+@click.option("--store", "store_url", help="Profile store URL or SQLite path (default: $PANDA_CHAT_DB or the user data dir).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Head file (.safetensors) or reward-model folder (--kind model). Optional with --from-feedback.")
+@click.option("--kind", type=click.Choice(["head", "model"]), default="head", show_default=True,
+              help="A head on the frozen base model's hidden states, or a fine-tuned sequence classifier.")
+@click.option("--name", default=None, help="Reward name (default: the output file's stem, or 'feedback').")
+@click.option("--description", default="", help="What the reward prefers, in words (stored with it).")
+@click.option("--head-type", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Default: 20 for a head, 3 for a model.")
+@click.option("--lr", type=float, default=None, help="Default: 1e-2 for a head, 2e-5 for a model.")
+@click.option("--batch-size", type=int, default=None, help="Default: 64 for a head, 8 for a model.")
+@click.option("--val-split", type=float, default=0.1, show_default=True)
+@click.option("--patience", type=int, default=3, show_default=True, help="Epochs without better validation accuracy.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep head features on disk here (keyed by data and base model).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the training report) and nothing else.")
+def train(base, data_path, user_id, store_url, out, kind, name, description, head_type, epochs, lr, batch_size,
+          val_split, patience, seed, cache_dir, as_json) -> None:
+    """Train a reward with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l))."""
+    if (data_path is None) == (user_id is None):
+        raise click.UsageError("give exactly one of --data FILE or --from-feedback USER")
+    if out is None and user_id is None:
+        raise click.UsageError("--out is required with --data")
+    if kind == "model" and (out is None or user_id is not None):
+        raise click.UsageError("--kind model trains from --data into an --out folder")
+    config = RewardTrainingConfig(
+        epochs=epochs or (20 if kind == "head" else 3),
+        lr=lr,
+        batch_size=batch_size or (64 if kind == "head" else 8),
+        val_split=val_split,
+        patience=patience,
+        seed=seed,
+        head_kind=head_type,
+    )
+    progress = not as_json and sys.stderr.isatty()
+    _quiet_transformers()
+    try:
+        if user_id is not None:
+            from profiles.store import ProfileStore
+
+            with ProfileStore(store_url) as store:
+                trained = train_user_reward_head(store, user_id, base, name=name or "feedback",
+                                                 description=description, config=config, progress=progress)
+            report = trained.report
+            if out is not None:
+                report.out = str(trained.head.save(out))
+        elif kind == "head":
+            pairs = load_pairs(data_path)
+            trained = train_reward_head(base, pairs, name=name or out.stem, description=description, config=config,
+                                        cache_dir=cache_dir, progress=progress)
+            report = trained.report
+            report.out = str(trained.head.save(out))
+        else:
+            pairs = load_pairs(data_path)
+            report = train_reward_model(base, pairs, out, name=name or out.name, description=description,
+                                        config=config, progress=progress)
+    except (PairDataError, ProfileError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print_report(report, as_json, user_id)
+
+
+def _print_report(report: RewardTrainingReport, as_json: bool, user_id: str | None) -> None:
+    if as_json:
+        click.echo(json.dumps(report.model_dump(mode="json") | {"user_id": user_id}))
+        return
+    acc = "n/a (no held-out pairs)" if report.val_accuracy is None else f"{report.val_accuracy:.3f}"
+    click.echo(f"trained {report.kind} '{report.name}' on {report.train_pairs} pairs "
+               f"({report.val_pairs} held out) in {report.seconds:.1f}s")
+    click.echo(f"validation accuracy: {acc}  (train {report.train_accuracy:.3f}; best epoch {report.best_epoch} "
+               f"of {report.epochs_run})")
+    click.echo(f"calibration: mean {report.calibration.mean:.4f}, std {report.calibration.std:.4f}")
+    if user_id is not None:
+        click.echo(f"saved to the profile store as user '{user_id}' reward head '{report.name}'")
+    if report.out:
+        click.echo(f"saved: {report.out}")
+
+
+def _quiet_transformers() -> None:
+    """Model loading prints progress bars and (for a causal LM loaded as a classifier) a long load report; the
+    command's own summary says enough."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
