@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from panda_chat.rewards.data import PairDataError, load_pairs
+from panda_chat.cli.errors import friendly_errors
+from panda_chat.rewards.data import load_pairs
 from panda_chat.rewards.training import (
     RewardTrainingConfig,
     RewardTrainingReport,
@@ -21,7 +22,6 @@ from panda_chat.rewards.training import (
     train_reward_model,
     train_user_reward_head,
 )
-from profiles.errors import ProfileError
 
 
 @click.group()
@@ -42,15 +42,16 @@ def reward() -> None:
 @click.option("--name", default=None, help="Reward name (default: the output file's stem, or 'feedback').")
 @click.option("--description", default="", help="What the reward prefers, in words (stored with it).")
 @click.option("--head-type", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True)
-@click.option("--epochs", type=int, default=None, help="Default: 20 for a head, 3 for a model.")
-@click.option("--lr", type=float, default=None, help="Default: 1e-2 for a head, 2e-5 for a model.")
-@click.option("--batch-size", type=int, default=None, help="Default: 64 for a head, 8 for a model.")
-@click.option("--val-split", type=float, default=0.1, show_default=True)
-@click.option("--patience", type=int, default=3, show_default=True, help="Epochs without better validation accuracy.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: 20 for a head, 3 for a model.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Default: 1e-2 for a head, 2e-5 for a model.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: 64 for a head, 8 for a model.")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True, help="Epochs without better validation accuracy.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep head features on disk here (keyed by data and base model).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the training report) and nothing else.")
+@friendly_errors
 def train(base, data_path, user_id, store_url, out, kind, name, description, head_type, epochs, lr, batch_size,
           val_split, patience, seed, cache_dir, as_json) -> None:
     """Train a reward with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l))."""
@@ -71,28 +72,25 @@ def train(base, data_path, user_id, store_url, out, kind, name, description, hea
     )
     progress = not as_json and sys.stderr.isatty()
     _quiet_transformers()
-    try:
-        if user_id is not None:
-            from profiles.store import ProfileStore
+    if user_id is not None:
+        from profiles.store import ProfileStore
 
-            with ProfileStore(store_url) as store:
-                trained = train_user_reward_head(store, user_id, base, name=name or "feedback",
-                                                 description=description, config=config, progress=progress)
-            report = trained.report
-            if out is not None:
-                report.out = str(trained.head.save(out))
-        elif kind == "head":
-            pairs = load_pairs(data_path)
-            trained = train_reward_head(base, pairs, name=name or out.stem, description=description, config=config,
-                                        cache_dir=cache_dir, progress=progress)
-            report = trained.report
+        with ProfileStore(store_url) as store:
+            trained = train_user_reward_head(store, user_id, base, name=name or "feedback",
+                                             description=description, config=config, progress=progress)
+        report = trained.report
+        if out is not None:
             report.out = str(trained.head.save(out))
-        else:
-            pairs = load_pairs(data_path)
-            report = train_reward_model(base, pairs, out, name=name or out.name, description=description,
-                                        config=config, progress=progress)
-    except (PairDataError, ProfileError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    elif kind == "head":
+        pairs = load_pairs(data_path)
+        trained = train_reward_head(base, pairs, name=name or out.stem, description=description, config=config,
+                                    cache_dir=cache_dir, progress=progress)
+        report = trained.report
+        report.out = str(trained.head.save(out))
+    else:
+        pairs = load_pairs(data_path)
+        report = train_reward_model(base, pairs, out, name=name or out.name, description=description,
+                                    config=config, progress=progress)
     _print_report(report, as_json, user_id)
 
 
