@@ -1,0 +1,115 @@
+"""LangChain messages -> one prompt string, through the model's own chat template.
+
+Chat models are trained on one exact turn format, so the prompt is always rendered by the tokenizer's chat template
+(or one given explicitly), never by a hand-written format. Before rendering, consecutive messages of one role are
+merged into one turn: many templates reject two user turns in a row, and a model sees the merged turn the same way a
+person would. System messages are kept as system turns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+
+class ChatTemplateMissingError(ValueError):
+    """The model's tokenizer has no chat template and none was given."""
+
+
+class UnsupportedContentError(ValueError):
+    """A message holds content a text-only model cannot read (an image, audio, a file)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One chat-template turn: a role (``system``, ``user``, ``assistant``, ``tool``) and its text."""
+
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+def message_text(message: BaseMessage) -> str:
+    """The text of a message: a plain string, or the text blocks of a content list (other blocks are refused)."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+        elif isinstance(block, dict) and block.get("type") in {"reasoning", "thinking"}:
+            continue  # a previous answer's reasoning is not part of the conversation text
+        else:
+            kind = block.get("type", "unknown") if isinstance(block, dict) else type(block).__name__
+            raise UnsupportedContentError(
+                f"ChatPanda serves text-only models; a {type(message).__name__} holds a '{kind}' content block"
+            )
+    return "".join(parts)
+
+
+def message_role(message: BaseMessage) -> str:
+    """The chat-template role of a LangChain message."""
+    if isinstance(message, SystemMessage):
+        return "system"
+    if isinstance(message, HumanMessage):
+        return "user"
+    if isinstance(message, AIMessage):
+        return "assistant"
+    if isinstance(message, ToolMessage):
+        return "tool"
+    if isinstance(message, ChatMessage):
+        return {"human": "user", "ai": "assistant"}.get(message.role, message.role)
+    raise TypeError(f"ChatPanda cannot turn a {type(message).__name__} into a chat turn")
+
+
+def to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
+    """Messages -> turns, consecutive messages of one role merged (their texts joined by a blank line)."""
+    turns: list[Turn] = []
+    for message in messages:
+        role, text = message_role(message), message_text(message)
+        if turns and turns[-1].role == role:
+            turns[-1] = Turn(role, f"{turns[-1].content}\n\n{text}" if turns[-1].content else text)
+        else:
+            turns.append(Turn(role, text))
+    return turns
+
+
+def render_prompt(turns: Sequence[Turn], tokenizer: Any, chat_template: str | None = None) -> str:
+    """The prompt text the model continues: the turns rendered by the chat template, ending with the assistant cue.
+
+    ``tokenizer`` is a Hugging Face tokenizer; ``chat_template`` (a Jinja string) replaces the tokenizer's own.
+    """
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if not template:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ChatTemplateMissingError(
+            f"the tokenizer of '{name}' has no chat template, so ChatPanda cannot format messages for it; "
+            "use an instruction-tuned (chat) model, or pass ChatPanda(chat_template='<jinja template>')"
+        )
+    if not turns:
+        raise ValueError("ChatPanda needs at least one message")
+    try:
+        return tokenizer.apply_chat_template(
+            [turn.as_dict() for turn in turns],
+            chat_template=template,
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+    except Exception as error:  # jinja raises its own TemplateError types (e.g. "roles must alternate")
+        roles = ", ".join(turn.role for turn in turns)
+        raise ValueError(f"the chat template rejected the conversation (roles: {roles}): {error}") from error

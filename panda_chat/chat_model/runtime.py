@@ -1,0 +1,107 @@
+"""What ChatPanda shares per loaded base model: the decoder, one decode lock, the pole rewards, likelihood scoring.
+
+The weights themselves live in the process-wide model registry (``panda_chat.registry``); a ``ModelRuntime`` is the
+thin per-model layer ChatPanda adds on top, shared the same way so that a thousand ``ChatPanda`` objects on one
+model share one decoder, one lock and one cache of built reward sources:
+
+- the lock serialises decodes on one model: a forward pass is not re-entrant on shared caches, and on one device two
+  decodes in parallel are no faster than one after the other (batching is the way to serve many rows at once);
+- ``PoleRewards`` caches, per embedder, the reward source built for each catalog pole on this model.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from panda_chat.decoding import PandaDecoder
+from panda_chat.personalize import PoleRewards
+from panda_chat.registry import resolve_device, resolve_dtype, shared_registry
+
+
+@dataclass
+class ModelRuntime:
+    """One base model as ChatPanda uses it (see the module docstring)."""
+
+    path: str
+    decoder: PandaDecoder
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _pole_rewards: dict[str, PoleRewards] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self):
+        return self.decoder.tokenizer
+
+    def pole_rewards(self, embedder) -> PoleRewards:
+        """The pole-reward cache for one embedder (the profile store's), created on first use."""
+        key = getattr(embedder, "name", None) or repr(embedder)
+        with self.lock:
+            if key not in self._pole_rewards:
+                self._pole_rewards[key] = PoleRewards(self.decoder.model, self.decoder.tokenizer, embedder=embedder)
+            return self._pole_rewards[key]
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """The token ids the decoder feeds for a prompt text (same BOS handling as ``generate``)."""
+        return self.decoder.encode_prompts(text).input_ids[0].tolist()
+
+    @torch.inference_mode()
+    def continuation_logprobs(self, prefix: str, options: Sequence[str]) -> list[float]:
+        """log p(option | prefix) under the base model for each option.
+
+        Options are tokenised together with the prefix (BPE may merge across the boundary), and each option's tokens
+        after its longest common prefix with the prefix's own tokens are scored. The tokens every option shares go
+        through the model once; each option then only runs its own few tokens on a copy of that cache, and an option
+        that is a single token after the shared part needs no forward pass of its own.
+        """
+        base = self.prompt_ids(prefix)
+        rows, starts = [], []
+        for option in options:
+            ids = self.prompt_ids(prefix + option)
+            common = 0
+            while common < min(len(ids), len(base)) and ids[common] == base[common]:
+                common += 1
+            rows.append(ids)
+            starts.append(max(min(common, len(ids) - 1), 1))  # at least one scored token, and one to condition on
+        shared = min(starts)
+        model = self.decoder.model
+        device = model.device
+        with self.lock:
+            out = model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True)
+            cache, last = out.past_key_values, out.logits[0, -1].float()
+            scores = []
+            for ids, start in zip(rows, starts, strict=False):
+                suffix = ids[shared:]
+                predictions = [last]
+                if len(suffix) > 1:
+                    own = model(input_ids=torch.tensor([suffix[:-1]], device=device),
+                                past_key_values=copy.deepcopy(cache), use_cache=True)
+                    predictions.extend(own.logits[0].float())
+                logprobs = torch.log_softmax(torch.stack(predictions), dim=-1)
+                scores.append(sum(float(logprobs[j, suffix[j]]) for j in range(start - shared, len(suffix))))
+        return scores
+
+
+_runtimes: dict[tuple[str, str, str], ModelRuntime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def model_runtime(path: str | Path, device: str = "auto", dtype: str = "auto") -> ModelRuntime:
+    """The shared runtime of (path, device, dtype); the weights load once, through the model registry."""
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    local = Path(path).expanduser()
+    canonical = str(local.resolve()) if local.exists() else str(path)
+    key = (canonical, str(resolved_device), str(resolved_dtype))
+    with _runtimes_lock:
+        runtime = _runtimes.get(key)
+    if runtime is not None:
+        return runtime
+    decoder = PandaDecoder.from_pretrained(canonical, device=resolved_device, dtype=resolved_dtype,
+                                           registry=shared_registry())
+    with _runtimes_lock:
+        return _runtimes.setdefault(key, ModelRuntime(path=canonical, decoder=decoder))

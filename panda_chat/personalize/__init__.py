@@ -1,0 +1,17 @@
+"""PreferenceContext -> reward sources, per-row weights and lambda: the join of the profile store and the decoder."""
+
+from panda_chat.personalize.mapping import MIN_STEERING, pole_steering
+from panda_chat.personalize.plan import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, PoleSteering
+from panda_chat.personalize.sources import PoleReward, PoleRewards, reward_name
+
+__all__ = [
+    "DEFAULT_LAMBDA",
+    "MIN_STEERING",
+    "PersonalizationPlan",
+    "Personalizer",
+    "PoleReward",
+    "PoleRewards",
+    "PoleSteering",
+    "pole_steering",
+    "reward_name",
+]

@@ -1,0 +1,87 @@
+"""The reward source of each catalog pole, for one base model, built once and reused by every call.
+
+A pole's ``reward`` in the catalog says what should score text for it: a reward head file, a reward-model folder, or
+the zero-shot embedding reward over the pole's description. A head or reward model is tied to one base model (a
+head trained on another model is refused by the head loader; a reward model with another tokenizer too), so when the
+configured reward does not fit the model being decoded, the pole falls back to its zero-shot reward, and when even
+that cannot be built (no embedder available), the pole is not steered at all. Each outcome is recorded on the
+``PoleReward`` (``kind``, ``note``) so ``response_metadata`` and ``/why`` can say which reward steered the answer,
+and the fallback is warned about once per pole and model, never raised: a chat must answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+from panda_chat.registry import ModelRegistry, shared_registry
+from panda_chat.rewards.base import RewardSource
+from panda_chat.rewards.loading import load_reward
+from panda_chat.rewards.zero_shot import EmbedderSpec, ZeroShotReward
+from profiles.catalog import Dimension, Pole, PreferenceCatalog
+
+RewardKind = Literal["head", "model", "zero_shot", "none"]
+
+
+@dataclass(frozen=True)
+class PoleReward:
+    """What scores one pole on this base model: ``source`` (None when nothing could), its kind and why."""
+
+    name: str  # "dimension.pole", the reward's name in the decoder
+    source: RewardSource | None
+    kind: RewardKind
+    configured: str  # the catalog's kind for the pole
+    note: str | None = None  # why the configured reward was not used, when it was not
+
+
+def reward_name(dimension: str, pole: str) -> str:
+    return f"{dimension}.{pole}"
+
+
+def calibration_texts(catalog: PreferenceCatalog) -> list[str]:
+    """Reference texts for zero-shot calibration: every pole's description and examples (all dimensions)."""
+    return [text for dim in catalog.dimensions for pole in dim.poles for text in (pole.description, *pole.examples)]
+
+
+class PoleRewards:
+    """Builds and caches ``PoleReward``s for one base model (its decoder's model and tokenizer). Thread-safe."""
+
+    def __init__(self, model, tokenizer, embedder: EmbedderSpec = None, registry: ModelRegistry | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+        self.registry = registry or shared_registry()
+        self._lock = threading.Lock()
+        self._built: dict[tuple, PoleReward] = {}
+
+    def get(self, catalog: PreferenceCatalog, dimension: Dimension, pole: Pole) -> PoleReward:
+        key = (dimension.name, pole.name, pole.reward.kind, pole.reward.path, pole.description)
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = self._build(catalog, dimension, pole)
+            return self._built[key]
+
+    def _build(self, catalog: PreferenceCatalog, dimension: Dimension, pole: Pole) -> PoleReward:
+        name = reward_name(dimension.name, pole.name)
+        configured = pole.reward.kind
+        note = None
+        if configured in ("head", "model"):
+            try:
+                source = load_reward(name, pole.reward.path, self.model, self.tokenizer, self.registry)
+                return PoleReward(name, source, configured, configured)
+            except (OSError, ValueError, RuntimeError) as error:
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                note = f"the {configured} reward at {pole.reward.path} does not fit this model ({first_line})"
+        try:
+            source = ZeroShotReward(pole.description, name=name, embedder=self.embedder)
+            source.calibrated_on(calibration_texts(catalog))
+        except Exception as error:  # an embedder that cannot load (no packaged model, no hub): steer nothing
+            reason = f"the zero-shot reward could not be built ({type(error).__name__}: {error})"
+            note = f"{note}; {reason}" if note else reason
+            warnings.warn(f"pole '{name}' will not be steered: {note}", RuntimeWarning, stacklevel=3)
+            return PoleReward(name, None, "none", configured, note)
+        if note:
+            warnings.warn(f"pole '{name}' falls back to its zero-shot reward: {note}", RuntimeWarning, stacklevel=3)
+        return PoleReward(name, source, "zero_shot", configured, note)
