@@ -140,6 +140,9 @@ class LearnedLambda(nn.Module):
             lam = self.predict(self.features(context.prompt_features, torch.full((b,), step), context.preference_features))
         return lam.to(context.prompt_features.device)
 
+    def label(self) -> str:
+        return f"learned-{self.config.kind}"
+
     # ----- fitting ------------------------------------------------------------------------------------------------
     @classmethod
     def fit(
