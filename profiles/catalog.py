@@ -153,7 +153,8 @@ class PreferenceCatalog(BaseModel):
             else:
                 raise CatalogError(f"catalog file {path} must end in .toml, .yaml or .yml")
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
-            raise CatalogError(f"catalog file {path} is not valid {path.suffix[1:].upper()}: {error}") from error
+            detail = " ".join(str(error).split())  # YAML errors span several lines
+            raise CatalogError(f"catalog file {path} is not valid {path.suffix[1:].upper()}: {detail}") from error
         try:
             parsed = _CatalogFile.model_validate(data)
             return cls.default().merged(parsed.dimensions, replace=parsed.replace_defaults)

@@ -18,3 +18,5 @@ from panda_chat.cli.generate import generate  # noqa: E402
 main.add_command(generate)
 from panda_chat.cli.reward import reward  # noqa: E402
 main.add_command(reward)
+from panda_chat.cli.profile import profile  # noqa: E402
+main.add_command(profile)

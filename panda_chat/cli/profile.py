@@ -1,0 +1,335 @@
+"""``panda-chat profile ...``: inspect, correct, export and delete what the profile store knows about a user.
+
+    panda-chat profile create alice
+    panda-chat profile log alice --role user "Explain it like I'm new to this, please."
+    panda-chat profile import-history alice chats.jsonl
+    panda-chat profile show alice                      # inferred + explicit preferences, with evidence
+    panda-chat profile context alice "how do magnets work?" --json
+    panda-chat profile set alice tone=formal
+    panda-chat profile export alice > alice.json && panda-chat profile import alice.json --as alice2
+    panda-chat profile forget alice --yes
+
+The database is ``--db`` (any SQLAlchemy URL or a file path), else ``$PANDA_CHAT_DB``, else the per-user default.
+Every read command takes ``--json``. Commands that name a user refuse an unknown one (``create`` it first). Errors
+are one line on stderr and a non-zero exit; every write is one transaction, so a failed command stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from panda_chat.cli.errors import friendly_errors
+from profiles import (
+    PreferenceCatalog,
+    PreferenceContext,
+    ProfileStore,
+    UnknownUserError,
+    parse_export,
+    parse_history,
+)
+
+
+class _StoreOpener:
+    """Opens the store on first use (so ``--help`` and argument errors never touch the database)."""
+
+    def __init__(self, db: str | None, embedder: str | None, catalog: str | None) -> None:
+        self.db, self.embedder, self.catalog = db, embedder, catalog
+        self._store: ProfileStore | None = None
+
+    def __call__(self) -> ProfileStore:
+        if self._store is None:
+            catalog = PreferenceCatalog.from_file(self.catalog) if self.catalog else None
+            self._store = ProfileStore(self.db, embedder=self.embedder, catalog=catalog)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def _store(context: click.Context) -> ProfileStore:
+    return context.find_object(_StoreOpener)()
+
+
+def _existing_user(store: ProfileStore, user: str) -> str:
+    if not store.has_user(user):
+        raise UnknownUserError(user)
+    return user
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _progress(total: int, description: str) -> tuple[tqdm, Callable[[int], None]]:
+    bar = tqdm(total=total, desc=description, unit="msg", file=sys.stderr, disable=None, leave=False)
+    return bar, bar.update
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+@click.group("profile")
+@click.option("--db", envvar="PANDA_CHAT_DB", metavar="URL",
+              help="Database: a SQLAlchemy URL or a SQLite file path [env: PANDA_CHAT_DB; default: user data dir].")
+@click.option("--embedder", envvar="PANDA_CHAT_EMBEDDER", metavar="MODEL",
+              help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER; default: "
+                   "all-MiniLM-L6-v2, offline].")
+@click.option("--catalog", envvar="PANDA_CHAT_CATALOG", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Preference catalog file (TOML or YAML) adding dimensions [env: PANDA_CHAT_CATALOG].")
+@click.pass_context
+def profile(context: click.Context, db: str | None, embedder: str | None, catalog: str | None) -> None:
+    """Manage user profiles: history, inferred and explicit preferences, feedback, export and deletion."""
+    opener = _StoreOpener(db, embedder, catalog)
+    context.obj = opener
+    context.call_on_close(opener.close)
+
+
+@profile.command("create")
+@click.argument("user")
+@click.pass_context
+@friendly_errors
+def create(context: click.Context, user: str) -> None:
+    """Create USER."""
+    _store(context).create_user(user)
+    click.echo(f"created {user}")
+
+
+@profile.command("list")
+@json_option
+@click.pass_context
+@friendly_errors
+def list_users(context: click.Context, as_json: bool) -> None:
+    """List users with their message counts."""
+    users = _store(context).list_users()
+    if as_json:
+        _print_json([user.model_dump(mode="json") for user in users])
+        return
+    for user in users:
+        last = user.last_message_at.strftime("%Y-%m-%d %H:%M") if user.last_message_at else "-"
+        click.echo(f"{user.user_id}\t{user.messages} messages\tlast {last}")
+
+
+def _format_context(preferences: PreferenceContext, explicit: dict[str, str], evidence: int) -> list[str]:
+    lines = []
+    for name, dimension in preferences.dimensions.items():
+        poles = " / ".join(f"{pole} {weight:.2f}" for pole, weight in
+                           sorted(dimension.weights.items(), key=lambda item: -item[1]))
+        note = f"explicit: {explicit[name]}" if name in explicit else dimension.source
+        lines.append(f"  {name:<12} {poles:<36} confidence {dimension.confidence:.2f}  ({note})")
+    shown = preferences.evidence[:evidence]
+    if shown:
+        lines.append("evidence:")
+        for item in shown:
+            text = " ".join(item.text.split())
+            text = text if len(text) <= 70 else text[:67] + "..."
+            reference = f"#{item.message_id}" if item.message_id is not None else item.kind
+            lines.append(f"  {item.dimension}->{item.pole} {item.score:.2f}  {reference}  {text}")
+    return lines
+
+
+@profile.command("show")
+@click.argument("user")
+@click.option("--evidence", "evidence", type=int, default=6, show_default=True, help="Evidence items to print.")
+@json_option
+@click.pass_context
+@friendly_errors
+def show(context: click.Context, user: str, evidence: int, as_json: bool) -> None:
+    """Show USER's inferred and explicit preferences, with the evidence behind them."""
+    store = _store(context)
+    _existing_user(store, user)
+    explicit = store.explicit_preferences(user)
+    preferences = store.preferences(user)
+    if as_json:
+        _print_json({"user_id": user, "explicit": explicit, "preferences": preferences.model_dump(mode="json"),
+                     "vector_layout": store.catalog.vector_layout()})
+        return
+    click.echo(f"{user}")
+    for line in _format_context(preferences, explicit, evidence):
+        click.echo(line)
+
+
+@profile.command("log")
+@click.argument("user")
+@click.argument("text")
+@click.option("--role", type=click.Choice(["user", "assistant", "system"]), default="user", show_default=True)
+@click.option("--conversation", type=int, default=None, help="Add to this conversation (default: a new one).")
+@click.option("--at", "created_at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
+              default=None, help="When it was said (UTC; default: now).")
+@click.pass_context
+@friendly_errors
+def log(context: click.Context, user: str, text: str, role: str, conversation: int | None,
+        created_at: datetime | None) -> None:
+    """Record one message of USER's history."""
+    store = _store(context)
+    _existing_user(store, user)
+    message = store.add_message(user, role, text, conversation_id=conversation, created_at=created_at)
+    click.echo(f"message {message.message_id} in conversation {message.conversation_id}")
+
+
+@profile.command("import-history")
+@click.argument("user")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.pass_context
+@friendly_errors
+def import_history(context: click.Context, user: str, file: Any) -> None:
+    """Import USER's messages from a JSONL FILE ("-" for stdin): one {"role", "text", "created_at"?,
+    "conversation"?} object per line. Every line is checked before anything is stored."""
+    store = _store(context)
+    _existing_user(store, user)
+    lines = parse_history(file, source=getattr(file, "name", "history"))
+    bar, update = _progress(len(lines), "embedding")
+    with bar:
+        stored = store.import_history(user, lines, progress=update)
+    conversations = len({message.conversation_id for message in stored})
+    click.echo(f"imported {len(stored)} messages in {conversations} conversations for {user}")
+
+
+@profile.command("context")
+@click.argument("user")
+@click.argument("query")
+@click.option("-k", "k", type=int, default=5, show_default=True, help="Messages to retrieve.")
+@json_option
+@click.pass_context
+@friendly_errors
+def context_command(context: click.Context, user: str, query: str, k: int, as_json: bool) -> None:
+    """What a chat with USER would use for QUERY: retrieved messages and the preference context."""
+    store = _store(context)
+    _existing_user(store, user)
+    hits = store.search(user, query, k=k)
+    preferences = store.preferences(user, query=query)
+    if as_json:
+        _print_json({"user_id": user, "query": query, "retrieved": [hit.model_dump(mode="json") for hit in hits],
+                     "preferences": preferences.model_dump(mode="json")})
+        return
+    click.echo("retrieved:")
+    for hit in hits:
+        click.echo(f"  {hit.score:.2f}  #{hit.message_id} [{hit.role}] {' '.join(hit.text.split())}")
+    click.echo("preferences:")
+    for line in _format_context(preferences, store.explicit_preferences(user), evidence=5):
+        click.echo(line)
+
+
+@profile.command("set")
+@click.argument("user")
+@click.argument("settings", nargs=-1, required=True, metavar="DIMENSION=POLE...")
+@click.pass_context
+@friendly_errors
+def set_preference(context: click.Context, user: str, settings: tuple[str, ...]) -> None:
+    """Set explicit preferences (they override inference), e.g. tone=formal verbosity=concise."""
+    store = _store(context)
+    _existing_user(store, user)
+    pairs = []
+    for setting in settings:
+        dimension, sep, pole = setting.partition("=")
+        if not sep or not dimension or not pole:
+            raise click.BadParameter(f"expected DIMENSION=POLE, got {setting!r}", param_hint="DIMENSION=POLE")
+        store.catalog.dimension(dimension).pole(pole)  # check them all before storing any
+        pairs.append((dimension, pole))
+    for dimension, pole in pairs:
+        store.set_preference(user, dimension, pole)
+        click.echo(f"{user}: {dimension} = {pole}")
+
+
+@profile.command("unset")
+@click.argument("user")
+@click.argument("dimension")
+@click.pass_context
+@friendly_errors
+def unset_preference(context: click.Context, user: str, dimension: str) -> None:
+    """Remove USER's explicit setting for DIMENSION (inference applies again)."""
+    store = _store(context)
+    _existing_user(store, user)
+    removed = store.unset_preference(user, dimension)
+    click.echo(f"{user}: {dimension} " + ("unset" if removed else "was not set"))
+
+
+@profile.command("feedback")
+@click.argument("user")
+@click.option("--prompt", required=True, help="The prompt the responses answer.")
+@click.option("--chosen", help="The preferred response (with --rejected).")
+@click.option("--rejected", help="The response it was preferred to.")
+@click.option("--response", help="A response to rate (with --rating).")
+@click.option("--message", "message_id", type=int, help="A stored message to rate (with --rating).")
+@click.option("--rating", type=float, help="From -1 (bad) to 1 (good).")
+@click.pass_context
+@friendly_errors
+def feedback(context: click.Context, user: str, prompt: str, chosen: str | None, rejected: str | None,
+             response: str | None, message_id: int | None, rating: float | None) -> None:
+    """Record feedback: --chosen/--rejected, or --rating of a --response or --message."""
+    store = _store(context)
+    _existing_user(store, user)
+    feedback_id = store.add_feedback(user, prompt=prompt, response=response, rating=rating, chosen=chosen,
+                                     rejected=rejected, message_id=message_id)
+    click.echo(f"feedback {feedback_id} recorded for {user}")
+
+
+@profile.command("export")
+@click.argument("user")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-", help="File (default: stdout).")
+@click.pass_context
+@friendly_errors
+def export(context: click.Context, user: str, output: Any) -> None:
+    """Write everything stored about USER as versioned JSON (``import`` reads it back)."""
+    output.write(_store(context).export_user(user).to_json() + "\n")
+
+
+@profile.command("import")
+@click.argument("file", type=click.File("rb"))
+@click.option("--as", "user_id", default=None, help="Import under this user id instead of the file's.")
+@click.pass_context
+@friendly_errors
+def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
+    """Create a user from an export FILE ("-" for stdin)."""
+    data = parse_export(file.read(), source=getattr(file, "name", "export"))
+    count = sum(len(conversation.messages) for conversation in data.conversations)
+    bar, update = _progress(count, "embedding")
+    with bar:
+        name = _store(context).import_user(data, user_id=user_id, progress=update)
+    click.echo(f"imported {name}: {count} messages, {len(data.feedback)} feedback, "
+               f"{len(data.preferences)} settings, {len(data.reward_heads)} reward heads")
+
+
+@profile.command("forget")
+@click.argument("user")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_context
+@friendly_errors
+def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
+    """Delete USER and everything derived from them (messages, embeddings, index entries, feedback, settings,
+    reward heads), and verify that nothing remains."""
+    store = _store(context)
+    _existing_user(store, user)
+    if not yes:
+        click.confirm(f"Forget {user} and everything stored about them?", abort=True, err=True)
+    report = store.forget(user)
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+        return
+    counts = ", ".join(f"{count} {name}" for name, count in report.deleted.items())
+    click.echo(f"forgot {user}: {counts}, {report.index_entries} index entries; nothing remains")
+
+
+@profile.command("dimensions")
+@json_option
+@click.pass_context
+@friendly_errors
+def dimensions(context: click.Context, as_json: bool) -> None:
+    """List the preference catalog's dimensions and poles."""
+    opener = context.find_object(_StoreOpener)
+    catalog = PreferenceCatalog.from_file(opener.catalog) if opener.catalog else PreferenceCatalog.default()
+    if as_json:
+        _print_json(catalog.model_dump(mode="json"))
+        return
+    for dimension in catalog.dimensions:
+        click.echo(f"{dimension.name}: " + " | ".join(dimension.pole_names))
+        for pole in dimension.poles:
+            click.echo(f"  {pole.name:<12} {pole.description}  [reward: {pole.reward.kind}]")

@@ -1,0 +1,50 @@
+"""Several processes writing to one SQLite store at once lose no message."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from profiles import HashingEmbedder, ProfileStore
+
+WRITERS = 4
+MESSAGES_EACH = 25
+
+
+def _write(db_path: str, writer: int) -> None:
+    with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
+        conversation = None
+        for number in range(MESSAGES_EACH):
+            # Alternate shared and own users, and single messages with small batches.
+            user = "shared" if number % 2 else f"writer{writer}"
+            if number % 5 == 0:
+                store.add_messages(user, [("user", f"w{writer} batch {number} a", None),
+                                          ("assistant", f"w{writer} batch {number} b", None)])
+            else:
+                message = store.add_message(user, "user", f"w{writer} message {number}",
+                                            conversation_id=conversation if user == "shared" else None)
+                if user == "shared":
+                    conversation = message.conversation_id
+            if number == MESSAGES_EACH // 2:
+                store.search(user, "message")  # readers interleaved with writers
+
+
+def test_concurrent_writers_from_several_processes_lose_no_message(tmp_path: Path) -> None:
+    db_path = str(tmp_path / "profiles.db")
+    ProfileStore(db_path, embedder=HashingEmbedder()).close()  # migrate once; the writers open a ready store
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_write, args=(db_path, writer)) for writer in range(WRITERS)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0] * WRITERS
+    with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
+        texts = [m.text for user in store.list_users() for m in store.messages(user.user_id)]
+        batches = len(range(0, MESSAGES_EACH, 5))
+        assert len(texts) == len(set(texts)) == WRITERS * (MESSAGES_EACH + batches)
+        for writer in range(WRITERS):
+            assert f"w{writer} message {MESSAGES_EACH - 1}" in texts
+        # Every stored message is embedded and searchable by its owner.
+        hits = store.search("shared", "w3 message 1", k=1000)
+        assert len(hits) == len(store.messages("shared"))
