@@ -20,3 +20,7 @@ from panda_chat.cli.reward import reward  # noqa: E402
 main.add_command(reward)
 from panda_chat.cli.profile import profile  # noqa: E402
 main.add_command(profile)
+from panda_chat.cli.eval import eval_command  # noqa: E402
+main.add_command(eval_command)
+from panda_chat.cli.lambda_fit import lambda_group  # noqa: E402
+main.add_command(lambda_group)

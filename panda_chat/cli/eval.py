@@ -1,0 +1,152 @@
+"""``panda-chat eval``: compare decoding methods on a prompt set and print the method x metric table.
+
+    panda-chat eval --base ./base --reward formal=./formal.safetensors --prompts prompts.txt \\
+        --methods greedy,args,panda,panda-set --lambda-model lam.safetensors --json-out eval.json
+
+The helpers that turn ``--reward``/``--weight`` options into a ``PandaDecoder`` are shared with ``lambda fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from panda_chat.cli.errors import friendly_errors
+
+ZERO_SHOT_PREFIX = "zero-shot:"
+
+
+def parse_assignments(option: str, values: tuple[str, ...]) -> dict[str, str]:
+    """NAME=VALUE options -> {name: value}."""
+    parsed = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got '{item}'", param_hint=option)
+        parsed[name.strip()] = value.strip()
+    return parsed
+
+
+def parse_floats(option: str, text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got '{text}'", param_hint=option) from None
+    if not values or any(v < 0 for v in values):
+        raise click.BadParameter(f"expected non-negative numbers, got '{text}'", param_hint=option)
+    return values
+
+
+def reward_specs(values: tuple[str, ...], embedder: str | None = None) -> dict:
+    """``--reward NAME=PATH`` (head file or reward-model folder) or ``NAME=zero-shot:DESCRIPTION``."""
+    specs = {}
+    for name, value in parse_assignments("--reward", values).items():
+        if value.startswith(ZERO_SHOT_PREFIX):
+            from panda_chat.rewards.zero_shot import ZeroShotReward
+
+            specs[name] = ZeroShotReward(value[len(ZERO_SHOT_PREFIX):], name=name, embedder=embedder)
+        else:
+            specs[name] = value
+    if not specs:
+        raise click.UsageError("give at least one --reward NAME=PATH")
+    return specs
+
+
+def reward_weights(values: tuple[str, ...]) -> dict[str, float] | None:
+    if not values:
+        return None
+    weights = {}
+    for name, value in parse_assignments("--weight", values).items():
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"weight of '{name}' must be a number, got '{value}'", param_hint="--weight")
+    return weights
+
+
+def load_decoder(base: str, rewards: dict, device: str, dtype: str):
+    from transformers.utils import logging
+
+    from panda_chat.decoding import PandaDecoder
+
+    logging.disable_progress_bar()
+    return PandaDecoder.from_pretrained(base, rewards=rewards, device=device, dtype=dtype)
+
+
+def decoder_options(command):
+    """The options every decoding command of this module family shares."""
+    options = [
+        click.option("--base", required=True, help="Base causal LM folder (or hub name when online)."),
+        click.option("--reward", "rewards", multiple=True, metavar="NAME=PATH",
+                     help="A reward head file, a reward-model folder, or zero-shot:DESCRIPTION. Repeatable."),
+        click.option("--weight", "weights", multiple=True, metavar="NAME=W",
+                     help="Reward weights (default 1 each); per-prompt weights in a JSONL prompt file win."),
+        click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Prompts: one per line, or JSONL {prompt, weights?, preference_features?}."),
+        click.option("--no-chat-template", is_flag=True, help="Feed prompts as raw text, not as a chat user turn."),
+        click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Weight of the fluency loss in J = reward gain - beta * fluency loss."),
+        click.option("--gamma", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Weight of degeneration (repeated n-grams) inside the fluency loss."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True),
+        click.option("--max-rows", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Rows per decoding batch (prompts x lambdas)."),
+        click.option("--embedder", default=None, help="Sentence embedder for coherence/zero-shot: a path or 'hashing'."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                     show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command("eval")
+@decoder_options
+@click.option("--methods", default="greedy,args,panda-set", show_default=True,
+              help="Comma-separated: greedy, args, panda (needs --lambda-model), panda-set.")
+@click.option("--lam-grid", default="0.5,1,2,4", show_default=True,
+              help="Constant lambdas for ARGS and the PANDA candidate set.")
+@click.option("--lambda-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A learned lambda file from `panda-chat lambda fit` (method panda).")
+@click.option("--no-coherence", is_flag=True, help="Skip coherence (no sentence embedder needed).")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the full report (metrics and every response) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of the table.")
+@friendly_errors
+def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max_new_tokens, top_k, max_rows,
+                 embedder, device, dtype, methods, lam_grid, lambda_model, no_coherence, json_out, as_json) -> None:
+    """Decode a prompt set with several methods and print rep-2/3/4, diversity, coherence, avg reward and J."""
+    from panda_chat.evaluation.objective import SelectionObjective
+    from panda_chat.evaluation.prompts import load_prompts
+    from panda_chat.evaluation.runner import evaluate
+    from panda_chat.lam.learned import LearnedLambda
+
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    grid = parse_floats("--lam-grid", lam_grid)
+    prompt_set = load_prompts(prompts_path)
+    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype)
+    report = evaluate(
+        decoder, prompt_set.prompts, method_list, lam_grid=grid,
+        lambda_model=LearnedLambda.load(lambda_model) if lambda_model else None,
+        objective=SelectionObjective(beta=beta, gamma=gamma),
+        weights=prompt_set.weights or reward_weights(weights), preference_features=prompt_set.preference_features,
+        embedder=embedder, with_coherence=not no_coherence, chat_template=not no_chat_template,
+        max_new_tokens=max_new_tokens, top_k=top_k, max_rows=max_rows, progress=not as_json and sys.stderr.isatty(),
+    )
+    payload = report.model_dump(mode="json")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(payload | {"json_out": str(json_out) if json_out else None}))
+        return
+    click.echo(report.markdown())
+    click.echo(f"\n{report.prompts} prompts, {report.max_new_tokens} new tokens, top-k {report.top_k}, "
+               f"beta {report.beta:g}, gamma {report.gamma:g}; {report.seconds:.1f}s")
+    if json_out is not None:
+        click.echo(f"report: {json_out}")
