@@ -128,3 +128,16 @@ def test_a_neutral_context_plans_plain_decoding(tiny_lm, tmp_path):
     plan = Personalizer(catalog, PoleRewards(model, tokenizer, embedder=HashingEmbedder())).plan(
         PreferenceContext.neutral(catalog, "bob"))
     assert plan.mode == "neutral" and plan.weights == {} and plan.rewards == {} and plan.lam == 0.0
+
+
+def test_model_rewards_replace_only_zero_shot_poles(tmp_path):
+    from panda_chat.personalize import with_model_rewards
+
+    catalog = _catalog(str(tmp_path / "configured.safetensors"))
+    shipped = {"friendly": RewardSpec(kind="head", path="shipped-friendly"),
+               "formal": RewardSpec(kind="head", path="shipped-formal")}
+    replaced = with_model_rewards(catalog, shipped)
+    friendly, formal = replaced.dimensions[0].poles
+    assert friendly.reward.path == str(tmp_path / "configured.safetensors")  # configured explicitly: kept
+    assert formal.reward == RewardSpec(kind="head", path="shipped-formal")  # zero-shot: the model's own head
+    assert with_model_rewards(catalog, {}) is catalog

@@ -47,7 +47,7 @@ from panda_chat.chat_model.profile_access import ProfileAccess, open_profile_sto
 from panda_chat.chat_model.runtime import ModelRuntime, model_runtime
 from panda_chat.chat_model.structured import JsonWriter
 from panda_chat.decoding import GenerationOutput
-from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer
+from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
 
 # Call arguments ChatPanda understands besides LangChain's own; anything else is refused (a typo would be ignored).
 _CALL_OPTIONS = {
@@ -275,13 +275,19 @@ class ChatPanda(BaseChatModel):
             conversation_id = profiles.record_incoming(user_id, conversation_id, messages)
         query = _last_human_text(messages)
         context = profiles.preferences(user_id, query) if self.personalize else profiles.neutral(user_id, query)
-        personalizer = Personalizer(
-            profiles.catalog,
-            runtime.pole_rewards(profiles.embedder),
-            lam=self.lam if self.lam is not None else DEFAULT_LAMBDA,
-            strength=self.strength,
-        )
-        return _Row(list(messages), user_id, conversation_id, prompt, personalizer.plan(context))
+        plan = self._personalizer(runtime, profiles).plan(context)
+        return _Row(list(messages), user_id, conversation_id, prompt, plan)
+
+    def _personalizer(self, runtime: ModelRuntime, profiles: ProfileAccess) -> Personalizer:
+        """The store's catalog with the model's own rewards (if it ships any), and the lambda: ``lam`` when set,
+        else the model's fitted lambda when it reads this catalog's preference vector, else ``DEFAULT_LAMBDA``."""
+        catalog = with_model_rewards(profiles.catalog, runtime.defaults.pole_rewards)
+        lam = self.lam
+        if lam is None:
+            fitted = runtime.defaults.lam
+            fits = fitted is not None and runtime.defaults.lam_preference_dim in (0, len(catalog.vector_layout()))
+            lam = fitted if fits else DEFAULT_LAMBDA
+        return Personalizer(catalog, runtime.pole_rewards(profiles.embedder), lam=lam, strength=self.strength)
 
     def _finish(self, row: _Row, answer: _Answer, options: _CallOptions) -> tuple[dict, dict]:
         """Record the answer; return (usage_metadata, response_metadata) for the message."""
@@ -568,9 +574,7 @@ class ChatPanda(BaseChatModel):
         runtime = self._runtime(options)
         profiles = self._profiles()
         context = profiles.preferences(options.user_id, query)
-        personalizer = Personalizer(profiles.catalog, runtime.pole_rewards(profiles.embedder),
-                                    lam=self.lam if self.lam is not None else DEFAULT_LAMBDA, strength=self.strength)
-        return personalizer.plan(context).explain()
+        return self._personalizer(runtime, profiles).plan(context).explain()
 
 
 class _DecoderValues:

@@ -6,7 +6,9 @@ model share one decoder, one lock and one cache of built reward sources:
 
 - the lock serialises decodes on one model: a forward pass is not re-entrant on shared caches, and on one device two
   decodes in parallel are no faster than one after the other (batching is the way to serve many rows at once);
-- ``PoleRewards`` caches, per embedder, the reward source built for each catalog pole on this model.
+- ``PoleRewards`` caches, per embedder, the reward source built for each catalog pole on this model;
+- ``defaults`` are rewards and a lambda that belong to this very model: for the embedded demo model, the reward head
+  trained for each pole on its hidden states and the lambda fitted for it (``ModelDefaults``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,36 @@ from pathlib import Path
 import torch
 
 from panda_chat.decoding import PandaDecoder
+from panda_chat.lam.base import LambdaFunction
+from panda_chat.lam.learned import LearnedLambda
 from panda_chat.personalize import PoleRewards
 from panda_chat.registry import resolve_device, resolve_dtype, shared_registry
+from profiles import RewardSpec
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Rewards and lambda made for one base model: they replace the catalog's zero-shot rewards on that model."""
+
+    pole_rewards: dict[str, RewardSpec] = field(default_factory=dict)  # pole name -> reward for this model
+    lam: LambdaFunction | None = None
+    lam_preference_dim: int = 0  # the preference-vector length the lambda was fitted for
+
+    @classmethod
+    def for_model(cls, path: str) -> ModelDefaults:
+        """The embedded demo model's heads and fitted lambda when ``path`` is the demo model, else nothing."""
+        try:
+            from panda_chat.demo import DemoModelsMissing, demo_head_paths, demo_lambda_path, demo_model_dir
+        except ImportError:
+            return cls()
+        try:
+            if Path(path).resolve() != demo_model_dir().resolve():
+                return cls()
+            heads = {pole: RewardSpec(kind="head", path=str(file)) for pole, file in demo_head_paths().items()}
+            lam = LearnedLambda.load(demo_lambda_path())
+        except DemoModelsMissing:
+            return cls()
+        return cls(pole_rewards=heads, lam=lam, lam_preference_dim=lam.config.preference_dim)
 
 
 @dataclass
@@ -30,6 +60,7 @@ class ModelRuntime:
 
     path: str
     decoder: PandaDecoder
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _pole_rewards: dict[str, PoleRewards] = field(default_factory=dict)
 
@@ -104,4 +135,6 @@ def model_runtime(path: str | Path, device: str = "auto", dtype: str = "auto") -
     decoder = PandaDecoder.from_pretrained(canonical, device=resolved_device, dtype=resolved_dtype,
                                            registry=shared_registry())
     with _runtimes_lock:
-        return _runtimes.setdefault(key, ModelRuntime(path=canonical, decoder=decoder))
+        return _runtimes.setdefault(
+            key, ModelRuntime(path=canonical, decoder=decoder, defaults=ModelDefaults.for_model(canonical))
+        )

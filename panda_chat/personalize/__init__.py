@@ -1,7 +1,13 @@
 """PreferenceContext -> reward sources, per-row weights and lambda: the join of the profile store and the decoder."""
 
 from panda_chat.personalize.mapping import MIN_STEERING, pole_steering
-from panda_chat.personalize.plan import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, PoleSteering
+from panda_chat.personalize.plan import (
+    DEFAULT_LAMBDA,
+    PersonalizationPlan,
+    Personalizer,
+    PoleSteering,
+    with_model_rewards,
+)
 from panda_chat.personalize.sources import PoleReward, PoleRewards, reward_name
 
 __all__ = [
@@ -14,4 +20,5 @@ __all__ = [
     "PoleSteering",
     "pole_steering",
     "reward_name",
+    "with_model_rewards",
 ]

@@ -9,6 +9,7 @@ The decoder never sees the store, and the store never sees torch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +18,7 @@ from panda_chat.lam.base import ConstantLambda, LambdaFunction
 from panda_chat.personalize.mapping import pole_steering
 from panda_chat.personalize.sources import PoleRewards, RewardKind
 from panda_chat.rewards.base import RewardSource
-from profiles.catalog import PreferenceCatalog
+from profiles.catalog import PreferenceCatalog, RewardSpec
 from profiles.context import PreferenceContext
 
 # lambda when nothing better is configured: calibrated rewards are z-scores, so 1.0 lets a one-sigma reward
@@ -104,6 +105,26 @@ class PersonalizationPlan(BaseModel):
         for item in self.context.evidence[:3]:
             lines.append(f"  because you said: \"{item.text[:80]}\" ({item.dimension} -> {item.pole})")
         return "\n".join(lines)
+
+
+def with_model_rewards(catalog: PreferenceCatalog, rewards: Mapping[str, RewardSpec]) -> PreferenceCatalog:
+    """The catalog with each zero-shot pole named in ``rewards`` given that reward instead.
+
+    A model may ship rewards made for it (the demo model's heads, trained on its hidden states); they beat the
+    generic zero-shot reward on that model. A reward the catalog configures explicitly (a head or reward model path)
+    is kept: the catalog's author chose it.
+    """
+    if not rewards:
+        return catalog
+    dimensions = []
+    for dimension in catalog.dimensions:
+        poles = [
+            pole.model_copy(update={"reward": rewards[pole.name]})
+            if pole.reward.kind == "zero_shot" and pole.name in rewards else pole
+            for pole in dimension.poles
+        ]
+        dimensions.append(dimension.model_copy(update={"poles": poles}))
+    return PreferenceCatalog(dimensions=dimensions)
 
 
 class Personalizer:
