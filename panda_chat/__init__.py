@@ -9,4 +9,8 @@ def __getattr__(name: str):
         from panda_chat import decoding
 
         return getattr(decoding, name)
+    if name == "ChatPanda":
+        from panda_chat.chat_model import ChatPanda
+
+        return ChatPanda
     raise AttributeError(f"module 'panda_chat' has no attribute {name!r}")
