@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from panda_chat.demo.corpus import POLES
 from panda_chat.demo.recipe import REPORT_FILE, RecipeConfig, run_recipe
+from panda_chat.lam.learned import LearnedLambda
 from panda_chat.rewards.heads import RewardHead
 
 pytestmark = pytest.mark.slow
@@ -23,7 +24,8 @@ def _digest(path: Path) -> str:
 
 def _weights(out: Path) -> dict[str, str]:
     files = [out / "base" / "model.safetensors", out / "base" / "tokenizer.json",
-             *(out / "heads").glob("*.safetensors"), *(out / "reward_models").glob("*/model.safetensors")]
+             *(out / "heads").glob("*.safetensors"), *(out / "reward_models").glob("*/model.safetensors"),
+             out / "lambda.safetensors"]
     return {str(p.relative_to(out)): _digest(p) for p in files}
 
 
@@ -43,7 +45,7 @@ def quick_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_quick_recipe_is_deterministic_given_its_seed(quick_runs: tuple[Path, Path]) -> None:
     a, b = quick_runs
     weights_a = _weights(a)
-    assert len(weights_a) == 2 + len(POLES) + 1
+    assert len(weights_a) == 2 + len(POLES) + 2
     assert weights_a == _weights(b)
 
 
@@ -64,5 +66,7 @@ def test_quick_recipe_writes_loadable_models_cards_and_report(quick_runs: tuple[
     assert model.generation_config.eos_token_id == tokenizer.eos_token_id
     for pole in POLES:
         RewardHead.load(out / "heads" / f"{pole}.safetensors").check_base(model)
+    LearnedLambda.load(out / "lambda.safetensors")
+    assert "## Learned lambda" in (out / "README.md").read_text()
     rm = AutoModelForSequenceClassification.from_pretrained(out / report["reward_model"]["folder"])
     assert rm.config.num_labels == 1

@@ -32,7 +32,7 @@ class BaseLMConfig(BaseModel):
     num_hidden_layers: int = Field(default=4, gt=0)
     num_attention_heads: int = Field(default=4, gt=0)
     num_key_value_heads: int = Field(default=2, gt=0)
-    steps: int = Field(default=500, gt=0)
+    steps: int = Field(default=450, gt=0)
     batch_size: int = Field(default=32, gt=0)
     lr: float = Field(default=3e-3, gt=0)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)

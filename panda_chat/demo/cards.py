@@ -104,8 +104,45 @@ Reproduce: `{_REPRODUCE.format(seed=c['seed'])}`.
 """
 
 
+def _overview_card(r: dict) -> str:
+    c, lam = r["config"], r["lambda_fit"]
+    grid = ", ".join(f"{k} {v:+.3f}" for k, v in lam["mean_value"].items())
+    counts = ", ".join(f"{k}: {v}" for k, v in lam["best_counts"].items() if v)
+    learned = "not measured" if lam["learned_value"] is None else f"{lam['learned_value']:+.3f}"
+    return f"""# panda-chat embedded demo models
+
+Made by `{_REPRODUCE.format(seed=c['seed'])}` in {r['total_seconds']:.0f} s on CPU ({r['threads']} torch threads).
+Every number below and in the folders' cards was measured by that run (`recipe_report.json`).
+
+| what | where | card |
+| --- | --- | --- |
+| base LM ({r['base']['parameters']:,} parameters) | `base/` | `base/README.md` |
+| reward heads, one per pole | `heads/<pole>.safetensors` | `heads/README.md` |
+| full reward model (`{r['reward_model']['pole']}`) | `{r['reward_model']['folder']}/` | its `README.md` |
+| learned lambda(x, t) | `{lam['file']}` (+ `lambda.json`) | below |
+
+Loaders: `panda_chat.demo.demo_model_dir()`, `demo_head_paths()`, `demo_reward_model_dirs()`, `demo_lambda_path()`.
+
+## Learned lambda
+
+A `panda_chat.lam.learned.LearnedLambda` ({lam['kind']}) fitted with `panda_chat.evaluation.lambda_fitting.fit_lambda`
+on {lam['prompts']} training-topic prompts, each paired with a synthetic user (one pole per dimension, confidence
+{c['lambda_fit']['min_confidence']}-1.0) whose reward weights and preference vector are built exactly as ChatPanda
+builds them from a profile. Each prompt was decoded ({lam['max_new_tokens']} new tokens, top-k
+{c['lambda_fit']['top_k']}) under every schedule of the grid; the best schedule by
+J = reward gain - {lam['beta']} x fluency loss is the prompt's target.
+
+- Mean J per schedule: {grid}.
+- Best single schedule (what a fixed lambda can do at best on these prompts): `{lam['best_fixed']}`, J =
+  {lam['best_fixed_value']:+.3f}; per-prompt oracle: {lam['oracle_value']:+.3f}; the fitted model decoding the same
+  prompts: {learned}.
+- Prompts per best schedule: {counts}.
+"""
+
+
 def write_cards(out: Path, report: dict) -> None:
-    """Write ``README.md`` into ``base/``, ``heads/`` and the reward model's folder."""
+    """Write ``README.md`` into ``out`` (overview and lambda), ``base/``, ``heads/`` and the reward model's folder."""
+    (out / "README.md").write_text(_overview_card(report), encoding="utf-8")
     (out / "base" / "README.md").write_text(_base_card(report), encoding="utf-8")
     (out / "heads" / "README.md").write_text(_heads_card(report), encoding="utf-8")
     (out / report["reward_model"]["folder"] / "README.md").write_text(_reward_model_card(report), encoding="utf-8")

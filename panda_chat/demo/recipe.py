@@ -28,11 +28,18 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+)
 
 from panda_chat.demo.base_lm import BaseLMConfig, BaseLMReport, train_base_lm
 from panda_chat.demo.cards import write_cards
+from panda_chat.decoding import PandaDecoder
 from panda_chat.demo.corpus import POLES, DialogueCorpus, opposite_pole
+from panda_chat.demo.lambda_stage import LambdaStageConfig, fit_demo_lambda
 from panda_chat.rewards.data import PreferencePair
 from panda_chat.rewards.features import ResponseFeaturizer, encode_response
 from panda_chat.rewards.heads import RewardHead
@@ -40,6 +47,8 @@ from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head,
 from panda_chat.tiny_models import train_tokenizer
 
 REPORT_FILE = "recipe_report.json"
+LAMBDA_FILE = "lambda.safetensors"
+BASE_RECORD_FILE = "training_record.json"  # in base/: the base LM's settings, report and samples
 
 
 class RecipeConfig(BaseModel):
@@ -51,15 +60,16 @@ class RecipeConfig(BaseModel):
     train_dialogues: int = Field(default=20000, gt=0)
     heldout_dialogues: int = Field(default=300, gt=0)
     base: BaseLMConfig = Field(default_factory=BaseLMConfig)
-    head_pairs_per_pole: int = Field(default=1000, gt=1)  # complete answers; as many prefix pairs again
-    heldout_pairs_per_pole: int = Field(default=300, gt=0)
+    head_pairs_per_pole: int = Field(default=500, gt=1)  # complete answers; as many prefix pairs again
+    heldout_pairs_per_pole: int = Field(default=200, gt=0)
     head_kind: str = "linear"
     head_epochs: int = Field(default=30, gt=0)
     reward_model_pole: str = "expert"
-    reward_model_pairs: int = Field(default=500, gt=1)
+    reward_model_pairs: int = Field(default=300, gt=1)
     reward_model_epochs: int = Field(default=2, gt=0)
     reward_model_lr: float = Field(default=3e-4, gt=0)
     sample_prompts: int = Field(default=6, ge=0)
+    lambda_fit: LambdaStageConfig = Field(default_factory=LambdaStageConfig)
 
     @classmethod
     def quick(cls, seed: int = 0) -> RecipeConfig:
@@ -69,7 +79,13 @@ class RecipeConfig(BaseModel):
                               num_key_value_heads=1, steps=6, batch_size=8, warmup_steps=2, max_length=96),
             head_pairs_per_pole=24, heldout_pairs_per_pole=16, head_epochs=3, reward_model_pairs=12,
             reward_model_epochs=1, sample_prompts=2,
+            lambda_fit=LambdaStageConfig(prompts=4, max_new_tokens=8, grid=[(1.0, 1.0), (4.0, 1.0), (4.0, 0.9)]),
         )
+
+
+# The settings a trained base LM depends on (``--reuse-base`` checks them).
+_BASE_FIELDS = {"seed", "vocab_size", "tokenizer_dialogues", "train_dialogues", "heldout_dialogues", "base",
+                "sample_prompts"}
 
 
 class HeadResult(BaseModel):
@@ -172,12 +188,16 @@ def _file_sizes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True) -> RecipeReport:
-    """Build every demo model into ``out`` (its model folders are replaced) and return the measured report."""
+def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reuse_base: bool = False) -> RecipeReport:
+    """Build every demo model into ``out`` (its model folders are replaced) and return the measured report.
+
+    ``reuse_base``: keep a base LM this recipe already trained into ``out`` with the same settings (training is
+    deterministic, so this only skips recomputing it) and redo the later stages.
+    """
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("base", "heads", "reward_models"):
+    for name in ("heads", "reward_models"):
         shutil.rmtree(out / name, ignore_errors=True)
     torch.manual_seed(config.seed)
     corpus = DialogueCorpus(config.seed)
@@ -187,12 +207,28 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True) -> 
     heldout = corpus.dialogues(config.heldout_dialogues, split="heldout")
     tokenizer = train_tokenizer_on(corpus, config)
 
-    _stage("base LM")
-    model, base_report = train_base_lm(tokenizer, train, heldout, config.base, seed=config.seed, progress=progress)
     base_dir = out / "base"
-    model.save_pretrained(base_dir)
-    tokenizer.save_pretrained(base_dir)
-    samples = greedy_samples(model, tokenizer, corpus.prompts(config.sample_prompts, split="heldout"))
+    base_record = base_dir / BASE_RECORD_FILE
+    if reuse_base and base_record.is_file():
+        _stage("base LM (reusing the one already trained in this folder)")
+        record = json.loads(base_record.read_text(encoding="utf-8"))
+        if record["config"] != config.model_dump(mode="json", include=_BASE_FIELDS):
+            raise ValueError(f"{base_dir} was trained with other settings; run without --reuse-base")
+        model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        base_report, samples = BaseLMReport.model_validate(record["report"]), record["samples"]
+    else:
+        _stage("base LM")
+        shutil.rmtree(base_dir, ignore_errors=True)
+        model, base_report = train_base_lm(tokenizer, train, heldout, config.base, seed=config.seed,
+                                           progress=progress)
+        model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+        samples = greedy_samples(model, tokenizer, corpus.prompts(config.sample_prompts, split="heldout"))
+        base_record.write_text(json.dumps({
+            "config": config.model_dump(mode="json", include=_BASE_FIELDS),
+            "report": base_report.model_dump(mode="json"), "samples": samples,
+        }, indent=2) + "\n", encoding="utf-8")
 
     _stage("reward heads")
     featurizer = ResponseFeaturizer(model, tokenizer, batch_size=32)
@@ -236,11 +272,19 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True) -> 
         seconds=time.perf_counter() - rm_started,
     )
 
+    _stage("lambda fit")
+    decoder = PandaDecoder(model, tokenizer, rewards={h.pole: str(out / h.file) for h in heads})
+    lam_model, lam_report, _ = fit_demo_lambda(decoder, corpus, config.lambda_fit, progress=progress)
+    lam_model.save(out / LAMBDA_FILE)
+    lambda_fit = {"file": LAMBDA_FILE, "config": config.lambda_fit.model_dump(mode="json"),
+                  **lam_report.model_dump(mode="json", exclude={"out"})}
+    (out / LAMBDA_FILE).with_suffix(".json").write_text(json.dumps(lambda_fit, indent=2) + "\n", encoding="utf-8")
+
     report = RecipeReport(
         config=config, torch_version=torch.__version__, threads=torch.get_num_threads(),
         tokenizer_vocab=len(tokenizer), corpus_train_dialogues=len(train),
         corpus_distinct_answers=len({d.answer for d in train}), base=base_report, base_samples=samples, heads=heads,
-        reward_model=reward_model, lambda_fit=None, file_sizes_bytes={}, total_seconds=0.0,
+        reward_model=reward_model, lambda_fit=lambda_fit, file_sizes_bytes={}, total_seconds=0.0,
     )
     _stage("model cards")
     write_cards(out, report.model_dump(mode="json"))
@@ -257,10 +301,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny model, few examples: seconds, for tests")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (torch.set_num_threads)")
+    parser.add_argument("--reuse-base", action="store_true",
+                        help="keep the base LM already trained into --out with the same settings; redo the rest")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = RecipeConfig.quick(args.seed) if args.quick else RecipeConfig(seed=args.seed)
-    report = run_recipe(args.out, config)
+    report = run_recipe(args.out, config, reuse_base=args.reuse_base)
     print(f"[recipe] done in {report.total_seconds:.0f} s; base LM held-out loss {report.base.heldout_loss:.3f}; "
           + ", ".join(f"{h.pole} {h.heldout_accuracy:.3f}" for h in report.heads))
 
