@@ -24,3 +24,5 @@ from panda_chat.cli.eval import eval_command  # noqa: E402
 main.add_command(eval_command)
 from panda_chat.cli.lambda_fit import lambda_group  # noqa: E402
 main.add_command(lambda_group)
+from panda_chat.cli.chat import chat  # noqa: E402
+main.add_command(chat)

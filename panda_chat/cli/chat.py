@@ -1,0 +1,192 @@
+"""``panda-chat chat``: talk to a personalised model in the terminal, and teach it what you prefer.
+
+    panda-chat chat --user alice                    # the embedded demo model
+    panda-chat chat --user alice --model ./my-chat-model --db profiles.db
+
+Answers stream token by token. Every turn is recorded in alice's profile (unless ``--no-record``), so the answers
+shift as she talks. Commands inside the chat:
+
+    /why          which preferences steer the answers now, and the messages they were inferred from
+    /good, /bad   rate the last answer (feedback moves the inferred preferences)
+    /prefer       show two alternative answers to the last question; /prefer 1 or /prefer 2 picks the better one
+    /reset        start a new conversation (the profile stays)
+    /help, /quit
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import click
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from panda_chat.cli.errors import friendly_errors, one_line
+from profiles import PreferenceCatalog, ProfileStore
+
+HELP = """commands: /why  /good  /bad  /prefer [1|2]  /reset  /help  /quit"""
+# The second alternative of /prefer is sampled, so it differs from the greedy answer.
+ALTERNATIVE_TEMPERATURE = 0.9
+
+
+@dataclass
+class ChatSession:
+    """One terminal conversation: the history sent with each call, and what feedback commands refer to."""
+
+    llm: object  # a ChatPanda
+    store: ProfileStore
+    user: str
+    history: list[BaseMessage] = field(default_factory=list)
+    conversation_id: int | None = None
+    alternatives: list[str] = field(default_factory=list)
+
+    @property
+    def last_question(self) -> str | None:
+        return next((m.content for m in reversed(self.history) if isinstance(m, HumanMessage)), None)
+
+    @property
+    def last_answer(self) -> str | None:
+        return next((m.content for m in reversed(self.history) if isinstance(m, AIMessage)), None)
+
+    def config(self) -> dict:
+        configurable = {"user_id": self.user}
+        if self.conversation_id is not None:
+            configurable["conversation_id"] = self.conversation_id
+        return {"configurable": configurable}
+
+    def ask(self, text: str) -> None:
+        """Stream the answer to ``text``; the turn joins the history (and the profile, when recording)."""
+        messages = [*self.history, HumanMessage(text)]
+        pieces, last = [], None
+        click.echo("panda> ", nl=False)
+        for chunk in self.llm.stream(messages, config=self.config()):
+            if chunk.content:
+                pieces.append(chunk.content)
+                click.echo(chunk.content, nl=False)
+            last = chunk
+        click.echo()
+        metadata = last.response_metadata if last is not None else {}
+        if metadata.get("conversation_id") is not None:
+            self.conversation_id = metadata["conversation_id"]
+        self.history = [*messages, AIMessage("".join(pieces))]
+        self.alternatives = []
+        click.echo(f"  ({steering_line(metadata.get('personalization', {}))})")
+
+    def why(self) -> None:
+        click.echo(self.llm.explain(user_id=self.user, query=self.last_question))
+
+    def rate(self, rating: float) -> None:
+        if self.last_answer is None:
+            click.echo("nothing to rate yet: ask something first")
+            return
+        self.store.add_feedback(self.user, prompt=self.last_question, response=self.last_answer, rating=rating)
+        click.echo("thanks, noted: " + ("more like this" if rating > 0 else "less like this"))
+
+    def show_alternatives(self) -> None:
+        question = self.last_question
+        if question is None:
+            click.echo("ask something first, then /prefer shows two answers to compare")
+            return
+        quiet = self.llm.model_copy(update={"record": False})
+        messages = self.history[:-1] if isinstance(self.history[-1], AIMessage) else self.history
+        greedy = quiet.invoke(messages, config=self.config(), temperature=0.0).content
+        sampled = quiet.invoke(messages, config=self.config(), temperature=ALTERNATIVE_TEMPERATURE).content
+        self.alternatives = [greedy, sampled]
+        for number, text in enumerate(self.alternatives, start=1):
+            click.echo(f"[{number}] {text}")
+        click.echo("pick the better one with /prefer 1 or /prefer 2")
+
+    def prefer(self, choice: str) -> None:
+        if len(self.alternatives) != 2:
+            click.echo("no alternatives yet: type /prefer first")
+            return
+        if choice not in ("1", "2"):
+            click.echo("choose 1 or 2")
+            return
+        chosen, rejected = (self.alternatives if choice == "1" else self.alternatives[::-1])
+        self.store.add_feedback(self.user, prompt=self.last_question, chosen=chosen, rejected=rejected)
+        self.alternatives = []
+        click.echo(f"thanks, noted: you prefer answer {choice}")
+
+    def reset(self) -> None:
+        self.history, self.conversation_id, self.alternatives = [], None, []
+        click.echo("new conversation (your profile is kept)")
+
+
+def steering_line(personalization: dict) -> str:
+    """One short line: which poles steer the answer, and how strongly."""
+    steering = [s for s in personalization.get("steering", []) if s["weight"] > 0]
+    if not steering:
+        return {"unguided": "preferences known, but no reward for this model: not steered"}.get(
+            personalization.get("mode"), "not steered yet: no confident preference")
+    return "steered toward " + ", ".join(f"{s['pole']} ({s['dimension']}, {s['weight']:.2f})" for s in steering)
+
+
+def handle(session: ChatSession, line: str) -> bool:
+    """Run one input line; False when the chat should end."""
+    command, _, argument = line.partition(" ")
+    if not line.startswith("/"):
+        session.ask(line)
+    elif command in ("/quit", "/exit"):
+        return False
+    elif command == "/why":
+        session.why()
+    elif command in ("/good", "/bad"):
+        session.rate(1.0 if command == "/good" else -1.0)
+    elif command == "/prefer":
+        session.prefer(argument.strip()) if argument.strip() else session.show_alternatives()
+    elif command == "/reset":
+        session.reset()
+    else:
+        click.echo(HELP)
+    return True
+
+
+@click.command("chat")
+@click.option("--user", required=True, help="Whose profile steers the answers (created on first use).")
+@click.option("--model", default=None, metavar="DIR", help="Base chat model folder or hub id [default: demo model].")
+@click.option("--db", envvar="PANDA_CHAT_DB", metavar="URL",
+              help="Profile database: a SQLAlchemy URL or a SQLite file [env: PANDA_CHAT_DB; default: user data dir].")
+@click.option("--embedder", envvar="PANDA_CHAT_EMBEDDER", metavar="MODEL",
+              help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER].")
+@click.option("--catalog", envvar="PANDA_CHAT_CATALOG", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Preference catalog file (TOML or YAML) [env: PANDA_CHAT_CATALOG].")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="0 is greedy; more samples from the re-scored candidates.")
+@click.option("--lam", type=click.FloatRange(min=0.0), default=None,
+              help="Constant lambda [default: the model's fitted lambda, else 1].")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
+@click.option("--record/--no-record", default=True, show_default=True, help="Store the conversation in the profile.")
+@friendly_errors
+def chat(user: str, model: str | None, db: str | None, embedder: str | None, catalog: str | None, max_tokens: int,
+         top_k: int, temperature: float, lam: float | None, device: str, dtype: str, record: bool) -> None:
+    """Chat in the terminal with answers personalised to USER; /help lists the commands."""
+    from panda_chat.chat_model import ChatPanda  # torch loads only when a chat starts
+
+    store = ProfileStore(db, embedder=embedder, catalog=PreferenceCatalog.from_file(catalog) if catalog else None)
+    try:
+        llm = ChatPanda(model=model, user_id=user, store=store, max_tokens=max_tokens, top_k=top_k,
+                        temperature=temperature, lam=lam, device=device, dtype=dtype, record=record)
+        llm.get_num_tokens("load")  # load the model now, so a wrong --model fails before the first question
+        session = ChatSession(llm=llm, store=store, user=user)
+        click.echo(f"chatting as {user} ({HELP})")
+        while True:
+            click.echo("you> ", nl=False)
+            line = sys.stdin.readline()
+            if not line:
+                click.echo()
+                break
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                if not handle(session, line):
+                    break
+            except Exception as error:  # noqa: BLE001 - one failed turn must not end the chat
+                click.echo(f"\nerror: {one_line(error)}", err=True)
+    finally:
+        store.close()
