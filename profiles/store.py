@@ -13,6 +13,8 @@ Every query path is scoped to one user: the index only scans that user's id rang
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -63,6 +65,7 @@ from profiles.models import (
 EmbedderSpec = Embedder | Callable[[list[str]], object] | str | os.PathLike[str] | None
 Progress = Callable[[int], None]
 _EMBED_BATCH = 256
+_QUERY_CACHE_SIZE = 64
 
 
 class StoredMessage(BaseModel):
@@ -180,6 +183,8 @@ class ProfileStore:
         self._inference: PreferenceInference | None = None
         self._index: EmbeddingIndex | None = None
         self._nlist = nlist
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # a chat asks search + preferences
+        self._lock = threading.RLock()  # guards the index and the query cache (a store may serve many threads)
         database_file = sqlite_file(self.url)
         if index_path is not None:
             self.index_path: Path | None = Path(index_path)
@@ -193,8 +198,9 @@ class ProfileStore:
 
     def close(self) -> None:
         """Save the index cache if it changed, and release the database."""
-        if self._index is not None and self._index.dirty and self.index_path is not None:
-            self._index.save(self.index_path)
+        with self._lock:
+            if self._index is not None and self._index.dirty and self.index_path is not None:
+                self._index.save(self.index_path)
         self._engine.dispose()
 
     def __enter__(self) -> ProfileStore:
@@ -206,15 +212,17 @@ class ProfileStore:
     @property
     def embedder(self) -> Embedder:
         """The embedder, loaded on first use (opening a store to list users never loads a model)."""
-        if self._embedder is None:
-            self._embedder = resolve_embedder(self._embedder_spec)
-        return self._embedder
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = resolve_embedder(self._embedder_spec)
+            return self._embedder
 
     @property
     def inference(self) -> PreferenceInference:
-        if self._inference is None:
-            self._inference = PreferenceInference(self.catalog, self.embedder, self.inference_settings)
-        return self._inference
+        with self._lock:
+            if self._inference is None:
+                self._inference = PreferenceInference(self.catalog, self.embedder, self.inference_settings)
+            return self._inference
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
@@ -300,7 +308,8 @@ class ProfileStore:
                 raise ProfileError(f"forgetting {user_id!r} left rows behind {leftovers}; nothing was deleted")
             generation = self._bump_generation(session)
             session.execute(update(StoreState).where(StoreState.id == 1).values(purged_generation=generation))
-        index_entries = self._forget_in_index(pk, generation)
+        with self._lock:
+            index_entries = self._forget_in_index(pk, generation)
         if sqlite_file(self.url) is not None:
             with self._engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -453,7 +462,22 @@ class ProfileStore:
         if pk is None:
             return []
         self._embed_missing(pk)
-        return self._search_vector(pk, encode_normalised(self.embedder, [query])[0], k)
+        return self._search_vector(pk, self._query_vector(query), k)
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        """The query's vector, from a small per-store cache: a chat turn embeds its prompt once for both
+        ``search`` and ``preferences``."""
+        with self._lock:
+            vector = self._query_vectors.get(query)
+            if vector is not None:
+                self._query_vectors.move_to_end(query)
+                return vector
+        vector = encode_normalised(self.embedder, [query])[0]
+        with self._lock:
+            self._query_vectors[query] = vector
+            if len(self._query_vectors) > _QUERY_CACHE_SIZE:
+                self._query_vectors.popitem(last=False)
+        return vector
 
     def search_vector(self, user_id: str, vector: np.ndarray, k: int = 5) -> list[SearchHit]:
         """``search`` with an already embedded (normalised) query."""
@@ -462,8 +486,8 @@ class ProfileStore:
         return [] if pk is None else self._search_vector(pk, vector, k)
 
     def _search_vector(self, user_pk: int, vector: np.ndarray, k: int) -> list[SearchHit]:
-        index = self._synced_index()
-        scored = index.search(user_pk, vector, k)
+        with self._lock:
+            scored = self._synced_index().search(user_pk, vector, k)
         if not scored:
             return []
         with self._read() as session:
@@ -538,16 +562,17 @@ class ProfileStore:
 
     def rebuild_index(self) -> EmbeddingIndex:
         """Rebuild the faiss cache from the stored vectors and save it."""
-        embedder = self.embedder
-        with self._read() as session:
-            state = session.get(StoreState, 1)
-            index = EmbeddingIndex(IndexHeader(store_uuid=state.store_uuid, embedder=embedder.name,
-                                               dim=embedder.dim, nlist=self._nlist, generation=state.generation))
-            self._add_rows(index, session, MessageEmbedding.generation <= state.generation)
-        if self.index_path is not None:
-            index.save(self.index_path)
-        self._index = index
-        return index
+        with self._lock:
+            embedder = self.embedder
+            with self._read() as session:
+                state = session.get(StoreState, 1)
+                index = EmbeddingIndex(IndexHeader(store_uuid=state.store_uuid, embedder=embedder.name,
+                                                   dim=embedder.dim, nlist=self._nlist, generation=state.generation))
+                self._add_rows(index, session, MessageEmbedding.generation <= state.generation)
+            if self.index_path is not None:
+                index.save(self.index_path)
+            self._index = index
+            return index
 
     def _add_rows(self, index: EmbeddingIndex, session: Session, condition: Any) -> None:
         result = session.execute(
@@ -596,7 +621,7 @@ class ProfileStore:
             )
         else:
             messages = MessageRows.empty(embedder.dim)
-        query_vector = encode_normalised(embedder, [query])[0] if query else None
+        query_vector = self._query_vector(query) if query else None
         return self.inference.infer(
             user_id, messages, feedback=feedback_rows, explicit=explicit, query=query, query_vector=query_vector,
             texts=lambda ids: self._texts(pk, ids),

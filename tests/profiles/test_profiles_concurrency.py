@@ -48,3 +48,19 @@ def test_concurrent_writers_from_several_processes_lose_no_message(tmp_path: Pat
         # Every stored message is embedded and searchable by its owner.
         hits = store.search("shared", "w3 message 1", k=1000)
         assert len(hits) == len(store.messages("shared"))
+
+
+def test_one_store_shared_by_threads_stays_consistent(store: ProfileStore) -> None:
+    """ChatPanda shares one store between threads: interleaved writes and searches neither lose messages nor
+    duplicate index entries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(thread: int) -> None:
+        for number in range(15):
+            store.add_message("shared", "user", f"thread {thread} says {number}")
+            store.search("shared", f"thread {thread}", k=3)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(work, range(4)))
+    hits = store.search("shared", "thread says", k=500)
+    assert len(hits) == len({hit.message_id for hit in hits}) == len(store.messages("shared")) == 60
