@@ -6,7 +6,6 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from panda_chat.rewards.base import CandidateBatch, PromptBatch
-from panda_chat.rewards.features import encode_response
 from panda_chat.rewards.text_reward_model import TextRewardModel, candidate_texts
 from panda_chat.rewards.zero_shot import ZeroShotReward
 
@@ -95,7 +94,7 @@ def test_cross_tokenizer_reward_model_matches_scoring_each_text_alone(tiny_model
     texts = candidate_texts(tokenizer, batch)
     for b in range(2):
         for j in range(3):
-            ids = torch.tensor([encode_response(rm_tok, prompts[b], texts[b][j])])
+            ids = torch.tensor([rm_tok(prompts[b])["input_ids"] + rm_tok(texts[b][j], add_special_tokens=False)["input_ids"]])
             with torch.no_grad():
                 alone = model(input_ids=ids).logits[0, 0]
             assert float(scores[b, j]) == pytest.approx(float(alone), abs=1e-4)

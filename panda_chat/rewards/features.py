@@ -34,12 +34,16 @@ def prompt_text(tokenizer, prompt: str) -> str:
     return prompt
 
 
-def format_prompt(tokenizer, prompt: str) -> list[int]:
-    """Token ids of ``prompt_text(prompt)`` tokenised as ``PandaDecoder.encode_prompts`` does: with the tokenizer's
-    special tokens unless the text already starts with BOS (so a templated prompt never gets a second BOS)."""
-    text = prompt_text(tokenizer, prompt)
+def encode_prompt_text(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt text as ``PandaDecoder.encode_prompts`` tokenises it: with the tokenizer's special
+    tokens unless the text already starts with BOS (so a templated prompt never gets a second BOS)."""
     bos = tokenizer.bos_token
     return list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
+
+
+def format_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a user prompt as the decoder sees it: ``encode_prompt_text(prompt_text(prompt))``."""
+    return encode_prompt_text(tokenizer, prompt_text(tokenizer, prompt))
 
 
 def encode_response(tokenizer, prompt: str, response: str, max_length: int | None = None) -> list[int]:

@@ -3,8 +3,10 @@
 A reward model with another tokenizer (an encoder RM such as a DeBERTa classifier, or a decoder RM from another
 family) cannot read the base model's token ids, so nothing can be cached across steps. At every step each candidate
 continuation is decoded with the base tokenizer (response so far + candidate token), re-tokenised with the reward
-model's own tokenizer after the prompt (formatted with the RM's chat template when it has one, as reward training
-formats it) and the B*k texts are scored in right-padded batches. That is a full forward over prompt + response per
+model's own tokenizer after the prompt text exactly as the decoder received it (a chat-templated prompt stays as it
+is; the RM's tokenizer adds its special tokens as the decoder's rule does), and the B*k texts are scored in
+right-padded batches. Re-tokenising the response may merge its bytes into other tokens than the ones generated, so
+even a same-tokenizer RM can score slightly differently here than on the cached path. That is a full forward over prompt + response per
 candidate per step: correct, but O(k * L) tokens a step instead of k. ``benchmarks/bench_rewards.py`` measures the
 gap against the cached same-tokenizer path; prefer a same-tokenizer RM or a reward head when speed matters.
 
@@ -19,7 +21,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
-from panda_chat.rewards.features import encode_response
+from panda_chat.rewards.features import encode_prompt_text
 
 
 def candidate_texts(tokenizer: PreTrainedTokenizerBase, candidates: CandidateBatch) -> list[list[str]]:
@@ -67,9 +69,15 @@ class TextRewardModel(RewardSource):
     def start(self, prompts: PromptBatch) -> RewardSession:
         return _TextRewardSession(self, prompts)
 
+    def encode(self, prompt: str, response: str) -> list[int]:
+        """RM token ids of a decoder prompt text followed by a response text, left-truncated to ``max_length``."""
+        ids = encode_prompt_text(self.tokenizer, prompt) + list(
+            self.tokenizer(response, add_special_tokens=False)["input_ids"])
+        return ids[-self.max_length :]
+
     def score_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
-        """Raw rewards of (prompt, response) pairs, shape (N,), float32 on the CPU."""
-        sequences = [encode_response(self.tokenizer, p, r, self.max_length) for p, r in zip(prompts, responses)]
+        """Raw rewards of (decoder prompt text, response) pairs, shape (N,), float32 on the CPU."""
+        sequences = [self.encode(p, r) for p, r in zip(prompts, responses)]
         out = torch.empty(len(sequences))
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # length-sorted: little padding
         device = self.model.device
