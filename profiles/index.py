@@ -52,7 +52,7 @@ class EmbeddingIndex:
             index = faiss.IndexIVFFlat(self._quantizer, header.dim, header.nlist, faiss.METRIC_INNER_PRODUCT)
             index.is_trained = True
         self._index = index
-        self.dirty = False
+        self.unsaved_vectors = 0  # added since the file was last written (or read)
 
     @property
     def generation(self) -> int:
@@ -64,7 +64,6 @@ class EmbeddingIndex:
 
     def mark_generation(self, generation: int) -> None:
         self.header = self.header.model_copy(update={"generation": generation})
-        self.dirty = True
 
     def add(self, user_ids: np.ndarray, message_ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors; ``user_ids`` and ``message_ids`` are int arrays aligned with the rows of ``vectors``."""
@@ -78,13 +77,11 @@ class EmbeddingIndex:
         ids = np.ascontiguousarray((users << 32) | messages)
         lists = np.ascontiguousarray(users % self.header.nlist)
         self._index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
-        self.dirty = True
+        self.unsaved_vectors += len(x)
 
     def remove_user(self, user_id: int) -> int:
         """Remove every vector of one user; returns how many were removed."""
-        removed = int(self._index.remove_ids(faiss.IDSelectorRange(user_id << 32, (user_id + 1) << 32)))
-        self.dirty = self.dirty or removed > 0
-        return removed
+        return int(self._index.remove_ids(faiss.IDSelectorRange(user_id << 32, (user_id + 1) << 32)))
 
     def count_user(self, user_id: int) -> int:
         """How many vectors of this user the index holds (used to verify that forgetting left nothing)."""
@@ -119,7 +116,7 @@ class EmbeddingIndex:
 
     def save(self, path: Path) -> None:
         """Write header + checksum + payload to a temporary file, then rename it over ``path`` (atomic)."""
-        payload = faiss.serialize_index(self._index).tobytes()
+        payload = faiss.serialize_index(self._index)  # a uint8 array: hashed and written without another copy
         header = self.header.model_dump_json().encode()
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -132,7 +129,7 @@ class EmbeddingIndex:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        self.dirty = False
+        self.unsaved_vectors = 0
 
     @staticmethod
     def read_header(path: Path) -> IndexHeader | None:

@@ -66,6 +66,9 @@ EmbedderSpec = Embedder | Callable[[list[str]], object] | str | os.PathLike[str]
 Progress = Callable[[int], None]
 _EMBED_BATCH = 256
 _QUERY_CACHE_SIZE = 64
+# The index file is rewritten on close only when this many vectors (or 5% of it) were added since it was read:
+# smaller gaps are cheaper to catch up from SQLite on the next open than to rewrite a large file every time.
+_RESAVE_MIN_VECTORS = 1000
 
 
 class StoredMessage(BaseModel):
@@ -197,10 +200,16 @@ class ProfileStore:
     # ----------------------------------------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Save the index cache if it changed, and release the database."""
+        """Save the index cache if it grew enough to be worth rewriting, and release the database."""
         with self._lock:
-            if self._index is not None and self._index.dirty and self.index_path is not None:
-                self._index.save(self.index_path)
+            index = self._index
+            if index is not None and self.index_path is not None and \
+                    index.unsaved_vectors >= max(_RESAVE_MIN_VECTORS, index.ntotal // 20):
+                with self._read() as session:
+                    state = session.get(StoreState, 1)
+                # Never write back vectors of a user another process has forgotten since this index was built.
+                if index.generation >= state.purged_generation:
+                    index.save(self.index_path)
         self._engine.dispose()
 
     def __enter__(self) -> ProfileStore:
@@ -575,16 +584,15 @@ class ProfileStore:
             return index
 
     def _add_rows(self, index: EmbeddingIndex, session: Session, condition: Any) -> None:
-        result = session.execute(
+        """Stream stored vectors into the index in chunks (Core rows, not ORM objects: this reads millions)."""
+        result = session.connection().execution_options(yield_per=50_000).execute(
             select(MessageEmbedding.user_id, MessageEmbedding.message_id, MessageEmbedding.vector)
             .where(MessageEmbedding.embedder == index.header.embedder, condition)
-            .execution_options(yield_per=50_000)
         )
         for chunk in result.partitions():
-            users = np.fromiter((row[0] for row in chunk), np.int64, len(chunk))
-            messages = np.fromiter((row[1] for row in chunk), np.int64, len(chunk))
-            vectors = np.frombuffer(b"".join(row[2] for row in chunk), np.float32).reshape(len(chunk), -1)
-            index.add(users, messages, vectors)
+            users, messages, vectors = zip(*chunk, strict=True)
+            index.add(np.array(users, np.int64), np.array(messages, np.int64),
+                      np.frombuffer(b"".join(vectors), np.float32).reshape(len(chunk), -1))
 
     # ---------------------------------------------------------------------------------------------- inference
 

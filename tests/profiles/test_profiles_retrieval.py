@@ -50,6 +50,17 @@ def test_search_sees_messages_written_by_another_store_instance(db_path: Path) -
         assert len(reader.search("alice", "violins", k=3)) == 2
 
 
+def test_an_older_index_file_is_caught_up_without_a_rebuild(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
+        store.add_message("alice", "user", "cats are great")
+        store.search("alice", "cats")  # builds and writes the index file
+    with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
+        store.add_message("alice", "user", "cats and dogs")  # the file is now one generation behind
+    with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
+        monkeypatch.setattr(store, "rebuild_index", lambda: pytest.fail("an intact, older index was rebuilt"))
+        assert {h.text for h in store.search("alice", "cats", k=5)} == {"cats are great", "cats and dogs"}
+
+
 @pytest.mark.parametrize("damage", ["delete", "truncate", "flip_bytes", "garbage"])
 def test_a_missing_or_corrupt_index_file_is_rebuilt(db_path: Path, damage: str) -> None:
     with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
