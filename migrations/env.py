@@ -4,14 +4,14 @@ developers running the ``alembic`` command, on ``sqlalchemy.url``."""
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from profiles.models import Base
 
 config = context.config
 
 
-def _run(connection) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

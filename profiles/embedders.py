@@ -68,7 +68,7 @@ class SentenceTransformerEmbedder:
 
         try:
             self.model = SentenceTransformer(location, device=device)
-        except Exception as error:  # noqa: BLE001 - any loading failure becomes one clear line
+        except Exception as error:
             raise EmbedderError(f"cannot load sentence-transformers model {location!r}: {error}") from error
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())

@@ -18,6 +18,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -166,7 +167,7 @@ class EmbeddingIndex:
         return cls(header, index)
 
 
-def _read_header(file) -> IndexHeader:  # noqa: ANN001 - binary file object
+def _read_header(file: BinaryIO) -> IndexHeader:
     if file.read(len(_MAGIC)) != _MAGIC:
         raise ValueError("not a profile index file")
     (length,) = struct.unpack("<Q", file.read(8))

@@ -19,8 +19,9 @@ Explicit settings override a dimension outright (its pole gets weight 1, confide
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -123,7 +124,7 @@ class PreferenceInference:
         user_id: str,
         messages: MessageRows,
         *,
-        feedback: list[FeedbackRow] = (),  # type: ignore[assignment]
+        feedback: Sequence[FeedbackRow] = (),
         explicit: Mapping[str, str] | None = None,
         query: str | None = None,
         query_vector: np.ndarray | None = None,
@@ -248,7 +249,5 @@ class PreferenceInference:
         return evidence
 
 
-def _utc(epoch_seconds: float):  # noqa: ANN202 - datetime
-    from datetime import UTC, datetime
-
+def _utc(epoch_seconds: float) -> datetime:
     return datetime.fromtimestamp(float(epoch_seconds), tz=UTC)

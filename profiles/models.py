@@ -47,7 +47,7 @@ def _user_fk() -> Any:
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = {"sqlite_autoincrement": True}  # ids of forgotten users are never handed out again
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - ids of forgotten users are never reused
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)

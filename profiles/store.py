@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -212,7 +212,7 @@ class ProfileStore:
                     index.save(self.index_path)
         self._engine.dispose()
 
-    def __enter__(self) -> ProfileStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -557,17 +557,16 @@ class ProfileStore:
             if self._index is None and self.index_path is not None:
                 self._index = EmbeddingIndex.load(self.index_path, expected)
             index = self._index
-            if (
+            stale = (
                 index is None
                 or index.header.model_copy(update={"generation": state.generation}) != expected
                 or index.generation < state.purged_generation
                 or index.generation > state.generation
-            ):
-                return self.rebuild_index()
-            if index.generation < state.generation:
+            )
+            if not stale and index.generation < state.generation:
                 self._add_rows(index, session, MessageEmbedding.generation > index.generation)
                 index.mark_generation(state.generation)
-            return index
+        return self.rebuild_index() if stale else index
 
     def rebuild_index(self) -> EmbeddingIndex:
         """Rebuild the faiss cache from the stored vectors and save it."""

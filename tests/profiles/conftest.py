@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from profiles import HashingEmbedder, ProfileStore, SentenceTransformerEmbedder  # noqa: E402
+from profiles import HashingEmbedder, ProfileStore, SentenceTransformerEmbedder
 
 
 @pytest.fixture(scope="session")

@@ -62,10 +62,10 @@ def test_a_toml_file_can_replace_the_defaults(tmp_path: Path) -> None:
     [
         ("bad.toml", "dimensions = [", "not valid TOML"),
         ("bad.yaml", "dimensions: [", "not valid YAML"),
-        ("one_pole.toml", '[[dimensions]]\nname = "x"\n[[dimensions.poles]]\nname = "a"\ndescription = "A"\n'
-                          'examples = ["a"]\n', "dimensions.0.poles"),
-        ("head.yaml", "dimensions:\n - name: x\n   poles:\n    - {name: a, description: A, examples: [a], "
-                      "reward: {kind: head}}\n    - {name: b, description: B, examples: [b]}\n", "needs a path"),
+        ("one_pole.toml", ('[[dimensions]]\nname = "x"\n[[dimensions.poles]]\nname = "a"\ndescription = "A"\n'
+                           'examples = ["a"]\n'), "dimensions.0.poles"),
+        ("head.yaml", ("dimensions:\n - name: x\n   poles:\n    - {name: a, description: A, examples: [a], "
+                       "reward: {kind: head}}\n    - {name: b, description: B, examples: [b]}\n"), "needs a path"),
         ("catalog.json", "{}", "must end in .toml, .yaml or .yml"),
     ],
 )

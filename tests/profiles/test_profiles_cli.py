@@ -13,11 +13,11 @@ from profiles import HashingEmbedder, ProfileStore
 
 
 @pytest.fixture
-def cli(tmp_path: Path):  # noqa: ANN201 - a small callable
+def cli(tmp_path: Path):
     runner = CliRunner()
     database = tmp_path / "cli.db"
 
-    def invoke(*args: str, input: str | None = None) -> Result:  # noqa: A002 - click's name
+    def invoke(*args: str, input: str | None = None) -> Result:
         return runner.invoke(main, ["profile", "--db", str(database), "--embedder", "hashing", *args], input=input)
 
     invoke.database = database  # type: ignore[attr-defined]
@@ -35,7 +35,7 @@ def _fails(result: Result, message: str) -> None:
     assert last.startswith("Error:") and message in last, result.output
 
 
-def test_create_log_list_show_and_context(cli) -> None:  # noqa: ANN001
+def test_create_log_list_show_and_context(cli) -> None:
     _ok(cli("create", "alice"))
     assert "message 1 in conversation 1" in _ok(cli("log", "alice", "I need a formal letter to the board")).output
     _ok(cli("log", "alice", "--role", "assistant", "--conversation", "1", "Certainly, here is a draft."))
@@ -49,7 +49,7 @@ def test_create_log_list_show_and_context(cli) -> None:  # noqa: ANN001
     assert "tone" in _ok(cli("show", "alice")).output
 
 
-def test_import_history_is_all_or_nothing(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_import_history_is_all_or_nothing(cli, tmp_path: Path) -> None:
     _ok(cli("create", "bob"))
     good = tmp_path / "good.jsonl"
     good.write_text(
@@ -65,7 +65,7 @@ def test_import_history_is_all_or_nothing(cli, tmp_path: Path) -> None:  # noqa:
     assert json.loads(_ok(cli("list", "--json")).output)[0]["messages"] == 3
 
 
-def test_set_unset_and_feedback(cli) -> None:  # noqa: ANN001
+def test_set_unset_and_feedback(cli) -> None:
     _ok(cli("create", "carol"))
     _ok(cli("set", "carol", "tone=formal", "verbosity=concise"))
     shown = json.loads(_ok(cli("show", "carol", "--json")).output)
@@ -83,7 +83,7 @@ def test_set_unset_and_feedback(cli) -> None:  # noqa: ANN001
         assert [(p.chosen, p.rejected) for p in store.feedback_pairs("carol")] == [("Hello!", "Greetings, madam.")]
 
 
-def test_export_import_round_trip_and_forget(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_export_import_round_trip_and_forget(cli, tmp_path: Path) -> None:
     _ok(cli("create", "dave"))
     _ok(cli("log", "dave", "a message about gardening"))
     _ok(cli("set", "dave", "expertise=expert"))
@@ -111,11 +111,11 @@ def test_export_import_round_trip_and_forget(cli, tmp_path: Path) -> None:  # no
         (("forget", "nobody", "--yes"), "unknown user 'nobody'"),
     ],
 )
-def test_unknown_users_are_one_line_errors(cli, args: tuple[str, ...], message: str) -> None:  # noqa: ANN001
+def test_unknown_users_are_one_line_errors(cli, args: tuple[str, ...], message: str) -> None:
     _fails(cli(*args), message)
 
 
-def test_empty_text_and_malformed_files_are_refused(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_empty_text_and_malformed_files_are_refused(cli, tmp_path: Path) -> None:
     _ok(cli("create", "erin"))
     _fails(cli("log", "erin", "   "), "text is empty")
     not_export = tmp_path / "x.json"
@@ -124,7 +124,7 @@ def test_empty_text_and_malformed_files_are_refused(cli, tmp_path: Path) -> None
     assert json.loads(_ok(cli("list", "--json")).output)[0]["messages"] == 0
 
 
-def test_dimensions_lists_the_catalog(cli) -> None:  # noqa: ANN001
+def test_dimensions_lists_the_catalog(cli) -> None:
     output = _ok(cli("dimensions")).output
     assert "tone: friendly | formal" in output
     assert [d["name"] for d in json.loads(_ok(cli("dimensions", "--json")).output)["dimensions"]] == [

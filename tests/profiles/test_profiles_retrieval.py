@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profiles import HashingEmbedder, ProfileStore, SentenceTransformerEmbedder
+from profiles import HashingEmbedder, ProfileStore
 from profiles.index import EmbeddingIndex
 
 

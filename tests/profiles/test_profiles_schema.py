@@ -54,7 +54,7 @@ def test_a_database_from_a_newer_schema_is_refused_with_a_clear_error(db_path: P
 
 
 def test_connections_enforce_foreign_keys_and_a_busy_timeout(store: ProfileStore) -> None:
-    with store._engine.connect() as connection:  # noqa: SLF001 - checking the engine's configuration
+    with store._engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
 
@@ -96,8 +96,17 @@ def test_migrations_run_from_a_non_editable_wheel(tmp_path: Path) -> None:
             print(store.search("alice", "wheel", k=1)[0].text)
         """
     )
-    result = subprocess.run([python, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run([python, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "from the wheel"
     assert (venv_site / "migrations" / "env.py").is_file()
     assert any((venv_site / "migrations" / "versions").glob("0001_*.py"))
+
+
+def test_an_in_memory_sqlalchemy_url_works_end_to_end() -> None:
+    with ProfileStore("sqlite://", embedder="hashing") as store:
+        assert store.index_path is None  # nothing to put a cache file next to: the index lives in memory
+        store.add_message("alice", "user", "hello from memory")
+        assert [h.text for h in store.search("alice", "memory")] == ["hello from memory"]
+        store.forget("alice")
+        assert store.list_users() == []
