@@ -84,3 +84,22 @@ def test_other_tokenizer_reward_model_is_scored_on_decoded_text(tiny_models, bas
         texts = [tokenizer.decode(out.token_ids[: t + 1], skip_special_tokens=True) for t in range(4)]
         expected = reference.score_texts([prompt] * 4, texts)
         assert torch.allclose(torch.tensor(out.raw_rewards["other"]), expected, atol=1e-4)
+
+
+def test_text_path_agrees_with_the_cached_path_where_tokens_agree(tiny_models, base):
+    """The same reward model on both paths: wherever the decoded prefix re-tokenises to the generated ids, the text
+    path reads the same tokens as the cached path and must give the same reward."""
+    model, tokenizer = base
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_models.reward_model).eval()
+    decoder = PandaDecoder(model, tokenizer, rewards={"rm": CachedRewardModel(rm, name="rm")})
+    prompts = ["The cat explains the budget", "A student cooks"]
+    text_rm = TextRewardModel(rm, tokenizer, name="rm-text")
+    checked = 0
+    for prompt, out in zip(prompts, decoder.generate(prompts, lam=1.0, max_new_tokens=6, stop_at_eos=False)):
+        for t in range(len(out.token_ids)):
+            text = tokenizer.decode(out.token_ids[: t + 1], skip_special_tokens=True)
+            if tokenizer(text, add_special_tokens=False)["input_ids"] != out.token_ids[: t + 1]:
+                continue
+            checked += 1
+            assert float(text_rm.score_texts([prompt], [text])[0]) == pytest.approx(out.raw_rewards["rm"][t], abs=1e-4)
+    assert checked >= 4
