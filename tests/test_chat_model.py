@@ -335,3 +335,32 @@ def test_structured_output_include_raw_and_json_mode(llm):
 def test_structured_output_records_the_question_not_the_schema_instruction(llm, store):
     llm.with_structured_output(Joke).invoke("Tell me a joke")
     assert [m.text for m in store.messages("alice") if m.role == "user"] == ["Tell me a joke"]
+
+
+# ------------------------------------------------------------------------------------- LangChain idioms and fallbacks
+
+
+def test_configurable_fields_switch_the_user_too(llm):
+    from langchain_core.runnables import ConfigurableField
+
+    configurable = llm.configurable_fields(user_id=ConfigurableField(id="user_id"))
+    result = configurable.invoke("Hello", config={"configurable": {"user_id": "dave"}})
+    assert result.response_metadata["user_id"] == "dave"
+
+
+def test_a_reward_that_does_not_fit_the_model_falls_back_and_metadata_says_so(tiny_models, tmp_path):
+    from profiles import PreferenceCatalog, RewardSpec
+
+    default = PreferenceCatalog.default()
+    tone = default.dimension("tone")
+    formal = tone.pole("formal").model_copy(update={"reward": RewardSpec(kind="head", path=str(tmp_path / "x.st"))})
+    catalog = default.merged([tone.model_copy(update={"poles": [tone.pole("friendly"), formal]})])
+    with ProfileStore(tmp_path / "p.db", embedder="hashing", catalog=catalog) as store:
+        store.set_preference("erin", "tone", "formal")
+        llm = ChatPanda(model=str(tiny_models.base), store=store, user_id="erin", max_tokens=4, device="cpu")
+        with pytest.warns(RuntimeWarning, match="falls back to its zero-shot reward"):
+            result = llm.invoke("Hello")
+    steering = {s["reward"]: s for s in result.response_metadata["personalization"]["steering"]}
+    assert steering["tone.formal"]["kind"] == "zero_shot"
+    assert "does not fit this model" in steering["tone.formal"]["note"]
+    assert result.content
