@@ -45,8 +45,9 @@ def decoder(tiny_models) -> PandaDecoder:
     return dec
 
 
-def reference_rewards(decoder: PandaDecoder) -> dict:
-    return {"formal": decoder.rewards["formal"].head, "helpful": decoder.rewards["helpful"].model}
+def reference_rewards(decoder: PandaDecoder, names) -> dict:
+    everything = {"formal": decoder.rewards["formal"].head, "helpful": decoder.rewards["helpful"].model}
+    return {name: everything[name] for name in names}
 
 
 def reference_calibrations(decoder: PandaDecoder) -> dict:
@@ -65,7 +66,7 @@ def test_cached_tree_paths_choose_the_reference_loop_tokens(decoder, weights):
         expected = reference_generate(
             decoder.model,
             decoder.tokenizer(prompt)["input_ids"],
-            reference_rewards(decoder),
+            reference_rewards(decoder, weights),
             weights,
             LAM,
             top_k=10,

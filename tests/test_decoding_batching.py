@@ -92,10 +92,11 @@ def test_a_batch_equals_its_rows_run_one_by_one_with_per_row_weights_and_lambdas
 @pytest.mark.parametrize("drop_rows", [True, False], ids=["rows-dropped", "rows-kept"])
 def test_rows_end_at_eos_independently(decoder, drop_rows):
     eos = decoder.tokenizer.eos_token_id
+    prompts = ["The river", "A student compares linear algebra", "My neighbour builds"]  # no EOS of their own
     stopper = EosAfter(eos, from_step=[3, 30, 10], drop_rows=drop_rows)
     weights = {"eos_after": 1.0}  # no head here: k is the whole vocabulary, so EOS is always a candidate
     outputs = decoder.generate(
-        PROMPTS, rewards={"eos_after": stopper}, weights=weights, lam=1.0, top_k=len(decoder.tokenizer),
+        prompts, rewards={"eos_after": stopper}, weights=weights, lam=1.0, top_k=len(decoder.tokenizer),
         max_new_tokens=20,
     )
     assert [o.finish_reason for o in outputs] == ["eos", "length", "eos"]
@@ -104,7 +105,7 @@ def test_rows_end_at_eos_independently(decoder, drop_rows):
     assert len(outputs[0].rewards) == len(outputs[0].lambdas) == 4
     assert decoder.tokenizer.eos_token not in outputs[0].text
     # Each row is what it would be alone: an early-ending neighbour changes nothing.
-    for i, prompt in enumerate(PROMPTS):
+    for i, prompt in enumerate(prompts):
         alone = EosAfter(eos, from_step=[stopper.from_step[i]])
         (single,) = decoder.generate(
             prompt, rewards={"eos_after": alone}, weights=weights, lam=1.0, top_k=len(decoder.tokenizer),
@@ -112,7 +113,7 @@ def test_rows_end_at_eos_independently(decoder, drop_rows):
         )
         assert single.token_ids == outputs[i].token_ids
     # Without stop_at_eos, the EOS token is just another token.
-    kept = decoder.generate(PROMPTS[0], rewards={"eos_after": EosAfter(eos, [3])}, weights=weights,
+    kept = decoder.generate(prompts[0], rewards={"eos_after": EosAfter(eos, [3])}, weights=weights,
                             top_k=len(decoder.tokenizer), max_new_tokens=6, stop_at_eos=False)[0]
     assert kept.finish_reason == "length" and len(kept.token_ids) == 6
 

@@ -296,25 +296,27 @@ class PandaDecoder:
         record = _Record(batch_size, [source.name for source in plan.sources])
         rows = list(range(batch_size))  # the original index of each row still in the batch
 
+        all_active = torch.ones(batch_size, dtype=torch.bool, device=device)
+
         for step in range(options.max_new_tokens):
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            candidate_logp, candidate_ids = logprobs.topk(options.top_k, dim=-1)  # 1. Z: (B, k)
+            logits = logits.float()
+            top_logits, candidate_ids = logits.topk(options.top_k, dim=-1)  # 1. Z = top-k of pi_b: (B, k)
+            candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)  # their log-probs
+            lam = plan.lambdas(context, step)[rows].to(device)  # lambda(x, t): (B,)
             if plan.steers:
                 candidates = CandidateBatch(
                     step=step,
                     candidate_ids=candidate_ids,
                     generated_ids=[stops.rows[row].token_ids for row in rows],
-                    active=torch.tensor([stops.rows[row].finish_reason is None for row in rows], device=device),
+                    active=all_active[: len(rows)] if can_drop_rows else stops.active_mask(rows, device),
                     base_hidden=policy.expand(candidate_ids) if tree else None,
                 )
-                raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # 2. (B, k, R)
-                reward = plan.combine(raw)
-                lam = plan.lambdas(context, step)[rows].to(device)
+                raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # 2. r_j: (B, k, R)
+                reward = plan.combine(raw)  # sum_j w_j * (r_j - mean_j) / std_j: (B, k)
                 scores = candidate_logp + lam[:, None] * reward  # 3. s(z) = log p(z) + lambda * r(z)
-            else:
-                raw = reward = torch.zeros_like(candidate_logp[..., :0])
-                lam = plan.lambdas(context, step)[rows].to(device)
-                scores = candidate_logp  # no reward to steer with: plain top-k decoding of the base model
+            else:  # no reward to steer with: plain top-k decoding of the base model
+                raw = reward = candidate_logp[..., :0]
+                scores = candidate_logp
             chosen = choose(scores, options, generator)
             for session in sessions:
                 session.commit(chosen)

@@ -47,7 +47,7 @@ def reference_generate(
     sequence = torch.tensor([list(prompt_ids)], device=device)
     generated: list[int] = []
     for _ in range(max_new_tokens):
-        logprobs = torch.log_softmax(base_model(input_ids=sequence).logits[0, -1].float(), dim=-1)
+        logprobs = torch.log_softmax(base_model(input_ids=sequence, logits_to_keep=1).logits[0, -1].float(), dim=-1)
         candidate_logp, candidate_ids = logprobs.topk(top_k)
         extended = torch.cat([sequence.expand(top_k, -1), candidate_ids[:, None]], dim=-1)  # k x (prefix + z)
         combined = torch.zeros(top_k, device=device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from panda_chat.decoding.outputs import FinishReason
@@ -98,6 +99,10 @@ class StopTracker:
     @property
     def unfinished(self) -> list[int]:
         return [i for i, row in enumerate(self.rows) if row.finish_reason is None]
+
+    def active_mask(self, rows: Sequence[int], device) -> torch.Tensor:
+        """(len(rows),) bool: which of these batch rows are still decoding."""
+        return torch.tensor([self.rows[row].finish_reason is None for row in rows], device=device)
 
     def update(self, tokens: Sequence[int], rows: Sequence[int]) -> list[tuple[int, str]]:
         """Record ``tokens[j]`` for batch row ``rows[j]``; return the (row, text piece) pairs now safe to emit."""

@@ -1,0 +1,266 @@
+"""Decoding speed of the PANDA engine against plain greedy decoding and the naive re-encoding loop.
+
+    python benchmarks/bench_decoding.py              # the CPU table (about 5 minutes on 2 cores)
+    python benchmarks/bench_decoding.py --json out.json
+
+In one run, on fixed random-init Llama configs defined below (random weights: the speed of a forward does not depend
+on what the weights say), prompts of 64 random tokens and 256 new tokens:
+
+- plain greedy: ``model.generate(do_sample=False)`` of the base model (the anchor every ratio is against);
+- PANDA with an external, same-size reward model (k=10): one cached prefix + one tree-masked forward of k tokens;
+- PANDA with a shared-backbone reward head (k=10): one tree-masked forward of k tokens through the base model;
+- the naive loop (``panda_chat.decoding.reference``) re-encoding prefix+candidate for all k candidates every step,
+  with the head and with the RM; it also checks that the fast paths chose the very same tokens;
+- a batch of 8 rows (heads) against the same 8 prompts one by one;
+- the reward model's peak KV-cache size for several k (it must grow by k slots, not by k prefixes).
+
+With CUDA present, the same rows are measured again for a ~1B-parameter config in bfloat16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast  # noqa: E402
+
+from panda_chat.decoding import PandaDecoder  # noqa: E402
+from panda_chat.decoding.reference import reference_generate  # noqa: E402
+from panda_chat.rewards.base import Calibration  # noqa: E402
+from panda_chat.rewards.heads import BaseModelSignature, HeadReward, RewardHead, RewardHeadConfig  # noqa: E402
+from panda_chat.rewards.reward_model import CachedRewardModel  # noqa: E402
+
+PROMPT_TOKENS, TOP_K, BATCH, LAM = 64, 10, 8, 1.0
+NEW_TOKENS = int(os.environ.get("PANDA_BENCH_NEW_TOKENS", "256"))  # lower it only for a smoke run of the script
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    device: str
+    dtype: torch.dtype
+    naive_tokens: int  # the naive loop is quadratic: on big models it is timed over fewer new tokens (a lower bound)
+
+    def llama(self, **extra) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            max_position_embeddings=1024,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            tie_word_embeddings=False,
+            **extra,
+        )
+
+
+CPU_CONFIG = BenchConfig("llama-4L-128d-32k (CPU, float32)", 128, 344, 4, 4, 2, 32000, "cpu", torch.float32,
+                         NEW_TOKENS)
+GPU_CONFIG = BenchConfig("llama-16L-2048d-32k (~1.1B, CUDA, bfloat16)", 2048, 5632, 16, 32, 8, 32000, "cuda",
+                         torch.bfloat16, 64)
+
+
+def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer with one word per id, so every random id decodes and the vocabularies match."""
+    vocab = {f"w{i}": i for i in range(vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="w0", bos_token="w1", eos_token="w2",
+                                   padding_side="left")
+
+
+class _RecordingRewardModel(CachedRewardModel):
+    """Keeps its last session, to read the cache size after a run."""
+
+    def start(self, prompts):
+        self.session = super().start(prompts)
+        return self.session
+
+
+def timed(fn) -> tuple[float, object]:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
+def bench(config: BenchConfig, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    device = torch.device(config.device)
+    tokenizer = word_tokenizer(config.vocab_size)
+    base = LlamaForCausalLM(config.llama()).to(device=device, dtype=config.dtype).eval()
+    base.generation_config.eos_token_id = None  # random weights: decode all 256 tokens, never stop early
+    base.generation_config.pad_token_id = 0
+    rm_model = LlamaForSequenceClassification(config.llama(num_labels=1)).to(device=device, dtype=config.dtype).eval()
+    head = RewardHead(RewardHeadConfig(name="head", hidden_size=config.hidden_size,
+                                       base_signature=BaseModelSignature.of(base)))
+    with torch.no_grad():
+        head.net.weight.mul_(10.0)  # rewards large enough to change choices (so the equivalence check means something)
+    rm = CachedRewardModel(rm_model, name="rm", calibration=Calibration(std=0.05))
+    decoder = PandaDecoder(base, tokenizer, rewards={"head": HeadReward(head), "rm": rm})
+
+    generator = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(3, config.vocab_size, (BATCH, PROMPT_TOKENS), generator=generator).tolist()
+    one = prompts[0]
+    common = dict(lam=LAM, top_k=TOP_K, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
+
+    def plain():
+        ids = torch.tensor([one], device=device)
+        return base.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=NEW_TOKENS)
+
+    def panda(weights, prompts_=None, **kw):
+        return lambda: decoder.generate(prompts_ or one, weights=weights, **{**common, **kw})
+
+    # Warm-up (allocator, kernels), short.
+    base.generate(input_ids=torch.tensor([one], device=device), do_sample=False, max_new_tokens=8)
+    for weights in ({"head": 1.0}, {"rm": 1.0}):
+        decoder.generate(one, weights=weights, **{**common, "max_new_tokens": 8})
+
+    rows, results = [], {}
+    t_plain, out = timed(plain)
+    assert out.shape[1] == PROMPT_TOKENS + NEW_TOKENS
+    results["plain"] = NEW_TOKENS / t_plain
+    t_rm, rm_out = timed(panda({"rm": 1.0}))
+    results["rm"] = NEW_TOKENS / t_rm
+    t_head, head_out = timed(panda({"head": 1.0}))
+    results["head"] = NEW_TOKENS / t_head
+    t_lam0, _ = timed(panda({"head": 1.0}, lam=0.0))
+    results["lam0"] = NEW_TOKENS / t_lam0
+
+    # The naive loop, over the first ``naive_tokens`` new tokens (all of them on CPU; its cost per token only grows with
+    # length, so a shorter run overstates its speed and the ratios against it are then lower bounds).
+    n = min(config.naive_tokens, NEW_TOKENS)
+    t_naive_head, naive_head = timed(lambda: reference_generate(base, one, {"head": head}, {"head": 1.0}, LAM,
+                                                                TOP_K, n))
+    t_naive_rm, naive_rm = timed(lambda: reference_generate(base, one, {"rm": rm_model}, {"rm": 1.0}, LAM, TOP_K, n,
+                                                            calibrations={"rm": rm.calibration}))
+    results["naive_head"], results["naive_rm"] = n / t_naive_head, n / t_naive_rm
+    same_head = head_out[0].token_ids[:n] == naive_head
+    same_rm = rm_out[0].token_ids[:n] == naive_rm
+    plain_ids = out[0, PROMPT_TOKENS:].tolist()
+    steered = head_out[0].token_ids != plain_ids
+
+    # A batch of 8 rows against the same 8 prompts one by one (heads).
+    t_batch, batch_out = timed(panda({"head": 1.0}, prompts))
+    t_seq, seq_out = timed(lambda: [decoder.generate(p, weights={"head": 1.0}, **common)[0] for p in prompts])
+    results["batch8"] = BATCH * NEW_TOKENS / t_batch
+    results["sequential8"] = BATCH * NEW_TOKENS / t_seq
+    batch_matches = sum(b.token_ids == s.token_ids for b, s in zip(batch_out, seq_out))
+
+    # Peak RM cache bytes for several k (short runs), and what k copies of the prefix would take.
+    peaks = {}
+    for k in (2, 10, 20):
+        recording = _RecordingRewardModel(rm_model, name="rm_k", calibration=rm.calibration)
+        decoder.generate(one, rewards={"rm_k": recording}, weights={"rm_k": 1.0}, lam=LAM, top_k=k,
+                         max_new_tokens=32, stop_at_eos=False)
+        peaks[k] = recording.session.peak_cache_bytes
+    slot = 2 * config.num_hidden_layers * config.num_key_value_heads * (config.hidden_size //
+                                                                         config.num_attention_heads)
+    slot *= torch.tensor([], dtype=config.dtype).element_size()
+    replicated = {k: k * (PROMPT_TOKENS + 31) * slot for k in peaks}
+
+    plain_tps = results["plain"]
+    rows = [
+        ("plain greedy (HF generate)", results["plain"], 1.0, ""),
+        (f"PANDA, external same-size RM, k={TOP_K}", results["rm"], results["rm"] / plain_tps,
+         f"{results['rm'] / results['naive_rm']:.1f}x naive RM loop"),
+        (f"PANDA, reward head, k={TOP_K}", results["head"], results["head"] / plain_tps,
+         f"{results['head'] / results['naive_head']:.1f}x naive head loop"),
+        ("PANDA, reward head, lam=0 (plain path)", results["lam0"], results["lam0"] / plain_tps, ""),
+        (f"naive loop, head (first {n} tokens)", results["naive_head"], results["naive_head"] / plain_tps, ""),
+        (f"naive loop, RM (first {n} tokens)", results["naive_rm"], results["naive_rm"] / plain_tps, ""),
+        (f"PANDA heads, batch of {BATCH} (total tok/s)", results["batch8"], results["batch8"] / plain_tps,
+         f"{results['batch8'] / results['sequential8']:.2f}x sequential"),
+        (f"PANDA heads, same {BATCH} one by one", results["sequential8"], results["sequential8"] / plain_tps, ""),
+    ]
+    return {
+        "config": config.name,
+        "params_m": round(sum(p.numel() for p in base.parameters()) / 1e6, 1),
+        "tokens_per_s": {key: round(value, 2) for key, value in results.items()},
+        "rows": [{"method": m, "tokens_per_s": round(t, 2), "x_plain": round(r, 3), "note": note}
+                 for m, t, r, note in rows],
+        "checks": {
+            "head_path_equals_naive_loop": same_head,
+            "rm_path_equals_naive_loop": same_rm,
+            "reward_changed_tokens_vs_plain": steered,
+            "batch_rows_equal_one_by_one": f"{batch_matches}/{BATCH}",
+        },
+        "rm_cache_peak_bytes": {str(k): v for k, v in peaks.items()},
+        "rm_cache_if_replicated_k_times_bytes": {str(k): v for k, v in replicated.items()},
+        "targets": {
+            "head >= 0.75x plain": results["head"] / plain_tps >= 0.75,
+            "external RM >= 0.5x plain": results["rm"] / plain_tps >= 0.5,
+            "head >= 15x naive": results["head"] / results["naive_head"] >= 15,
+            "external RM >= 10x naive": results["rm"] / results["naive_rm"] >= 10,
+            "batch of 8 >= 4x sequential": results["batch8"] / results["sequential8"] >= 4,
+            "RM cache peak grows by k slots only": peaks[20] - peaks[2] == 18 * slot,
+        },
+    }
+
+
+def print_table(result: dict) -> None:
+    print(f"\n### {result['config']}, {result['params_m']}M parameters; prompt {PROMPT_TOKENS}, {NEW_TOKENS} new\n")
+    print("| method | tokens/s | x plain greedy | note |")
+    print("| --- | ---: | ---: | --- |")
+    for row in result["rows"]:
+        print(f"| {row['method']} | {row['tokens_per_s']:.1f} | {row['x_plain']:.2f} | {row['note']} |")
+    peaks = result["rm_cache_peak_bytes"]
+    replicated = result["rm_cache_if_replicated_k_times_bytes"]
+    print("\nRM KV-cache peak (32 new tokens): " + ", ".join(
+        f"k={k}: {int(v) / 1024:.0f} KiB (k copies: {int(replicated[k]) / 1024:.0f} KiB)" for k, v in peaks.items()))
+    print("checks: " + ", ".join(f"{k}={v}" for k, v in result["checks"].items()))
+    print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in result["targets"].items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--skip-gpu", action="store_true", help="only the CPU table, even with CUDA present")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        machine += f", {torch.cuda.get_device_name()}"
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"{when}; {machine}; torch threads {torch.get_num_threads()}")
+    results = {"date": when, "machine": machine, "tables": []}
+    configs = [CPU_CONFIG] + ([GPU_CONFIG] if torch.cuda.is_available() and not args.skip_gpu else [])
+    for config in configs:
+        result = bench(config)
+        print_table(result)
+        results["tables"].append(result)
+        sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
