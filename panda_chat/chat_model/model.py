@@ -18,6 +18,7 @@ cache key and tracing parameters: a cache never serves one user's answer to anot
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal
 
+import torch
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManager,
@@ -344,7 +346,8 @@ class ChatPanda(BaseChatModel):
         text = JsonWriter(values, emit=(lambda piece: emit(0, piece)) if emit else (lambda piece: None)).write(
             options.response_format or None
         )
-        return _Answer(text, "stop", values.prompt_tokens, values.completion_tokens, values.lambdas)
+        completion_tokens = len(runtime.tokenizer.encode(text, add_special_tokens=False))
+        return _Answer(text, "stop", values.prompt_tokens, completion_tokens, values.lambdas)
 
     def _stream_decode(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
                        put: Callable[[tuple], None], cancelled: threading.Event) -> None:
@@ -583,7 +586,6 @@ class _DecoderValues:
     def __init__(self, runtime: ModelRuntime, row: _Row, options: _CallOptions):
         self.runtime, self.row, self.options = runtime, row, options
         self.prompt_tokens = len(runtime.prompt_ids(row.prompt))
-        self.completion_tokens = 0
         self.lambdas: list[float] = []
 
     def generate_string(self, prefix: str, on_piece: Callable[[str], None]) -> str:
@@ -603,19 +605,16 @@ class _DecoderValues:
                 stop=['"'],
                 on_token=lambda row, piece: on_piece(piece),
             )[0]
-        self.completion_tokens += output.completion_tokens
         self.lambdas.extend(output.lambdas)
         return output.text
 
     def choose(self, prefix: str, options: list[str]) -> int:
         scores = self.runtime.continuation_logprobs(self.row.prompt + prefix, options)
-        self.completion_tokens += 1
         return max(range(len(options)), key=scores.__getitem__)
 
 
-def _features_tensor(features: list[list[float]]):
-    import torch
-
+def _features_tensor(features: list[list[float]]) -> torch.Tensor | None:
+    """(B, P) preference features for a learned lambda; None when rows have none (or differ in layout)."""
     if not features or any(len(f) != len(features[0]) for f in features) or not features[0]:
         return None
     return torch.tensor(features, dtype=torch.float32)
@@ -623,8 +622,6 @@ def _features_tensor(features: list[list[float]]):
 
 def _with_json_instruction(turns: list[Turn], schema: dict[str, Any]) -> list[Turn]:
     """Tell the model, in the last user turn, that its answer is JSON for this schema (the writer enforces it)."""
-    import json
-
     described = json.dumps(schema, ensure_ascii=False) if schema else "any JSON object"
     instruction = f"Answer with JSON only, following this JSON schema: {described}"
     if turns and turns[-1].role == "user":
