@@ -3,6 +3,7 @@ a non-editable wheel."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -96,7 +97,9 @@ def test_migrations_run_from_a_non_editable_wheel(tmp_path: Path) -> None:
             print(store.search("alice", "wheel", k=1)[0].text)
         """
     )
-    result = subprocess.run([python, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False)
+    clean_env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    result = subprocess.run([python, "-c", script], cwd=tmp_path, env=clean_env, capture_output=True, text=True,
+                            check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "from the wheel"
     assert (venv_site / "migrations" / "env.py").is_file()
