@@ -67,11 +67,13 @@ def reward_weights(values: tuple[str, ...]) -> dict[str, float] | None:
     return weights
 
 
-def load_decoder(base: str, rewards: dict, device: str, dtype: str):
+def load_decoder(base: str, rewards: dict, device: str, dtype: str, threads: int | None = None):
     from transformers.utils import logging
 
+    from panda_chat.cli.reward import set_threads
     from panda_chat.decoding import PandaDecoder
 
+    set_threads(threads)
     logging.disable_progress_bar()
     return PandaDecoder.from_pretrained(base, rewards=rewards, device=device, dtype=dtype)
 
@@ -97,6 +99,8 @@ def decoder_options(command):
                      help="Rows per decoding batch (prompts x lambdas)."),
         click.option("--embedder", default=None, help="Sentence embedder for coherence/zero-shot: a path or 'hashing'."),
         click.option("--device", default="auto", show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine)."),
         click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
                      show_default=True),
     ]
@@ -119,7 +123,7 @@ def decoder_options(command):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of the table.")
 @friendly_errors
 def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max_new_tokens, top_k, max_rows,
-                 embedder, device, dtype, methods, lam_grid, lambda_model, no_coherence, json_out, as_json) -> None:
+                 embedder, device, threads, dtype, methods, lam_grid, lambda_model, no_coherence, json_out, as_json) -> None:
     """Decode a prompt set with several methods and print rep-2/3/4, diversity, coherence, avg reward and J."""
     from panda_chat.evaluation.objective import SelectionObjective
     from panda_chat.evaluation.prompts import load_prompts
@@ -129,7 +133,7 @@ def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, g
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     grid = parse_floats("--lam-grid", lam_grid)
     prompt_set = load_prompts(prompts_path)
-    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype)
+    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
     report = evaluate(
         decoder, prompt_set.prompts, method_list, lam_grid=grid,
         lambda_model=LearnedLambda.load(lambda_model) if lambda_model else None,

@@ -36,7 +36,7 @@ def lambda_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the fit report as one JSON object.")
 @friendly_errors
 def fit(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max_new_tokens, top_k, max_rows, embedder,
-        device, dtype, out, starts, decays, kind, ridge_alpha, no_measure, as_json) -> None:
+        device, threads, dtype, out, starts, decays, kind, ridge_alpha, no_measure, as_json) -> None:
     """Decode a grid of lambda schedules per prompt, keep each prompt's best by J, fit lambda(x, t) to it."""
     from panda_chat.evaluation.lambda_fitting import fit_lambda
     from panda_chat.evaluation.objective import SelectionObjective
@@ -49,7 +49,7 @@ def fit(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max
         raise click.BadParameter("decays must be in (0, 1]", param_hint="--decays")
     grid = schedule_grid(parse_floats("--starts", starts), decay_values)
     prompt_set = load_prompts(prompts_path)
-    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype)
+    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
     texts = prompt_set.prompts if no_chat_template else [prompt_text(decoder.tokenizer, p) for p in prompt_set.prompts]
     model, report = fit_lambda(
         decoder, texts, grid, max_new_tokens=max_new_tokens, objective=SelectionObjective(beta=beta, gamma=gamma),

@@ -50,10 +50,12 @@ def reward() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep head features on disk here (keyed by data and base model).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the training report) and nothing else.")
 @friendly_errors
 def train(base, data_path, user_id, store_url, out, kind, name, description, head_type, epochs, lr, batch_size,
-          val_split, patience, seed, cache_dir, as_json) -> None:
+          val_split, patience, seed, cache_dir, threads, as_json) -> None:
     """Train a reward with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l))."""
     if (data_path is None) == (user_id is None):
         raise click.UsageError("give exactly one of --data FILE or --from-feedback USER")
@@ -71,6 +73,7 @@ def train(base, data_path, user_id, store_url, out, kind, name, description, hea
         head_kind=head_type,
     )
     progress = not as_json and sys.stderr.isatty()
+    set_threads(threads)
     _quiet_transformers()
     if user_id is not None:
         from profiles.store import ProfileStore
@@ -108,6 +111,14 @@ def _print_report(report: RewardTrainingReport, as_json: bool, user_id: str | No
         click.echo(f"saved to the profile store as user '{user_id}' reward head '{report.name}'")
     if report.out:
         click.echo(f"saved: {report.out}")
+
+
+def set_threads(threads: int | None) -> None:
+    """Small models on a shared CPU: torch's thread pool can cost more than it saves (see the README's numbers)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _quiet_transformers() -> None:
