@@ -14,7 +14,7 @@ from panda_chat.lam.base import LambdaContext
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.lam.schedules import ExponentialDecayLambda, schedule_grid
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head
-from tests.test_reward_training import formality_pairs
+from test_reward_training import formality_pairs
 
 PROMPTS = ["Tell me how the cat cooks a simple soup.", "Explain the budget", "Our team builds a bicycle"]
 

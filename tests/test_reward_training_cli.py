@@ -11,7 +11,7 @@ from panda_chat.rewards.calibration import RewardModelInfo
 from panda_chat.rewards.data import write_pairs
 from panda_chat.rewards.heads import RewardHead
 from profiles.store import ProfileStore
-from tests.test_reward_training import formality_pairs
+from test_reward_training import formality_pairs
 
 
 @pytest.fixture(autouse=True)

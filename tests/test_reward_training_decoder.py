@@ -13,7 +13,7 @@ from panda_chat.rewards.loading import load_reward
 from panda_chat.rewards.reward_model import CachedRewardModel
 from panda_chat.rewards.text_reward_model import TextRewardModel
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head, train_reward_model
-from tests.test_reward_training import formality_pairs
+from test_reward_training import formality_pairs
 
 
 @pytest.fixture(autouse=True)
