@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -126,13 +126,15 @@ class StoredRewardHead(BaseModel):
 
 
 class ForgetReport(BaseModel):
-    """What ``forget`` deleted, per kind, and the index entries it removed."""
+    """What ``forget`` deleted: rows per kind, the index entries removed from the loaded cache, and what became of
+    the cache file (``rewritten`` without the user, ``deleted`` to be rebuilt on the next search, or ``none``)."""
 
     model_config = ConfigDict(frozen=True)
 
     user_id: str
     deleted: dict[str, int]
     index_entries: int
+    index_file: Literal["rewritten", "deleted", "none"]
 
 
 def _now() -> datetime:
@@ -262,7 +264,7 @@ class ProfileStore:
             pk = session.scalar(insert(User).values(name=user_id, created_at=_now()).returning(User.id))
         return pk
 
-    def raw_user_pk(self, user_id: str) -> int | None:
+    def user_key(self, user_id: str) -> int | None:
         """The user's integer key in the database (what the index and every table use), or None."""
         with self._read() as session:
             return self._user_pk(session, user_id)
@@ -318,28 +320,28 @@ class ProfileStore:
             generation = self._bump_generation(session)
             session.execute(update(StoreState).where(StoreState.id == 1).values(purged_generation=generation))
         with self._lock:
-            index_entries = self._forget_in_index(pk, generation)
+            index_entries, index_file = self._forget_in_index(pk, generation)
         if sqlite_file(self.url) is not None:
             with self._engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        return ForgetReport(user_id=user_id, deleted=deleted, index_entries=index_entries)
+        return ForgetReport(user_id=user_id, deleted=deleted, index_entries=index_entries, index_file=index_file)
 
-    def _forget_in_index(self, user_pk: int, generation: int) -> int:
-        """Drop the user's vectors from the loaded index and rewrite the file; an unloaded file is deleted."""
-        if self._index is None:
-            if self.index_path is not None:
-                self.index_path.unlink(missing_ok=True)
-            return 0
-        removed = self._index.remove_user(user_pk)
-        if self._index.generation == generation - 1:
-            self._index.mark_generation(generation)
-            if self.index_path is not None:
-                self._index.save(self.index_path)
-        else:  # other writers came in between: let the next search rebuild
-            self._index = None
-            if self.index_path is not None:
-                self.index_path.unlink(missing_ok=True)
-        return removed
+    def _forget_in_index(self, user_pk: int, generation: int) -> tuple[int, Literal["rewritten", "deleted", "none"]]:
+        """Drop the user's vectors from the loaded index and rewrite its file; a file this process has not loaded
+        (or one that other writers made stale meanwhile) is deleted, to be rebuilt without the user."""
+        index, path = self._index, self.index_path
+        removed = index.remove_user(user_pk) if index is not None else 0
+        if index is not None and index.generation == generation - 1:
+            index.mark_generation(generation)
+            if path is None:
+                return removed, "none"
+            index.save(path)
+            return removed, "rewritten"
+        self._index = None
+        if path is None or not path.exists():
+            return removed, "none"
+        path.unlink()
+        return removed, "deleted"
 
     # ------------------------------------------------------------------------------------------------ messages
 

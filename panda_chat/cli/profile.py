@@ -315,7 +315,9 @@ def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
         _print_json(report.model_dump(mode="json"))
         return
     counts = ", ".join(f"{count} {name}" for name, count in report.deleted.items())
-    click.echo(f"forgot {user}: {counts}, {report.index_entries} index entries; nothing remains")
+    index = {"rewritten": "index cache rewritten", "deleted": "index cache deleted (rebuilt on next search)",
+             "none": "no index cache file"}[report.index_file]
+    click.echo(f"forgot {user}: {counts}, {report.index_entries} index entries; {index}; nothing remains")
 
 
 @profile.command("dimensions")

@@ -117,17 +117,32 @@ def test_forget_leaves_no_trace(db_path: Path) -> None:
         store.save_reward_head("alice", f"head-{marker}", marker.encode(), {"note": marker})
         store.add_message("bob", "user", "bob stays")
         assert store.search("alice", marker)  # the index now holds alice's vectors
-        alice_pk = store.raw_user_pk("alice")
+        alice_pk = store.user_key("alice")
         report = store.forget("alice")
         assert report.deleted == {"conversations": 1, "messages": 2, "embeddings": 2, "feedback": 1,
                                   "preferences": 1, "reward_heads": 1}
-        assert report.index_entries == 2
+        assert report.index_entries == 2 and report.index_file == "rewritten"
         assert not store.has_user("alice") and store.search("alice", marker) == []
         assert [h.text for h in store.search("bob", "bob")] == ["bob stays"]
     index = EmbeddingIndex.load(Path(f"{db_path}.faiss"), EmbeddingIndex.read_header(Path(f"{db_path}.faiss")))
     assert index is not None and index.count_user(alice_pk) == 0 and index.ntotal == 1
     for path in db_path.parent.iterdir():  # the database, its WAL and the index: no byte of alice's text left
         assert marker.encode() not in path.read_bytes(), path.name
+
+
+def test_forget_deletes_an_index_file_it_has_not_loaded(db_path: Path) -> None:
+    with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
+        store.add_message("alice", "user", "alice's words")
+        store.add_message("bob", "user", "bob's words")
+        store.search("bob", "words")  # writes the index file, with alice's vectors in it
+    with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
+        alice_pk = store.user_key("alice")
+        assert store.forget("alice").index_file == "deleted"
+        assert not Path(f"{db_path}.faiss").exists()
+        assert [h.text for h in store.search("bob", "words", k=5)] == ["bob's words"]
+    index_file = Path(f"{db_path}.faiss")
+    index = EmbeddingIndex.load(index_file, EmbeddingIndex.read_header(index_file))
+    assert index is not None and index.count_user(alice_pk) == 0 and index.ntotal == 1
 
 
 def test_export_then_import_round_trips_losslessly(store: ProfileStore) -> None:
