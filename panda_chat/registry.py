@@ -121,7 +121,9 @@ class ModelRegistry:
                 self._loading.pop(key, None)
             return loaded
 
-    def causal_lm(self, path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"):
+    def causal_lm(
+        self, path: str | Path, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+    ) -> LoadedModel:
         return self.get(path, "causal_lm", device, dtype)
 
     def sequence_classifier(

@@ -77,6 +77,9 @@ class PandaDecoder:
 
     ``model`` must be a causal LM whose output layer is a plain linear map of its backbone's final hidden state
     (Llama, Mistral, Qwen2, ... in ``transformers``), with a dynamic KV cache.
+
+    Everything one call needs (KV caches, reward sessions, stop state) lives in that call, so one decoder, and the one
+    copy of the weights the registry holds, can serve concurrent ``generate`` calls from several threads.
     """
 
     def __init__(
@@ -370,7 +373,16 @@ class _Record:
         self.raw: list[dict[str, list[float]]] = [{name: [] for name in names} for _ in range(batch_size)]
         self.last_tokens: list[int] = []
 
-    def add(self, rows, tokens, reward, lam, raw, chosen, stops: StopTracker) -> None:
+    def add(
+        self,
+        rows: list[int],
+        tokens: torch.Tensor,
+        reward: torch.Tensor,
+        lam: torch.Tensor,
+        raw: torch.Tensor,
+        chosen: torch.Tensor,
+        stops: StopTracker,
+    ) -> None:
         """Append this step's values for the batch ``rows`` that had not finished before it."""
         index = chosen[:, None]
         columns = [tokens.float()[:, None], lam[:, None].float()]
