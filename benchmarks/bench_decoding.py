@@ -78,7 +78,8 @@ class BenchConfig:
 
 CPU_CONFIG = BenchConfig("llama-4L-128d-32k (CPU, float32)", 128, 344, 4, 4, 2, 32000, "cpu", torch.float32,
                          NEW_TOKENS)
-GPU_CONFIG = BenchConfig("llama-16L-2048d-32k (~1.1B, CUDA, bfloat16)", 2048, 5632, 16, 32, 8, 32000, "cuda",
+# TinyLlama-1.1B's shape: 22 layers, hidden 2048, MLP 5632, 32 heads / 4 KV heads, 32k vocabulary.
+GPU_CONFIG = BenchConfig("llama-22L-2048d-32k (1.1B, CUDA, bfloat16)", 2048, 5632, 22, 32, 4, 32000, "cuda",
                          torch.bfloat16, 64)
 
 
