@@ -31,6 +31,7 @@ from profiles.context import DimensionPreference, Evidence, PreferenceContext
 from profiles.embedders import Embedder, encode_normalised
 
 _SECONDS_PER_DAY = 86_400.0
+_MIN_EVIDENCE = 0.02  # weaker contributions are noise, not worth showing as evidence
 
 NEUTRAL_TEXTS = (
     "Can you recommend a good book?",
@@ -179,7 +180,7 @@ class PreferenceInference:
             candidates.extend(
                 (float(strength[row]), int(row), dimension.name, poles[int(votes[row].argmax())])
                 for row in best_rows
-                if strength[row] > 1e-3
+                if strength[row] > _MIN_EVIDENCE
             )
 
         return PreferenceContext.build(

@@ -468,12 +468,8 @@ class ProfileStore:
         """The user's ``k`` past messages most similar to ``query`` (never another user's); empty for an unknown
         user."""
         _check_text(query, "query")
-        with self._read() as session:
-            pk = self._user_pk(session, user_id)
-        if pk is None:
-            return []
-        self._embed_missing(pk)
-        return self._search_vector(pk, self._query_vector(query), k)
+        pk = self._user_with_embeddings(user_id)
+        return [] if pk is None else self._search_vector(pk, self._query_vector(query), k)
 
     def _query_vector(self, query: str) -> np.ndarray:
         """The query's vector, from a small per-store cache: a chat turn embeds its prompt once for both
@@ -516,32 +512,36 @@ class ProfileStore:
             if message_id in rows
         ]
 
-    def _embed_missing(self, user_pk: int) -> None:
-        """Embed the user's messages that have no vector under the current embedder (e.g. after switching
-        embedders); usually finds none."""
+    def _user_with_embeddings(self, user_id: str) -> int | None:
+        """The user's key (None when unknown), after embedding any of their messages that lack a vector under the
+        current embedder (after switching embedders, say; usually there are none). One read in the common case."""
         embedder = self.embedder
         with self._read() as session:
+            pk = self._user_pk(session, user_id)
+            if pk is None:
+                return None
             missing = session.execute(
                 select(Message.id, Message.text).where(
-                    Message.user_id == user_pk,
+                    Message.user_id == pk,
                     ~select(MessageEmbedding.message_id).where(
                         MessageEmbedding.message_id == Message.id, MessageEmbedding.embedder == embedder.name
                     ).exists(),
                 )
             ).all()
         if not missing:
-            return
+            return pk
         vectors = self._embed([row.text for row in missing])
         with self._write() as session:
             generation = self._bump_generation(session)
             session.execute(
                 insert(MessageEmbedding).prefix_with("OR IGNORE", dialect="sqlite"),
                 [
-                    {"message_id": row.id, "embedder": embedder.name, "user_id": user_pk, "dim": embedder.dim,
+                    {"message_id": row.id, "embedder": embedder.name, "user_id": pk, "dim": embedder.dim,
                      "vector": vector.tobytes(), "generation": generation}
                     for row, vector in zip(missing, vectors, strict=True)
                 ],
             )
+        return pk
 
     @staticmethod
     def _bump_generation(session: Session) -> int:
@@ -600,11 +600,9 @@ class ProfileStore:
     def preferences(self, user_id: str, query: str | None = None) -> PreferenceContext:
         """The user's preference context (for ``query``, when given: evidence related to it counts more).
         A user with no history, or an unknown user, gets the neutral context (confidence 0)."""
-        with self._read() as session:
-            pk = self._user_pk(session, user_id)
+        pk = self._user_with_embeddings(user_id)
         if pk is None:
             return PreferenceContext.neutral(self.catalog, user_id, query)
-        self._embed_missing(pk)
         embedder = self.embedder
         limit = self.inference_settings.max_messages
         with self._read() as session:

@@ -30,8 +30,8 @@ def _write(db_path: str, writer: int) -> None:
 
 
 def test_concurrent_writers_from_several_processes_lose_no_message(tmp_path: Path) -> None:
+    """The writers also race to create and migrate the database: exactly one applies the migrations."""
     db_path = str(tmp_path / "profiles.db")
-    ProfileStore(db_path, embedder=HashingEmbedder()).close()  # migrate once; the writers open a ready store
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_write, args=(db_path, writer)) for writer in range(WRITERS)]
     for process in processes:

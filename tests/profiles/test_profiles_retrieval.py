@@ -3,6 +3,7 @@ foreign, and scrubbed when a user is forgotten."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,17 @@ def test_an_index_older_than_a_deletion_is_rebuilt(db_path: Path) -> None:
             second.add_message("alice", "user", "a new alice, nothing about gardens")
         hits = first.search("alice", "secret plans about the garden", k=5)
         assert [h.text for h in hits] == ["a new alice, nothing about gardens"]
+
+
+def test_switching_embedders_embeds_the_history_again(db_path: Path) -> None:
+    with ProfileStore(db_path, embedder=HashingEmbedder(256)) as store:
+        store.add_messages("alice", [("user", "violin lessons", None), ("user", "tax forms", None)])
+    with ProfileStore(db_path, embedder=HashingEmbedder(64)) as store:  # another name, another dim
+        assert [h.text for h in store.search("alice", "violin", k=1)] == ["violin lessons"]
+        assert store.preferences("alice").dimensions.keys() == {"expertise", "verbosity", "tone"}
+    with sqlite3.connect(db_path) as connection:
+        counts = dict(connection.execute("SELECT embedder, count(*) FROM message_embeddings GROUP BY embedder"))
+    assert counts == {"hashing-v1-256": 2, "hashing-v1-64": 2}
 
 
 def test_forget_leaves_no_trace(db_path: Path) -> None:
