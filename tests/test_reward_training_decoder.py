@@ -49,6 +49,11 @@ def test_training_features_are_what_the_decoder_scores(base, formal_head):
     with torch.no_grad():
         expected = formal_head(last_token_hidden_states(model, sequences, tokenizer.pad_token_id))
     assert torch.allclose(torch.tensor(out.raw_rewards["formal"]), expected, atol=1e-4)
+    # the calibration measured in training is what the decoder steers with: (raw - mean) / std
+    calibration = formal_head.config.calibration
+    assert calibration.std != 1.0 and calibration.mean != 0.0
+    assert torch.allclose(torch.tensor(out.rewards), calibration.normalise(torch.tensor(out.raw_rewards["formal"])),
+                          atol=1e-5)
 
 
 def test_head_bytes_round_trip(formal_head):
