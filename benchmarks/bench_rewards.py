@@ -204,7 +204,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"date": when, "machine": machine, "model": MODEL, "top_k": TOP_K,
-                                         "new_tokens": NEW_TOKENS, "decoding": decoding, "text_path_agreement": agreement,
+                                         "new_tokens": NEW_TOKENS, "decoding": decoding,
+                                         "text_path_agreement": agreement,
                                          "training": training},
                                         indent=2))
 

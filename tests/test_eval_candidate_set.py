@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from test_reward_training import formality_pairs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from panda_chat.decoding import GenerationOutput, PandaDecoder
-from panda_chat.evaluation.candidate_set import LambdaCandidateSet, PromptGrid, decode_lambda_grid
+from panda_chat.decoding import PandaDecoder
+from panda_chat.evaluation.candidate_set import LambdaCandidateSet, PromptGrid
 from panda_chat.evaluation.lambda_fitting import fit_lambda, prompt_features
 from panda_chat.evaluation.objective import ScoredResponse, SelectionObjective, select_best
 from panda_chat.evaluation.runner import evaluate
@@ -14,7 +15,6 @@ from panda_chat.lam.base import LambdaContext
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.lam.schedules import ExponentialDecayLambda, schedule_grid
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head
-from test_reward_training import formality_pairs
 
 PROMPTS = ["Tell me how the cat cooks a simple soup.", "Explain the budget", "Our team builds a bicycle"]
 

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from test_reward_training import formality_pairs
 
 from panda_chat.cli import main
 from panda_chat.evaluation.prompts import load_prompts
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.rewards.data import write_pairs
-from test_reward_training import formality_pairs
 
 
 @pytest.fixture(autouse=True)

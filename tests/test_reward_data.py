@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from panda_chat.rewards.data import PairDataError, PreferencePair, load_pairs, parse_pair_lines, split_dialogue, write_pairs
+from panda_chat.rewards.data import (
+    PairDataError,
+    PreferencePair,
+    load_pairs,
+    parse_pair_lines,
+    split_dialogue,
+    write_pairs,
+)
 
 
 def test_prompt_form_and_dialogue_form_are_both_read():
@@ -66,7 +73,8 @@ _turn = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1,
 def test_dialogue_split_recovers_prompt_and_responses(question, chosen, rejected):
     if chosen.strip() == rejected.strip():
         return
-    pair = split_dialogue(f"\n\nHuman: {question}\n\nAssistant: {chosen}", f"\n\nHuman: {question}\n\nAssistant: {rejected}")
+    head = f"\n\nHuman: {question}\n\nAssistant: "
+    pair = split_dialogue(head + chosen, head + rejected)
     assert (pair.prompt, pair.chosen, pair.rejected) == (question.strip(), chosen.strip(), rejected.strip())
 
 

@@ -49,7 +49,8 @@ def formality_pairs(n: int, seed: int = 0) -> list[PreferencePair]:
 
 @pytest.fixture(scope="module")
 def base(tiny_models):
-    return AutoModelForCausalLM.from_pretrained(tiny_models.base).eval(), AutoTokenizer.from_pretrained(tiny_models.base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_models.base)
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])

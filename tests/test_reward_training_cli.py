@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from test_reward_training import formality_pairs
 
 from panda_chat.cli import main
 from panda_chat.rewards.calibration import RewardModelInfo
 from panda_chat.rewards.data import write_pairs
 from panda_chat.rewards.heads import RewardHead
 from profiles.store import ProfileStore
-from test_reward_training import formality_pairs
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@ load with their calibration, and a reward model with another tokenizer is scored
 
 import pytest
 import torch
+from test_reward_training import formality_pairs
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from panda_chat.decoding import PandaDecoder
@@ -13,7 +14,6 @@ from panda_chat.rewards.loading import load_reward
 from panda_chat.rewards.reward_model import CachedRewardModel
 from panda_chat.rewards.text_reward_model import TextRewardModel
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head, train_reward_model
-from test_reward_training import formality_pairs
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,8 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def base(tiny_models):
-    return AutoModelForCausalLM.from_pretrained(tiny_models.base).eval(), AutoTokenizer.from_pretrained(tiny_models.base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_models.base)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ def tokenizer(tiny_models):
 
 def _batch(tokenizer, prefixes, candidate_words, active=None):
     generated = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes]
-    cands = torch.tensor([[tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in row] for row in candidate_words])
+    first_id = [[tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in row] for row in candidate_words]
+    cands = torch.tensor(first_id)
     active = torch.ones(len(prefixes), dtype=torch.bool) if active is None else torch.tensor(active)
     return CandidateBatch(step=len(generated[0]), candidate_ids=cands, generated_ids=generated, active=active)
 
@@ -94,7 +95,8 @@ def test_cross_tokenizer_reward_model_matches_scoring_each_text_alone(tiny_model
     texts = candidate_texts(tokenizer, batch)
     for b in range(2):
         for j in range(3):
-            ids = torch.tensor([rm_tok(prompts[b])["input_ids"] + rm_tok(texts[b][j], add_special_tokens=False)["input_ids"]])
+            response_ids = rm_tok(texts[b][j], add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([rm_tok(prompts[b])["input_ids"] + response_ids])
             with torch.no_grad():
                 alone = model(input_ids=ids).logits[0, 0]
             assert float(scores[b, j]) == pytest.approx(float(alone), abs=1e-4)

@@ -97,7 +97,8 @@ def decoder_options(command):
         click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True),
         click.option("--max-rows", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Rows per decoding batch (prompts x lambdas)."),
-        click.option("--embedder", default=None, help="Sentence embedder for coherence/zero-shot: a path or 'hashing'."),
+        click.option("--embedder", default=None,
+                     help="Sentence embedder for coherence and zero-shot rewards: a path or 'hashing'."),
         click.option("--device", default="auto", show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine)."),
@@ -123,7 +124,8 @@ def decoder_options(command):
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of the table.")
 @friendly_errors
 def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max_new_tokens, top_k, max_rows,
-                 embedder, device, threads, dtype, methods, lam_grid, lambda_model, no_coherence, json_out, as_json) -> None:
+                 embedder, device, threads, dtype, methods, lam_grid, lambda_model, no_coherence, json_out,
+                 as_json) -> None:
     """Decode a prompt set with several methods and print rep-2/3/4, diversity, coherence, avg reward and J."""
     from panda_chat.evaluation.objective import SelectionObjective
     from panda_chat.evaluation.prompts import load_prompts

@@ -9,7 +9,6 @@ scored by J = reward gain - beta * fluency loss; the model learns each prompt's 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -34,7 +34,8 @@ def reward() -> None:
 @click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path),
               help='JSONL preference pairs: {"prompt", "chosen", "rejected"} or HH-RLHF {"chosen", "rejected"}.')
 @click.option("--from-feedback", "user_id", help="Train on this user's feedback pairs from the profile store.")
-@click.option("--store", "store_url", help="Profile store URL or SQLite path (default: $PANDA_CHAT_DB or the user data dir).")
+@click.option("--store", "store_url",
+              help="Profile store URL or SQLite path (default: $PANDA_CHAT_DB or the user data dir).")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Head file (.safetensors) or reward-model folder (--kind model). Optional with --from-feedback.")
 @click.option("--kind", type=click.Choice(["head", "model"]), default="head", show_default=True,
@@ -43,10 +44,12 @@ def reward() -> None:
 @click.option("--description", default="", help="What the reward prefers, in words (stored with it).")
 @click.option("--head-type", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: 20 for a head, 3 for a model.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Default: 1e-2 for a head, 2e-5 for a model.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Default: 1e-2 for a head, 2e-5 for a model.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: 64 for a head, 8 for a model.")
 @click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True, help="Epochs without better validation accuracy.")
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Epochs without better validation accuracy.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep head features on disk here (keyed by data and base model).")

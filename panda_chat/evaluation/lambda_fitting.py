@@ -52,7 +52,7 @@ class LambdaFitReport(BaseModel):
 
 @torch.inference_mode()
 def prompt_features(decoder: PandaDecoder, prompts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
-    """(N, H) the decoder's ``LambdaContext.prompt_features`` for each prompt (mean final hidden state of the prompt)."""
+    """(N, H) the decoder's ``LambdaContext.prompt_features`` of each prompt (its mean final hidden state)."""
     parts = []
     for start in range(0, len(prompts), batch_size):
         batch = decoder.encode_prompts(list(prompts[start : start + batch_size]))

@@ -52,7 +52,8 @@ class ResponseScorer:
         return scored
 
     @torch.inference_mode()
-    def _score_chunk(self, prompts: list[str], outputs: list[GenerationOutput], weights: Weights) -> list[ScoredResponse]:
+    def _score_chunk(self, prompts: list[str], outputs: list[GenerationOutput],
+                     weights: Weights) -> list[ScoredResponse]:
         decoder, model = self.decoder, self.decoder.model
         device = decoder.device
         batch = decoder.encode_prompts(prompts)

@@ -124,7 +124,8 @@ class LearnedLambda(nn.Module):
                 preference_features = self.feature_mean[start : start + p].expand(prompt_features.shape[0], p)
             preference_features = preference_features.float().cpu()
             if preference_features.shape[-1] != p:
-                raise ValueError(f"the lambda model expects {p} preference features, got {preference_features.shape[-1]}")
+                raise ValueError(
+                    f"the lambda model expects {p} preference features, got {preference_features.shape[-1]}")
             parts.append(preference_features)
         parts.append(step_features(steps.cpu()))
         return torch.cat(parts, dim=-1)
@@ -137,7 +138,8 @@ class LearnedLambda(nn.Module):
         """The ``LambdaFunction`` protocol: (B,) lambda for every row at step ``step``."""
         b = context.prompt_features.shape[0]
         with torch.no_grad():
-            lam = self.predict(self.features(context.prompt_features, torch.full((b,), step), context.preference_features))
+            features = self.features(context.prompt_features, torch.full((b,), step), context.preference_features)
+            lam = self.predict(features)
         return lam.to(context.prompt_features.device)
 
     def label(self) -> str:

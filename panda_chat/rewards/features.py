@@ -111,7 +111,8 @@ class ResponseFeaturizer:
         bar = tqdm(total=len(todo), desc="features", unit="resp", disable=not progress, leave=False)
         for start in range(0, len(todo), self.batch_size):  # length-sorted batches: little padding
             chunk = encoded[start : start + self.batch_size]
-            for key, row in zip(todo[start : start + self.batch_size], last_token_hidden_states(self.model, chunk, self.pad_id)):
+            rows = last_token_hidden_states(self.model, chunk, self.pad_id)
+            for key, row in zip(todo[start : start + self.batch_size], rows):
                 self._memory[key] = row
             bar.update(len(chunk))
         bar.close()

@@ -5,10 +5,13 @@ family) cannot read the base model's token ids, so nothing can be cached across 
 continuation is decoded with the base tokenizer (response so far + candidate token), re-tokenised with the reward
 model's own tokenizer after the prompt text exactly as the decoder received it (a chat-templated prompt stays as it
 is; the RM's tokenizer adds its special tokens as the decoder's rule does), and the B*k texts are scored in
-right-padded batches. Re-tokenising the response may merge its bytes into other tokens than the ones generated, so
-even a same-tokenizer RM can score slightly differently here than on the cached path. That is a full forward over prompt + response per
-candidate per step: correct, but O(k * L) tokens a step instead of k. ``benchmarks/bench_rewards.py`` measures the
-gap against the cached same-tokenizer path; prefer a same-tokenizer RM or a reward head when speed matters.
+right-padded batches. That is a full forward over prompt + response per candidate per step: correct, but O(k * L)
+tokens a step instead of k. ``benchmarks/bench_rewards.py`` measures the gap against the cached same-tokenizer path;
+prefer a same-tokenizer RM or a reward head when speed matters.
+
+Re-tokenising the response may merge its bytes into other tokens than the ones generated, so even a same-tokenizer RM
+can score differently here than on the cached path; wherever the tokens agree, the rewards agree (tested, and
+measured in the benchmark).
 
 ``candidate_texts`` is shared with the other text rewards (the zero-shot embedding reward).
 """
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 from panda_chat.rewards.features import encode_prompt_text
 
 

@@ -273,7 +273,8 @@ def train_reward_head(
         seconds=time.perf_counter() - started, feature_seconds=feature_seconds, calibration=calibration,
         history=history,
     )
-    head.config = head_config.model_copy(update={"calibration": calibration, "training": _training_facts(report, config, lr)})
+    head.config = head_config.model_copy(
+        update={"calibration": calibration, "training": _training_facts(report, config, lr)})
     return TrainedRewardHead(head=head, report=report)
 
 
@@ -381,7 +382,8 @@ def train_user_reward_head(
     pairs = store.feedback_pairs(user_id)
     if len(pairs) < min_pairs:
         raise ValueError(
-            f"user '{user_id}' has {len(pairs)} feedback pair(s); at least {min_pairs} are needed to train a reward head"
+            f"user '{user_id}' has {len(pairs)} feedback pair(s); "
+            f"at least {min_pairs} are needed to train a reward head"
         )
     description = description or f"learned from the feedback of user '{user_id}'"
     trained = train_reward_head(base, pairs, name=name, description=description, config=config, progress=progress)

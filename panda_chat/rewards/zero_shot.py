@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.text_reward_model import candidate_texts
 from profiles.embedders import Embedder, encode_normalised, resolve_embedder
