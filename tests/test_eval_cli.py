@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 from test_reward_training import formality_pairs
 
@@ -12,14 +11,6 @@ from panda_chat.evaluation.prompts import load_prompts
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.rewards.data import write_pairs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's thread pool costs more than it saves, badly so on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,6 @@ from panda_chat.lam.learned import LambdaTrainingSet, LearnedLambda, inverse_sof
 from panda_chat.lam.schedules import ExponentialDecayLambda, LinearDecayLambda, parse_lambda, schedule_grid
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These fits are tiny: thread start-up costs more than it saves, badly so on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _context(prompt_features, preference_features=None):
     n = prompt_features.shape[0]

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 from test_reward_training import formality_pairs
 
@@ -13,14 +12,6 @@ from panda_chat.rewards.data import write_pairs
 from panda_chat.rewards.heads import RewardHead
 from profiles.store import ProfileStore
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's thread pool costs more than it saves, badly so on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_head_training_prints_accuracy_and_json(tiny_models, tmp_path):

@@ -16,14 +16,6 @@ from panda_chat.rewards.text_reward_model import TextRewardModel
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head, train_reward_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's thread pool costs more than it saves, badly so on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def base(tiny_models):
