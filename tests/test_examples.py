@@ -30,7 +30,8 @@ def demo_model_available() -> bool:
 def outputs(tiny_models, tmp_path_factory) -> dict[str, str]:
     """Run every example at once (separate processes: their start-up, mostly imports, overlaps)."""
     model_args = [] if demo_model_available() else ["--model", str(tiny_models.base)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # one thread each: the three processes run side by side on a small machine
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     running = {}
     for name in ("chain", "two_users", "agent_loop"):
         db = tmp_path_factory.mktemp(name) / "profiles.db"
