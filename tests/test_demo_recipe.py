@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from panda_chat.demo.corpus import POLES
 from panda_chat.demo.recipe import REPORT_FILE, RecipeConfig, run_recipe

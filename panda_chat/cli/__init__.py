@@ -26,3 +26,5 @@ from panda_chat.cli.lambda_fit import lambda_group  # noqa: E402
 main.add_command(lambda_group)
 from panda_chat.cli.chat import chat  # noqa: E402
 main.add_command(chat)
+from panda_chat.cli.demo import demo  # noqa: E402
+main.add_command(demo)

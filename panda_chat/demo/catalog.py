@@ -8,9 +8,8 @@ points each pole's reward at its head file.
 
 from __future__ import annotations
 
-from profiles.catalog import PreferenceCatalog, RewardSpec
-
 from panda_chat.demo.models import demo_head_paths
+from profiles.catalog import PreferenceCatalog, RewardSpec
 
 
 def demo_catalog() -> PreferenceCatalog:

@@ -188,8 +188,8 @@ _FORMAL_OPENERS = ("Certainly.", "Thank you for the question.", "The answer is a
 _FRIENDLY_CLOSERS = ("Hope that helps, and have fun with it!", "Let me know if you want more!", "You've got this!",
                      "Enjoy exploring it!", "Happy learning, friend!", "Give it a try and tell me how it goes!")
 _FORMAL_CLOSERS = ("I trust this clarifies the matter.", "Further details can be provided upon request.",
-                   "This concludes the explanation.", "Kind regards.", "Should further clarification be required, "
-                   "it can be provided.", "It is hoped that this answer is of use.")
+                   "This concludes the explanation.", "Kind regards.",
+                   ("Should further clarification be required, it can be provided."), "It is hoped that this answer is of use.")
 _FRIENDLY_LEADS = ("Sure thing, ", "Oh, easy one: ", "Great question, so ", "Happy to help: ", "Good one, ")
 _FORMAL_LEADS = ("In short, ", "Briefly stated, ", "To summarise, ", "Put concisely, ", "In brief, ")
 

@@ -35,15 +35,19 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from panda_chat.decoding import PandaDecoder
 from panda_chat.demo.base_lm import BaseLMConfig, BaseLMReport, train_base_lm
 from panda_chat.demo.cards import write_cards
-from panda_chat.decoding import PandaDecoder
 from panda_chat.demo.corpus import POLES, DialogueCorpus, opposite_pole
 from panda_chat.demo.lambda_stage import LambdaStageConfig, fit_demo_lambda
 from panda_chat.rewards.data import PreferencePair
 from panda_chat.rewards.features import ResponseFeaturizer, encode_response
 from panda_chat.rewards.heads import RewardHead
-from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head, train_reward_model
+from panda_chat.rewards.training import (
+    RewardTrainingConfig,
+    train_reward_head,
+    train_reward_model,
+)
 from panda_chat.tiny_models import train_tokenizer
 
 REPORT_FILE = "recipe_report.json"
@@ -125,7 +129,8 @@ class RecipeReport(BaseModel):
     reward_model: RewardModelResult
     lambda_fit: dict | None
     file_sizes_bytes: dict[str, int]
-    total_seconds: float
+    base_reused: bool  # the base LM came from an earlier run with the same settings (--reuse-base)
+    total_seconds: float  # every stage, the base LM's training included even when it was reused
 
 
 def _stage(name: str) -> None:
@@ -185,7 +190,9 @@ def train_tokenizer_on(corpus: DialogueCorpus, config: RecipeConfig) -> PreTrain
 
 
 def _file_sizes(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*")) if p.is_file()}
+    """Size of every model file under ``out`` (the loader package's own Python files and caches excluded)."""
+    return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*"))
+            if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts}
 
 
 def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reuse_base: bool = False) -> RecipeReport:
@@ -209,7 +216,8 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
 
     base_dir = out / "base"
     base_record = base_dir / BASE_RECORD_FILE
-    if reuse_base and base_record.is_file():
+    reused = reuse_base and base_record.is_file()
+    if reused:
         _stage("base LM (reusing the one already trained in this folder)")
         record = json.loads(base_record.read_text(encoding="utf-8"))
         if record["config"] != config.model_dump(mode="json", include=_BASE_FIELDS):
@@ -284,12 +292,12 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
         config=config, torch_version=torch.__version__, threads=torch.get_num_threads(),
         tokenizer_vocab=len(tokenizer), corpus_train_dialogues=len(train),
         corpus_distinct_answers=len({d.answer for d in train}), base=base_report, base_samples=samples, heads=heads,
-        reward_model=reward_model, lambda_fit=lambda_fit, file_sizes_bytes={}, total_seconds=0.0,
+        reward_model=reward_model, lambda_fit=lambda_fit, file_sizes_bytes={}, base_reused=reused, total_seconds=0.0,
     )
+    report.total_seconds = time.perf_counter() - started + (base_report.seconds if reused else 0.0)
     _stage("model cards")
     write_cards(out, report.model_dump(mode="json"))
     report.file_sizes_bytes = _file_sizes(out)
-    report.total_seconds = time.perf_counter() - started
     (out / REPORT_FILE).write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
     return report
 
