@@ -1,45 +1,59 @@
-"""Reward signals for PANDA: reward-model wrappers, shared-backbone heads, calibration and training."""
+"""Reward signals for PANDA: reward-model wrappers, shared-backbone heads, calibration and training.
+
+The names below load lazily (on first use), so that ``panda_chat.decoding``, which needs only the interface in
+``panda_chat.rewards.base``, does not import training code or the profile store's embedder (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
 
-from panda_chat.rewards.loading import TokenizerMismatchError, load_reward, load_rewards  # noqa: E402
-from panda_chat.rewards.reward_model import CachedRewardModel  # noqa: E402
-from panda_chat.rewards.calibration import RewardModelInfo, calibrate  # noqa: E402
-from panda_chat.rewards.data import PairDataError, PreferencePair, load_pairs  # noqa: E402
-from panda_chat.rewards.text_reward_model import TextRewardModel  # noqa: E402
-from panda_chat.rewards.training import (  # noqa: E402
-    PairwiseRewardTrainer,
-    RewardTrainingConfig,
-    RewardTrainingReport,
-    TrainedRewardHead,
-    train_reward_head,
-    train_reward_model,
-    train_user_reward_head,
-)
-from panda_chat.rewards.zero_shot import ZeroShotReward  # noqa: E402
+_LAZY_EXPORTS = {
+    "CachedRewardModel": "panda_chat.rewards.reward_model",
+    "TokenizerMismatchError": "panda_chat.rewards.loading",
+    "load_reward": "panda_chat.rewards.loading",
+    "load_rewards": "panda_chat.rewards.loading",
+    "RewardModelInfo": "panda_chat.rewards.calibration",
+    "calibrate": "panda_chat.rewards.calibration",
+    "PairDataError": "panda_chat.rewards.data",
+    "PreferencePair": "panda_chat.rewards.data",
+    "load_pairs": "panda_chat.rewards.data",
+    "TextRewardModel": "panda_chat.rewards.text_reward_model",
+    "PairwiseRewardTrainer": "panda_chat.rewards.training",
+    "RewardTrainingConfig": "panda_chat.rewards.training",
+    "RewardTrainingReport": "panda_chat.rewards.training",
+    "TrainedRewardHead": "panda_chat.rewards.training",
+    "train_reward_head": "panda_chat.rewards.training",
+    "train_reward_model": "panda_chat.rewards.training",
+    "train_user_reward_head": "panda_chat.rewards.training",
+    "ZeroShotReward": "panda_chat.rewards.zero_shot",
+}
 
-__all__ = [
-    "CachedRewardModel",
-    "CandidateBatch",
-    "Calibration",
-    "PromptBatch",
-    "RewardSession",
-    "RewardSource",
-    "TokenizerMismatchError",
-    "load_reward",
-    "load_rewards",
-    "PairDataError",
-    "PairwiseRewardTrainer",
-    "PreferencePair",
-    "RewardModelInfo",
-    "RewardTrainingConfig",
-    "RewardTrainingReport",
-    "TextRewardModel",
-    "TrainedRewardHead",
-    "ZeroShotReward",
-    "calibrate",
-    "load_pairs",
-    "train_reward_head",
-    "train_reward_model",
-    "train_user_reward_head",
-]
+__all__ = ["CandidateBatch", "Calibration", "PromptBatch", "RewardSession", "RewardSource", *_LAZY_EXPORTS]
+
+if TYPE_CHECKING:
+    from panda_chat.rewards.calibration import RewardModelInfo, calibrate
+    from panda_chat.rewards.data import PairDataError, PreferencePair, load_pairs
+    from panda_chat.rewards.loading import TokenizerMismatchError, load_reward, load_rewards
+    from panda_chat.rewards.reward_model import CachedRewardModel
+    from panda_chat.rewards.text_reward_model import TextRewardModel
+    from panda_chat.rewards.training import (
+        PairwiseRewardTrainer,
+        RewardTrainingConfig,
+        RewardTrainingReport,
+        TrainedRewardHead,
+        train_reward_head,
+        train_reward_model,
+        train_user_reward_head,
+    )
+    from panda_chat.rewards.zero_shot import ZeroShotReward
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'panda_chat.rewards' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
