@@ -69,3 +69,14 @@ def test_head_reward_scores_each_candidate_hidden_state(tiny_models):
     scores = source.start(prompts=None).score(batch)
     assert scores.shape == (2, 4)
     assert torch.allclose(scores, head(hidden))
+
+
+def test_a_head_from_a_newer_format_is_refused_not_misread(tiny_models, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base)
+    head = _head_for(model)
+    head.config = head.config.model_copy(update={"format_version": 99})
+    path = head.save(tmp_path / "future.safetensors")
+    for source in (path, head.to_bytes()):
+        loader = RewardHead.load if source is path else RewardHead.from_bytes
+        with pytest.raises(ValueError, match="format 99; upgrade panda-chat"):
+            loader(source)

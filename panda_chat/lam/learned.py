@@ -22,7 +22,6 @@ metadata, like a reward head.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +30,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from panda_chat.lam.base import LambdaContext
 from panda_chat.lam.schedules import ExponentialDecayLambda
+from panda_chat.weights_file import read_module, save_module
 
 LEARNED_LAMBDA_FORMAT_VERSION = 1
 _METADATA_KEY = "panda_chat_learned_lambda"
@@ -209,25 +207,13 @@ class LearnedLambda(nn.Module):
 
     # ----- files --------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata={_METADATA_KEY: self.config.model_dump_json()})
-        return path
+        return save_module(self, self.config, _METADATA_KEY, path)
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedLambda:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"lambda model file not found: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if _METADATA_KEY not in metadata:
-                raise ValueError(f"{path} is not a panda-chat lambda model (no lambda config in its metadata)")
-            config = LearnedLambdaConfig.model_validate(json.loads(metadata[_METADATA_KEY]))
-            if config.format_version > LEARNED_LAMBDA_FORMAT_VERSION:
-                raise ValueError(f"{path} uses lambda format {config.format_version}; upgrade panda-chat to read it")
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        config, state = read_module(
+            path, _METADATA_KEY, LearnedLambdaConfig, "lambda model", LEARNED_LAMBDA_FORMAT_VERSION
+        )
         model = cls(config)
         model.load_state_dict(state)
         return model.eval()

@@ -12,19 +12,15 @@ base model is refused with a clear error, because its rewards would be meaningle
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
-from safetensors import safe_open
-from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
-from safetensors.torch import save_file
 from torch import nn
 
 from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.weights_file import module_to_bytes, read_module, save_module
 
 HEAD_FORMAT_VERSION = 1
 _METADATA_KEY = "panda_chat_reward_head"
@@ -114,55 +110,26 @@ class RewardHead(nn.Module):
             )
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(path), metadata={_METADATA_KEY: self.config.model_dump_json()})
-        return path
+        return save_module(self, self.config, _METADATA_KEY, path)
 
     def to_bytes(self) -> bytes:
         """The head file's bytes (e.g. to keep a user's head in the profile store); ``from_bytes`` reads them."""
-        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
-        return save_bytes(tensors, metadata={_METADATA_KEY: self.config.model_dump_json()})
+        return module_to_bytes(self, self.config, _METADATA_KEY)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> RewardHead:
-        metadata = _metadata_of_bytes(data)
-        if _METADATA_KEY not in metadata:
-            raise ValueError(f"{source} is not a panda-chat reward head (no head config)")
-        config = RewardHeadConfig.model_validate(json.loads(metadata[_METADATA_KEY]))
-        head = cls(config)
-        head.load_state_dict(load_bytes(data))
-        return head.eval()
+    def from_bytes(cls, data: bytes) -> RewardHead:
+        return cls._build(data)
 
     @classmethod
     def load(cls, path: str | Path) -> RewardHead:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"reward head file not found: {path}")
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if _METADATA_KEY not in metadata:
-                raise ValueError(f"{path} is a safetensors file but not a panda-chat reward head (no head config)")
-            config = RewardHeadConfig.model_validate(json.loads(metadata[_METADATA_KEY]))
-            if config.format_version > HEAD_FORMAT_VERSION:
-                raise ValueError(
-                    f"{path} uses reward head format {config.format_version}; upgrade panda-chat to read it"
-                )
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        return cls._build(path)
+
+    @classmethod
+    def _build(cls, source: str | Path | bytes) -> RewardHead:
+        config, state = read_module(source, _METADATA_KEY, RewardHeadConfig, "reward head", HEAD_FORMAT_VERSION)
         head = cls(config)
         head.load_state_dict(state)
         return head.eval()
-
-
-def _metadata_of_bytes(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a serialised safetensors blob (8-byte little-endian header size, then JSON)."""
-    try:
-        size = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + size])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("not a safetensors blob") from exc
-    return header.get("__metadata__", {}) if isinstance(header, dict) else {}
 
 
 class HeadReward(RewardSource):
