@@ -146,7 +146,8 @@ class Personalizer:
     def lambda_kind(self) -> str:
         if isinstance(self.lam, (int, float)):
             return f"constant {float(self.lam):g}"
-        return type(self.lam).__name__
+        label = getattr(self.lam, "label", None)  # e.g. LearnedLambda.label() -> "learned-ridge"
+        return label() if callable(label) else type(self.lam).__name__
 
     def plan(self, context: PreferenceContext) -> PersonalizationPlan:
         weights: dict[str, float] = {}
