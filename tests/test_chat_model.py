@@ -364,3 +364,16 @@ def test_a_reward_that_does_not_fit_the_model_falls_back_and_metadata_says_so(ti
     assert steering["tone.formal"]["kind"] == "zero_shot"
     assert "does not fit this model" in steering["tone.formal"]["note"]
     assert result.content
+
+
+def test_without_a_model_the_embedded_demo_model_steers_with_its_own_heads_and_lambda(store):
+    from panda_chat.demo import demo_model_dir
+
+    store.set_preference("alice", "expertise", "elementary")
+    llm = ChatPanda(store=store, user_id="alice", max_tokens=12, device="cpu", record=False)
+    result = llm.invoke("How does a bicycle stay upright?")
+    assert result.response_metadata["model_name"] == str(demo_model_dir())
+    personalization = result.response_metadata["personalization"]
+    assert personalization["reward_kinds"] == ["head"]
+    assert personalization["lambda"]["kind"].startswith("learned")
+    assert personalization["lambda"]["min"] >= 0 and result.content
