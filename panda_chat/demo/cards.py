@@ -18,8 +18,11 @@ def _base_card(r: dict) -> str:
 
 A small Llama causal LM trained from scratch on panda-chat's generated demo corpus (`panda_chat.demo.corpus`), so
 that the package can show PANDA steering a model offline, with nothing downloaded. It is a toy: it knows only the
-corpus's templated answers about the training topics, and it makes up content for any other question. What it does learn is the *styles*: asked a neutral question it answers in a mix of
-elementary/expert, concise/detailed and friendly/formal styles, which is what the demo's reward heads steer.
+corpus's templated answers about the training topics, and it makes up content for any other question. What it
+does learn is the *styles*: it was trained on answers in the 8 combinations of elementary/expert, concise/detailed
+and friendly/formal in equal shares, so the styles are a mixture in its next-token distribution. Greedy decoding
+takes the single most likely opener, so its answers below share one lead; the other styles' openers are among the
+top-k candidates that PANDA re-scores with the reward heads.
 
 ## Data
 - {c['train_dialogues']} dialogues (seed {c['seed']}), {r['corpus_distinct_answers']} distinct answers, about the
@@ -36,7 +39,7 @@ elementary/expert, concise/detailed and friendly/formal styles, which is what th
 ## Training
 - AdamW (betas 0.9/0.95, weight decay {b['weight_decay']}), peak lr {b['lr']}, {b['warmup_steps']} warm-up steps then
   cosine decay to {b['min_lr_ratio']} x peak; {base['steps']} steps of {b['batch_size']} dialogues
-  ({base['tokens_seen']:,} tokens seen); {base['seconds']:.0f} s on CPU ({r['threads']} torch threads,
+  ({base['tokens_seen']:,} tokens seen); {base['seconds']:.0f} s on CPU (torch threads: {r['threads']},
   torch {r['torch_version']}).
 
 ## Results (measured by the recipe)
