@@ -190,9 +190,9 @@ def train_tokenizer_on(corpus: DialogueCorpus, config: RecipeConfig) -> PreTrain
 
 
 def _file_sizes(out: Path) -> dict[str, int]:
-    """Size of every model file under ``out`` (the loader package's own Python files and caches excluded)."""
+    """Size of every file under ``out`` (the report itself, the loader's Python files and caches excluded)."""
     return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*"))
-            if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts}
+            if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts and p.name != REPORT_FILE}
 
 
 def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reuse_base: bool = False) -> RecipeReport:
