@@ -201,6 +201,20 @@ def test_batch_is_one_padded_decode_with_per_user_rows(quiet, store, monkeypatch
     assert "".join(collector.tokens) and all(isinstance(r, AIMessage) for r in results)
 
 
+def test_max_concurrency_caps_the_rows_of_one_decode(quiet, monkeypatch):
+    runtime = model_runtime(quiet.model_name, device="cpu")
+    sizes = []
+    original = runtime.decoder.generate
+
+    def spy(prompts_, **kwargs):
+        sizes.append(len(prompts_))
+        return original(prompts_, **kwargs)
+
+    monkeypatch.setattr(runtime.decoder, "generate", spy)
+    results = quiet.batch(["a", "b", "c", "d", "e"], config={"max_concurrency": 2})
+    assert sizes == [2, 2, 1] and len(results) == 5 and all(r.content for r in results)
+
+
 def test_batch_with_return_exceptions_keeps_the_good_rows(llm):
     results = llm.batch(["Hello", [HumanMessage(content=[{"type": "image", "url": "x"}])]], return_exceptions=True)
     assert isinstance(results[0], AIMessage) and isinstance(results[1], ValueError)

@@ -447,12 +447,27 @@ class ChatPanda(BaseChatModel):
 
     def batch(self, inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None = None,
               *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
-        """Answer every input in one padded decode; inputs may belong to different users (per-input config)."""
+        """Answer every input in one padded decode; inputs may belong to different users (per-input config).
+
+        ``max_concurrency`` in the config caps the rows of one decode (the inputs are decoded in chunks of it).
+        """
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
         if len(inputs) == 1 or not self._batch_in_one_decode(kwargs):
             return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+        chunk = configs[0].get("max_concurrency")
+        if chunk and chunk < len(inputs):
+            return [
+                result
+                for start in range(0, len(inputs), chunk)
+                for result in self.batch(
+                    inputs[start : start + chunk],
+                    [{**c, "max_concurrency": None} for c in configs[start : start + chunk]],
+                    return_exceptions=return_exceptions,
+                    **kwargs,
+                )
+            ]
         stop = kwargs.pop("stop", None)
         options = self._options(stop, kwargs)
         runtime = self._runtime(options)
