@@ -173,6 +173,14 @@ def test_record_false_stores_nothing(llm, store):
     assert not store.has_user("alice")
 
 
+def test_plain_decoding_without_recording_never_opens_the_store(tiny_models, tmp_path):
+    db = tmp_path / "never-created.db"
+    result = ChatPanda(model=str(tiny_models.base), store=str(db), record=False, personalize=False, max_tokens=3,
+                       device="cpu").invoke("Hello")
+    assert result.content and result.response_metadata["personalization"]["mode"] == "neutral"
+    assert not db.exists()
+
+
 # ------------------------------------------------------------------------------------------------------ batching
 
 

@@ -50,6 +50,7 @@ from panda_chat.chat_model.runtime import ModelRuntime, model_runtime
 from panda_chat.chat_model.structured import JsonWriter
 from panda_chat.decoding import GenerationOutput
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
+from profiles import PreferenceCatalog, PreferenceContext
 
 # Call arguments ChatPanda understands besides LangChain's own; anything else is refused (a typo would be ignored).
 _CALL_OPTIONS = {
@@ -272,24 +273,28 @@ class ChatPanda(BaseChatModel):
         if options.response_format is not None:
             turns = _with_json_instruction(turns, options.response_format)
         prompt = render_prompt(turns, runtime.tokenizer, self.chat_template)
+        query = _last_human_text(messages)
+        if not (self.record or self.personalize):  # plain decoding, nothing stored: the store is never opened
+            context = PreferenceContext.neutral(PreferenceCatalog.default(), user_id, query)
+            plan = self._personalizer(runtime, PreferenceCatalog.default(), embedder=None).plan(context)
+            return _Row(list(messages), user_id, conversation_id, prompt, plan)
         profiles = self._profiles()
         if self.record:
             conversation_id = profiles.record_incoming(user_id, conversation_id, messages)
-        query = _last_human_text(messages)
         context = profiles.preferences(user_id, query) if self.personalize else profiles.neutral(user_id, query)
-        plan = self._personalizer(runtime, profiles).plan(context)
+        plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context)
         return _Row(list(messages), user_id, conversation_id, prompt, plan)
 
-    def _personalizer(self, runtime: ModelRuntime, profiles: ProfileAccess) -> Personalizer:
-        """The store's catalog with the model's own rewards (if it ships any), and the lambda: ``lam`` when set,
-        else the model's fitted lambda when it reads this catalog's preference vector, else ``DEFAULT_LAMBDA``."""
-        catalog = with_model_rewards(profiles.catalog, runtime.defaults.pole_rewards)
+    def _personalizer(self, runtime: ModelRuntime, catalog: PreferenceCatalog, embedder: Any) -> Personalizer:
+        """The catalog with the model's own rewards (if it ships any), and the lambda: ``lam`` when set, else the
+        model's fitted lambda when it reads this catalog's preference vector, else ``DEFAULT_LAMBDA``."""
+        catalog = with_model_rewards(catalog, runtime.defaults.pole_rewards)
         lam = self.lam
         if lam is None:
             fitted = runtime.defaults.lam
             fits = fitted is not None and runtime.defaults.lam_preference_dim in (0, len(catalog.vector_layout()))
             lam = fitted if fits else DEFAULT_LAMBDA
-        return Personalizer(catalog, runtime.pole_rewards(profiles.embedder), lam=lam, strength=self.strength)
+        return Personalizer(catalog, runtime.pole_rewards(embedder), lam=lam, strength=self.strength)
 
     def _finish(self, row: _Row, answer: _Answer, options: _CallOptions) -> tuple[dict, dict]:
         """Record the answer; return (usage_metadata, response_metadata) for the message."""
@@ -592,7 +597,7 @@ class ChatPanda(BaseChatModel):
         runtime = self._runtime(options)
         profiles = self._profiles()
         context = profiles.preferences(options.user_id, query)
-        return self._personalizer(runtime, profiles).plan(context).explain()
+        return self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context).explain()
 
 
 class _DecoderValues:
