@@ -78,6 +78,14 @@ def test_stream_yields_the_same_text_as_invoke_and_fires_token_callbacks(quiet):
     assert "".join(collector.tokens) == expected
 
 
+def test_streaming_true_makes_invoke_stream_tokens_to_callbacks(quiet):
+    collector = TokenCollector()
+    streaming = ChatPanda(**{**_params(quiet), "record": False, "streaming": True})
+    result = streaming.invoke("Hello", config={"callbacks": [collector]})
+    assert len(collector.tokens) > 1 and "".join(collector.tokens) == result.content
+    assert result.usage_metadata["output_tokens"] == 8
+
+
 def test_stop_sequences_cut_the_answer(quiet):
     llm = quiet
     full = llm.invoke("Hello", max_tokens=16).content
