@@ -37,12 +37,14 @@ class EosAfter(RewardSource):
         self.from_step, self.drop_rows = from_step, drop_rows
 
     def start(self, prompts: PromptBatch) -> RewardSession:
-        # A session without select_rows makes the decoder keep finished rows in the batch until all are done.
+        # A session that cannot select rows makes the decoder keep finished rows in the batch until all are done.
         session_class = _EosSession if self.drop_rows else _EosSessionWithoutRowSelection
         return session_class(self.eos_id, torch.tensor(self.from_step))
 
 
 class _EosSession(RewardSession):
+    can_select_rows = True
+
     def __init__(self, eos_id: int, from_step: torch.Tensor):
         self.eos_id, self.from_step = eos_id, from_step
 

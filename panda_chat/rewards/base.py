@@ -60,16 +60,19 @@ class RewardSession(ABC):
     def commit(self, chosen: torch.Tensor) -> None:
         """Record the chosen candidate index per row, shape (B,). Stateless sources ignore it."""
 
+    # True when the session implements ``select_rows``. The decoder drops finished rows from the batch only when
+    # every session of the call can; otherwise finished rows simply stay in the batch until all rows finish.
+    can_select_rows: bool = False
+
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only these batch rows (indices into the current batch, shape (B',)), so finished rows stop costing
-        work. The decoder drops finished rows only when every session of the call overrides this method (a stateless
-        session overrides it with a no-op); otherwise finished rows simply stay in the batch until all rows finish."""
-        raise NotImplementedError
+        work. Sessions that implement it set ``can_select_rows = True`` (a stateless session with a no-op)."""
+        raise TypeError(f"{type(self).__name__} cannot drop batch rows (its can_select_rows is False)")
 
 
 def supports_row_selection(session: RewardSession) -> bool:
-    """Whether ``session`` can drop batch rows (it overrides ``RewardSession.select_rows``)."""
-    return type(session).select_rows is not RewardSession.select_rows
+    """Whether ``session`` can drop batch rows."""
+    return session.can_select_rows
 
 
 class RewardSource(ABC):

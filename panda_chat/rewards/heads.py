@@ -147,6 +147,8 @@ class HeadReward(RewardSource):
 
 
 class _HeadSession(RewardSession):
+    can_select_rows = True
+
     def __init__(self, head: RewardHead):
         self.head = head
 

@@ -62,6 +62,8 @@ class CachedRewardModel(RewardSource):
 class CachedRewardSession(RewardSession):
     """The reward model's KV cache for one generate call: the prompts plus the tokens chosen so far."""
 
+    can_select_rows = True
+
     def __init__(self, source: CachedRewardModel, prompts: PromptBatch):
         self.source = source
         device = source.model.device

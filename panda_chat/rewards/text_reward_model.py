@@ -99,6 +99,8 @@ class TextRewardModel(RewardSource):
 
 
 class _TextRewardSession(RewardSession):
+    can_select_rows = True
+
     def __init__(self, source: TextRewardModel, prompts: PromptBatch):
         self.source = source
         self.tokenizer = prompts.tokenizer

@@ -57,6 +57,8 @@ class ZeroShotReward(RewardSource):
 
 
 class _ZeroShotSession(RewardSession):
+    can_select_rows = True
+
     def __init__(self, source: ZeroShotReward, tokenizer):
         self.source = source
         self.tokenizer = tokenizer
