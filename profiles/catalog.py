@@ -192,6 +192,8 @@ class PreferenceCatalog(BaseModel):
         return layout
 
 
+# Some verbosity and tone examples come in pairs across a dimension's poles (the same question asked in opposite
+# styles): a question's topic and form then lie near both poles alike, so only its style tells them apart.
 _DEFAULT_DIMENSIONS = (
     Dimension(
         name="expertise",
@@ -237,6 +239,12 @@ _DEFAULT_DIMENSIONS = (
                     "One sentence, please.",
                     "Only the command, nothing else.",
                     "Brief answer only, I'm in a hurry.",
+                    "How does a compass work? Short answer please.",
+                    "What is an index fund, in one line?",
+                    "Explain recursion in a sentence or two.",
+                    "Skip the details, just tell me what to do.",
+                    "Too long, give me the short version.",
+                    "Give me the bottom line, no background.",
                 ],
             ),
             Pole(
@@ -249,6 +257,12 @@ _DEFAULT_DIMENSIONS = (
                     "I want all the background and the full reasoning.",
                     "Elaborate on each point and give several examples.",
                     "Don't leave anything out, I want the long version.",
+                    "How does a compass work? Give me the long explanation, with all the physics behind it.",
+                    "What is an index fund? Explain it in depth, with examples and the pros and cons.",
+                    "Explain recursion at length, with several worked examples.",
+                    "Your last answer was too short, please expand on it.",
+                    "Give me more depth: the history, the details and the exceptions.",
+                    "Cover every aspect, I have time to read a long answer.",
                 ],
             ),
         ],
@@ -267,6 +281,12 @@ _DEFAULT_DIMENSIONS = (
                     "Thanks buddy, that made my day!",
                     "omg this is so cool haha",
                     "yo, what's up? need a hand with something",
+                    "hey there! what's an index fund? thx :)",
+                    "heya, how do rainbows even work?? 😊",
+                    "haha awesome, you're a star!",
+                    "cheers mate, appreciate it!",
+                    "aw man, thanks a ton, super helpful :D",
+                    "hi hi! got another q for you",
                 ],
             ),
             Pole(
@@ -279,6 +299,12 @@ _DEFAULT_DIMENSIONS = (
                     "I would appreciate a precise and courteous reply.",
                     "Could you draft a formal letter to the board of directors?",
                     "Thank you in advance for your consideration of this request.",
+                    "Good morning. Could you kindly explain what an index fund is?",
+                    "I would be obliged if you could explain how the rainbow phenomenon arises.",
+                    "Please find attached the documents for your review.",
+                    "Could you clarify the applicable regulations, please? Thank you for your assistance.",
+                    "With kind regards, and many thanks for your assistance in this matter.",
+                    "Would you kindly outline the terms of the agreement?",
                 ],
             ),
         ],

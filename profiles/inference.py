@@ -2,16 +2,22 @@
 
 Pure computation: the store gathers the rows, this module turns them into weights. For each dimension:
 
-1. Each pole has a prototype, the normalised mean embedding of its description and examples.
-2. A message's similarity to each prototype is centred on what a *neutral* request scores (``NEUTRAL_TEXTS``), so
-   generic messages ("can you recommend a book?") say little. Its vote is a softmax over the centred similarities;
-   its strength grows with how far its best pole stands above the neutral baseline.
-3. Strengths are multiplied by recency (half-life in days, measured back from the user's latest item) and, with a
+1. A message's score for a pole is its mean cosine similarity to the pole's ``exemplar_top_k`` nearest exemplars
+   (the description and the examples). Nearest exemplars, not one mean prototype: a message that matches one
+   distinctive example ("tl;dr please") scores high, where a mean over all examples would dilute it.
+2. Scores are centred on what *neutral* requests score (``NEUTRAL_TEXTS``: plain "how does X work?", "explain X",
+   "what is X?" questions on many topics). Sentence embeddings mix topic and style, and a plain question lands near
+   some poles' examples ("explain ...", "walk me through ...") for its form alone; centring removes that pull.
+3. A message's vote is a softmax over its centred scores. Its strength is the *contrast*: how far its best pole
+   stands above the runner-up, beyond a margin (the ``neutral_margin_quantile`` of the contrasts the neutral
+   requests themselves reach), over ``strength_scale``. A message equally near two poles of a dimension says nothing
+   about it, however near both it is, and the margin keeps ordinary questions from counting as evidence.
+4. Strengths are multiplied by recency (half-life in days, measured back from the user's latest item) and, with a
    query, by topic relevance (``exp((cos(m, q) - max cos) / topic_temperature)``: the messages most related to the
    query count fully, unrelated ones little), so preferences can differ by topic.
-4. Feedback is evidence too: for a chosen/rejected pair, the chosen text's centred similarity minus the rejected
-   one's; for a rating, the response's own similarities, pointing away from its poles when the rating is negative.
-5. Weights are a Dirichlet posterior mean (uniform prior of ``prior_strength`` pseudo-votes); confidence is
+5. Feedback is evidence too: for a chosen/rejected pair, the chosen text's scores minus the rejected one's; for a
+   rating, the response's own centred scores, pointing away from its poles when the rating is negative.
+6. Weights are a Dirichlet posterior mean (uniform prior of ``prior_strength`` pseudo-votes); confidence is
    ``n / (n + confidence_scale)`` for the total evidence strength ``n``. No evidence: neutral, confidence 0.
 
 Explicit settings override a dimension outright (its pole gets weight 1, confidence 1).
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from profiles.catalog import PreferenceCatalog
 from profiles.context import DimensionPreference, Evidence, PreferenceContext
@@ -34,6 +40,9 @@ _SECONDS_PER_DAY = 86_400.0
 _MIN_EVIDENCE = 0.02  # weaker contributions are noise, not worth showing as evidence
 
 NEUTRAL_TEXTS = (
+    # Requests that signal no preference, the zero point of every pole's score. Many are plain "how does X work?",
+    # "explain X", "what is X?" questions on varied topics: their form is what every explanation request shares, so
+    # centring on them cancels the pull such a form has towards the poles whose examples ask for explanations.
     "Can you recommend a good book?",
     "What's the weather like tomorrow?",
     "How do I convert a PDF to a Word document?",
@@ -46,17 +55,52 @@ NEUTRAL_TEXTS = (
     "Can you help me plan a trip to Spain?",
     "What does this error message mean?",
     "How many ounces are in a pound?",
+    "How does a microwave oven heat food?",
+    "Explain how a rainbow forms.",
+    "What is democracy?",
+    "How do bees make honey?",
+    "Explain the theory of evolution.",
+    "How does a bicycle stay upright?",
+    "What is cloud computing?",
+    "Explain how the heart pumps blood.",
+    "How do volcanoes erupt?",
+    "What is the speed of light?",
+    "How does a camera work?",
+    "Explain what an atom is.",
+    "How do plants grow?",
+    "What is a recession?",
+    "Explain how a loan works.",
+    "How does a thermostat work?",
+    "What is the Pythagorean theorem?",
+    "How do birds migrate?",
+    "What is an operating system?",
+    "Explain how a nuclear reactor works.",
+    "Why do we have seasons?",
+    "How is glass made?",
 )
 
 
 class InferenceSettings(BaseModel):
-    """The knobs of inference; the defaults suit all-MiniLM-L6-v2."""
+    """The knobs of inference; the defaults suit all-MiniLM-L6-v2 (measured on the labelled messages in
+    ``tests/store/inference_cases.py``).
+
+    ``exemplar_top_k``: how many of a pole's nearest exemplars its score averages (1: the single nearest).
+    ``vote_temperature``: softmax temperature of a message's vote over its centred scores.
+    ``neutral_margin_quantile``: the margin a message's contrast (best pole minus runner-up) must pass before it
+    counts as evidence, as a quantile of the contrasts that ``NEUTRAL_TEXTS`` reach (0.5: their median).
+    ``strength_scale``: the contrast above the margin at which a message counts fully (strength 1).
+    ``half_life_days``, ``topic_temperature``: recency and topic weighting. ``prior_strength``: pseudo-votes of the
+    uniform prior. ``confidence_scale``: the evidence at which confidence is 1/2. ``feedback_weight``: a feedback
+    item's strength relative to a message's. ``evidence_per_dimension``: messages shown as evidence.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     half_life_days: float = 30.0
+    exemplar_top_k: int = Field(default=2, ge=1)
     vote_temperature: float = 0.05
-    strength_scale: float = 0.2
+    neutral_margin_quantile: float = Field(default=0.5, ge=0.0, le=1.0)
+    strength_scale: float = 0.1
     topic_temperature: float = 0.1
     prior_strength: float = 1.0
     confidence_scale: float = 3.0
@@ -94,13 +138,16 @@ class FeedbackRow:
 
 
 @dataclass(frozen=True)
-class _Signals:
-    votes: np.ndarray  # (n, poles)
-    strength: np.ndarray  # (n,)
+class Signals:
+    """Per-item evidence for one dimension: ``votes`` (n, poles), each row a distribution over the poles, and
+    ``strength`` (n,) in [0, 1], how much each item counts before recency and topic weighting."""
+
+    votes: np.ndarray
+    strength: np.ndarray
 
 
 class PreferenceInference:
-    """Infers a ``PreferenceContext`` for one catalog and one embedder (prototypes are embedded once, here)."""
+    """Infers a ``PreferenceContext`` for one catalog and one embedder (exemplars are embedded once, here)."""
 
     def __init__(
         self, catalog: PreferenceCatalog, embedder: Embedder, settings: InferenceSettings | None = None
@@ -108,17 +155,19 @@ class PreferenceInference:
         self.catalog = catalog
         self.settings = settings or InferenceSettings()
         neutral = encode_normalised(embedder, list(NEUTRAL_TEXTS))
-        self._prototypes: dict[str, np.ndarray] = {}
+        self._exemplars: dict[str, list[np.ndarray]] = {}
         self._baselines: dict[str, np.ndarray] = {}
+        self._margins: dict[str, float] = {}
         for dimension in catalog.dimensions:
-            rows = []
-            for pole in dimension.poles:
-                vectors = encode_normalised(embedder, [pole.description, *pole.examples])
-                mean = vectors.mean(axis=0)
-                rows.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-            prototypes = np.stack(rows).astype(np.float32)
-            self._prototypes[dimension.name] = prototypes
-            self._baselines[dimension.name] = (neutral @ prototypes.T).mean(axis=0)
+            self._exemplars[dimension.name] = [
+                encode_normalised(embedder, [pole.description, *pole.examples]) for pole in dimension.poles
+            ]
+            neutral_scores = self._scores(dimension.name, neutral)
+            self._baselines[dimension.name] = neutral_scores.mean(axis=0)
+            neutral_contrast = _contrast(neutral_scores - self._baselines[dimension.name])
+            self._margins[dimension.name] = float(
+                np.quantile(neutral_contrast, self.settings.neutral_margin_quantile)
+            )
 
     def infer(
         self,
@@ -158,7 +207,7 @@ class PreferenceInference:
                     weights={pole: float(pole == chosen) for pole in poles}, confidence=1.0, source="explicit"
                 )
                 continue
-            signals = self._message_signals(dimension.name, messages.vectors)
+            signals = self.message_signals(dimension.name, messages.vectors)
             feedback_signals = self._feedback_signals(dimension.name, feedback)
             votes = np.concatenate([signals.votes, feedback_signals.votes])
             strength = np.concatenate([signals.strength, feedback_signals.strength]) * weight
@@ -191,33 +240,45 @@ class PreferenceInference:
             evidence=self._evidence(candidates, messages, feedback, texts),
         )
 
-    def _message_signals(self, dimension: str, vectors: np.ndarray) -> _Signals:
-        centred = vectors @ self._prototypes[dimension].T - self._baselines[dimension]
-        return self._signals(centred)
+    def message_signals(self, dimension: str, vectors: np.ndarray) -> Signals:
+        """Votes and strengths of messages (normalised vectors, one row each) for ``dimension``: what ``infer``
+        aggregates, before recency and topic weighting."""
+        return self._signals(dimension, self._scores(dimension, vectors) - self._baselines[dimension])
 
-    def _feedback_signals(self, dimension: str, feedback: list[FeedbackRow]) -> _Signals:
-        poles = len(self._prototypes[dimension])
+    def _scores(self, dimension: str, vectors: np.ndarray) -> np.ndarray:
+        """(n, poles): each vector's mean cosine similarity to each pole's ``exemplar_top_k`` nearest exemplars."""
+        columns = []
+        for exemplars in self._exemplars[dimension]:
+            similarities = vectors @ exemplars.T
+            k = min(self.settings.exemplar_top_k, exemplars.shape[0])
+            columns.append(np.sort(similarities, axis=1)[:, -k:].mean(axis=1))
+        return np.stack(columns, axis=1)
+
+    def _feedback_signals(self, dimension: str, feedback: list[FeedbackRow]) -> Signals:
+        poles = len(self._exemplars[dimension])
         if not feedback:
-            return _Signals(np.zeros((0, poles)), np.zeros(0))
-        prototypes, baseline = self._prototypes[dimension], self._baselines[dimension]
+            return Signals(np.zeros((0, poles)), np.zeros(0))
         rows = []
         for item in feedback:
+            positive = self._scores(dimension, item.positive[None, :])[0]
             if item.negative is not None:
-                rows.append(prototypes @ item.positive - prototypes @ item.negative)
+                rows.append(positive - self._scores(dimension, item.negative[None, :])[0])
             else:
-                rows.append(np.sign(item.rating) * (prototypes @ item.positive - baseline))
-        signals = self._signals(np.stack(rows))
+                rows.append(np.sign(item.rating) * (positive - self._baselines[dimension]))
+        signals = self._signals(dimension, np.stack(rows))
         scale = np.array([self.settings.feedback_weight * min(abs(item.rating), 1.0) for item in feedback])
-        return _Signals(signals.votes, signals.strength * scale)
+        return Signals(signals.votes, signals.strength * scale)
 
-    def _signals(self, centred: np.ndarray) -> _Signals:
-        """Votes (softmax of centred similarities) and strengths (how far the best pole stands out)."""
+    def _signals(self, dimension: str, centred: np.ndarray) -> Signals:
+        """Votes (softmax of centred scores) and strengths (the contrast between the best pole and the runner-up,
+        beyond the dimension's neutral margin)."""
         logits = centred / self.settings.vote_temperature
         logits -= logits.max(axis=1, keepdims=True)
         votes = np.exp(logits)
         votes /= votes.sum(axis=1, keepdims=True)
-        strength = np.clip(centred.max(axis=1) / self.settings.strength_scale, 0.0, 1.0)
-        return _Signals(votes, strength)
+        beyond = _contrast(centred) - self._margins[dimension]
+        strength = np.clip(beyond / self.settings.strength_scale, 0.0, 1.0)
+        return Signals(votes, strength)
 
     @staticmethod
     def _evidence(
@@ -248,6 +309,12 @@ class PreferenceInference:
                     )
                 )
         return evidence
+
+
+def _contrast(centred: np.ndarray) -> np.ndarray:
+    """Per row: the best centred score minus the runner-up's (how clearly one pole wins)."""
+    ordered = np.sort(centred, axis=1)
+    return ordered[:, -1] - ordered[:, -2]
 
 
 def _utc(epoch_seconds: float) -> datetime:
