@@ -185,6 +185,8 @@ def main() -> None:
     parser.add_argument("--ingest-only", action="store_true", help="Skip the scale part.")
     args = parser.parse_args()
 
+    if args.folder is not None:
+        args.folder.mkdir(parents=True, exist_ok=True)
     embedder = SentenceTransformerEmbedder(num_threads=args.threads)
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         ingest = bench_ingest(embedder, args.ingest, Path(folder))
