@@ -70,11 +70,18 @@ def _canonical_path(path: str | Path) -> str:
     return str(local.resolve()) if local.exists() else str(path)
 
 
+def _can_only_be_a_folder(path: str) -> bool:
+    """Hub ids are 'name' or 'org/name': an absolute, relative, home or deeper path can only be a local folder."""
+    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
+
+
 def _load(kind: ModelKind, path: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    local = Path(path)
+    local = Path(path).expanduser()
     what = "model" if kind == "causal_lm" else "reward model"
     if local.exists() and not local.is_dir():
         raise ModelNotFoundError(f"{what} path {path} is a file, expected a model folder")
+    if not local.exists() and _can_only_be_a_folder(path):
+        raise ModelNotFoundError(f"{what} folder not found: {path} (give the folder that holds config.json)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = _AUTO_CLASSES[kind].from_pretrained(path, dtype=dtype)

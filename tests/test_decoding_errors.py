@@ -39,7 +39,7 @@ def test_head_for_another_base_model_is_refused(tiny_models, tmp_path):
 
 
 def test_missing_folders_and_files_say_what_is_missing(tiny_models, tmp_path):
-    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+    with pytest.raises(ModelNotFoundError, match=r"^model folder not found: .*no-such-model \(give the folder"):
         PandaDecoder.from_pretrained(tmp_path / "no-such-model", device="cpu")
     with pytest.raises(ModelNotFoundError, match="reward 'helpful': no reward head file or reward model folder"):
         PandaDecoder.from_pretrained(tiny_models.base, rewards={"helpful": str(tmp_path / "nowhere")}, device="cpu")
