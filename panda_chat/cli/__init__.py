@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from panda_chat import __version__
+from panda_chat.cli.chat import chat
+from panda_chat.cli.demo import demo
+from panda_chat.cli.eval import eval_command
+from panda_chat.cli.generate import generate
+from panda_chat.cli.lambda_fit import lambda_group
+from panda_chat.cli.profile import profile
+from panda_chat.cli.reward import reward
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="panda-chat")
 def main() -> None:
     """Personalise LLM answers at decoding time (PANDA): generate, manage user profiles, train rewards, chat."""
+    if not os.environ.get("PANDA_CHAT_DEBUG"):
+        # transformers draws a progress bar for every model it loads; in a CLI that loads several small models per
+        # command they are noise. panda-chat's own progress bars (imports, training, evaluation) stay.
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
-# Command registration (one line per module; keep alphabetical):
-from panda_chat.cli.generate import generate  # noqa: E402
-main.add_command(generate)
-from panda_chat.cli.reward import reward  # noqa: E402
-main.add_command(reward)
-from panda_chat.cli.profile import profile  # noqa: E402
-main.add_command(profile)
-from panda_chat.cli.eval import eval_command  # noqa: E402
-main.add_command(eval_command)
-from panda_chat.cli.lambda_fit import lambda_group  # noqa: E402
-main.add_command(lambda_group)
-from panda_chat.cli.chat import chat  # noqa: E402
-main.add_command(chat)
-from panda_chat.cli.demo import demo  # noqa: E402
-main.add_command(demo)
+for command in (chat, demo, eval_command, generate, lambda_group, profile, reward):
+    main.add_command(command)
