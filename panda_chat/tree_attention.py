@@ -8,8 +8,8 @@ and hidden states at candidate i are then exactly those of prefix+candidate_i. A
 candidate's keys/values are kept: they are written into the first candidate slot and the cache is cropped to it, so
 the cache again holds the prefix plus one token, and never k copies of anything.
 
-Both the decoder (base model) and the cached reward model (``panda_chat.rewards.reward_model``) use these helpers,
-which is why they live here, below both layers.
+``PrefixCache`` puts this together for one backbone. The decoder (base model) and the cached reward model
+(``panda_chat.rewards.reward_model``) each keep one, which is why it lives here, below both layers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
 
@@ -126,3 +126,59 @@ def cache_bytes(cache: DynamicCache) -> int:
             if states is not None:
                 total += states.numel() * states.element_size()
     return total
+
+
+class PrefixCache:
+    """A decoder backbone's KV cache over a left-padded batch, with the forwards PANDA needs on top of it.
+
+    The base model (``decoding.policy``) and a same-tokenizer reward model (``rewards.reward_model``) each keep one;
+    they differ only in the head they put on the hidden states returned here (LM head vs. score head).
+    """
+
+    def __init__(self, model: PreTrainedModel):
+        self.backbone = model.base_model  # e.g. LlamaModel: returns the final-normed last hidden state
+        self.dtype = model.dtype
+        self.cache = DynamicCache(config=model.config)
+        self.prefix: SharedPrefix | None = None
+        self._tree_checked = False
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Encode the left-padded prompts (B, L) into the cache; return their hidden states (B, L, H)."""
+        self.prefix = SharedPrefix.from_prompt(attention_mask)
+        return self._forward(input_ids, self.prefix.attention_mask, prefill_position_ids(self.prefix.attention_mask))
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per row (B,); return its hidden state (B, H)."""
+        attention_mask, positions = self.prefix.decode_inputs()
+        hidden = self._forward(tokens[:, None], attention_mask, positions)
+        self.prefix.append_one()
+        return hidden[:, -1]
+
+    def candidates(self, candidate_ids: torch.Tensor) -> torch.Tensor:
+        """Run k candidates per row (B, k) on the cached prefix with the tree mask; return their hidden states
+        (B, k, H). The cache holds prefix + k slots until ``keep``."""
+        mask, positions = self.prefix.tree_inputs(candidate_ids.shape[1], self.dtype)
+        hidden = self._forward(candidate_ids, mask, positions)
+        if not self._tree_checked:  # checked on first use: plain decoding works with any cache type
+            check_tree_cache(self.cache)
+            self._tree_checked = True
+        return hidden
+
+    def keep(self, chosen: torch.Tensor) -> None:
+        """After ``candidates``: keep each row's chosen candidate (B,) and drop the other k - 1."""
+        keep_chosen_candidate(self.cache, self.prefix.length, chosen)
+        self.prefix.append_one()
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the batch ``rows`` (finished rows are dropped)."""
+        select_cache_rows(self.cache, rows)
+        self.prefix.select_rows(rows)
+
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+        ).last_hidden_state

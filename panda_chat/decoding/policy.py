@@ -14,78 +14,41 @@ prompt token, the chosen candidate), never for all k candidates or all prompt po
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
-from panda_chat.tree_attention import (
-    SharedPrefix,
-    check_tree_cache,
-    keep_chosen_candidate,
-    prefill_position_ids,
-    select_cache_rows,
-)
+from panda_chat.tree_attention import PrefixCache
 
 
 class BasePolicy:
     def __init__(self, model: PreTrainedModel):
-        self.model = model
-        self.backbone = model.base_model  # e.g. LlamaModel: returns the final-normed last hidden state
+        self.kv = PrefixCache(model)
         self.lm_head = model.get_output_embeddings()
-        self.cache = DynamicCache(config=model.config)
-        self.prefix: SharedPrefix | None = None
         self._candidate_hidden: torch.Tensor | None = None
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the prompts; return next-token logits (B, V) and the mean prompt hidden state (B, H)."""
-        self.prefix = SharedPrefix.from_prompt(attention_mask)
-        hidden = self.backbone(
-            input_ids=input_ids,
-            attention_mask=self.prefix.attention_mask,
-            position_ids=prefill_position_ids(self.prefix.attention_mask),
-            past_key_values=self.cache,
-            use_cache=True,
-        ).last_hidden_state
-        real = self.prefix.attention_mask[..., None].to(hidden.dtype)
+        hidden = self.kv.prefill(input_ids, attention_mask)
+        real = self.kv.prefix.attention_mask[..., None].to(hidden.dtype)
         prompt_features = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
         return self.lm_head(hidden[:, -1]), prompt_features.float()
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (B,); return the next logits (B, V)."""
-        attention_mask, positions = self.prefix.decode_inputs()
-        hidden = self.backbone(
-            input_ids=tokens[:, None],
-            attention_mask=attention_mask,
-            position_ids=positions,
-            past_key_values=self.cache,
-            use_cache=True,
-        ).last_hidden_state
-        self.prefix.append_one()
-        return self.lm_head(hidden[:, -1])
+        return self.lm_head(self.kv.step(tokens))
 
     def expand(self, candidate_ids: torch.Tensor) -> torch.Tensor:
         """Run the k candidates of every row (B, k) on the cached prefix; return their hidden states (B, k, H)."""
-        mask, positions = self.prefix.tree_inputs(candidate_ids.shape[1], self.model.dtype)
-        hidden = self.backbone(
-            input_ids=candidate_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=self.cache,
-            use_cache=True,
-        ).last_hidden_state
-        if self._candidate_hidden is None:
-            check_tree_cache(self.cache)
-        self._candidate_hidden = hidden
-        return hidden
+        self._candidate_hidden = self.kv.candidates(candidate_ids)
+        return self._candidate_hidden
 
     def keep(self, chosen: torch.Tensor) -> torch.Tensor:
         """Keep each row's chosen candidate (B,) after ``expand``; return the next logits (B, V)."""
-        keep_chosen_candidate(self.cache, self.prefix.length, chosen)
-        self.prefix.append_one()
+        self.kv.keep(chosen)
         rows = torch.arange(chosen.shape[0], device=chosen.device)
         return self.lm_head(self._candidate_hidden[rows, chosen])
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` of the batch (finished rows are dropped)."""
-        select_cache_rows(self.cache, rows)
-        self.prefix.select_rows(rows)
+        self.kv.select_rows(rows)
         if self._candidate_hidden is not None:
             self._candidate_hidden = self._candidate_hidden[rows]

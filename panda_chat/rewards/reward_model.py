@@ -15,17 +15,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
 from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
-from panda_chat.tree_attention import (
-    SharedPrefix,
-    cache_bytes,
-    check_tree_cache,
-    keep_chosen_candidate,
-    prefill_position_ids,
-    select_cache_rows,
-)
+from panda_chat.tree_attention import PrefixCache, cache_bytes
 
 
 def reward_head_of(model: PreTrainedModel) -> nn.Module:
@@ -50,7 +43,6 @@ class CachedRewardModel(RewardSource):
 
     def __init__(self, model: PreTrainedModel, name: str, calibration: Calibration | None = None):
         self.model = model.eval()
-        self.backbone = model.base_model
         self.head = reward_head_of(model)
         self.name = name
         self.calibration = calibration or Calibration()
@@ -66,46 +58,27 @@ class CachedRewardSession(RewardSession):
 
     def __init__(self, source: CachedRewardModel, prompts: PromptBatch):
         self.source = source
-        device = source.model.device
-        self.cache = DynamicCache(config=source.model.config)
-        self.prefix = SharedPrefix.from_prompt(prompts.attention_mask.to(device))
+        self.device = source.model.device
+        self.kv = PrefixCache(source.model)
         with torch.inference_mode():
-            source.backbone(
-                input_ids=prompts.input_ids.to(device),
-                attention_mask=self.prefix.attention_mask,
-                position_ids=prefill_position_ids(self.prefix.attention_mask),
-                past_key_values=self.cache,
-                use_cache=True,
-            )
-        check_tree_cache(self.cache)
-        self.peak_cache_bytes = cache_bytes(self.cache)
+            self.kv.prefill(prompts.input_ids.to(self.device), prompts.attention_mask.to(self.device))
+        self.peak_cache_bytes = cache_bytes(self.kv.cache)
 
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
-        ids = candidates.candidate_ids.to(self.source.model.device)
-        mask, positions = self.prefix.tree_inputs(ids.shape[1], self.source.model.dtype)
         with torch.inference_mode():
-            hidden = self.source.backbone(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=self.cache,
-                use_cache=True,
-            ).last_hidden_state
+            hidden = self.kv.candidates(candidates.candidate_ids.to(self.device))
             rewards = self.source.head(hidden).squeeze(-1).float()
-        self.peak_cache_bytes = max(self.peak_cache_bytes, cache_bytes(self.cache))
+        self.peak_cache_bytes = max(self.peak_cache_bytes, cache_bytes(self.kv.cache))
         return rewards.to(candidates.candidate_ids.device)
 
     def commit(self, chosen: torch.Tensor) -> None:
-        keep_chosen_candidate(self.cache, self.prefix.length, chosen.to(self.source.model.device))
-        self.prefix.append_one()
+        self.kv.keep(chosen.to(self.device))
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` of the batch (the decoder drops finished rows)."""
-        rows = rows.to(self.source.model.device)
-        select_cache_rows(self.cache, rows)
-        self.prefix.select_rows(rows)
+        self.kv.select_rows(rows.to(self.device))
 
     @property
     def cache_shape(self) -> tuple[int, ...]:
         """(batch, kv_heads, cached slots, head_dim) of the first layer: the batch is B, never B * k."""
-        return tuple(self.cache.layers[0].keys.shape)
+        return tuple(self.kv.cache.layers[0].keys.shape)
