@@ -6,17 +6,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from panda_chat.rewards.base import CandidateBatch, PromptBatch
-from panda_chat.rewards.text_reward_model import TextRewardModel, candidate_texts
+from panda_chat.rewards.text_reward_model import TextRewardModel, candidate_texts, score_candidate_texts
 from panda_chat.rewards.zero_shot import ZeroShotReward
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's thread pool costs more than it saves, badly so on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +34,21 @@ def test_candidate_texts_are_prefix_plus_candidate(tokenizer):
     assert texts == [[tokenizer.decode(batch.generated_ids[0] + [t]) for t in batch.candidate_ids[0].tolist()],
                      [tokenizer.decode(batch.generated_ids[1] + [t]) for t in batch.candidate_ids[1].tolist()]]
     assert texts[0][0].startswith("The cat")
+
+
+def test_text_rewards_score_active_rows_only_in_one_call(tokenizer):
+    batch = _batch(tokenizer, ["The cat", "A robot", "My neighbour"],
+                   [[" the", " a"], [" cooks", " builds"], [" enjoys", " repairs"]], active=[True, False, True])
+    calls = []
+
+    def score(rows, texts):
+        calls.append((rows, texts))
+        return [float(len(text)) for text in texts]
+
+    scores = score_candidate_texts(tokenizer, batch, score)
+    texts = candidate_texts(tokenizer, batch)
+    assert calls == [([0, 0, 2, 2], texts[0] + texts[2])]  # the finished row 1 is neither decoded nor scored
+    assert scores.tolist() == [[float(len(t)) for t in texts[0]], [0.0, 0.0], [float(len(t)) for t in texts[2]]]
 
 
 def test_zero_shot_prefers_candidates_closer_to_the_description(tokenizer):

@@ -13,12 +13,12 @@ Re-tokenising the response may merge its bytes into other tokens than the ones g
 can score differently here than on the cached path; wherever the tokens agree, the rewards agree (tested, and
 measured in the benchmark).
 
-``candidate_texts`` is shared with the other text rewards (the zero-shot embedding reward).
+``candidate_texts`` and ``score_candidate_texts`` are shared with the other text rewards (the zero-shot embedding reward).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -38,6 +38,32 @@ def candidate_texts(tokenizer: PreTrainedTokenizerBase, candidates: CandidateBat
     texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
     k = candidates.candidate_ids.shape[1]
     return [texts[row * k : (row + 1) * k] for row in range(len(ids))]
+
+
+def score_candidate_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    candidates: CandidateBatch,
+    score: Callable[[list[int], list[str]], Sequence[float] | torch.Tensor],
+) -> torch.Tensor:
+    """(B, k) rewards of a text reward: every active row's k candidate texts, scored in ONE call.
+
+    ``score(rows, texts)`` gets the flat texts and, for each, the batch row it belongs to; finished rows are neither
+    decoded nor scored (their reward is 0, which the decoder ignores).
+    """
+    batch, k = candidates.candidate_ids.shape
+    rows = [b for b in range(batch) if bool(candidates.active[b])]
+    scores = torch.zeros(batch, k)
+    if rows:
+        active = CandidateBatch(
+            step=candidates.step,
+            candidate_ids=candidates.candidate_ids[rows],
+            generated_ids=[candidates.generated_ids[b] for b in rows],
+            active=candidates.active[rows],
+        )
+        texts = [text for row_texts in candidate_texts(tokenizer, active) for text in row_texts]
+        flat = score([b for b in rows for _ in range(k)], texts)
+        scores[rows] = torch.as_tensor(flat, dtype=torch.float32).view(len(rows), k)
+    return scores.to(candidates.candidate_ids.device)
 
 
 class TextRewardModel(RewardSource):
@@ -111,13 +137,8 @@ class _TextRewardSession(RewardSession):
         self.prompt_texts = [self.prompt_texts[i] for i in rows.tolist()]
 
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
-        B, k = candidates.candidate_ids.shape
-        scores = torch.zeros(B, k)
-        rows = [b for b in range(B) if bool(candidates.active[b])]
-        if rows:
-            texts = candidate_texts(self.tokenizer, candidates)
-            flat = self.source.score_texts(
-                [self.prompt_texts[b] for b in rows for _ in range(k)], [t for b in rows for t in texts[b]]
-            )
-            scores[rows] = flat.view(len(rows), k)
-        return scores.to(candidates.candidate_ids.device)
+        return score_candidate_texts(
+            self.tokenizer,
+            candidates,
+            lambda rows, texts: self.source.score_texts([self.prompt_texts[b] for b in rows], texts),
+        )

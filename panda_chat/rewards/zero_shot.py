@@ -22,7 +22,7 @@ import torch
 
 from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 from panda_chat.rewards.calibration import calibrate
-from panda_chat.rewards.text_reward_model import candidate_texts
+from panda_chat.rewards.text_reward_model import score_candidate_texts
 from profiles.embedders import Embedder, encode_normalised, resolve_embedder
 
 EmbedderSpec = Embedder | Callable[[list[str]], object] | str | None
@@ -67,11 +67,5 @@ class _ZeroShotSession(RewardSession):
         """Stateless: every step's candidates carry their own rows' generated tokens."""
 
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
-        B, k = candidates.candidate_ids.shape
-        scores = torch.zeros(B, k)
-        rows = [b for b in range(B) if bool(candidates.active[b])]
-        if rows:
-            texts = candidate_texts(self.tokenizer, candidates)
-            flat = self.source.score_texts([t for b in rows for t in texts[b]])  # one encode call for all rows
-            scores[rows] = torch.from_numpy(np.asarray(flat, dtype=np.float32)).view(len(rows), k)
-        return scores.to(candidates.candidate_ids.device)
+        # one encode call for all active rows' candidates
+        return score_candidate_texts(self.tokenizer, candidates, lambda rows, texts: self.source.score_texts(texts))
