@@ -19,15 +19,6 @@ from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head
 PROMPTS = ["Tell me how the cat cooks a simple soup.", "Explain the budget", "Our team builds a bicycle"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's thread pool costs more than it saves, badly so on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def decoder(tiny_models):
     model = AutoModelForCausalLM.from_pretrained(tiny_models.base).eval()

@@ -26,15 +26,6 @@ FORMAL = ["politely.", "formally, as required.", "with great care!", "like an ex
 CASUAL = ["with a smile :)", "briefly.", "in plain words.", "for beginners."]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: torch's thread pool costs more than it saves, badly so on a busy 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def formality_pairs(n: int, seed: int = 0) -> list[PreferencePair]:
     """Same body, formal ending preferred to a casual one: a signal a head on the hidden states can learn."""
     rng = random.Random(seed)
