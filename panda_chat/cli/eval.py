@@ -3,7 +3,7 @@
     panda-chat eval --base ./base --reward formal=./formal.safetensors --prompts prompts.txt \\
         --methods greedy,args,panda,panda-set --lambda-model lam.safetensors --json-out eval.json
 
-The helpers that turn ``--reward``/``--weight`` options into a ``PandaDecoder`` are shared with ``lambda fit``.
+The options that load a ``PandaDecoder`` (``decoder_options``, ``load_decoder``) are shared with ``lambda fit``.
 """
 
 from __future__ import annotations
@@ -15,57 +15,7 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
-
-ZERO_SHOT_PREFIX = "zero-shot:"
-
-
-def parse_assignments(option: str, values: tuple[str, ...]) -> dict[str, str]:
-    """NAME=VALUE options -> {name: value}."""
-    parsed = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise click.BadParameter(f"expected NAME=VALUE, got '{item}'", param_hint=option)
-        parsed[name.strip()] = value.strip()
-    return parsed
-
-
-def parse_floats(option: str, text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got '{text}'", param_hint=option) from None
-    if not values or any(v < 0 for v in values):
-        raise click.BadParameter(f"expected non-negative numbers, got '{text}'", param_hint=option)
-    return values
-
-
-def reward_specs(values: tuple[str, ...], embedder: str | None = None) -> dict:
-    """``--reward NAME=PATH`` (head file or reward-model folder) or ``NAME=zero-shot:DESCRIPTION``."""
-    specs = {}
-    for name, value in parse_assignments("--reward", values).items():
-        if value.startswith(ZERO_SHOT_PREFIX):
-            from panda_chat.rewards.zero_shot import ZeroShotReward
-
-            specs[name] = ZeroShotReward(value[len(ZERO_SHOT_PREFIX):], name=name, embedder=embedder)
-        else:
-            specs[name] = value
-    if not specs:
-        raise click.UsageError("give at least one --reward NAME=PATH")
-    return specs
-
-
-def reward_weights(values: tuple[str, ...]) -> dict[str, float] | None:
-    if not values:
-        return None
-    weights = {}
-    for name, value in parse_assignments("--weight", values).items():
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"weight of '{name}' must be a number, got '{value}'", param_hint="--weight")
-    return weights
-
+from panda_chat.cli.options import parse_floats, reward_specs, reward_weights
 
 def load_decoder(base: str, rewards: dict, device: str, dtype: str, threads: int | None = None):
     from transformers.utils import logging

@@ -17,28 +17,7 @@ import time
 import click
 
 from panda_chat.cli.errors import friendly_errors
-
-
-def _name_value_pairs(option: str, values: tuple[str, ...]) -> list[tuple[str, str]]:
-    pairs = []
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise click.BadParameter(f"expected NAME=VALUE, got '{item}'", param_hint=option)
-        pairs.append((name.strip(), value.strip()))
-    return pairs
-
-
-def _weights(values: tuple[str, ...]) -> dict[str, float] | None:
-    if not values:
-        return None
-    weights = {}
-    for name, value in _name_value_pairs("--weight", values):
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise click.BadParameter(f"weight of '{name}' must be a number, got '{value}'", param_hint="--weight")
-    return weights
+from panda_chat.cli.options import parse_assignments, reward_weights
 
 
 @click.command("generate")
@@ -72,8 +51,8 @@ def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy,
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise click.UsageError("the prompt is empty")
-    reward_specs = dict(_name_value_pairs("--reward", rewards))
-    weight_values = _weights(weights)
+    reward_specs = parse_assignments("--reward", rewards)
+    weight_values = reward_weights(weights)
 
     started = time.perf_counter()
     decoder = PandaDecoder.from_pretrained(base, rewards=reward_specs, device=device, dtype=dtype)

@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.eval import decoder_options, load_decoder, parse_floats, reward_specs, reward_weights
+from panda_chat.cli.eval import decoder_options, load_decoder
+from panda_chat.cli.options import parse_floats, reward_specs, reward_weights
 
 
 @click.group("lambda")
