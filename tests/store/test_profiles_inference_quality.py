@@ -18,6 +18,7 @@ import pytest
 # tests/store has no __init__.py: pytest puts this folder on sys.path, so its data module imports by name.
 from inference_cases import NEUTRAL_QUESTIONS, SIGNALS
 
+from panda_chat.cli.demo import DEMO_HISTORIES
 from profiles import PreferenceCatalog, ProfileStore, SentenceTransformerEmbedder
 from profiles.embedders import encode_normalised
 from profiles.inference import NEUTRAL_TEXTS, PreferenceInference
@@ -25,24 +26,10 @@ from profiles.inference import NEUTRAL_TEXTS, PreferenceInference
 MIN_ACCURACY = {"expertise": 0.8, "verbosity": 0.75, "tone": 0.9}
 MAX_NEUTRAL_STRENGTH = 0.3  # mean over the neutral questions, per dimension
 
-# The six past messages of each user in ``panda-chat demo`` (panda_chat/cli/demo.py, DEMO_HISTORIES), copied: the
-# profile store's tests do not import panda_chat.
-ANA = (
-    "Can you explain photosynthesis like I'm five?",
-    "I'm a complete beginner in cooking, please keep it simple: why does bread dough rise?",
-    "Keep it short please: what is inflation?",
-    "tl;dr on compound interest?",
-    "hey!! thanks so much, you're awesome :) what's a black hole?",
-    "Hiya! quick question for ya, how do magnets work?",
-)
-BEN = (
-    "Skip the basics, I work in machine learning professionally. What exactly is overfitting?",
-    "Give me the rigorous version of how DNS resolution works, with the relevant technical details.",
-    "Please walk me through gradient descent step by step, with examples, and don't leave anything out.",
-    "I want the full, thorough explanation of how vaccines work.",
-    "Dear assistant, I would be grateful for a formal summary of how interest rates work.",
-    "Kindly provide a professional overview of the stock market.",
-)
+# The six past messages of each user in ``panda-chat demo``: the test guards what the demo shows. (Tests may import
+# panda_chat; the ``profiles`` package itself never does.)
+ANA = DEMO_HISTORIES["ana"]
+BEN = DEMO_HISTORIES["ben"]
 # Short-answer requests in a friendly tone, some around "how does X work?" questions (which pull towards detailed).
 SHORT_AND_FRIENDLY = (
     "hey! quick one, what's a VPN? keep it short :)",
