@@ -30,6 +30,7 @@ from profiles.errors import (
     UnknownUserError,
     UserExistsError,
 )
+from profiles.ids import MAX_USER_ID_LENGTH, InvalidUserIdError, validate_user_id
 from profiles.exchange import HistoryLine, ProfileExport, parse_export, parse_history
 from profiles.inference import InferenceSettings, PreferenceInference
 from profiles.store import (
@@ -43,6 +44,9 @@ from profiles.store import (
 )
 
 __all__ = [
+    "InvalidUserIdError",
+    "MAX_USER_ID_LENGTH",
+    "validate_user_id",
     "CallableEmbedder",
     "CatalogError",
     "Dimension",

@@ -48,6 +48,7 @@ from profiles.exchange import (
     ProfileExport,
     as_utc,
 )
+from profiles.ids import validate_user_id
 from profiles.index import DEFAULT_NLIST, EmbeddingIndex, IndexHeader
 from profiles.inference import FeedbackRow, InferenceSettings, MessageRows, PreferenceInference
 from profiles.models import (
@@ -260,7 +261,7 @@ class ProfileStore:
     def _ensure_user(self, session: Session, user_id: str) -> int:
         pk = self._user_pk(session, user_id)
         if pk is None:
-            _check_text(user_id, "user id")
+            validate_user_id(user_id)
             pk = session.scalar(insert(User).values(name=user_id, created_at=_now()).returning(User.id))
         return pk
 
@@ -275,7 +276,7 @@ class ProfileStore:
 
     def create_user(self, user_id: str) -> None:
         """Create a user; ``UserExistsError`` if there is one already."""
-        _check_text(user_id, "user id")
+        validate_user_id(user_id)
         with self._write() as session:
             if self._user_pk(session, user_id) is not None:
                 raise UserExistsError(user_id)

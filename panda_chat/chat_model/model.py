@@ -39,7 +39,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
-from langchain_core.runnables.config import get_config_list
+from langchain_core.runnables.config import ensure_config, get_config_list
 from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, model_validator
@@ -50,7 +50,7 @@ from panda_chat.chat_model.runtime import ModelRuntime, model_runtime
 from panda_chat.chat_model.structured import JsonWriter
 from panda_chat.decoding import GenerationOutput
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
-from profiles import PreferenceCatalog, PreferenceContext
+from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
 
 # Call arguments ChatPanda understands besides LangChain's own; anything else is refused (a typo would be ignored).
 _CALL_OPTIONS = {
@@ -211,16 +211,24 @@ class ChatPanda(BaseChatModel):
 
     @staticmethod
     def _with_config_options(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Move ``user_id`` / ``conversation_id`` from the run config into the call arguments (see module doc)."""
-        config = config or {}
+        """Move ``user_id`` / ``conversation_id`` from the run config into the call arguments (see module doc).
+
+        The config is merged with the ambient one (``ensure_config``), so a ``llm.invoke(messages)`` inside a
+        LangGraph node sees the graph's ``configurable.user_id`` although the node passed no config. A per-call
+        user that is present but empty, ``None`` or not a string is an error, never a fallback to ``user_id``.
+        """
+        config = ensure_config(config)
         configurable = config.get("configurable") or {}
         metadata = config.get("metadata") or {}
         merged = dict(kwargs)
-        for key in ("user_id", "conversation_id"):
-            if key not in merged:
-                value = configurable.get(key, metadata.get(key) if key == "conversation_id" else None)
-                if value is not None:
-                    merged[key] = value
+        if "user_id" in merged:
+            validate_user_id(merged["user_id"], where="user_id")
+        elif "user_id" in configurable:
+            merged["user_id"] = validate_user_id(configurable["user_id"], where="configurable.user_id")
+        if "conversation_id" not in merged:
+            value = configurable.get("conversation_id", metadata.get("conversation_id"))
+            if value is not None:
+                merged["conversation_id"] = value
         return merged
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
@@ -246,7 +254,8 @@ class ChatPanda(BaseChatModel):
             raise TypeError(f"ChatPanda got unknown call arguments: {', '.join(sorted(unknown))}")
         return _CallOptions(
             model=str(kwargs.get("model") or self.model_name or default_model_path()),
-            user_id=str(kwargs.get("user_id") or self.user_id),
+            user_id=validate_user_id(kwargs["user_id"] if "user_id" in kwargs else self.user_id,
+                                     where="user_id" if "user_id" in kwargs else "ChatPanda.user_id"),
             conversation_id=kwargs.get("conversation_id"),
             max_tokens=int(kwargs.get("max_tokens") or self.max_tokens),
             temperature=float(kwargs.get("temperature", self.temperature)),
@@ -267,7 +276,7 @@ class ChatPanda(BaseChatModel):
     def _prepare(self, messages: Sequence[BaseMessage], options: _CallOptions, runtime: ModelRuntime,
                  user_id: str | None = None, conversation_id: str | int | None = None) -> _Row:
         """Prompt, recording of the new human turns, and the personalisation plan of one conversation."""
-        user_id = user_id or options.user_id
+        user_id = options.user_id if user_id is None else validate_user_id(user_id)
         conversation_id = conversation_id if conversation_id is not None else options.conversation_id
         turns = to_turns(messages)
         if options.response_format is not None:
@@ -593,7 +602,7 @@ class ChatPanda(BaseChatModel):
 
     def explain(self, user_id: str | None = None, query: str | None = None) -> str:
         """Which preferences would steer an answer to ``query`` for the user, in words (the chat CLI's ``/why``)."""
-        options = self._options(None, {"user_id": user_id} if user_id else {})
+        options = self._options(None, {"user_id": user_id} if user_id is not None else {})
         runtime = self._runtime(options)
         profiles = self._profiles()
         context = profiles.preferences(options.user_id, query)
