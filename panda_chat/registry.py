@@ -71,8 +71,17 @@ def _canonical_path(path: str | Path) -> str:
 
 
 def _can_only_be_a_folder(path: str) -> bool:
-    """Hub ids are 'name' or 'org/name': an absolute, relative, home or deeper path can only be a local folder."""
-    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
+    """Hub ids are 'name' or 'org/name': an absolute, relative, home or deeper path can only be a local folder, and
+    so can 'dir/name' when 'dir' is a local folder (a typo inside an existing folder must not go to the hub)."""
+    if path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path:
+        return True
+    head, _, tail = path.partition("/")
+    return bool(tail) and Path(head).is_dir()
+
+
+def _one_line(error: BaseException) -> str:
+    """A library error's whole message on one line (some span several lines and lose their point when cut)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _load(kind: ModelKind, path: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
@@ -82,13 +91,15 @@ def _load(kind: ModelKind, path: str, device: torch.device, dtype: torch.dtype) 
         raise ModelNotFoundError(f"{what} path {path} is a file, expected a model folder")
     if not local.exists() and _can_only_be_a_folder(path):
         raise ModelNotFoundError(f"{what} folder not found: {path} (give the folder that holds config.json)")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise ModelNotFoundError(f"{path} is not a {what} folder: it holds no config.json (give the folder that "
+                                 "save_pretrained wrote)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = _AUTO_CLASSES[kind].from_pretrained(path, dtype=dtype)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         where = "local folder" if local.exists() else "folder (no such local folder, and not loadable from the hub)"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelNotFoundError(f"cannot load the {what} from {where} '{path}': {first_line}") from error
+        raise ModelNotFoundError(f"cannot load the {what} from {where} '{path}': {_one_line(error)}") from error
     model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, path=path, device=device, dtype=dtype)
 

@@ -21,6 +21,7 @@ from profiles.embedders import (
 from profiles.errors import (
     CatalogError,
     EmbedderError,
+    ForgetIncompleteError,
     ImportFormatError,
     InvalidInputError,
     ProfileError,
@@ -29,6 +30,7 @@ from profiles.errors import (
     UnknownPoleError,
     UnknownUserError,
     UserExistsError,
+    UserForgottenError,
 )
 from profiles.ids import MAX_USER_ID_LENGTH, InvalidUserIdError, validate_user_id
 from profiles.exchange import HistoryLine, ProfileExport, parse_export, parse_history
@@ -53,6 +55,8 @@ __all__ = [
     "DimensionPreference",
     "Embedder",
     "EmbedderError",
+    "ForgetIncompleteError",
+    "UserForgottenError",
     "Evidence",
     "FeedbackPair",
     "ForgetReport",

@@ -62,6 +62,9 @@ class SentenceTransformerEmbedder:
             location, self.name = (str(packaged), DEFAULT_MODEL_NAME) if packaged else (DEFAULT_MODEL_NAME,) * 2
         else:
             location = str(model)
+            if not Path(location).expanduser().exists() and _looks_local(location):
+                raise EmbedderError(f"embedder folder not found: {location} (give a sentence-transformers model "
+                                    "folder, or 'hashing')")
             self.name = str(Path(location).resolve()) if Path(location).exists() else location
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -69,7 +72,8 @@ class SentenceTransformerEmbedder:
         try:
             self.model = SentenceTransformer(location, device=device)
         except Exception as error:
-            raise EmbedderError(f"cannot load sentence-transformers model {location!r}: {error}") from error
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise EmbedderError(f"cannot load sentence-transformers model {location!r}: {reason}") from error
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.batch_size = batch_size
@@ -89,6 +93,12 @@ class SentenceTransformerEmbedder:
         finally:
             torch.set_num_threads(previous)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+def _looks_local(location: str) -> bool:
+    """A path that can only be a local folder (never a hub id 'name' or 'org/name'), so a typo fails at once
+    instead of spending a minute in hub retries."""
+    return location.startswith(("/", ".", "~")) or location.count("/") > 1 or "\\" in location
 
 
 class HashingEmbedder:

@@ -32,6 +32,20 @@ class UserExistsError(ProfileError, ValueError):
         self.user_id = user_id
 
 
+class UserForgottenError(ProfileError):
+    """The user was forgotten while a write for them was running (e.g. an import still embedding): the write is
+    refused, so a forget is never undone."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"user {user_id!r} was forgotten while this write was running; nothing was stored")
+        self.user_id = user_id
+
+
+class ForgetIncompleteError(ProfileError):
+    """The user's rows are deleted, but old copies of their pages may remain in a file (the SQLite WAL) because
+    another connection kept reading; the message says what to run once it has stopped."""
+
+
 class UnknownDimensionError(ProfileError, ValueError):
     """A preference dimension that the catalog does not define."""
 

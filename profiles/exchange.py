@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -31,7 +31,9 @@ from pydantic import (
     model_validator,
 )
 
-from profiles.errors import ImportFormatError
+from profiles.errors import ImportFormatError, InvalidInputError
+from profiles.ids import InvalidUserIdError, validate_user_id
+from profiles.validation import FeedbackInput, Rating, check_text_size, check_unique, first_error
 
 EXPORT_FORMAT = "panda-chat/profile"
 EXPORT_VERSION = 1
@@ -83,17 +85,30 @@ class HistoryLine(BaseModel):
         return None if value is None else as_utc(value)
 
 
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+_first_error = first_error
 
 
-def parse_history(lines: Iterable[str], *, source: str = "history") -> list[HistoryLine]:
-    """Parse every line before anything is stored; the first bad line raises ``ImportFormatError`` with its number."""
-    records = []
+def numbered_lines(lines: Iterable[str | bytes], *, source: str) -> Iterator[tuple[int, str]]:
+    """``(1-based number, text)`` of each line; bytes are decoded as UTF-8, and a line that is not valid UTF-8
+    raises ``ImportFormatError`` naming the file, the line and the byte (a bare codec error names neither)."""
     for number, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ImportFormatError(
+                    f"not valid UTF-8 (byte 0x{line[error.start]:02x} at column {error.start + 1}); "
+                    "save the file as UTF-8", source=source, line=number) from None
+        yield number, line
+
+
+def parse_history(
+    lines: Iterable[str | bytes], *, source: str = "history", max_chars: int | None = None
+) -> list[HistoryLine]:
+    """Parse every line (text, or UTF-8 bytes) before anything is stored; the first bad line raises
+    ``ImportFormatError`` with its number. ``max_chars`` bounds each message's text (the store's limit)."""
+    records = []
+    for number, line in numbered_lines(lines, source=source):
         if not line.strip():
             continue
         try:
@@ -103,9 +118,14 @@ def parse_history(lines: Iterable[str], *, source: str = "history") -> list[Hist
         if not isinstance(data, dict):
             raise ImportFormatError("expected a JSON object with role and text", source=source, line=number)
         try:
-            records.append(HistoryLine.model_validate(data))
+            record = HistoryLine.model_validate(data)
+            if max_chars is not None:
+                check_text_size(record.text, max_chars, "text")
         except ValidationError as error:
             raise ImportFormatError(_first_error(error), source=source, line=number) from None
+        except InvalidInputError as error:
+            raise ImportFormatError(str(error), source=source, line=number) from None
+        records.append(record)
     return records
 
 
@@ -134,13 +154,23 @@ class ExportedConversation(_Record):
 
 
 class ExportedFeedback(_Record):
+    """Feedback as exported; the same rules as ``ProfileStore.add_feedback`` (``profiles.validation``)."""
+
     prompt: str
     response: str | None = None
-    rating: float | None = None
+    rating: Rating | None = None
     chosen: str | None = None
     rejected: str | None = None
     message_ref: int | None = None
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _rating_or_pair(self) -> ExportedFeedback:
+        FeedbackInput(prompt=self.prompt, response=self.response, rating=self.rating, chosen=self.chosen,
+                      rejected=self.rejected)
+        if self.rating is not None and self.response is None and self.message_ref is None:
+            raise ValueError("a rating needs the rated response (or the message_ref of a message in the file)")
+        return self
 
 
 class ExportedSetting(_Record):
@@ -161,12 +191,26 @@ class ProfileExport(_Record):
 
     format: Literal["panda-chat/profile"] = EXPORT_FORMAT
     version: Literal[1] = EXPORT_VERSION
-    user_id: str = Field(min_length=1)
+    user_id: str
     created_at: datetime
     conversations: list[ExportedConversation] = Field(default_factory=list)
     feedback: list[ExportedFeedback] = Field(default_factory=list)
     preferences: list[ExportedSetting] = Field(default_factory=list)
     reward_heads: list[ExportedRewardHead] = Field(default_factory=list)
+
+    @field_validator("user_id")
+    @classmethod
+    def _valid_user_id(cls, value: str) -> str:
+        try:
+            return validate_user_id(value, where="the user id")
+        except InvalidUserIdError as error:
+            raise ValueError(str(error)) from None
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> ProfileExport:
+        check_unique((setting.dimension for setting in self.preferences), "preference dimension")
+        check_unique((head.name for head in self.reward_heads), "reward head")
+        return self
 
     @model_validator(mode="after")
     def _consistent_refs(self) -> ProfileExport:
@@ -202,4 +246,18 @@ def parse_export(text: str | bytes, *, source: str = "export") -> ProfileExport:
     try:
         return ProfileExport.model_validate(data)
     except ValidationError as error:
-        raise ImportFormatError(_first_error(error), source=source) from None
+        raise ImportFormatError(_first_error(error), source=source, line=_line_of(text, error)) from None
+
+
+def _line_of(text: str | bytes, error: ValidationError) -> int | None:
+    """The line of the export file where the first problem's top-level key is written (exports are indented JSON,
+    one key per line); None when it cannot be told."""
+    loc = error.errors()[0]["loc"]
+    if not loc or not isinstance(loc[0], str):
+        return None
+    data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    needle = json.dumps(loc[0]) + ":"
+    for number, line in enumerate(data.splitlines(), start=1):
+        if line.lstrip().startswith(needle):
+            return number
+    return None

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from profiles.catalog import PreferenceCatalog
 from profiles.context import PreferenceContext
 from profiles.database import (
+    BUSY_TIMEOUT_MS,
     WRITE_OPTIONS,
     create_store_engine,
     default_url,
@@ -37,7 +38,14 @@ from profiles.database import (
     upgrade_schema,
 )
 from profiles.embedders import Embedder, encode_normalised, resolve_embedder
-from profiles.errors import InvalidInputError, ProfileError, UnknownUserError, UserExistsError
+from profiles.errors import (
+    ForgetIncompleteError,
+    InvalidInputError,
+    ProfileError,
+    UnknownUserError,
+    UserExistsError,
+    UserForgottenError,
+)
 from profiles.exchange import (
     ExportedConversation,
     ExportedFeedback,
@@ -49,6 +57,7 @@ from profiles.exchange import (
     as_utc,
 )
 from profiles.ids import validate_user_id
+from profiles.validation import DEFAULT_MAX_MESSAGE_CHARS, check_text_size, feedback_input
 from profiles.index import DEFAULT_NLIST, EmbeddingIndex, IndexHeader
 from profiles.inference import FeedbackRow, InferenceSettings, MessageRows, PreferenceInference
 from profiles.models import (
@@ -70,6 +79,9 @@ _QUERY_CACHE_SIZE = 64
 # The index file is rewritten on close only when this many vectors (or 5% of it) were added since it was read:
 # smaller gaps are cheaper to catch up from SQLite on the next open than to rewrite a large file every time.
 _RESAVE_MIN_VECTORS = 1000
+DEFAULT_FORGET_WAIT_S = 10.0
+"""How long ``forget`` waits for other connections' read transactions to end before it reports that the deleted
+pages may still be in the WAL file (and says to run ``scrub``)."""
 
 
 class StoredMessage(BaseModel):
@@ -98,9 +110,13 @@ class SearchHit(BaseModel):
 
 
 class UserSummary(BaseModel):
+    """A user as listed. ``key`` is the database key: it names a user whose id was stored before ids were validated
+    (an id with a control character cannot be typed), for ``panda-chat profile forget --key``."""
+
     model_config = ConfigDict(frozen=True)
 
     user_id: str
+    key: int
     created_at: datetime
     messages: int
     last_message_at: datetime | None
@@ -136,6 +152,8 @@ class ForgetReport(BaseModel):
     deleted: dict[str, int]
     index_entries: int
     index_file: Literal["rewritten", "deleted", "none"]
+    wal: Literal["truncated", "none"] = "none"
+    """``truncated``: the SQLite WAL was checkpointed into the (secure-deleted) database file and emptied."""
 
 
 def _now() -> datetime:
@@ -155,6 +173,13 @@ def _check_text(text: str, what: str = "text") -> str:
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError(f"{what} is empty; give some text")
     return text
+
+
+class _Unset:
+    pass
+
+
+_UNSEEN = _Unset()  # "the caller did not look the user up before the write" (see ``_ensure_user``)
 
 
 def _check_role(role: str) -> str:
@@ -180,7 +205,15 @@ class ProfileStore:
         index_path: str | os.PathLike[str] | None = None,
         inference_settings: InferenceSettings | None = None,
         nlist: int = DEFAULT_NLIST,
+        max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+        forget_wait_s: float = DEFAULT_FORGET_WAIT_S,
     ) -> None:
+        if max_message_chars < 1:
+            raise InvalidInputError(f"max_message_chars must be at least 1, got {max_message_chars}")
+        if forget_wait_s < 0:
+            raise InvalidInputError(f"forget_wait_s must be >= 0, got {forget_wait_s}")
+        self.max_message_chars = max_message_chars
+        self.forget_wait_s = forget_wait_s
         self.url = normalise_url(url) if url is not None else default_url()
         self.catalog = catalog or PreferenceCatalog.default()
         self.inference_settings = inference_settings or InferenceSettings()
@@ -258,12 +291,21 @@ class ProfileStore:
             raise UnknownUserError(user_id)
         return pk
 
-    def _ensure_user(self, session: Session, user_id: str) -> int:
+    def _ensure_user(self, session: Session, user_id: str, seen: int | None | _Unset = _UNSEEN) -> int:
+        """The user's key inside a write transaction, creating a new user. ``seen`` is the key the caller read
+        before slow work outside the transaction (embedding): when the user has been forgotten since (the key is
+        gone or belongs to a re-created user), the write is refused, so a forget cannot be undone by a write that
+        was already running. Keys are never reused (AUTOINCREMENT)."""
         pk = self._user_pk(session, user_id)
+        if not isinstance(seen, _Unset) and seen is not None and pk != seen:
+            raise UserForgottenError(user_id)
         if pk is None:
             validate_user_id(user_id)
             pk = session.scalar(insert(User).values(name=user_id, created_at=_now()).returning(User.id))
         return pk
+
+    def _check_size(self, text: str, what: str = "message") -> str:
+        return check_text_size(text, self.max_message_chars, what)
 
     def user_key(self, user_id: str) -> int | None:
         """The user's integer key in the database (what the index and every table use), or None."""
@@ -285,22 +327,35 @@ class ProfileStore:
     def list_users(self) -> list[UserSummary]:
         with self._read() as session:
             rows = session.execute(
-                select(User.name, User.created_at, func.count(Message.id), func.max(Message.created_at))
+                select(User.id, User.name, User.created_at, func.count(Message.id), func.max(Message.created_at))
                 .outerjoin(Message, Message.user_id == User.id)
                 .group_by(User.id)
                 .order_by(User.name)
             ).all()
         return [
             UserSummary(
-                user_id=name, created_at=_from_db_time(created), messages=count,
+                user_id=name, key=key, created_at=_from_db_time(created), messages=count,
                 last_message_at=_from_db_time(last) if last else None,
             )
-            for name, created, count, last in rows
+            for key, name, created, count, last in rows
         ]
 
+    def user_id_of_key(self, key: int) -> str:
+        """The id of the user with database key ``key`` (see ``UserSummary.key``)."""
+        with self._read() as session:
+            name = session.scalar(select(User.name).where(User.id == key))
+        if name is None:
+            raise UnknownUserError(f"#{key}")
+        return name
+
     def forget(self, user_id: str) -> ForgetReport:
-        """Delete the user and everything derived from them (rows, embeddings, index entries), then verify that no
-        row refers to them any more. Deleted SQLite pages are zeroed (secure_delete) and the WAL is truncated."""
+        """Delete the user and everything derived from them (rows, embeddings, index entries), verify that no row
+        refers to them any more, and scrub the files (see ``scrub``): only then does it return.
+
+        The id is not validated, so an id stored before validation existed can still be forgotten. Deleted SQLite
+        pages are zeroed (secure_delete). ``ForgetIncompleteError`` means the rows are gone but another connection's
+        read transaction kept old pages in the WAL past ``forget_wait_s``: run ``scrub`` once it has ended. A write
+        for this user that was already running (an import still embedding) is refused when it commits."""
         owned = {
             "conversations": Conversation, "messages": Message, "embeddings": MessageEmbedding,
             "feedback": Feedback, "preferences": PreferenceSetting, "reward_heads": RewardHead,
@@ -322,16 +377,49 @@ class ProfileStore:
             session.execute(update(StoreState).where(StoreState.id == 1).values(purged_generation=generation))
         with self._lock:
             index_entries, index_file = self._forget_in_index(pk, generation)
-        if sqlite_file(self.url) is not None:
-            with self._engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        return ForgetReport(user_id=user_id, deleted=deleted, index_entries=index_entries, index_file=index_file)
+        wal = self.scrub(what=f"the deleted data of {user_id!r}")
+        return ForgetReport(user_id=user_id, deleted=deleted, index_entries=index_entries, index_file=index_file,
+                            wal=wal)
+
+    def scrub(self, *, wait_s: float | None = None, what: str = "deleted data") -> Literal["truncated", "none"]:
+        """Move every committed change from the WAL into the database file and empty the WAL, so that deleted
+        text, already zeroed in the database pages by secure_delete, survives in no file.
+
+        A checkpoint cannot overwrite pages another connection's open read transaction may still read; it waits
+        up to ``wait_s`` (default ``forget_wait_s``) for them, then raises ``ForgetIncompleteError``. Returns
+        ``"none"`` for a database without a WAL file (memory, PostgreSQL)."""
+        database = sqlite_file(self.url)
+        if database is None:
+            return "none"
+        wait = self.forget_wait_s if wait_s is None else wait_s
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+            try:
+                busy, _log_frames, _checkpointed = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                cursor.close()
+        finally:
+            raw.close()
+        wal = database.with_name(database.name + "-wal")
+        left = wal.stat().st_size if wal.exists() else 0
+        if busy or left:
+            raise ForgetIncompleteError(
+                f"{what} may still be in {wal} ({left} bytes): another connection kept a read transaction open "
+                f"for more than {wait:g} s; close the other programs using {database.name}, then run "
+                f"`panda-chat profile scrub` (ProfileStore.scrub())"
+            )
+        return "truncated"
 
     def _forget_in_index(self, user_pk: int, generation: int) -> tuple[int, Literal["rewritten", "deleted", "none"]]:
         """Drop the user's vectors from the loaded index and rewrite its file; a file this process has not loaded
         (or one that other writers made stale meanwhile) is deleted, to be rebuilt without the user."""
         index, path = self._index, self.index_path
         removed = index.remove_user(user_pk) if index is not None else 0
+        if index is not None and index.count_user(user_pk):
+            raise ProfileError(f"the index cache still holds vectors of user key {user_pk} after removing them")
         if index is not None and index.generation == generation - 1:
             index.mark_generation(generation)
             if path is None:
@@ -374,7 +462,7 @@ class ProfileStore:
         progress: Progress | None = None,
     ) -> list[StoredMessage]:
         """Store ``(role, text, created_at)`` messages in one conversation, atomically, embedding them in batches."""
-        lines = [HistoryLine(role=_check_role(role), text=_check_text(text), created_at=created_at)
+        lines = [HistoryLine(role=_check_role(role), text=self._check_size(_check_text(text)), created_at=created_at)
                  for role, text, created_at in messages]
         return self._store_messages(user_id, lines, conversation_id=conversation_id, progress=progress)
 
@@ -382,6 +470,8 @@ class ProfileStore:
         self, user_id: str, lines: Sequence[HistoryLine], *, progress: Progress | None = None
     ) -> list[StoredMessage]:
         """Store parsed history lines (see ``profiles.exchange``) atomically: all of them or, on error, none."""
+        for number, line in enumerate(lines, start=1):
+            self._check_size(line.text, f"message {number}")
         return self._store_messages(user_id, list(lines), conversation_id=None, progress=progress)
 
     def _embed(self, texts: list[str], progress: Progress | None = None) -> np.ndarray:
@@ -398,10 +488,11 @@ class ProfileStore:
     ) -> list[StoredMessage]:
         if not lines:
             return []
+        seen = self.user_key(user_id)
         vectors = self._embed([line.text for line in lines], progress)
         embedder = self.embedder
         with self._write() as session:
-            pk = self._ensure_user(session, user_id)
+            pk = self._ensure_user(session, user_id, seen)
             conversations: dict[str | None, int] = {}
             if conversation_id is not None:
                 owner = session.scalar(select(Conversation.user_id).where(Conversation.id == conversation_id))
@@ -533,6 +624,8 @@ class ProfileStore:
             return pk
         vectors = self._embed([row.text for row in missing])
         with self._write() as session:
+            if self._user_pk(session, user_id) != pk:  # forgotten meanwhile: store nothing of theirs
+                return None
             generation = self._bump_generation(session)
             session.execute(
                 insert(MessageEmbedding).prefix_with("OR IGNORE", dialect="sqlite"),
@@ -704,18 +797,14 @@ class ProfileStore:
         message_id: int | None = None,
     ) -> int:
         """Record a rating in [-1, 1] of ``response`` (or of message ``message_id``), or a ``chosen`` over
-        ``rejected`` pair. Returns the feedback id. Feedback moves the inferred preferences."""
-        _check_text(prompt, "prompt")
-        is_pair = chosen is not None or rejected is not None
-        if is_pair == (rating is not None):
-            raise InvalidInputError("give either a rating (with a response) or a chosen and a rejected response")
-        if is_pair:
-            _check_text(chosen or "", "chosen response")
-            _check_text(rejected or "", "rejected response")
-            if response is not None:
-                raise InvalidInputError("a chosen/rejected pair takes no separate response")
-        elif not -1.0 <= float(rating) <= 1.0:
-            raise InvalidInputError(f"rating {rating} is out of range; use a number from -1 (bad) to 1 (good)")
+        ``rejected`` pair. Returns the feedback id. Feedback moves the inferred preferences. The rules are
+        ``profiles.validation.FeedbackInput``, the same for the CLI and import files."""
+        item = feedback_input(prompt=prompt, response=response, rating=rating, chosen=chosen, rejected=rejected)
+        for what, text in (("prompt", prompt), ("response", response), ("chosen response", chosen),
+                           ("rejected response", rejected)):
+            if text is not None:
+                self._check_size(text, what)
+        is_pair, rating = item.is_pair, item.rating
         with self._read() as session:
             pk = self._user_pk(session, user_id)
             if message_id is not None:
@@ -729,7 +818,7 @@ class ProfileStore:
         texts = [prompt, chosen, rejected] if is_pair else [prompt, response]
         vectors = encode_normalised(self.embedder, texts)
         with self._write() as session:
-            pk = self._ensure_user(session, user_id)
+            pk = self._ensure_user(session, user_id, pk)
             return session.scalar(insert(Feedback).values(
                 user_id=pk, message_id=message_id, prompt=prompt, response=response,
                 rating=None if is_pair else float(rating), chosen=chosen, rejected=rejected, created_at=_now(),
@@ -845,10 +934,17 @@ class ProfileStore:
     ) -> str:
         """Create a user from an export (as ``user_id`` when given), atomically. Refuses an existing user and
         settings the catalog does not know. Returns the user id."""
-        name = user_id or data.user_id
+        name = validate_user_id(user_id, where="the user id to import as") if user_id is not None else data.user_id
+        validate_user_id(name)
         for setting in data.preferences:
             self.catalog.dimension(setting.dimension).pole(setting.pole)
         messages = [message for conversation in data.conversations for message in conversation.messages]
+        for message in messages:
+            self._check_size(message.text, f"message ref {message.ref}")
+        for number, item in enumerate(data.feedback, start=1):
+            for text in (item.prompt, item.response, item.chosen, item.rejected):
+                if text is not None:
+                    self._check_size(text, f"feedback {number}")
         message_vectors = self._embed([message.text for message in messages], progress)
         feedback_vectors = [
             encode_normalised(self.embedder, [item.prompt, item.chosen, item.rejected or ""] if item.chosen

@@ -25,7 +25,7 @@ def test_head_training_prints_accuracy_and_json(tiny_models, tmp_path):
     assert head.config.name == "formal" and head.config.training["val_pairs"] == 30
 
     result = CliRunner().invoke(main, ["reward", "train", "--base", str(tiny_models.base), "--data", str(data),
-                                       "--out", str(out), "--json", "--head-type", "mlp", "--epochs", "3"])
+                                       "--out", str(out), "--force", "--json", "--head-type", "mlp", "--epochs", "3"])
     report = json.loads(result.stdout)
     assert {"val_accuracy", "train_pairs", "val_pairs", "seconds", "out"} <= report.keys()
     assert report["train_pairs"] == 108 and report["out"] == str(out) and 0 <= report["val_accuracy"] <= 1

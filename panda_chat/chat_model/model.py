@@ -44,11 +44,13 @@ from langchain_core.utils.function_calling import convert_to_json_schema
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, model_validator
 
+from panda_chat.chat_model.context_window import fit_turns
 from panda_chat.chat_model.messages import Turn, message_text, render_prompt, to_turns
 from panda_chat.chat_model.profile_access import ProfileAccess, open_profile_store
 from panda_chat.chat_model.runtime import ModelRuntime, model_runtime
 from panda_chat.chat_model.structured import JsonWriter
 from panda_chat.decoding import GenerationOutput
+from panda_chat.decoding.limits import context_length
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
 from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
 
@@ -97,6 +99,7 @@ class _Row:
     prompt: str
     plan: PersonalizationPlan
     run_manager: Any = None
+    dropped_turns: int = 0  # oldest history turns left out to fit the context (``context_window``)
 
 
 @dataclass
@@ -281,18 +284,19 @@ class ChatPanda(BaseChatModel):
         turns = to_turns(messages)
         if options.response_format is not None:
             turns = _with_json_instruction(turns, options.response_format)
-        prompt = render_prompt(turns, runtime.tokenizer, self.chat_template)
+        prompt, dropped = fit_turns(turns, lambda kept: render_prompt(kept, runtime.tokenizer, self.chat_template),
+                                    lambda text: len(runtime.prompt_ids(text)), _prompt_budget(runtime, options))
         query = _last_human_text(messages)
         if not (self.record or self.personalize):  # plain decoding, nothing stored: the store is never opened
             context = PreferenceContext.neutral(PreferenceCatalog.default(), user_id, query)
             plan = self._personalizer(runtime, PreferenceCatalog.default(), embedder=None).plan(context)
-            return _Row(list(messages), user_id, conversation_id, prompt, plan)
+            return _Row(list(messages), user_id, conversation_id, prompt, plan, dropped_turns=dropped)
         profiles = self._profiles()
         if self.record:
             conversation_id = profiles.record_incoming(user_id, conversation_id, messages)
         context = profiles.preferences(user_id, query) if self.personalize else profiles.neutral(user_id, query)
         plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context)
-        return _Row(list(messages), user_id, conversation_id, prompt, plan)
+        return _Row(list(messages), user_id, conversation_id, prompt, plan, dropped_turns=dropped)
 
     def _personalizer(self, runtime: ModelRuntime, catalog: PreferenceCatalog, embedder: Any) -> Personalizer:
         """The catalog with the model's own rewards (if it ships any), and the lambda: ``lam`` when set, else the
@@ -322,6 +326,10 @@ class ChatPanda(BaseChatModel):
             "conversation_id": row.conversation_id,
             "personalization": row.plan.summary(answer.lambdas),
         }
+        if row.dropped_turns:
+            metadata["context"] = {"dropped_turns": row.dropped_turns,
+                                   "note": f"the {row.dropped_turns} oldest history turn(s) did not fit the model's "
+                                           "context and were left out of the prompt (system messages kept)"}
         return usage, metadata
 
     # ------------------------------------------------------------------------------------------------ decoding
@@ -640,6 +648,12 @@ class _DecoderValues:
     def choose(self, prefix: str, options: list[str]) -> int:
         scores = self.runtime.continuation_logprobs(self.row.prompt + prefix, options)
         return max(range(len(options)), key=scores.__getitem__)
+
+
+def _prompt_budget(runtime: ModelRuntime, options: _CallOptions) -> int | None:
+    """Tokens the prompt may take: the model's context less the answer's ``max_tokens`` (None: no known limit)."""
+    limit = context_length(runtime.decoder.model)
+    return None if limit is None else limit - options.max_tokens
 
 
 def _features_tensor(features: list[list[float]]) -> torch.Tensor | None:

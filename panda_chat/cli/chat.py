@@ -22,6 +22,7 @@ import click
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from panda_chat.cli.errors import friendly_errors, one_line
+from panda_chat.cli.options import user_id_callback
 from profiles import PreferenceCatalog, ProfileStore
 
 HELP = """commands: /why  /good  /bad  /prefer [1|2]  /reset  /help  /quit"""
@@ -39,6 +40,8 @@ class ChatSession:
     history: list[BaseMessage] = field(default_factory=list)
     conversation_id: int | None = None
     alternatives: list[str] = field(default_factory=list)
+    record: bool = True
+    """False (``--no-record``): nothing is written to the store, feedback included."""
 
     @property
     def last_question(self) -> str | None:
@@ -79,6 +82,9 @@ class ChatSession:
         if self.last_answer is None:
             click.echo("nothing to rate yet: ask something first")
             return
+        if not self.record:
+            click.echo("not stored: this chat runs with --no-record, so feedback is not kept either")
+            return
         self.store.add_feedback(self.user, prompt=self.last_question, response=self.last_answer, rating=rating)
         click.echo("thanks, noted: " + ("more like this" if rating > 0 else "less like this"))
 
@@ -104,6 +110,10 @@ class ChatSession:
             click.echo("choose 1 or 2")
             return
         chosen, rejected = (self.alternatives if choice == "1" else self.alternatives[::-1])
+        if not self.record:
+            self.alternatives = []
+            click.echo("not stored: this chat runs with --no-record, so feedback is not kept either")
+            return
         self.store.add_feedback(self.user, prompt=self.last_question, chosen=chosen, rejected=rejected)
         self.alternatives = []
         click.echo(f"thanks, noted: you prefer answer {choice}")
@@ -143,7 +153,8 @@ def handle(session: ChatSession, line: str) -> bool:
 
 
 @click.command("chat")
-@click.option("--user", required=True, help="Whose profile steers the answers (created on first use).")
+@click.option("--user", required=True, callback=user_id_callback,
+              help="Whose profile steers the answers (created on first use).")
 @click.option("--model", default=None, metavar="DIR", help="Base chat model folder or hub id [default: demo model].")
 @click.option("--db", envvar="PANDA_CHAT_DB", metavar="URL",
               help="Profile database: a SQLAlchemy URL or a SQLite file [env: PANDA_CHAT_DB; default: user data dir].")
@@ -164,15 +175,20 @@ def handle(session: ChatSession, line: str) -> bool:
 @friendly_errors
 def chat(user: str, model: str | None, db: str | None, embedder: str | None, catalog: str | None, max_tokens: int,
          top_k: int, temperature: float, lam: float | None, device: str, dtype: str, record: bool) -> None:
-    """Chat in the terminal with answers personalised to USER; /help lists the commands."""
+    """Chat in the terminal with answers personalised to USER; /help lists the commands.
+
+    The whole configuration (user id, database, embedder, model) is checked before the first prompt, so a bad one
+    exits at once with an error; the exit code is also non-zero when any turn failed."""
     from panda_chat.chat_model import ChatPanda  # torch loads only when a chat starts
 
     store = ProfileStore(db, embedder=embedder, catalog=PreferenceCatalog.from_file(catalog) if catalog else None)
+    failed_turns = 0
     try:
+        store.embedder  # noqa: B018 - load the embedder now: a wrong --embedder fails before the first question
         llm = ChatPanda(model=model, user_id=user, store=store, max_tokens=max_tokens, top_k=top_k,
                         temperature=temperature, lam=lam, device=device, dtype=dtype, record=record)
         llm.get_num_tokens("load")  # load the model now, so a wrong --model fails before the first question
-        session = ChatSession(llm=llm, store=store, user=user)
+        session = ChatSession(llm=llm, store=store, user=user, record=record)
         click.echo(f"chatting as {user} ({HELP})")
         while True:
             click.echo("you> ", nl=False)
@@ -187,6 +203,9 @@ def chat(user: str, model: str | None, db: str | None, embedder: str | None, cat
                 if not handle(session, line):
                     break
             except Exception as error:  # noqa: BLE001 - one failed turn must not end the chat
+                failed_turns += 1
                 click.echo(f"\nerror: {one_line(error)}", err=True)
     finally:
         store.close()
+    if failed_turns:
+        raise click.ClickException(f"{failed_turns} turn(s) failed (see the errors above)")

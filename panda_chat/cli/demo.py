@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from panda_chat.cli.errors import friendly_errors
+
 # user -> their past messages: two per preference they imply (ana: elementary, concise, friendly; ben: expert,
 # detailed, formal). The topics are training topics; the demo's questions are about held-out ones.
 DEMO_HISTORIES: dict[str, tuple[str, ...]] = {
@@ -52,6 +54,7 @@ def _wrap(label: str, text: str) -> str:
 @click.option("--embedder", default=None,
               help="Profile-store embedder (default: all-MiniLM-L6-v2 from the installed package; 'hashing' for "
                    "a dependency-free one).")
+@friendly_errors
 def demo(n_questions: int, max_tokens: int, seed: int, embedder: str | None) -> None:
     """Two users, the same questions, different answers: PANDA on the embedded demo models, offline."""
     from langchain_core.messages import HumanMessage

@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.options import parse_floats, reward_specs, reward_weights
+from panda_chat.cli.options import force_option, parse_floats, reward_specs, reward_weights
+from panda_chat.output_paths import check_output, write_text
 
 def load_decoder(base: str, rewards: dict, device: str, dtype: str, threads: int | None = None):
     from transformers.utils import logging
@@ -70,18 +71,21 @@ def decoder_options(command):
               help="A learned lambda file from `panda-chat lambda fit` (method panda).")
 @click.option("--no-coherence", is_flag=True, help="Skip coherence (no sentence embedder needed).")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the full report (metrics and every response) here.")
+              help="Write the full report (metrics and every response) here; an existing file needs --force.")
+@force_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of the table.")
 @friendly_errors
 def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max_new_tokens, top_k, max_rows,
                  embedder, device, threads, dtype, methods, lam_grid, lambda_model, no_coherence, json_out,
-                 as_json) -> None:
+                 force, as_json) -> None:
     """Decode a prompt set with several methods and print rep-2/3/4, diversity, coherence, avg reward and J."""
     from panda_chat.evaluation.objective import SelectionObjective
     from panda_chat.evaluation.prompts import load_prompts
     from panda_chat.evaluation.runner import evaluate
     from panda_chat.lam.learned import LearnedLambda
 
+    if json_out is not None:
+        check_output(json_out, force=force)  # refuse before decoding, not after
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     grid = parse_floats("--lam-grid", lam_grid)
     prompt_set = load_prompts(prompts_path)
@@ -96,8 +100,7 @@ def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, g
     )
     payload = report.model_dump(mode="json")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        write_text(json_out, json.dumps(payload, indent=2), force=force)
     if as_json:
         click.echo(json.dumps(payload | {"json_out": str(json_out) if json_out else None}))
         return

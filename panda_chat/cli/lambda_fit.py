@@ -16,7 +16,8 @@ import click
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.eval import decoder_options, load_decoder
-from panda_chat.cli.options import parse_floats, reward_specs, reward_weights
+from panda_chat.cli.options import force_option, parse_floats, reward_specs, reward_weights
+from panda_chat.output_paths import atomic_file, check_output
 
 
 @click.group("lambda")
@@ -27,7 +28,8 @@ def lambda_group() -> None:
 @lambda_group.command("fit")
 @decoder_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the lambda model (.safetensors).")
+              help="Where to write the lambda model (.safetensors); an existing file needs --force.")
+@force_option
 @click.option("--starts", default="0,0.5,1,2,4", show_default=True, help="Schedule starting lambdas.")
 @click.option("--decays", default="1,0.95,0.9", show_default=True, help="Per-step decays (1 = constant).")
 @click.option("--kind", type=click.Choice(["ridge", "mlp"]), default="ridge", show_default=True)
@@ -36,7 +38,7 @@ def lambda_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the fit report as one JSON object.")
 @friendly_errors
 def fit(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max_new_tokens, top_k, max_rows, embedder,
-        device, threads, dtype, out, starts, decays, kind, ridge_alpha, no_measure, as_json) -> None:
+        device, threads, dtype, out, force, starts, decays, kind, ridge_alpha, no_measure, as_json) -> None:
     """Decode a grid of lambda schedules per prompt, keep each prompt's best by J, fit lambda(x, t) to it."""
     from panda_chat.evaluation.lambda_fitting import fit_lambda
     from panda_chat.evaluation.objective import SelectionObjective
@@ -44,6 +46,7 @@ def fit(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max
     from panda_chat.lam.schedules import schedule_grid
     from panda_chat.rewards.features import prompt_text
 
+    check_output(out, force=force)  # refuse before decoding the grid, not after
     decay_values = parse_floats("--decays", decays)
     if any(not 0 < d <= 1 for d in decay_values):
         raise click.BadParameter("decays must be in (0, 1]", param_hint="--decays")
@@ -57,7 +60,9 @@ def fit(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max
         kind=kind, ridge_alpha=ridge_alpha, max_rows=max_rows, measure=not no_measure,
         progress=not as_json and sys.stderr.isatty(), top_k=top_k,
     )
-    report.out = str(model.save(out))
+    with atomic_file(out, force=force) as temporary:
+        model.save(temporary)
+    report.out = str(out)
     if as_json:
         click.echo(report.model_dump_json())
         return

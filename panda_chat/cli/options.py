@@ -56,3 +56,20 @@ def reward_weights(values: tuple[str, ...]) -> dict[str, float] | None:
         except ValueError:
             raise click.BadParameter(f"weight of '{name}' must be a number, got '{value}'", param_hint="--weight")
     return weights
+
+
+def user_id_callback(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """A click callback checking a user id (``--user`` or a USER argument) with ``profiles.ids``, so a command
+    refuses an id it could never address again before it opens anything."""
+    from profiles import InvalidUserIdError, validate_user_id
+
+    if value is None:
+        return None
+    try:
+        return validate_user_id(value, where="the user id")
+    except InvalidUserIdError as error:
+        raise click.BadParameter(str(error), ctx=context, param=parameter) from None
+
+
+force_option = click.option(
+    "--force", is_flag=True, help="Replace an existing output file or non-empty output folder.")

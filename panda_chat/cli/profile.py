@@ -6,12 +6,14 @@
     panda-chat profile show alice                      # inferred + explicit preferences, with evidence
     panda-chat profile context alice "how do magnets work?" --json
     panda-chat profile set alice tone=formal
-    panda-chat profile export alice > alice.json && panda-chat profile import alice.json --as alice2
+    panda-chat profile export alice -o alice.json && panda-chat profile import alice.json --as alice2
     panda-chat profile forget alice --yes
 
 The database is ``--db`` (any SQLAlchemy URL or a file path), else ``$PANDA_CHAT_DB``, else the per-user default.
-Every read command takes ``--json``. Commands that name a user refuse an unknown one (``create`` it first). Errors
-are one line on stderr and a non-zero exit; every write is one transaction, so a failed command stores nothing.
+Every read command takes ``--json``. Commands that name a user refuse an unknown one (``create`` it first) and an
+invalid id (``profiles.ids``); ``forget`` and ``list`` also handle ids stored before ids were validated (``list``
+shows them quoted, ``forget --key`` names them by key). Errors are one line on stderr and a non-zero exit; every
+write is one transaction, so a failed command stores nothing; outputs are never overwritten without ``--force``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import click
 from tqdm import tqdm
 
 from panda_chat.cli.errors import friendly_errors
+from panda_chat.cli.options import force_option, user_id_callback
+from panda_chat.output_paths import check_output, write_text
 from profiles import (
     PreferenceCatalog,
     PreferenceContext,
@@ -34,6 +38,8 @@ from profiles import (
     parse_export,
     parse_history,
 )
+from profiles.ids import is_valid_user_id
+from profiles.validation import check_unique
 
 
 class _StoreOpener:
@@ -74,6 +80,12 @@ def _progress(total: int, description: str) -> tuple[tqdm, Callable[[int], None]
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+user_argument = click.argument("user", callback=user_id_callback)
+
+
+def _shown(user_id: str) -> str:
+    """A user id as printed: as is when valid, else quoted with escapes (a legacy id with a control character)."""
+    return user_id if is_valid_user_id(user_id) else repr(user_id)
 
 
 @click.group("profile")
@@ -93,7 +105,7 @@ def profile(context: click.Context, db: str | None, embedder: str | None, catalo
 
 
 @profile.command("create")
-@click.argument("user")
+@user_argument
 @click.pass_context
 @friendly_errors
 def create(context: click.Context, user: str) -> None:
@@ -114,7 +126,8 @@ def list_users(context: click.Context, as_json: bool) -> None:
         return
     for user in users:
         last = user.last_message_at.strftime("%Y-%m-%d %H:%M") if user.last_message_at else "-"
-        click.echo(f"{user.user_id}\t{user.messages} messages\tlast {last}")
+        note = "" if is_valid_user_id(user.user_id) else f"\t(invalid id: forget it with --key {user.key})"
+        click.echo(f"{_shown(user.user_id)}\t{user.messages} messages\tlast {last}{note}")
 
 
 def _format_context(preferences: PreferenceContext, explicit: dict[str, str], evidence: int) -> list[str]:
@@ -136,8 +149,9 @@ def _format_context(preferences: PreferenceContext, explicit: dict[str, str], ev
 
 
 @profile.command("show")
-@click.argument("user")
-@click.option("--evidence", "evidence", type=int, default=6, show_default=True, help="Evidence items to print.")
+@user_argument
+@click.option("--evidence", "evidence", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Evidence items to print.")
 @json_option
 @click.pass_context
 @friendly_errors
@@ -157,17 +171,21 @@ def show(context: click.Context, user: str, evidence: int, as_json: bool) -> Non
 
 
 @profile.command("log")
-@click.argument("user")
-@click.argument("text")
+@user_argument
+@click.argument("text", required=False)
 @click.option("--role", type=click.Choice(["user", "assistant", "system"]), default="user", show_default=True)
 @click.option("--conversation", type=int, default=None, help="Add to this conversation (default: a new one).")
 @click.option("--at", "created_at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
               default=None, help="When it was said (UTC; default: now).")
 @click.pass_context
 @friendly_errors
-def log(context: click.Context, user: str, text: str, role: str, conversation: int | None,
+def log(context: click.Context, user: str, text: str | None, role: str, conversation: int | None,
         created_at: datetime | None) -> None:
-    """Record one message of USER's history."""
+    """Record one message of USER's history: TEXT, or stdin when TEXT is missing or "-" (for long text)."""
+    if text is None or text == "-":
+        if sys.stdin.isatty():
+            raise click.UsageError("give the TEXT argument or pipe the text on stdin")
+        text = sys.stdin.read()
     store = _store(context)
     _existing_user(store, user)
     message = store.add_message(user, role, text, conversation_id=conversation, created_at=created_at)
@@ -175,8 +193,8 @@ def log(context: click.Context, user: str, text: str, role: str, conversation: i
 
 
 @profile.command("import-history")
-@click.argument("user")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@user_argument
+@click.argument("file", type=click.File("rb"))
 @click.pass_context
 @friendly_errors
 def import_history(context: click.Context, user: str, file: Any) -> None:
@@ -184,7 +202,7 @@ def import_history(context: click.Context, user: str, file: Any) -> None:
     "conversation"?} object per line. Every line is checked before anything is stored."""
     store = _store(context)
     _existing_user(store, user)
-    lines = parse_history(file, source=getattr(file, "name", "history"))
+    lines = parse_history(file, source=getattr(file, "name", "history"), max_chars=store.max_message_chars)
     bar, update = _progress(len(lines), "embedding")
     with bar:
         stored = store.import_history(user, lines, progress=update)
@@ -193,9 +211,9 @@ def import_history(context: click.Context, user: str, file: Any) -> None:
 
 
 @profile.command("context")
-@click.argument("user")
+@user_argument
 @click.argument("query")
-@click.option("-k", "k", type=int, default=5, show_default=True, help="Messages to retrieve.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Messages to retrieve.")
 @json_option
 @click.pass_context
 @friendly_errors
@@ -218,7 +236,7 @@ def context_command(context: click.Context, user: str, query: str, k: int, as_js
 
 
 @profile.command("set")
-@click.argument("user")
+@user_argument
 @click.argument("settings", nargs=-1, required=True, metavar="DIMENSION=POLE...")
 @click.pass_context
 @friendly_errors
@@ -233,13 +251,14 @@ def set_preference(context: click.Context, user: str, settings: tuple[str, ...])
             raise click.BadParameter(f"expected DIMENSION=POLE, got {setting!r}", param_hint="DIMENSION=POLE")
         store.catalog.dimension(dimension).pole(pole)  # check them all before storing any
         pairs.append((dimension, pole))
+    check_unique((dimension for dimension, _ in pairs), "preference dimension")
     for dimension, pole in pairs:
         store.set_preference(user, dimension, pole)
         click.echo(f"{user}: {dimension} = {pole}")
 
 
 @profile.command("unset")
-@click.argument("user")
+@user_argument
 @click.argument("dimension")
 @click.pass_context
 @friendly_errors
@@ -252,7 +271,7 @@ def unset_preference(context: click.Context, user: str, dimension: str) -> None:
 
 
 @profile.command("feedback")
-@click.argument("user")
+@user_argument
 @click.option("--prompt", required=True, help="The prompt the responses answer.")
 @click.option("--chosen", help="The preferred response (with --rejected).")
 @click.option("--rejected", help="The response it was preferred to.")
@@ -272,18 +291,27 @@ def feedback(context: click.Context, user: str, prompt: str, chosen: str | None,
 
 
 @profile.command("export")
-@click.argument("user")
-@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-", help="File (default: stdout).")
+@user_argument
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="File (default: stdout). Written under a temporary name, then renamed; readable by you only.")
+@force_option
 @click.pass_context
 @friendly_errors
-def export(context: click.Context, user: str, output: Any) -> None:
+def export(context: click.Context, user: str, output: str, force: bool) -> None:
     """Write everything stored about USER as versioned JSON (``import`` reads it back)."""
-    output.write(_store(context).export_user(user).to_json() + "\n")
+    if output != "-":
+        check_output(output, force=force)
+    text = _store(context).export_user(user).to_json() + "\n"
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        write_text(output, text, force=force, private=True)
 
 
 @profile.command("import")
 @click.argument("file", type=click.File("rb"))
-@click.option("--as", "user_id", default=None, help="Import under this user id instead of the file's.")
+@click.option("--as", "user_id", default=None, callback=user_id_callback,
+              help="Import under this user id instead of the file's.")
 @click.pass_context
 @friendly_errors
 def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
@@ -298,18 +326,23 @@ def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
 
 
 @profile.command("forget")
-@click.argument("user")
+@click.argument("user", required=False)
+@click.option("--key", type=int, default=None,
+              help="Name the user by database key (see `profile list --json`), e.g. an id that cannot be typed.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @click.pass_context
 @friendly_errors
-def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
+def forget(context: click.Context, user: str | None, key: int | None, yes: bool, as_json: bool) -> None:
     """Delete USER and everything derived from them (messages, embeddings, index entries, feedback, settings,
-    reward heads), and verify that nothing remains."""
+    reward heads), verify that nothing remains in any file, and fail (exit 1) if it cannot."""
+    if (user is None) == (key is None):
+        raise click.UsageError("give exactly one of USER or --key KEY")
     store = _store(context)
-    _existing_user(store, user)
+    # Not validated: an id stored before validation existed must still be forgettable, exactly as stored.
+    user = store.user_id_of_key(key) if key is not None else _existing_user(store, user)
     if not yes:
-        click.confirm(f"Forget {user} and everything stored about them?", abort=True, err=True)
+        click.confirm(f"Forget {_shown(user)} and everything stored about them?", abort=True, err=True)
     report = store.forget(user)
     if as_json:
         _print_json(report.model_dump(mode="json"))
@@ -317,7 +350,21 @@ def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
     counts = ", ".join(f"{count} {name}" for name, count in report.deleted.items())
     index = {"rewritten": "index cache rewritten", "deleted": "index cache deleted (rebuilt on next search)",
              "none": "no index cache file"}[report.index_file]
-    click.echo(f"forgot {user}: {counts}, {report.index_entries} index entries; {index}; nothing remains")
+    wal = "; WAL emptied" if report.wal == "truncated" else ""
+    click.echo(f"forgot {_shown(user)}: {counts}, {report.index_entries} index entries; {index}{wal}; "
+               "nothing remains")
+
+
+@profile.command("scrub")
+@click.option("--wait", type=click.FloatRange(min=0), default=None,
+              help="Seconds to wait for other readers [default: the store's forget wait, 10].")
+@click.pass_context
+@friendly_errors
+def scrub(context: click.Context, wait: float | None) -> None:
+    """Finish a forget that other readers held up: copy the WAL into the database file and empty it."""
+    result = _store(context).scrub(wait_s=wait)
+    click.echo("WAL emptied: deleted data remains in no file" if result == "truncated"
+               else "nothing to do: this database has no WAL file")
 
 
 @profile.command("dimensions")

@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
+from panda_chat.cli.options import force_option, user_id_callback
+from panda_chat.output_paths import atomic_file, atomic_folder, check_output
 from panda_chat.rewards.data import load_pairs
 from panda_chat.rewards.training import (
     RewardTrainingConfig,
@@ -33,11 +35,14 @@ def reward() -> None:
 @click.option("--base", required=True, help="Base model folder (or hub name) the reward is for.")
 @click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path),
               help='JSONL preference pairs: {"prompt", "chosen", "rejected"} or HH-RLHF {"chosen", "rejected"}.')
-@click.option("--from-feedback", "user_id", help="Train on this user's feedback pairs from the profile store.")
+@click.option("--from-feedback", "user_id", callback=user_id_callback,
+              help="Train on this user's feedback pairs from the profile store.")
 @click.option("--store", "store_url",
               help="Profile store URL or SQLite path (default: $PANDA_CHAT_DB or the user data dir).")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Head file (.safetensors) or reward-model folder (--kind model). Optional with --from-feedback.")
+              help="Head file (.safetensors) or reward-model folder (--kind model). Optional with --from-feedback. "
+                   "An existing file or non-empty folder is refused unless --force.")
+@force_option
 @click.option("--kind", type=click.Choice(["head", "model"]), default="head", show_default=True,
               help="A head on the frozen base model's hidden states, or a fine-tuned sequence classifier.")
 @click.option("--name", default=None, help="Reward name (default: the output file's stem, or 'feedback').")
@@ -57,7 +62,7 @@ def reward() -> None:
               help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the training report) and nothing else.")
 @friendly_errors
-def train(base, data_path, user_id, store_url, out, kind, name, description, head_type, epochs, lr, batch_size,
+def train(base, data_path, user_id, store_url, out, force, kind, name, description, head_type, epochs, lr, batch_size,
           val_split, patience, seed, cache_dir, threads, as_json) -> None:
     """Train a reward with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l))."""
     if (data_path is None) == (user_id is None):
@@ -66,6 +71,8 @@ def train(base, data_path, user_id, store_url, out, kind, name, description, hea
         raise click.UsageError("--out is required with --data")
     if kind == "model" and (out is None or user_id is not None):
         raise click.UsageError("--kind model trains from --data into an --out folder")
+    if out is not None:  # refuse before training, not after
+        check_output(out, force=force, kind="folder" if kind == "model" else "file")
     config = RewardTrainingConfig(
         epochs=epochs or (20 if kind == "head" else 3),
         lr=lr,
@@ -86,18 +93,26 @@ def train(base, data_path, user_id, store_url, out, kind, name, description, hea
                                              description=description, config=config, progress=progress)
         report = trained.report
         if out is not None:
-            report.out = str(trained.head.save(out))
+            report.out = _save_head(trained.head, out, force)
     elif kind == "head":
         pairs = load_pairs(data_path)
         trained = train_reward_head(base, pairs, name=name or out.stem, description=description, config=config,
                                     cache_dir=cache_dir, progress=progress)
         report = trained.report
-        report.out = str(trained.head.save(out))
+        report.out = _save_head(trained.head, out, force)
     else:
         pairs = load_pairs(data_path)
-        report = train_reward_model(base, pairs, out, name=name or out.name, description=description,
-                                    config=config, progress=progress)
+        with atomic_folder(out, force=force) as folder:
+            report = train_reward_model(base, pairs, folder, name=name or out.name, description=description,
+                                        config=config, progress=progress)
+        report.out = str(out)
     _print_report(report, as_json, user_id)
+
+
+def _save_head(head, out: Path, force: bool) -> str:
+    with atomic_file(out, force=force) as temporary:
+        head.save(temporary)
+    return str(out)
 
 
 def _print_report(report: RewardTrainingReport, as_json: bool, user_id: str | None) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.outputs import GenerationOutput
 from panda_chat.decoding.policy import BasePolicy, resolve_path
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
@@ -270,6 +271,7 @@ class PandaDecoder:
         """Validate and prepare one call; the returned generator yields (row, piece) lists and returns the outputs."""
         options.validate(self.vocab_size)
         batch = self.encode_prompts(prompts, add_special_tokens)
+        check_context(self.model, batch.attention_mask, options.max_new_tokens)
         sources = dict(self.rewards)
         for name, spec in (rewards or {}).items():
             sources[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)

@@ -22,6 +22,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from profiles.errors import ImportFormatError
+from profiles.exchange import numbered_lines
+
 _ASSISTANT = "Assistant:"
 _HUMAN_TURN = re.compile(r"^\s*Human:\s*", re.DOTALL)
 
@@ -93,10 +96,14 @@ def parse_pair(record: dict) -> PreferencePair:
     return split_dialogue(chosen, rejected)
 
 
-def parse_pair_lines(lines: Iterable[str], source: str = "<input>") -> list[PreferencePair]:
-    """Parse JSONL text; blank lines are skipped; errors name ``source`` and the 1-based line number."""
+def parse_pair_lines(lines: Iterable[str | bytes], source: str = "<input>") -> list[PreferencePair]:
+    """Parse JSONL text (or UTF-8 bytes); blank lines are skipped; errors name ``source`` and the 1-based line."""
     pairs = []
-    for number, line in enumerate(lines, start=1):
+    try:
+        numbered = list(numbered_lines(lines, source=source))
+    except ImportFormatError as error:  # invalid UTF-8: the message names the file, the line and the byte
+        raise PairDataError(str(error)) from None
+    for number, line in numbered:
         if not line.strip():
             continue
         try:
@@ -116,7 +123,7 @@ def load_pairs(path: str | Path) -> list[PreferencePair]:
     path = Path(path)
     if not path.is_file():
         raise PairDataError(f"preference data file not found: {path}")
-    with path.open(encoding="utf-8") as f:
+    with path.open("rb") as f:
         pairs = parse_pair_lines(f, source=str(path))
     if not pairs:
         raise PairDataError(f"{path} holds no preference pairs")

@@ -87,7 +87,10 @@ def load_reward(
     if path.is_file():
         if path.suffix != ".safetensors":
             raise ValueError(f"reward '{name}': {path} is a file but not a reward head (*.safetensors)")
-        head = RewardHead.load(path)
+        try:
+            head = RewardHead.load(path)
+        except ValueError as error:
+            raise ValueError(f"reward '{name}': {error}") from error
         head.check_base(base_model)
         return HeadReward(head, name=name)
     if not path.is_dir():

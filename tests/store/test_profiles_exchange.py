@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiles import ImportFormatError, ProfileExport, parse_export, parse_history
+from profiles.ids import is_valid_user_id
 from profiles.exchange import (
     ExportedConversation,
     ExportedFeedback,
@@ -69,26 +70,26 @@ def test_history_accepts_content_and_epoch_timestamps() -> None:
     assert line.text == "hi" and line.created_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
 
 
+user_ids = st.text(min_size=1, max_size=40).filter(is_valid_user_id)
+ratings = st.builds(ExportedFeedback, prompt=texts, response=texts, rating=st.floats(-1, 1), message_ref=st.none(),
+                    created_at=times)
+pairs = st.builds(ExportedFeedback, prompt=texts, chosen=texts, rejected=texts, message_ref=st.none(), created_at=times)
 messages = st.builds(ExportedMessage, ref=st.integers(1, 10**6), role=roles, text=texts, created_at=times)
 exports = st.builds(
     ProfileExport,
-    user_id=texts,
+    user_id=user_ids,
     created_at=times,
     conversations=st.lists(
         st.builds(ExportedConversation, title=st.none() | st.text(max_size=10), created_at=times,
                   messages=st.lists(messages, max_size=3, unique_by=lambda m: m.ref)),
         max_size=3,
     ).filter(lambda cs: len({m.ref for c in cs for m in c.messages}) == sum(len(c.messages) for c in cs)),
-    feedback=st.lists(
-        st.builds(ExportedFeedback, prompt=texts, response=st.none() | texts,
-                  rating=st.none() | st.floats(-1, 1), chosen=st.none() | texts, rejected=st.none() | texts,
-                  message_ref=st.none(), created_at=times),
-        max_size=3,
-    ),
-    preferences=st.lists(st.builds(ExportedSetting, dimension=texts, pole=texts, updated_at=times), max_size=2),
+    feedback=st.lists(ratings | pairs, max_size=3),
+    preferences=st.lists(st.builds(ExportedSetting, dimension=texts, pole=texts, updated_at=times), max_size=2,
+                         unique_by=lambda setting: setting.dimension),
     reward_heads=st.lists(st.builds(ExportedRewardHead, name=texts, data=st.binary(max_size=64),
                                     meta=st.dictionaries(st.text(max_size=5), st.integers()), created_at=times),
-                          max_size=2),
+                          max_size=2, unique_by=lambda head: head.name),
 )
 
 
@@ -122,6 +123,6 @@ def test_export_errors_say_what_is_wrong() -> None:
     with pytest.raises(ImportFormatError, match="export version 2 is newer"):
         parse_export('{"format": "panda-chat/profile", "version": 2}')
     document = {"format": "panda-chat/profile", "version": 1, "user_id": "u", "created_at": "2024-01-01T00:00:00Z",
-                "feedback": [{"prompt": "p", "message_ref": 7, "created_at": "2024-01-01T00:00:00Z"}]}
+                "feedback": [{"prompt": "p", "rating": 1, "message_ref": 7, "created_at": "2024-01-01T00:00:00Z"}]}
     with pytest.raises(ImportFormatError, match="message ref 7"):
         parse_export(json.dumps(document))

@@ -1,0 +1,51 @@
+"""The one check of a prompt against the model's context length, before any forward pass.
+
+A model reads at most its trained number of positions (``max_position_embeddings``). A longer prompt does not fail
+on its own: learned position embeddings index out of range, rotary ones silently degrade, and a 100,000-token
+prompt on a 1,024-position model ran for minutes and printed noise with exit 0. So ``PandaDecoder`` checks every
+prompt plus the tokens it may generate against the limit first and refuses with a message saying how far over it
+is; ``ChatPanda`` uses ``context_length`` to drop the oldest history turns before it gets there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+_LIMIT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
+
+
+class PromptTooLongError(ValueError):
+    """A prompt (with the tokens to generate) longer than the model's context."""
+
+
+def context_length(model: torch.nn.Module) -> int | None:
+    """The number of positions the model reads, from its config; None when the config does not say."""
+    config = getattr(model, "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in _LIMIT_ATTRIBUTES:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_prompt_lengths(lengths: Sequence[int], max_new_tokens: int, limit: int | None) -> None:
+    """Refuse any prompt whose ``length + max_new_tokens`` exceeds ``limit`` (None: no known limit)."""
+    if limit is None:
+        return
+    for index, length in enumerate(lengths):
+        if length + max_new_tokens > limit:
+            room = limit - max_new_tokens
+            fix = (f"shorten it to at most {room} tokens or lower max_new_tokens" if room > 0
+                   else f"lower max_new_tokens below {limit}")
+            raise PromptTooLongError(
+                f"prompt {index} has {length} tokens and max_new_tokens is {max_new_tokens}, but the model reads "
+                f"at most {limit} positions: {fix}"
+            )
+
+
+def check_context(model: torch.nn.Module, attention_mask: torch.Tensor, max_new_tokens: int) -> None:
+    """``check_prompt_lengths`` for a left-padded batch (the engine's one-line call)."""
+    check_prompt_lengths(attention_mask.sum(-1).tolist(), max_new_tokens, context_length(model))
