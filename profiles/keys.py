@@ -16,29 +16,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from profiles.database import WRITE_OPTIONS, create_store_engine, default_url, normalise_url, upgrade_schema
 from profiles.errors import InvalidInputError
 from profiles.ids import validate_user_id
-from profiles.models import Base
+from profiles.models import MAX_KEY_NAME_LENGTH, ApiKey
 
 KEY_PREFIX = "pck_"
-MAX_KEY_NAME_LENGTH = 64
-
-
-class ApiKey(Base):
-    __tablename__ = "api_keys"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(MAX_KEY_NAME_LENGTH), unique=True)
-    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    prefix: Mapped[str] = mapped_column(String(16))
-    users: Mapped[list[str]] = mapped_column(JSON)
-    all_users: Mapped[bool] = mapped_column(Boolean)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class KeyInfo(BaseModel):
