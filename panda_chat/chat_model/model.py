@@ -345,21 +345,20 @@ class ChatPanda(BaseChatModel):
         for row in rows:
             rewards.update(row.plan.rewards)
         features = [row.plan.preference_features for row in rows]
-        with runtime.lock:
-            outputs = runtime.decoder.generate(
-                [row.prompt for row in rows],
-                weights=[row.plan.weights for row in rows],
-                lam=[row.plan.lam for row in rows],
-                rewards=rewards,
-                preference_features=_features_tensor(features),
-                top_k=options.top_k,
-                max_new_tokens=options.max_tokens,
-                greedy=options.temperature == 0,
-                temperature=options.temperature or 1.0,
-                seed=options.seed,
-                stop=options.stop,
-                on_token=emit,
-            )
+        outputs = runtime.scheduler.generate(  # shares decoding steps with every other call on this model
+            [row.prompt for row in rows],
+            weights=[row.plan.weights for row in rows],
+            lam=[row.plan.lam for row in rows],
+            rewards=rewards,
+            preference_features=_features_tensor(features),
+            top_k=options.top_k,
+            max_new_tokens=options.max_tokens,
+            greedy=options.temperature == 0,
+            temperature=options.temperature or 1.0,
+            seed=options.seed,
+            stop=options.stop,
+            on_token=emit,
+        )
         return [_Answer.of(output) for output in outputs]
 
     def _decode_structured(self, runtime: ModelRuntime, row: _Row, options: _CallOptions,

@@ -4,8 +4,8 @@ The weights themselves live in the process-wide model registry (``panda_chat.reg
 thin per-model layer ChatPanda adds on top, shared the same way so that a thousand ``ChatPanda`` objects on one
 model share one decoder, one lock and one cache of built reward sources:
 
-- the lock serialises decodes on one model: a forward pass is not re-entrant on shared caches, and on one device two
-  decodes in parallel are no faster than one after the other (batching is the way to serve many rows at once);
+- the scheduler (``panda_chat.serving.BatchScheduler``) owns the decodes: concurrent calls join one running batch;
+- the lock is held around every forward pass (each scheduler step, likelihood scoring), so they never interleave;
 - ``PoleRewards`` caches, per embedder, the reward source built for each catalog pole on this model;
 - ``defaults`` are rewards and a lambda that belong to this very model: for the embedded demo model, the reward head
   trained for each pole on its hidden states and the lambda fitted for it (``ModelDefaults``).
@@ -26,6 +26,7 @@ from panda_chat.lam.base import LambdaFunction
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.personalize import PoleRewards
 from panda_chat.registry import resolve_device, resolve_dtype, shared_registry
+from panda_chat.serving import BatchScheduler
 from profiles import RewardSpec
 
 
@@ -63,10 +64,20 @@ class ModelRuntime:
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _pole_rewards: dict[str, PoleRewards] = field(default_factory=dict)
+    _scheduler: BatchScheduler | None = field(default=None, repr=False)
 
     @property
     def tokenizer(self):
         return self.decoder.tokenizer
+
+    @property
+    def scheduler(self) -> BatchScheduler:
+        """The model's one decode scheduler (``panda_chat.serving``): concurrent calls share its decoding steps.
+        It takes ``lock`` around each step, so never call it while holding ``lock``."""
+        with self.lock:
+            if self._scheduler is None:
+                self._scheduler = BatchScheduler(self.decoder, lock=self.lock)
+            return self._scheduler
 
     def pole_rewards(self, embedder) -> PoleRewards:
         """The pole-reward cache for one embedder (the profile store's), created on first use."""

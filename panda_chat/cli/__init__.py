@@ -11,9 +11,11 @@ from panda_chat.cli.chat import chat
 from panda_chat.cli.demo import demo
 from panda_chat.cli.eval import eval_command
 from panda_chat.cli.generate import generate
+from panda_chat.cli.key import key
 from panda_chat.cli.lambda_fit import lambda_group
 from panda_chat.cli.profile import profile
 from panda_chat.cli.reward import reward
+from panda_chat.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,5 +30,5 @@ def main() -> None:
         transformers_logging.disable_progress_bar()
 
 
-for command in (chat, demo, eval_command, generate, lambda_group, profile, reward):
+for command in (chat, demo, eval_command, generate, key, lambda_group, profile, reward, serve):
     main.add_command(command)
