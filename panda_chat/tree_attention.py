@@ -255,13 +255,15 @@ class PrefixCache:
 
 # ---------------------------------------------------------------------------------------------- choosing the path
 
-_CHECK_CANDIDATES = 4
+# Eight candidates: a bias that grows with the candidate's slot (ALiBi by key slot, MPT) is then far above the
+# rounding noise of half precision (measured on tiny random models: MPT's error 0.14 vs. Llama's bfloat16 noise 0.002).
+_CHECK_CANDIDATES = 8
 _CHECK_PROMPT_TOKENS = 10
 _LONGEST_CHECKED_WINDOW = 150  # smaller windows are exceeded by the check's input; larger ones cost too much to
 
 
 def _tolerance(dtype: torch.dtype) -> float:
-    return 1e-3 if dtype == torch.float32 or dtype == torch.float64 else 5e-2
+    return 1e-3 if dtype == torch.float32 or dtype == torch.float64 else 2e-2
 
 
 def _disagreement(fast: torch.Tensor, reference: torch.Tensor, dtype: torch.dtype) -> float | None:
