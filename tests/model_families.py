@@ -139,5 +139,30 @@ FAMILIES = [
            dict(hidden_size=32, n_layer=2, n_head=4), path="general", common=False),
     Family("mpt", "MptConfig", "MptForCausalLM", "MptForSequenceClassification",
            dict(d_model=32, n_heads=4, n_layers=2, max_seq_len=256, expansion_ratio=2), path="general", common=False),
+    # Popular families beyond the list.
+    Family("qwen2-moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", "Qwen2MoeForSequenceClassification", dict(
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32)),
+    Family("olmoe", "OlmoeConfig", "OlmoeForCausalLM", None, dict(num_experts=4, num_experts_per_tok=2)),
+    Family("granitemoe", "GraniteMoeConfig", "GraniteMoeForCausalLM", None, dict(_MOE, logits_scaling=8.0)),
+    Family("phimoe", "PhimoeConfig", "PhimoeForCausalLM", "PhimoeForSequenceClassification",
+           dict(_MOE, sliding_window=None)),
+    Family("ernie4.5", "Ernie4_5Config", "Ernie4_5ForCausalLM", None, dict(head_dim=8)),
+    Family("seed-oss", "SeedOssConfig", "SeedOssForCausalLM", "SeedOssForSequenceClassification", dict(head_dim=8)),
+    Family("helium", "HeliumConfig", "HeliumForCausalLM", "HeliumForSequenceClassification", dict(head_dim=8)),
+    Family("glm4-moe", "Glm4MoeConfig", "Glm4MoeForCausalLM", None, dict(
+        head_dim=8, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1,
+        n_group=1, topk_group=1)),
+    Family("llama4-chunked", "Llama4TextConfig", "Llama4ForCausalLM", None, dict(
+        head_dim=8, num_local_experts=4, num_experts_per_tok=1, intermediate_size_mlp=64, attention_chunk_size=WINDOW),
+        path="general"),
+    Family("qwen3-next", "Qwen3NextConfig", "Qwen3NextForCausalLM", "Qwen3NextForSequenceClassification", dict(
+        head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+        linear_num_value_heads=2, linear_num_key_heads=2, linear_key_head_dim=8, linear_value_head_dim=8,
+        layer_types=["linear_attention", "full_attention"]), path="general"),
+    Family("falcon-h1", "FalconH1Config", "FalconH1ForCausalLM", None, dict(
+        head_dim=8, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8, mamba_n_groups=1, mamba_d_state=8,
+        mamba_chunk_size=8), path="general"),
+    Family("lfm2", "Lfm2Config", "Lfm2ForCausalLM", None, dict(layer_types=["conv", "full_attention"]),
+           path="general"),
 ]
 FAMILY_BY_NAME = {family.name: family for family in FAMILIES}

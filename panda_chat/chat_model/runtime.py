@@ -114,14 +114,14 @@ class ModelRuntime:
         device = model.device
         with self.lock:
             out = model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True)
-            cache, last = out.past_key_values, out.logits[0, -1].float()
+            cache, last = out.cache, out.logits[0, -1].float()
             scores = []
             for ids, start in zip(rows, starts, strict=False):
                 suffix = ids[shared:]
                 predictions = [last]
                 if len(suffix) > 1:
                     own = model(input_ids=torch.tensor([suffix[:-1]], device=device),
-                                past_key_values=copy.deepcopy(cache), use_cache=True)
+                                cache=copy.deepcopy(cache), use_cache=True)
                     predictions.extend(own.logits[0].float())
                 logprobs = torch.log_softmax(torch.stack(predictions), dim=-1)
                 scores.append(sum(float(logprobs[j, suffix[j]]) for j in range(start - shared, len(suffix))))

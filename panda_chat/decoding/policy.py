@@ -24,7 +24,15 @@ import logging
 import torch
 from transformers import PreTrainedModel
 
-from panda_chat.tree_attention import PATH_MEMO, PATHS, Path, PrefixCache, final_hidden, tree_path_problem
+from panda_chat.tree_attention import (
+    PATH_MEMO,
+    PATHS,
+    Path,
+    PrefixCache,
+    backbone_of,
+    final_hidden,
+    tree_path_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +71,9 @@ class _WithBackbone:
     """The model, seen by its own ``forward``, with the backbone attribute replaced (the model itself is untouched,
     so concurrent calls on the shared weights are safe)."""
 
-    def __init__(self, model: PreTrainedModel, backbone: _GivenHidden):
+    def __init__(self, model: PreTrainedModel, attribute: str, backbone: _GivenHidden):
         self.__dict__["_model"] = model
-        self.__dict__[model.base_model_prefix] = backbone
+        self.__dict__[attribute] = backbone
 
     def __getattr__(self, name: str):
         return getattr(self.__dict__["_model"], name)
@@ -77,9 +85,14 @@ class OwnOutputHead:
     def __init__(self, model: PreTrainedModel):
         self.model = model
         self.forward = type(model).forward
+        backbone = backbone_of(model)
+        # The attribute the forward calls the backbone through (None: not a direct child; the path check then fails).
+        self.attribute = next((name for name, child in model.named_children() if child is backbone), None)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        view = _WithBackbone(self.model, _GivenHidden(hidden[:, None]))
+        if self.attribute is None:
+            raise TypeError(f"{type(self.model).__name__} keeps its backbone below a direct attribute")
+        view = _WithBackbone(self.model, self.attribute, _GivenHidden(hidden[:, None]))
         dummy_ids = torch.zeros(hidden.shape[0], 1, dtype=torch.long, device=hidden.device)
         return self.forward(view, input_ids=dummy_ids, logits_to_keep=1, return_dict=True).logits[:, -1]
 

@@ -17,15 +17,16 @@ from transformers import PreTrainedModel
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.heads import RewardHead
 from panda_chat.rewards.reward_model import reward_head_of
+from panda_chat.tree_attention import backbone_of
 
 
 @torch.inference_mode()
 def reward_of_sequences(reward: RewardHead | PreTrainedModel, base_model: PreTrainedModel, sequences: torch.Tensor):
     """Raw reward of each full sequence (N, L), read at its last token."""
     if isinstance(reward, RewardHead):
-        hidden = base_model.base_model(input_ids=sequences).last_hidden_state[:, -1]
+        hidden = backbone_of(base_model)(input_ids=sequences).last_hidden_state[:, -1]
         return reward.to(device=hidden.device, dtype=hidden.dtype)(hidden).float()
-    hidden = reward.base_model(input_ids=sequences.to(reward.device)).last_hidden_state[:, -1]
+    hidden = backbone_of(reward)(input_ids=sequences.to(reward.device)).last_hidden_state[:, -1]
     return reward_head_of(reward)(hidden).squeeze(-1).float().to(sequences.device)
 
 
