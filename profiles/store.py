@@ -357,13 +357,13 @@ class ProfileStore:
             raise UnknownUserError(f"#{key}")
         return name
 
-    def forget(self, user_id: str) -> ForgetReport:
+    def forget(self, user_id: str, *, wait_s: float | None = None) -> ForgetReport:
         """Delete the user and everything derived from them (rows, embeddings, index entries), verify that no row
         refers to them any more, and scrub the files (see ``scrub``): only then does it return.
 
         The id is not validated, so an id stored before validation existed can still be forgotten. Deleted SQLite
         pages are zeroed (secure_delete). ``ForgetIncompleteError`` means the rows are gone but another connection's
-        read transaction kept old pages in the WAL past ``forget_wait_s``: run ``scrub`` once it has ended. A write
+        read transaction kept old pages in the WAL past ``wait_s`` (default ``forget_wait_s``): run ``scrub`` once it has ended. A write
         for this user that was already running (an import still embedding) is refused when it commits."""
         owned = {
             "conversations": Conversation, "messages": Message, "embeddings": MessageEmbedding,
@@ -386,7 +386,7 @@ class ProfileStore:
             session.execute(update(StoreState).where(StoreState.id == 1).values(purged_generation=generation))
         with self._lock:
             index_entries, index_file = self._forget_in_index(pk, generation)
-        wal = self.scrub(what=f"the deleted data of {user_id!r}")
+        wal = self.scrub(wait_s=wait_s, what=f"the deleted data of {user_id!r}")
         return ForgetReport(user_id=user_id, deleted=deleted, index_entries=index_entries, index_file=index_file,
                             wal=wal)
 

@@ -76,6 +76,7 @@ def demo(n_questions: int, max_tokens: int, seed: int, embedder: str | None) -> 
     workdir = Path(tempfile.mkdtemp(prefix="panda-demo-"))
     try:
         store = ProfileStore(workdir / "profiles.sqlite", catalog=demo_catalog(), embedder=embedder)
+        store.embedder  # noqa: B018 - load it now: a wrong --embedder fails before anything is printed
         click.echo(f"panda-chat demo: base model {model_dir}\n"
                    f"temporary profile store {workdir}; lambda: learned ({demo_lambda_path().name})\n")
         for user, history in DEMO_HISTORIES.items():

@@ -330,10 +330,13 @@ def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
 @click.option("--key", type=int, default=None,
               help="Name the user by database key (see `profile list --json`), e.g. an id that cannot be typed.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--wait", type=click.FloatRange(min=0), default=None,
+              help="Seconds to wait for other readers before failing [default: 10].")
 @json_option
 @click.pass_context
 @friendly_errors
-def forget(context: click.Context, user: str | None, key: int | None, yes: bool, as_json: bool) -> None:
+def forget(context: click.Context, user: str | None, key: int | None, yes: bool, wait: float | None,
+           as_json: bool) -> None:
     """Delete USER and everything derived from them (messages, embeddings, index entries, feedback, settings,
     reward heads), verify that nothing remains in any file, and fail (exit 1) if it cannot."""
     if (user is None) == (key is None):
@@ -343,7 +346,7 @@ def forget(context: click.Context, user: str | None, key: int | None, yes: bool,
     user = store.user_id_of_key(key) if key is not None else _existing_user(store, user)
     if not yes:
         click.confirm(f"Forget {_shown(user)} and everything stored about them?", abort=True, err=True)
-    report = store.forget(user)
+    report = store.forget(user, wait_s=wait)
     if as_json:
         _print_json(report.model_dump(mode="json"))
         return
