@@ -19,7 +19,13 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from profiles.database import WRITE_OPTIONS, create_store_engine, default_url, normalise_url, upgrade_schema
+from profiles.database import (
+    WRITE_OPTIONS,
+    create_store_engine,
+    default_url,
+    normalise_url,
+    upgrade_schema,
+)
 from profiles.errors import InvalidInputError
 from profiles.ids import validate_user_id
 from profiles.models import MAX_KEY_NAME_LENGTH, ApiKey

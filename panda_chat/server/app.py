@@ -28,12 +28,23 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from pydantic import BaseModel, ValidationError
 
 from panda_chat.chat_model import ChatPanda
-from panda_chat.chat_model.runtime import model_runtime
-from panda_chat.server.schemas import ChatCompletionRequest, ChatMessage, FeedbackRequest, PreferenceUpdate, error_body
+from panda_chat.server.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    FeedbackRequest,
+    PreferenceUpdate,
+    error_body,
+)
 from profiles import ProfileStore, validate_user_id
 from profiles.errors import InvalidInputError, ProfileError, UnknownUserError
 from profiles.keys import ApiKeys, KeyInfo
@@ -220,7 +231,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         scheduler = state["runtime"].scheduler
         return {"status": "ok", "model": settings.model_id, "running_rows": scheduler.running_rows,
-                "steps": scheduler.stats.steps, "max_rows": scheduler.stats.max_rows}
+                "steps": scheduler.stats.steps, "max_rows": scheduler.stats.max_rows,
+                "cancelled": scheduler.stats.cancelled}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -329,7 +341,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             yield f"data: {json.dumps(error_body(str(error).splitlines()[0], 'invalid_request_error'))}\n\n"
             yield "data: [DONE]\n\n"
             return
-        except Exception as error:  # the stream has started: the error goes in it
+        except Exception as error:  # noqa: BLE001 - the stream has started: the error goes in it
             log.error("stream error: %s", type(error).__name__)
             yield f"data: {json.dumps(error_body('internal server error', 'server_error'))}\n\n"
             yield "data: [DONE]\n\n"

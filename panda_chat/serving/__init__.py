@@ -4,6 +4,12 @@
 HTTP server (``panda_chat.server``).
 """
 
-from panda_chat.serving.scheduler import BatchScheduler, DecodeRequest, RequestCancelled, RequestHandle, SchedulerStats
+from panda_chat.serving.scheduler import (
+    BatchScheduler,
+    DecodeRequest,
+    RequestCancelled,
+    RequestHandle,
+    SchedulerStats,
+)
 
 __all__ = ["BatchScheduler", "DecodeRequest", "RequestCancelled", "RequestHandle", "SchedulerStats"]

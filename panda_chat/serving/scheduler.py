@@ -122,6 +122,7 @@ class SchedulerStats:
     row_steps: int = 0
     max_rows: int = 0
     solo_requests: int = 0
+    cancelled: int = 0
 
 
 class BatchScheduler:
@@ -287,7 +288,7 @@ class BatchScheduler:
                         self._admit(groups)
                         if self._rows:
                             self._step()
-                except Exception as error:  # a failed step fails the rows in it, and the loop serves on
+                except Exception as error:  # noqa: BLE001 - a failed step fails its rows; the loop serves on
                     self._fail_all(error)
 
     def _take_waiting(self, block: bool) -> list[list[_Admitted]] | None:
@@ -379,9 +380,9 @@ class BatchScheduler:
             batch_cache.merge(self._policy, policy)
             self._logits = torch.cat([self._logits, logits], dim=0)
 
-    @staticmethod
-    def _cancelled(job: _Admitted) -> bool:
+    def _cancelled(self, job: _Admitted) -> bool:
         if job.handle.cancelled:
+            self.stats.cancelled += 1
             job.sink("error", RequestCancelled("the request was cancelled"))
         return job.handle.cancelled
 
@@ -411,7 +412,7 @@ class BatchScheduler:
                 temperature=options.temperature, seed=options.seed, stop_at_eos=options.stop_at_eos,
                 stop=list(options.stop), on_token=on_token,
             )
-        except Exception as error:  # RequestCancelled included
+        except Exception as error:  # noqa: BLE001 - handed to the requests (RequestCancelled included)
             for job in group:
                 job.sink("error", error)
             return

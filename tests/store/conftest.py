@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from database_urls import backends, drop_database, fresh_database
+
 from profiles import HashingEmbedder, ProfileStore, SentenceTransformerEmbedder
 
 
