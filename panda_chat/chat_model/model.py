@@ -156,6 +156,9 @@ class ChatPanda(BaseChatModel):
     """Scales every pole's steering weight (see ``panda_chat.personalize.mapping``)."""
     chat_template: str | None = None
     """A Jinja chat template for a model whose tokenizer has none."""
+    build_heads: bool = False
+    """A model with no reward heads (no manifest, see ``panda-chat reward bootstrap``): True builds them on first
+    use (once, with a progress bar); False says so once, names the command, and scores with the zero-shot reward."""
 
     @model_validator(mode="before")
     @classmethod
@@ -297,6 +300,8 @@ class ChatPanda(BaseChatModel):
     def _personalizer(self, runtime: ModelRuntime, catalog: PreferenceCatalog, embedder: Any) -> Personalizer:
         """The catalog with the model's own rewards (if it ships any), and the lambda: ``lam`` when set, else the
         model's fitted lambda when it reads this catalog's preference vector, else ``DEFAULT_LAMBDA``."""
+        if self.personalize:
+            runtime.ensure_heads(catalog, self.build_heads)
         catalog = with_model_rewards(catalog, runtime.defaults.pole_rewards)
         lam = self.lam
         if lam is None:
