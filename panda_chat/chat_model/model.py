@@ -294,7 +294,8 @@ class ChatPanda(BaseChatModel):
         if self.record:
             conversation_id = profiles.record_incoming(user_id, conversation_id, messages)
         context = profiles.preferences(user_id, query) if self.personalize else profiles.neutral(user_id, query)
-        plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context)
+        user_heads = profiles.user_heads(user_id, runtime.decoder.model) if self.personalize else []
+        plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context, user_heads)
         return _Row(list(messages), user_id, conversation_id, prompt, plan)
 
     def _personalizer(self, runtime: ModelRuntime, catalog: PreferenceCatalog, embedder: Any) -> Personalizer:
@@ -611,7 +612,8 @@ class ChatPanda(BaseChatModel):
         runtime = self._runtime(options)
         profiles = self._profiles()
         context = profiles.preferences(options.user_id, query)
-        return self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context).explain()
+        user_heads = profiles.user_heads(options.user_id, runtime.decoder.model)
+        return self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context, user_heads).explain()
 
 
 class _DecoderValues:
