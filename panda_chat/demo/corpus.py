@@ -365,3 +365,17 @@ class DialogueCorpus:
             yield d.answer
         for pole in POLES:
             yield from self.user_utterances(pole, 50)
+
+
+def style_pair_source(seed: int = 0, pairs_per_pole: int = 400, heldout_per_pole: int = 100):
+    """The shipped, model-agnostic style corpus as a bootstrap pair source (``panda_chat.rewards.bootstrap``):
+    pole -> (pairs on training topics, pairs on held-out topics), or None for a pole the corpus does not write."""
+    corpus = DialogueCorpus(seed)
+
+    def pairs_for(pole: str) -> tuple[list[PreferencePair], list[PreferencePair]] | None:
+        if pole not in POLES:
+            return None
+        return (corpus.preference_pairs(pole, pairs_per_pole),
+                corpus.preference_pairs(pole, heldout_per_pole, split="heldout"))
+
+    return pairs_for
