@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from panda_chat.cli.errors import friendly_errors, one_line
-from profiles import PreferenceCatalog, ProfileStore
+
+if TYPE_CHECKING:  # LangChain and the store load when a chat starts, never for --help
+    from langchain_core.messages import BaseMessage
+
+    from profiles.store import ProfileStore
 
 HELP = """commands: /why  /good  /bad  /prefer [1|2]  /reset  /help  /quit"""
 # The second alternative of /prefer is sampled, so it differs from the greedy answer.
@@ -42,10 +46,14 @@ class ChatSession:
 
     @property
     def last_question(self) -> str | None:
+        from langchain_core.messages import HumanMessage
+
         return next((m.content for m in reversed(self.history) if isinstance(m, HumanMessage)), None)
 
     @property
     def last_answer(self) -> str | None:
+        from langchain_core.messages import AIMessage
+
         return next((m.content for m in reversed(self.history) if isinstance(m, AIMessage)), None)
 
     def config(self) -> dict:
@@ -56,6 +64,8 @@ class ChatSession:
 
     def ask(self, text: str) -> None:
         """Stream the answer to ``text``; the turn joins the history (and the profile, when recording)."""
+        from langchain_core.messages import AIMessage, HumanMessage
+
         messages = [*self.history, HumanMessage(text)]
         pieces, last = [], None
         click.echo("panda> ", nl=False)
@@ -83,6 +93,8 @@ class ChatSession:
         click.echo("thanks, noted: " + ("more like this" if rating > 0 else "less like this"))
 
     def show_alternatives(self) -> None:
+        from langchain_core.messages import AIMessage
+
         question = self.last_question
         if question is None:
             click.echo("ask something first, then /prefer shows two answers to compare")
@@ -166,6 +178,7 @@ def chat(user: str, model: str | None, db: str | None, embedder: str | None, cat
          top_k: int, temperature: float, lam: float | None, device: str, dtype: str, record: bool) -> None:
     """Chat in the terminal with answers personalised to USER; /help lists the commands."""
     from panda_chat.chat_model import ChatPanda  # torch loads only when a chat starts
+    from profiles import PreferenceCatalog, ProfileStore
 
     store = ProfileStore(db, embedder=embedder, catalog=PreferenceCatalog.from_file(catalog) if catalog else None)
     try:

@@ -20,20 +20,17 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from tqdm import tqdm
 
 from panda_chat.cli.errors import friendly_errors
-from profiles import (
-    PreferenceCatalog,
-    PreferenceContext,
-    ProfileStore,
-    UnknownUserError,
-    parse_export,
-    parse_history,
-)
+from profiles.errors import UnknownUserError
+
+if TYPE_CHECKING:  # the store (SQLAlchemy, faiss) and pydantic load when a command runs, never for --help
+    from tqdm import tqdm
+
+    from profiles import PreferenceContext, ProfileStore
 
 
 class _StoreOpener:
@@ -44,6 +41,8 @@ class _StoreOpener:
         self._store: ProfileStore | None = None
 
     def __call__(self) -> ProfileStore:
+        from profiles import PreferenceCatalog, ProfileStore
+
         if self._store is None:
             catalog = PreferenceCatalog.from_file(self.catalog) if self.catalog else None
             self._store = ProfileStore(self.db, embedder=self.embedder, catalog=catalog)
@@ -69,6 +68,8 @@ def _print_json(data: Any) -> None:
 
 
 def _progress(total: int, description: str) -> tuple[tqdm, Callable[[int], None]]:
+    from tqdm import tqdm
+
     bar = tqdm(total=total, desc=description, unit="msg", file=sys.stderr, disable=None, leave=False)
     return bar, bar.update
 
@@ -182,6 +183,8 @@ def log(context: click.Context, user: str, text: str, role: str, conversation: i
 def import_history(context: click.Context, user: str, file: Any) -> None:
     """Import USER's messages from a JSONL FILE ("-" for stdin): one {"role", "text", "created_at"?,
     "conversation"?} object per line. Every line is checked before anything is stored."""
+    from profiles import parse_history
+
     store = _store(context)
     _existing_user(store, user)
     lines = parse_history(file, source=getattr(file, "name", "history"))
@@ -288,6 +291,8 @@ def export(context: click.Context, user: str, output: Any) -> None:
 @friendly_errors
 def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
     """Create a user from an export FILE ("-" for stdin)."""
+    from profiles import parse_export
+
     data = parse_export(file.read(), source=getattr(file, "name", "export"))
     count = sum(len(conversation.messages) for conversation in data.conversations)
     bar, update = _progress(count, "embedding")
@@ -326,6 +331,8 @@ def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
 @friendly_errors
 def dimensions(context: click.Context, as_json: bool) -> None:
     """List the preference catalog's dimensions and poles."""
+    from profiles import PreferenceCatalog
+
     opener = context.find_object(_StoreOpener)
     catalog = PreferenceCatalog.from_file(opener.catalog) if opener.catalog else PreferenceCatalog.default()
     if as_json:
