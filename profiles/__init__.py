@@ -36,7 +36,10 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["HistoryLine", "ProfileExport", "parse_export", "parse_history"], "profiles.exchange"),
     **dict.fromkeys(["InferenceSettings", "PreferenceInference"], "profiles.inference"),
     **dict.fromkeys(
-        ["FeedbackPair", "ForgetReport", "ProfileStore", "SearchHit", "StoredMessage", "StoredRewardHead", "UserSummary"],
+        [
+            "FeedbackPair", "ForgetReport", "ProfileStore", "SearchHit", "StoredMessage", "StoredRewardHead",
+            "UserSummary",
+        ],
         "profiles.store",
     ),
 }

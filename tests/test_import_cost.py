@@ -51,7 +51,8 @@ def _fresh(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_importing_the_cli_imports_nothing_heavy():
-    code = "import json, sys, panda_chat.cli; print(json.dumps([m for m in json.loads(sys.argv[1]) if m in sys.modules]))"
+    code = "import json, sys, panda_chat.cli; "
+    code += "print(json.dumps([m for m in json.loads(sys.argv[1]) if m in sys.modules]))"
     assert json.loads(_fresh(code, json.dumps(HEAVY)).stdout) == []
 
 

@@ -62,10 +62,9 @@ class LazyGroup(click.Group):
         limit = formatter.width - 6 - max(len(name) for name in names)
         rows = []
         for name in names:
-            if name in COMMANDS and name not in self.commands:
-                rows.append((name, click.utils.make_default_short_help(COMMANDS[name][1], limit)))
-            else:
-                rows.append((name, self.commands[name].get_short_help_str(limit)))
+            # An unloaded command is shown through a stand-in with its registered help, shortened the way click does.
+            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name][1])
+            rows.append((name, command.get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
