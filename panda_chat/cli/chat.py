@@ -20,13 +20,17 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from panda_chat.cli.errors import friendly_errors, one_line
 from panda_chat.cli.options import user_id_callback
-from profiles import PreferenceCatalog, ProfileStore
+
+if TYPE_CHECKING:  # LangChain and the store load when a chat starts, never for --help
+    from langchain_core.messages import BaseMessage
+
+    from profiles.store import ProfileStore
 
 HELP = """commands: /why  /good  /bad  /prefer [1|2]  /train  /reset  /help  /quit"""
 # Feedback pairs needed before a user head is (re)trained from them.
@@ -51,10 +55,14 @@ class ChatSession:
 
     @property
     def last_question(self) -> str | None:
+        from langchain_core.messages import HumanMessage
+
         return next((m.content for m in reversed(self.history) if isinstance(m, HumanMessage)), None)
 
     @property
     def last_answer(self) -> str | None:
+        from langchain_core.messages import AIMessage
+
         return next((m.content for m in reversed(self.history) if isinstance(m, AIMessage)), None)
 
     def config(self) -> dict:
@@ -65,6 +73,8 @@ class ChatSession:
 
     def ask(self, text: str) -> None:
         """Stream the answer to ``text``; the turn joins the history (and the profile, when recording)."""
+        from langchain_core.messages import AIMessage, HumanMessage
+
         messages = [*self.history, HumanMessage(text)]
         pieces, last = [], None
         click.echo("panda> ", nl=False)
@@ -96,6 +106,8 @@ class ChatSession:
         self.retrain_in_background()
 
     def show_alternatives(self) -> None:
+        from langchain_core.messages import AIMessage
+
         question = self.last_question
         if question is None:
             click.echo("ask something first, then /prefer shows two answers to compare")
@@ -233,6 +245,7 @@ def chat(user: str, model: str | None, db: str | None, embedder: str | None, cat
     The whole configuration (user id, database, embedder, model) is checked before the first prompt, so a bad one
     exits at once with an error; the exit code is also non-zero when any turn failed."""
     from panda_chat.chat_model import ChatPanda  # torch loads only when a chat starts
+    from profiles import PreferenceCatalog, ProfileStore
 
     store = ProfileStore(db, embedder=embedder, catalog=PreferenceCatalog.from_file(catalog) if catalog else None)
     failed_turns = 0

@@ -10,20 +10,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.options import force_option, user_id_callback
 from panda_chat.output_paths import atomic_file, atomic_folder, check_output
-from panda_chat.rewards.data import load_pairs
-from panda_chat.rewards.training import (
-    RewardTrainingConfig,
-    RewardTrainingReport,
-    train_reward_head,
-    train_reward_model,
-    train_user_reward_head,
-)
+
+if TYPE_CHECKING:
+    from panda_chat.rewards.training import RewardTrainingReport
 
 
 @click.group()
@@ -65,6 +61,14 @@ def reward() -> None:
 def train(base, data_path, user_id, store_url, out, force, kind, name, description, head_type, epochs, lr, batch_size,
           val_split, patience, seed, cache_dir, threads, as_json) -> None:
     """Train a reward with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l))."""
+    from panda_chat.rewards.data import load_pairs  # torch: imported when the command runs, never for --help
+    from panda_chat.rewards.training import (
+        RewardTrainingConfig,
+        train_reward_head,
+        train_reward_model,
+        train_user_reward_head,
+    )
+
     if (data_path is None) == (user_id is None):
         raise click.UsageError("give exactly one of --data FILE or --from-feedback USER")
     if out is None and user_id is None:

@@ -70,9 +70,6 @@ class StyleSpec:
         """This style with ``pole`` on its dimension (other dimensions unchanged)."""
         return replace(self, **{dimension_of(pole): pole})
 
-    def has(self, pole: str) -> bool:
-        return getattr(self, dimension_of(pole)) == pole
-
     @property
     def poles(self) -> tuple[str, str, str]:
         return (self.expertise, self.verbosity, self.tone)
