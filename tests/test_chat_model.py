@@ -264,7 +264,9 @@ async def test_async_generation_does_not_block_the_event_loop(llm):
     done.set()
     await task
     assert result.content
-    assert ticks >= max(3, int(elapsed / 0.002 * 0.25)), (ticks, elapsed)
+    # A blocked loop ticks once or twice in the whole decode; a free one ticks every few ms, however busy the machine
+    # (a ratio to the ideal tick count would measure the machine's load, not the loop).
+    assert ticks >= 10, (ticks, elapsed)
 
 
 @pytest.mark.asyncio
