@@ -33,8 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Manage user profiles: history, inferred and explicit preferences, feedback, export and deletion."),
     "reward": ("panda_chat.cli.reward:reward", "Train reward models (Bradley-Terry heads or full models)."),
     "serve": ("panda_chat.cli.serve:serve",
-              "Serve /v1/chat/completions (OpenAI's API) for every user of the profile database; create API keys with\n"
-              "    `panda-chat key create`."),
+              "Serve /v1/chat/completions (OpenAI's API) for every user of the profile database; create API keys with "
+              "`panda-chat key create`."),
 }
 
 

@@ -7,7 +7,6 @@ import json
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from profiles.keys import ApiKeys
 
 _db_option = click.option("--db", default=None, help="Profile database URL or SQLite path (default: $PANDA_CHAT_DB "
                                                      "or the per-user database).")
@@ -28,6 +27,8 @@ def key() -> None:
 @friendly_errors
 def create(name: str, users: tuple[str, ...], all_users: bool, db: str | None, as_json: bool) -> None:
     """Create key NAME and print it, once: only its hash is stored."""
+    from profiles.keys import ApiKeys  # SQLAlchemy loads when the command runs, never for --help
+
     keys = ApiKeys(db)
     try:
         info, secret = keys.create(name, users, all_users=all_users)
@@ -47,6 +48,8 @@ def create(name: str, users: tuple[str, ...], all_users: bool, db: str | None, a
 @friendly_errors
 def list_keys(db: str | None, as_json: bool) -> None:
     """List keys: name, prefix, users, revoked."""
+    from profiles.keys import ApiKeys  # SQLAlchemy loads when the command runs, never for --help
+
     keys = ApiKeys(db)
     try:
         infos = keys.list()
@@ -66,6 +69,8 @@ def list_keys(db: str | None, as_json: bool) -> None:
 @friendly_errors
 def revoke(name: str, db: str | None) -> None:
     """Revoke key NAME at once (every server on the database refuses it from its next request)."""
+    from profiles.keys import ApiKeys  # SQLAlchemy loads when the command runs, never for --help
+
     keys = ApiKeys(db)
     try:
         if not keys.revoke(name):
