@@ -24,6 +24,7 @@ model (``panda_chat.rewards.reward_model``) each keep a ``PrefixCache``, which i
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from typing import Literal
 import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import get_layer_types_and_kwargs
+
+log = logging.getLogger(__name__)
 
 Path = Literal["tree", "general"]
 PATHS: tuple[Path, ...] = ("tree", "general")
@@ -366,3 +369,30 @@ class _PathMemo:
 
 
 PATH_MEMO = _PathMemo()
+
+
+def choose_path(
+    model: PreTrainedModel,
+    requested: str | None = "auto",
+    logits_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Path:
+    """The path ``model`` takes: ``"auto"`` (or None) is the checked choice, logged once per model at debug level
+    when it is the general path; ``"general"`` is always allowed; ``"tree"`` only when the check passes, so a forced
+    fast path is never silently wrong. ``logits_of``: see ``tree_path_problem`` (the decoder's base model passes it,
+    a reward model, whose score head is a plain linear map, does not)."""
+    requested = requested or "auto"
+    if requested not in ("auto", *PATHS):
+        raise ValueError(f"unknown decoding path {requested!r}: use auto, tree or general")
+    if requested == "general":
+        return "general"
+
+    def decide() -> str | None:
+        problem = tree_path_problem(model, logits_of)
+        if problem is not None:
+            log.debug("%s takes the general path: %s", type(model).__name__, problem)
+        return problem
+
+    problem = PATH_MEMO.get(model, "with logits" if logits_of is not None else "hidden states", decide)
+    if problem is not None and requested == "tree":
+        raise ValueError(f"the tree path is not exact for {type(model).__name__}: {problem}")
+    return "tree" if problem is None else "general"

@@ -70,7 +70,7 @@ def build(family: Family, tokenizer, path: str, dtype: torch.dtype = torch.float
     if family.sequence_classifier is not None:
         reward_model = family.build(len(tokenizer), seed=1, reward_model=True).to(dtype)
         rewards["rm"] = reward_model
-        decoder.add_reward("rm", CachedRewardModel(reward_model, "rm", path=path if path == "general" else None))
+        decoder.add_reward("rm", CachedRewardModel(reward_model, "rm", path=path if path == "general" else "auto"))
     return model, decoder, rewards
 
 
@@ -143,7 +143,7 @@ def test_bfloat16_smoke_run_on_each_path(name: str, tokenizer):
 
 def test_the_general_path_is_announced_once_and_the_tree_path_refused(tokenizer, caplog):
     model = FAMILY_BY_NAME["mpt"].build(len(tokenizer))
-    with caplog.at_level(logging.DEBUG, logger="panda_chat.decoding.policy"):
+    with caplog.at_level(logging.DEBUG, logger="panda_chat.tree_attention"):
         first = PandaDecoder(model, tokenizer)
         second = PandaDecoder(model, tokenizer)
     assert first.path == second.path == "general"
@@ -151,3 +151,7 @@ def test_the_general_path_is_announced_once_and_the_tree_path_refused(tokenizer,
     assert len(announcements) == 1 and "MptForCausalLM" in announcements[0].getMessage()
     with pytest.raises(ValueError, match="tree path is not exact for MptForCausalLM"):
         PandaDecoder(model, tokenizer, path="tree")
+    reward_model = FAMILY_BY_NAME["mpt"].build(len(tokenizer), reward_model=True)
+    assert CachedRewardModel(reward_model, "rm").path == "general"
+    with pytest.raises(ValueError, match="tree path is not exact for MptForSequenceClassification"):
+        CachedRewardModel(reward_model, "rm", path="tree")
