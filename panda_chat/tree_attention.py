@@ -277,7 +277,7 @@ class PrefixCache:
 # rounding noise of half precision (measured on tiny random models: MPT's error 0.14 vs. Llama's bfloat16 noise 0.002).
 _CHECK_CANDIDATES = 8
 _CHECK_PROMPT_TOKENS = 10
-_LONGEST_CHECKED_WINDOW = 150  # smaller windows are exceeded by the check's input; larger ones cost too much to
+_LONGEST_CHECKED_WINDOW = 150  # the check's input outgrows windows up to this size (longer ones would cost too much)
 
 
 def _tolerance(dtype: torch.dtype) -> float:
@@ -315,7 +315,10 @@ def tree_path_problem(
     generator = torch.Generator().manual_seed(0)
     # Ids from the middle of the vocabulary: far from the special tokens, which some models treat specially.
     low, high = min(vocab // 4, 100), max(vocab // 2, 2)
-    draw = lambda *shape: torch.randint(low, high, shape, generator=generator).to(device)  # noqa: E731
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randint(low, high, shape, generator=generator).to(device)
+
     prompts = draw(2, length)
     pad = 3
     attention_mask = torch.ones(2, length, dtype=torch.long, device=device)
@@ -342,7 +345,7 @@ def tree_path_problem(
             kv.keep(chosen)
             for row in range(2):
                 sequences[row].append(int(candidates[row, chosen[row]]))
-    except Exception as error:  # any failure of the fast path on this model means: take the general path
+    except Exception as error:  # noqa: BLE001 - any failure of the fast path on this model means: the general path
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return f"the tree forward fails: {type(error).__name__}: {first_line}"[:300]
     return None

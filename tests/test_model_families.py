@@ -20,8 +20,8 @@ import logging
 
 import pytest
 import torch
-
 from model_families import FAMILIES, FAMILY_BY_NAME, Family
+
 from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.reference import reference_decode
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
@@ -101,7 +101,7 @@ def test_family_decodes_exactly_like_its_own_forward(family: Family, path: str, 
         assert decoder.rewards["rm"].path == path
     prompts = prompts_for(len(tokenizer))
     weights = {name: WEIGHTS[name] for name in rewards}
-    options = dict(top_k=TOP_K, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
+    options = {"top_k": TOP_K, "max_new_tokens": NEW_TOKENS, "stop_at_eos": False}
 
     # Steered greedy: a left-padded batch, and one prompt alone.
     batch = decoder.generate(prompts, weights=weights, lam=LAM, **options)
@@ -132,7 +132,7 @@ def test_family_decodes_exactly_like_its_own_forward(family: Family, path: str, 
 def test_bfloat16_smoke_run_on_each_path(name: str, tokenizer):
     """Also: in bfloat16 the check still tells MPT's slot-biased ALiBi from rounding noise."""
     family = FAMILY_BY_NAME[name]
-    model, decoder, rewards = build(family, tokenizer, "auto", dtype=torch.bfloat16)
+    _, decoder, _ = build(family, tokenizer, "auto", dtype=torch.bfloat16)
     assert decoder.path == family.path
     outputs = decoder.generate(prompts_for(len(tokenizer)), weights=WEIGHTS, lam=LAM, top_k=TOP_K,
                                max_new_tokens=4, stop_at_eos=False)
