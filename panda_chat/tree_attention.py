@@ -219,10 +219,12 @@ class PrefixCache:
         self.prefix: SharedPrefix | None = None
         self._repeated = 1  # general path: k while the cache holds k copies of each row (between candidates/keep)
 
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """Encode the left-padded prompts (B, L) into the cache; return the module's output over them."""
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, module: torch.nn.Module | None = None):
+        """Encode the left-padded prompts (B, L) into the cache; return the output of the module (or of ``module``,
+        e.g. the backbone where the cache's module is the full model) over them."""
         self.prefix = SharedPrefix.from_prompt(attention_mask)
-        return self._forward(input_ids, self.prefix.attention_mask, prefill_position_ids(self.prefix.attention_mask))
+        mask = self.prefix.attention_mask
+        return self._forward(input_ids, mask, prefill_position_ids(mask), module=module)
 
     def step(self, tokens: torch.Tensor):
         """Append one token per row (B,); return the module's output for it (sequence length 1)."""
@@ -260,14 +262,15 @@ class PrefixCache:
         self.cache.reorder_cache((rows[:, None] * self._repeated + copies).flatten())
         self.prefix.select_rows(rows)
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask, positions: torch.Tensor):
-        return self.module(
+    def _forward(self, input_ids: torch.Tensor, attention_mask, positions: torch.Tensor, module=None):
+        options = self.forward_options if module is None else {}
+        return (module or self.module)(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
             cache=self.cache,
             use_cache=True,
-            **self.forward_options,
+            **options,
         )
 
 

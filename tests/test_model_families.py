@@ -23,10 +23,12 @@ import torch
 from model_families import FAMILIES, FAMILY_BY_NAME, Family
 
 from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.reference import reference_decode
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
 from panda_chat.rewards.reward_model import CachedRewardModel
 from panda_chat.tiny_models import sample_corpus, train_tokenizer
+from panda_chat.tree_attention import prefill_position_ids
 
 pytestmark = pytest.mark.families
 
@@ -155,3 +157,20 @@ def test_the_general_path_is_announced_once_and_the_tree_path_refused(tokenizer,
     assert CachedRewardModel(reward_model, "rm").path == "general"
     with pytest.raises(ValueError, match="tree path is not exact for MptForSequenceClassification"):
         CachedRewardModel(reward_model, "rm", path="tree")
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma2", "qwen3-next"])
+def test_both_paths_prefill_to_the_same_logits_and_prompt_features(name: str, tokenizer):
+    """Lambda functions read the prompt features: the general path (backbone, then the full model on the last prompt
+    token) gives the tree path's, and both give the model's own next-token logits."""
+    model = FAMILY_BY_NAME[name].build(len(tokenizer))
+    decoder = PandaDecoder(model, tokenizer)
+    batch = decoder.encode_prompts(prompts_for(len(tokenizer)))
+    with torch.inference_mode():
+        own = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=prefill_position_ids(batch.attention_mask)).logits[:, -1]
+        results = {path: BasePolicy(model, path).prefill(batch.input_ids, batch.attention_mask)
+                   for path in ("tree", "general") if path == "general" or decoder.path == "tree"}
+    for logits, features in results.values():
+        torch.testing.assert_close(logits, own, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(features, results["general"][1], atol=1e-5, rtol=1e-4)

@@ -100,13 +100,22 @@ class BasePolicy:
             # The full model, for its own logits (of the last position only) and its final hidden states.
             self.kv = PrefixCache(model, "general", module=model, output_hidden_states=True, logits_to_keep=1)
             self.output_head = None
+        self.backbone = backbone_of(model)
         self._candidate_hidden: torch.Tensor | None = None
         self._candidate_logits: torch.Tensor | None = None
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the prompts; return next-token logits (B, V) and the mean prompt hidden state (B, H)."""
-        output = self.kv.prefill(input_ids, attention_mask)
-        hidden = final_hidden(output)
+        if self.output_head is None and input_ids.shape[1] > 1:
+            # General path: the backbone encodes all but the last prompt token (the full model would keep every
+            # layer's hidden states of the whole prompt to return the final ones), the full model the last token,
+            # which every left-padded row has, for its own logits.
+            first = final_hidden(self.kv.prefill(input_ids[:, :-1], attention_mask[:, :-1], module=self.backbone))
+            output = self.kv.step(input_ids[:, -1])
+            hidden = torch.cat([first, final_hidden(output)], dim=1)
+        else:
+            output = self.kv.prefill(input_ids, attention_mask)
+            hidden = final_hidden(output)
         real = self.kv.prefix.attention_mask[..., None].to(hidden.dtype)
         prompt_features = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
         return self._last_logits(output), prompt_features.float()
