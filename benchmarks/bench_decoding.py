@@ -247,7 +247,7 @@ PATH_WINDOW = 32  # the Gemma-2-style model's sliding window: shorter than the 6
 def path_models(config: BenchConfig) -> dict[str, torch.nn.Module]:
     """The three models of the paths table, at the size of ``config``, random-init and seeded."""
     torch.manual_seed(0)
-    tokens = dict(vocab_size=config.vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    tokens = {"vocab_size": config.vocab_size, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
     gemma2 = Gemma2Config(
         hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
@@ -270,7 +270,8 @@ def bench_paths(config: BenchConfig, rounds: int) -> dict:
     tokenizer = word_tokenizer(config.vocab_size)
     generator = torch.Generator().manual_seed(1)
     one = torch.randint(3, config.vocab_size, (PROMPT_TOKENS,), generator=generator).tolist()
-    common = dict(lam=LAM, top_k=TOP_K, max_new_tokens=PATH_NEW_TOKENS, stop_at_eos=False, weights={"head": 1.0})
+    common = {"lam": LAM, "top_k": TOP_K, "max_new_tokens": PATH_NEW_TOKENS, "stop_at_eos": False,
+              "weights": {"head": 1.0}}
     rows = []
     for name, model in path_models(config).items():
         model = model.to(device=device, dtype=config.dtype).eval()
@@ -285,13 +286,13 @@ def bench_paths(config: BenchConfig, rounds: int) -> dict:
         general = PandaDecoder(model, tokenizer, rewards={"head": HeadReward(head)}, path="general")
         ids = torch.tensor([one], device=device)
 
-        def plain():
+        def plain(model=model, ids=ids):
             return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                   max_new_tokens=PATH_NEW_TOKENS, min_new_tokens=PATH_NEW_TOKENS)
 
-        runs = {"plain": plain, "general": lambda: general.generate(one, **common)}
+        runs = {"plain": plain, "general": lambda decoder=general: decoder.generate(one, **common)}
         if auto.path == "tree":
-            runs["tree"] = lambda: auto.generate(one, **common)
+            runs["tree"] = lambda decoder=auto: decoder.generate(one, **common)
         plain()  # warm-up
         best: dict[str, float] = {}
         outputs: dict[str, object] = {}

@@ -24,6 +24,7 @@ model (``panda_chat.rewards.reward_model``) each keep a ``PrefixCache``, which i
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from typing import Literal
 import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import get_layer_types_and_kwargs
+
+log = logging.getLogger(__name__)
 
 Path = Literal["tree", "general"]
 PATHS: tuple[Path, ...] = ("tree", "general")
@@ -216,10 +219,12 @@ class PrefixCache:
         self.prefix: SharedPrefix | None = None
         self._repeated = 1  # general path: k while the cache holds k copies of each row (between candidates/keep)
 
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """Encode the left-padded prompts (B, L) into the cache; return the module's output over them."""
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, module: torch.nn.Module | None = None):
+        """Encode the left-padded prompts (B, L) into the cache; return the output of the module (or of ``module``,
+        e.g. the backbone where the cache's module is the full model) over them."""
         self.prefix = SharedPrefix.from_prompt(attention_mask)
-        return self._forward(input_ids, self.prefix.attention_mask, prefill_position_ids(self.prefix.attention_mask))
+        mask = self.prefix.attention_mask
+        return self._forward(input_ids, mask, prefill_position_ids(mask), module=module)
 
     def step(self, tokens: torch.Tensor):
         """Append one token per row (B,); return the module's output for it (sequence length 1)."""
@@ -257,14 +262,15 @@ class PrefixCache:
         self.cache.reorder_cache((rows[:, None] * self._repeated + copies).flatten())
         self.prefix.select_rows(rows)
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask, positions: torch.Tensor):
-        return self.module(
+    def _forward(self, input_ids: torch.Tensor, attention_mask, positions: torch.Tensor, module=None):
+        options = self.forward_options if module is None else {}
+        return (module or self.module)(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
             cache=self.cache,
             use_cache=True,
-            **self.forward_options,
+            **options,
         )
 
 
@@ -274,7 +280,7 @@ class PrefixCache:
 # rounding noise of half precision (measured on tiny random models: MPT's error 0.14 vs. Llama's bfloat16 noise 0.002).
 _CHECK_CANDIDATES = 8
 _CHECK_PROMPT_TOKENS = 10
-_LONGEST_CHECKED_WINDOW = 150  # smaller windows are exceeded by the check's input; larger ones cost too much to
+_LONGEST_CHECKED_WINDOW = 150  # the check's input outgrows windows up to this size (longer ones would cost too much)
 
 
 def _tolerance(dtype: torch.dtype) -> float:
@@ -312,7 +318,10 @@ def tree_path_problem(
     generator = torch.Generator().manual_seed(0)
     # Ids from the middle of the vocabulary: far from the special tokens, which some models treat specially.
     low, high = min(vocab // 4, 100), max(vocab // 2, 2)
-    draw = lambda *shape: torch.randint(low, high, shape, generator=generator).to(device)  # noqa: E731
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randint(low, high, shape, generator=generator).to(device)
+
     prompts = draw(2, length)
     pad = 3
     attention_mask = torch.ones(2, length, dtype=torch.long, device=device)
@@ -339,7 +348,7 @@ def tree_path_problem(
             kv.keep(chosen)
             for row in range(2):
                 sequences[row].append(int(candidates[row, chosen[row]]))
-    except Exception as error:  # any failure of the fast path on this model means: take the general path
+    except Exception as error:  # noqa: BLE001 - any failure of the fast path on this model means: the general path
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return f"the tree forward fails: {type(error).__name__}: {first_line}"[:300]
     return None
@@ -366,3 +375,30 @@ class _PathMemo:
 
 
 PATH_MEMO = _PathMemo()
+
+
+def choose_path(
+    model: PreTrainedModel,
+    requested: str | None = "auto",
+    logits_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Path:
+    """The path ``model`` takes: ``"auto"`` (or None) is the checked choice, logged once per model at debug level
+    when it is the general path; ``"general"`` is always allowed; ``"tree"`` only when the check passes, so a forced
+    fast path is never silently wrong. ``logits_of``: see ``tree_path_problem`` (the decoder's base model passes it,
+    a reward model, whose score head is a plain linear map, does not)."""
+    requested = requested or "auto"
+    if requested not in ("auto", *PATHS):
+        raise ValueError(f"unknown decoding path {requested!r}: use auto, tree or general")
+    if requested == "general":
+        return "general"
+
+    def decide() -> str | None:
+        problem = tree_path_problem(model, logits_of)
+        if problem is not None:
+            log.debug("%s takes the general path: %s", type(model).__name__, problem)
+        return problem
+
+    problem = PATH_MEMO.get(model, "with logits" if logits_of is not None else "hidden states", decide)
+    if problem is not None and requested == "tree":
+        raise ValueError(f"the tree path is not exact for {type(model).__name__}: {problem}")
+    return "tree" if problem is None else "general"

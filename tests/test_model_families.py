@@ -20,13 +20,15 @@ import logging
 
 import pytest
 import torch
-
 from model_families import FAMILIES, FAMILY_BY_NAME, Family
+
 from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.reference import reference_decode
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
 from panda_chat.rewards.reward_model import CachedRewardModel
 from panda_chat.tiny_models import sample_corpus, train_tokenizer
+from panda_chat.tree_attention import prefill_position_ids
 
 pytestmark = pytest.mark.families
 
@@ -70,7 +72,7 @@ def build(family: Family, tokenizer, path: str, dtype: torch.dtype = torch.float
     if family.sequence_classifier is not None:
         reward_model = family.build(len(tokenizer), seed=1, reward_model=True).to(dtype)
         rewards["rm"] = reward_model
-        decoder.add_reward("rm", CachedRewardModel(reward_model, "rm", path=path if path == "general" else None))
+        decoder.add_reward("rm", CachedRewardModel(reward_model, "rm", path=path if path == "general" else "auto"))
     return model, decoder, rewards
 
 
@@ -101,7 +103,7 @@ def test_family_decodes_exactly_like_its_own_forward(family: Family, path: str, 
         assert decoder.rewards["rm"].path == path
     prompts = prompts_for(len(tokenizer))
     weights = {name: WEIGHTS[name] for name in rewards}
-    options = dict(top_k=TOP_K, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
+    options = {"top_k": TOP_K, "max_new_tokens": NEW_TOKENS, "stop_at_eos": False}
 
     # Steered greedy: a left-padded batch, and one prompt alone.
     batch = decoder.generate(prompts, weights=weights, lam=LAM, **options)
@@ -132,7 +134,7 @@ def test_family_decodes_exactly_like_its_own_forward(family: Family, path: str, 
 def test_bfloat16_smoke_run_on_each_path(name: str, tokenizer):
     """Also: in bfloat16 the check still tells MPT's slot-biased ALiBi from rounding noise."""
     family = FAMILY_BY_NAME[name]
-    model, decoder, rewards = build(family, tokenizer, "auto", dtype=torch.bfloat16)
+    _, decoder, _ = build(family, tokenizer, "auto", dtype=torch.bfloat16)
     assert decoder.path == family.path
     outputs = decoder.generate(prompts_for(len(tokenizer)), weights=WEIGHTS, lam=LAM, top_k=TOP_K,
                                max_new_tokens=4, stop_at_eos=False)
@@ -143,7 +145,7 @@ def test_bfloat16_smoke_run_on_each_path(name: str, tokenizer):
 
 def test_the_general_path_is_announced_once_and_the_tree_path_refused(tokenizer, caplog):
     model = FAMILY_BY_NAME["mpt"].build(len(tokenizer))
-    with caplog.at_level(logging.DEBUG, logger="panda_chat.decoding.policy"):
+    with caplog.at_level(logging.DEBUG, logger="panda_chat.tree_attention"):
         first = PandaDecoder(model, tokenizer)
         second = PandaDecoder(model, tokenizer)
     assert first.path == second.path == "general"
@@ -151,3 +153,24 @@ def test_the_general_path_is_announced_once_and_the_tree_path_refused(tokenizer,
     assert len(announcements) == 1 and "MptForCausalLM" in announcements[0].getMessage()
     with pytest.raises(ValueError, match="tree path is not exact for MptForCausalLM"):
         PandaDecoder(model, tokenizer, path="tree")
+    reward_model = FAMILY_BY_NAME["mpt"].build(len(tokenizer), reward_model=True)
+    assert CachedRewardModel(reward_model, "rm").path == "general"
+    with pytest.raises(ValueError, match="tree path is not exact for MptForSequenceClassification"):
+        CachedRewardModel(reward_model, "rm", path="tree")
+
+
+@pytest.mark.parametrize("name", ["llama", "gemma2", "qwen3-next"])
+def test_both_paths_prefill_to_the_same_logits_and_prompt_features(name: str, tokenizer):
+    """Lambda functions read the prompt features: the general path (backbone, then the full model on the last prompt
+    token) gives the tree path's, and both give the model's own next-token logits."""
+    model = FAMILY_BY_NAME[name].build(len(tokenizer))
+    decoder = PandaDecoder(model, tokenizer)
+    batch = decoder.encode_prompts(prompts_for(len(tokenizer)))
+    with torch.inference_mode():
+        own = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=prefill_position_ids(batch.attention_mask)).logits[:, -1]
+        results = {path: BasePolicy(model, path).prefill(batch.input_ids, batch.attention_mask)
+                   for path in ("tree", "general") if path == "general" or decoder.path == "tree"}
+    for logits, features in results.values():
+        torch.testing.assert_close(logits, own, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(features, results["general"][1], atol=1e-5, rtol=1e-4)

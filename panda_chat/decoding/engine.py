@@ -4,7 +4,8 @@ Every step of ``_decode`` is the algorithm, in order:
 
 1. Z = the top-k tokens of the base model's log-probs;
 2. each reward source scores every candidate z in Z (reward heads read the base model's hidden state at z, which
-   one tree-masked forward of the k candidates gives; an external reward model runs its own cached tree forward);
+   one tree-masked forward of the k candidates gives, or on the general path one ordinary step of the cache repeated
+   k times; an external reward model runs its own cached forward of the candidates);
    the rewards are calibrated and combined with the row's weights: r = sum_j w_j * (r_j - mean_j) / std_j;
 3. s(z) = log p(z) + lambda(x, t) * r(z); greedy takes argmax s, sampling draws from softmax(s / temperature) over Z;
 4. the chosen token is appended: the caches keep the chosen candidate only, and the next step's logits come from it.

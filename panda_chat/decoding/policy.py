@@ -19,22 +19,10 @@ final soft-capping, whatever a future family adds), never from a re-implementati
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from transformers import PreTrainedModel
 
-from panda_chat.tree_attention import (
-    PATH_MEMO,
-    PATHS,
-    Path,
-    PrefixCache,
-    backbone_of,
-    final_hidden,
-    tree_path_problem,
-)
-
-log = logging.getLogger(__name__)
+from panda_chat.tree_attention import Path, PrefixCache, backbone_of, choose_path, final_hidden
 
 
 class _BackboneOutput(dict):
@@ -91,36 +79,15 @@ class OwnOutputHead:
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.attribute is None:
-            raise TypeError(f"{type(self.model).__name__} keeps its backbone below a direct attribute")
+            raise TypeError(f"{type(self.model).__name__}: its backbone is not a direct attribute of the model")
         view = _WithBackbone(self.model, self.attribute, _GivenHidden(hidden[:, None]))
         dummy_ids = torch.zeros(hidden.shape[0], 1, dtype=torch.long, device=hidden.device)
         return self.forward(view, input_ids=dummy_ids, logits_to_keep=1, return_dict=True).logits[:, -1]
 
 
-def decoding_path(model: PreTrainedModel) -> tuple[Path, str | None]:
-    """The path the decoder takes for ``model`` and, for the general path, why: decided once per model."""
-
-    def decide() -> str | None:
-        problem = tree_path_problem(model, OwnOutputHead(model))
-        if problem is not None:
-            log.debug("%s decodes on the general path: %s", type(model).__name__, problem)
-        return problem
-
-    problem = PATH_MEMO.get(model, "decoder", decide)
-    return ("tree", None) if problem is None else ("general", problem)
-
-
 def resolve_path(model: PreTrainedModel, requested: str = "auto") -> Path:
-    """``"auto"``: the checked choice (logged once per model at debug level when it is the general path);
-    ``"general"``: always allowed; ``"tree"``: only when the check passes (never silently wrong)."""
-    if requested not in ("auto", *PATHS):
-        raise ValueError(f"unknown decoding path {requested!r}: use auto, tree or general")
-    if requested == "general":
-        return "general"
-    path, problem = decoding_path(model)
-    if requested == "tree" and path != "tree":
-        raise ValueError(f"the tree path is not exact for {type(model).__name__}: {problem}")
-    return path
+    """The decoder's path for ``model`` (see ``tree_attention.choose_path``); its check includes the logits."""
+    return choose_path(model, requested, OwnOutputHead(model))
 
 
 class BasePolicy:
@@ -133,13 +100,22 @@ class BasePolicy:
             # The full model, for its own logits (of the last position only) and its final hidden states.
             self.kv = PrefixCache(model, "general", module=model, output_hidden_states=True, logits_to_keep=1)
             self.output_head = None
+        self.backbone = backbone_of(model)
         self._candidate_hidden: torch.Tensor | None = None
         self._candidate_logits: torch.Tensor | None = None
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the prompts; return next-token logits (B, V) and the mean prompt hidden state (B, H)."""
-        output = self.kv.prefill(input_ids, attention_mask)
-        hidden = final_hidden(output)
+        if self.output_head is None and input_ids.shape[1] > 1:
+            # General path: the backbone encodes all but the last prompt token (the full model would keep every
+            # layer's hidden states of the whole prompt to return the final ones), the full model the last token,
+            # which every left-padded row has, for its own logits.
+            first = final_hidden(self.kv.prefill(input_ids[:, :-1], attention_mask[:, :-1], module=self.backbone))
+            output = self.kv.step(input_ids[:, -1])
+            hidden = torch.cat([first, final_hidden(output)], dim=1)
+        else:
+            output = self.kv.prefill(input_ids, attention_mask)
+            hidden = final_hidden(output)
         real = self.kv.prefix.attention_mask[..., None].to(hidden.dtype)
         prompt_features = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
         return self._last_logits(output), prompt_features.float()

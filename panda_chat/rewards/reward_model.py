@@ -15,16 +15,12 @@ The classification head of a sequence classifier reads the last token's hidden s
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
-from panda_chat.tree_attention import PATH_MEMO, Path, PrefixCache, cache_bytes, final_hidden, tree_path_problem
-
-log = logging.getLogger(__name__)
+from panda_chat.tree_attention import Path, PrefixCache, cache_bytes, choose_path, final_hidden
 
 
 def reward_head_of(model: PreTrainedModel) -> nn.Module:
@@ -42,32 +38,20 @@ def reward_head_of(model: PreTrainedModel) -> nn.Module:
     return head
 
 
-def reward_model_path(model: PreTrainedModel) -> Path:
-    """``"tree"`` when the tree mask reproduces the reward model's own backbone forward, else ``"general"`` (the
-    cache repeated k times for one ordinary step): decided once per model, logged at debug level."""
-
-    def decide() -> str | None:
-        problem = tree_path_problem(model)
-        if problem is not None:
-            log.debug("reward model %s scores on the general path: %s", type(model).__name__, problem)
-        return problem
-
-    return "tree" if PATH_MEMO.get(model, "backbone", decide) is None else "general"
-
-
 class CachedRewardModel(RewardSource):
     """A same-tokenizer reward model scored with a single cached prefix per row (see the module docstring)."""
 
     needs_base_hidden = False
 
     def __init__(
-        self, model: PreTrainedModel, name: str, calibration: Calibration | None = None, path: Path | None = None
+        self, model: PreTrainedModel, name: str, calibration: Calibration | None = None, path: str | None = "auto"
     ):
         self.model = model.eval()
         self.head = reward_head_of(model)
         self.name = name
         self.calibration = calibration or Calibration()
-        self.path: Path = path or reward_model_path(model)
+        # "auto": tree when a short check reproduces the model's own forward, else general; see tree_attention.
+        self.path: Path = choose_path(self.model, path)
 
     def start(self, prompts: PromptBatch) -> CachedRewardSession:
         return CachedRewardSession(self, prompts)
