@@ -178,3 +178,14 @@ def test_atomic_outputs_leave_the_old_output_when_writing_fails(tmp_path: Path) 
         (temporary / "weights").write_text("new")
     assert (folder / "weights").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.txt"]
+
+
+def test_reward_train_with_a_mistyped_local_base_fails_at_once(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    for kind in ("head", "model"):
+        result = CliRunner().invoke(main, ["reward", "train", "--base", "models/bsae", "--data", str(data),
+                                           "--out", str(tmp_path / f"out-{kind}"), "--kind", kind])
+        _one_line_error(result, "base model folder not found: models/bsae")
