@@ -15,6 +15,12 @@ on what the weights say), prompts of 64 random tokens and 256 new tokens:
 - the reward model's peak KV-cache size for several k (it must grow by k slots, not by k prefixes).
 
 With CUDA present, the same rows are measured again for a ~1B-parameter config in bfloat16.
+
+The paths table (``--paths-only`` runs just it) compares the two exact ways of scoring the k candidates
+(``panda_chat.tree_attention``): the tree path and the general path (the cache repeated k times for one ordinary step,
+logits for all k candidates from the model's own forward), with a reward head, on a Llama, a Gemma-2-style model
+(final soft-capping, attention soft-capping, sliding window shorter than prompt+answer on every other layer) and an
+ALiBi model (Bloom: the load-time check sends it to the general path).
 """
 
 from __future__ import annotations
@@ -34,7 +40,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast  # noqa: E402
+from transformers import (  # noqa: E402
+    BloomConfig,
+    BloomForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
 from panda_chat.decoding import PandaDecoder  # noqa: E402
 from panda_chat.decoding.reference import reference_generate  # noqa: E402
@@ -225,6 +240,93 @@ def bench(config: BenchConfig, rounds: int, seed: int = 0) -> dict:
     }
 
 
+PATH_NEW_TOKENS = int(os.environ.get("PANDA_BENCH_PATH_NEW_TOKENS", "128"))
+PATH_WINDOW = 32  # the Gemma-2-style model's sliding window: shorter than the 64-token prompt
+
+
+def path_models(config: BenchConfig) -> dict[str, torch.nn.Module]:
+    """The three models of the paths table, at the size of ``config``, random-init and seeded."""
+    torch.manual_seed(0)
+    tokens = dict(vocab_size=config.vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    gemma2 = Gemma2Config(
+        hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads, head_dim=config.hidden_size // config.num_attention_heads,
+        sliding_window=PATH_WINDOW, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+        max_position_embeddings=1024, **tokens,
+    )
+    bloom = BloomConfig(hidden_size=config.hidden_size, n_layer=config.num_hidden_layers,
+                        n_head=config.num_attention_heads, **tokens)
+    return {
+        "Llama": LlamaForCausalLM(config.llama()),
+        f"Gemma-2-style (soft-cap, window {PATH_WINDOW})": Gemma2ForCausalLM(gemma2),
+        "Bloom (ALiBi)": BloomForCausalLM(bloom),
+    }
+
+
+def bench_paths(config: BenchConfig, rounds: int) -> dict:
+    """tok/s of plain greedy, the tree path and the general path (reward head, k = TOP_K) on each model."""
+    device = torch.device(config.device)
+    tokenizer = word_tokenizer(config.vocab_size)
+    generator = torch.Generator().manual_seed(1)
+    one = torch.randint(3, config.vocab_size, (PROMPT_TOKENS,), generator=generator).tolist()
+    common = dict(lam=LAM, top_k=TOP_K, max_new_tokens=PATH_NEW_TOKENS, stop_at_eos=False, weights={"head": 1.0})
+    rows = []
+    for name, model in path_models(config).items():
+        model = model.to(device=device, dtype=config.dtype).eval()
+        model.generation_config.eos_token_id = None
+        model.generation_config.pad_token_id = 0
+        torch.manual_seed(0)
+        head = RewardHead(RewardHeadConfig(name="head", hidden_size=config.hidden_size,
+                                           base_signature=BaseModelSignature.of(model)))
+        with torch.no_grad():
+            head.net.weight.mul_(10.0)
+        auto = PandaDecoder(model, tokenizer, rewards={"head": HeadReward(head)})
+        general = PandaDecoder(model, tokenizer, rewards={"head": HeadReward(head)}, path="general")
+        ids = torch.tensor([one], device=device)
+
+        def plain():
+            return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                  max_new_tokens=PATH_NEW_TOKENS, min_new_tokens=PATH_NEW_TOKENS)
+
+        runs = {"plain": plain, "general": lambda: general.generate(one, **common)}
+        if auto.path == "tree":
+            runs["tree"] = lambda: auto.generate(one, **common)
+        plain()  # warm-up
+        best: dict[str, float] = {}
+        outputs: dict[str, object] = {}
+        for _ in range(rounds):
+            for key, fn in runs.items():
+                seconds, outputs[key] = timed(fn)
+                best[key] = max(best.get(key, 0.0), PATH_NEW_TOKENS / seconds)
+        same = outputs["tree"][0].token_ids == outputs["general"][0].token_ids if "tree" in outputs else None
+        rows.append({
+            "model": name,
+            "auto_path": auto.path,
+            "plain_tokens_per_s": round(best["plain"], 2),
+            "tree_tokens_per_s": round(best["tree"], 2) if "tree" in best else None,
+            "general_tokens_per_s": round(best["general"], 2),
+            "tree_x_plain": round(best["tree"] / best["plain"], 3) if "tree" in best else None,
+            "general_x_plain": round(best["general"] / best["plain"], 3),
+            "tree_equals_general_tokens": same,
+        })
+    return {"config": config.name, "new_tokens": PATH_NEW_TOKENS, "rows": rows}
+
+
+def print_paths_table(result: dict) -> None:
+    print(f"\n### Tree vs general path, {result['config']} shape; reward head, k={TOP_K}; prompt {PROMPT_TOKENS}, "
+          f"{result['new_tokens']} new\n")
+    print("| model | path chosen | plain greedy tok/s | tree path tok/s (x plain) | general path tok/s (x plain) "
+          "| same tokens |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for row in result["rows"]:
+        tree = (f"{row['tree_tokens_per_s']:.1f} ({row['tree_x_plain']:.2f})" if row["tree_tokens_per_s"]
+                else "n/a (not exact: refused)")
+        same = {True: "yes", False: "NO", None: "-"}[row["tree_equals_general_tokens"]]
+        print(f"| {row['model']} | {row['auto_path']} | {row['plain_tokens_per_s']:.1f} | {tree} | "
+              f"{row['general_tokens_per_s']:.1f} ({row['general_x_plain']:.2f}) | {same} |")
+
+
 def print_table(result: dict) -> None:
     print(f"\n### {result['config']}, {result['params_m']}M parameters; prompt {PROMPT_TOKENS}, {NEW_TOKENS} new\n")
     print("| method | tokens/s | x plain greedy | note |")
@@ -245,6 +347,7 @@ def main() -> None:
     parser.add_argument("--skip-gpu", action="store_true", help="only the CPU table, even with CUDA present")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--rounds", type=int, default=3, help="repetitions of each measurement (best kept)")
+    parser.add_argument("--paths-only", action="store_true", help="only the tree-vs-general path table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -254,12 +357,16 @@ def main() -> None:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{when}; {machine}; torch threads {torch.get_num_threads()}; best of {args.rounds} rounds")
     results = {"date": when, "machine": machine, "threads": torch.get_num_threads(), "rounds": args.rounds,
-               "tables": []}
+               "tables": [], "paths": []}
     configs = [CPU_CONFIG] + ([GPU_CONFIG] if torch.cuda.is_available() and not args.skip_gpu else [])
     for config in configs:
-        result = bench(config, rounds=args.rounds)
-        print_table(result)
-        results["tables"].append(result)
+        if not args.paths_only:
+            result = bench(config, rounds=args.rounds)
+            print_table(result)
+            results["tables"].append(result)
+        paths = bench_paths(config, rounds=args.rounds)
+        print_paths_table(paths)
+        results["paths"].append(paths)
         sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

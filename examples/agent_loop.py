@@ -88,7 +88,7 @@ def run_agent(llm: ChatPanda, user: str, question: str) -> str:
 def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> None:
     store = ProfileStore(db, embedder=embedder)
     store.set_preference("carol", "verbosity", "concise")
-    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens, record=False)
+    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens)
     print("calculator check:", calculator("(17 + 4) * 2"))
     answer = run_agent(llm, "carol", "What is 17 plus 4, times 2?")
     print(f"answer: {answer}")

@@ -35,7 +35,7 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
     store.set_preference("alice", "verbosity", "concise")
     store.set_preference("bob", "verbosity", "detailed")
 
-    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens, record=False)
+    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens)
     prompt = ChatPromptTemplate.from_messages([
         ("system", "You are a helpful cooking assistant."),
         ("human", "How do I make {dish}?"),

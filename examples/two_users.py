@@ -46,10 +46,9 @@ def steering(answer) -> str:
 
 def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> None:
     store = ProfileStore(db, embedder=embedder)
-    # One ChatPanda serves everyone; the user is picked per call. Questions asked only to compare answers are not
-    # recorded (record=False); the chats below are.
-    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens, record=False)
-    chatty = llm.model_copy(update={"record": True})
+    # One ChatPanda with its defaults serves everyone; the user is picked per call, and every turn is recorded
+    # (the turn being answered never drowns the history it is steered by).
+    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens)
 
     before = ask_both(llm, QUESTION)
     for user, answer in before.items():
@@ -57,7 +56,7 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
 
     for user, messages in HISTORIES.items():
         for text in messages:
-            chatty.invoke(text, config={"configurable": {"user_id": user}})
+            llm.invoke(text, config={"configurable": {"user_id": user}})
 
     after = ask_both(llm, QUESTION)
     for user, answer in after.items():

@@ -3,7 +3,7 @@
 A thousand ``ChatPanda(user_id=...)`` objects on the same base model must not load it a thousand times. Models and
 tokenizers are loaded here once per (kind, path, device, dtype) and handed out to everyone who asks; the registry is
 thread-safe (two threads asking for the same model wait for one load). This is the only global mutable state of
-panda-chat (see DESIGN.md section 5).
+panda-chat (see docs/ARCHITECTURE.md, "Layers").
 """
 
 from __future__ import annotations

@@ -1,24 +1,44 @@
-"""k candidate tokens on one shared, cached prefix: the tree mask, their positions, and keeping the chosen one.
+"""k candidate tokens on one shared, cached prefix: the tree mask, the general (repeated-cache) way, and the check.
 
 PANDA scores k candidate next tokens per row at every step. Re-encoding prefix+candidate k times costs O(k * L)
-tokens a step; copying the KV cache k times costs k x memory. Instead, the prefix is cached ONCE, and the k
-candidates go through the model as one row of k tokens with a "tree" attention mask: candidate i sees the row's real
-prefix tokens and itself, never the other candidates, and all k sit at the same position (the next one). The logits
-and hidden states at candidate i are then exactly those of prefix+candidate_i. After the choice, only the chosen
-candidate's keys/values are kept: they are written into the first candidate slot and the cache is cropped to it, so
-the cache again holds the prefix plus one token, and never k copies of anything.
+tokens a step. Two exact ways avoid it; ``PrefixCache`` implements both behind one interface:
 
-``PrefixCache`` puts this together for one backbone. The decoder (base model) and the cached reward model
-(``panda_chat.rewards.reward_model``) each keep one, which is why it lives here, below both layers.
+- **tree** (the fast path): the prefix is cached ONCE, and the k candidates go through the model as one row of k
+  tokens with a "tree" attention mask: candidate i sees the row's real prefix tokens and itself, never the other
+  candidates, and all k sit at the same position (the next one). Sliding-window layers get their own mask per layer
+  type (candidate i sees only the last ``window`` slots, as it would at the end of prefix+candidate). After the
+  choice, only the chosen candidate's keys/values are kept (written into the first candidate slot, the cache cropped
+  to it), so the cache again holds the prefix plus one token, never k copies of anything. The cache keeps every
+  slot of sliding layers too (the masks do the windowing), which costs memory on answers far longer than the window.
+- **general** (the beam-search way): the model's own cache (sliding layers and all) is repeated k times along the
+  batch for ONE ordinary one-token step of the k candidates, with the model's own masks from a 2D padding mask;
+  then the chosen rows are kept (``Cache.reorder_cache``, what beam search uses, so recurrent and convolutional
+  states of hybrid models follow too). Costs k x the cache for one step, and works for whatever a tree mask cannot express:
+  ALiBi biases built from a 2D mask (Bloom) or from key slots (MPT), attention kinds nobody has checked.
+
+Which way a model takes is decided once per model by ``tree_path_problem``, a short check of the tree way against the
+model's own full forward on prefix+candidate (padding, several candidates, a kept candidate and a second step, and
+more tokens than the smallest window when that window is small). The decoder (base model) and the cached reward
+model (``panda_chat.rewards.reward_model``) each keep a ``PrefixCache``, which is why it lives here, below both.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import get_layer_types_and_kwargs
+
+Path = Literal["tree", "general"]
+PATHS: tuple[Path, ...] = ("tree", "general")
+
+# Layer types whose mask the tree path can build: full causal attention, and causal attention over a sliding window.
+_FULL, _SLIDING = "full_attention", "sliding_attention"
 
 
 def prefill_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -29,6 +49,26 @@ def prefill_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """
     positions = attention_mask.long().cumsum(-1) - 1
     return positions.clamp(min=0)
+
+
+def attention_windows(model: PreTrainedModel) -> dict[str, int | None] | None:
+    """The attention kinds of the model's layers, read the way ``transformers`` builds its own cache for it:
+    {"full_attention": None, "sliding_attention": window}. None when a layer uses a kind the tree mask cannot
+    express (chunked, linear, ... attention), or the config cannot be read that way."""
+    try:
+        layer_types, layer_kwargs = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    windows: dict[str, int | None] = {}
+    for layer_type, kwargs in zip(layer_types, layer_kwargs):
+        if layer_type == _FULL:
+            windows[_FULL] = None
+        elif layer_type == _SLIDING and isinstance(kwargs.get("sliding_window"), int):
+            if windows.setdefault(_SLIDING, kwargs["sliding_window"]) != kwargs["sliding_window"]:
+                return None  # several window sizes: one mask per layer type cannot say it
+        else:
+            return None
+    return windows or None
 
 
 @dataclass
@@ -52,21 +92,39 @@ class SharedPrefix:
         """Number of cached slots (padding included)."""
         return self.attention_mask.shape[1]
 
-    def tree_inputs(self, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 4D additive attention mask (B, 1, k, P + k) and position ids (B, k) for k candidates per row.
+    def tree_mask(self, k: int, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
+        """The 4D additive attention mask (B, 1, k, P + k) of k candidates per row.
 
-        Each candidate attends to its row's real prefix tokens and to itself; all k share the next position.
+        Each candidate attends to its row's real prefix tokens and to itself. With a ``window`` (a sliding-window
+        layer), only to the prefix slots a query at slot P sees: those after P - window, as in ``transformers``'
+        own sliding masks (which count cache slots; left padding is older than every real token, so it changes
+        nothing).
         """
         batch, prefix_len = self.attention_mask.shape
         blocked = torch.finfo(dtype).min
         device = self.attention_mask.device
+        hidden = self.attention_mask == 0
+        if window is not None:
+            too_old = torch.arange(prefix_len, device=device) <= prefix_len - window
+            hidden = hidden | too_old[None, :]
         prefix = torch.zeros(batch, 1, 1, prefix_len, dtype=dtype, device=device)
-        prefix.masked_fill_((self.attention_mask == 0)[:, None, None, :], blocked)
+        prefix.masked_fill_(hidden[:, None, None, :], blocked)
         own = torch.full((k, k), blocked, dtype=dtype, device=device)
         own.fill_diagonal_(0.0)
-        mask = torch.cat([prefix.expand(batch, 1, k, prefix_len), own.expand(batch, 1, k, k)], dim=-1)
-        positions = self.next_position[:, None].expand(batch, k)
-        return mask, positions
+        return torch.cat([prefix.expand(batch, 1, k, prefix_len), own.expand(batch, 1, k, k)], dim=-1)
+
+    def tree_inputs(
+        self, k: int, dtype: torch.dtype, windows: dict[str, int | None] | None = None
+    ) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]:
+        """The attention mask and position ids (B, k) for k candidates per row; all k share the next position.
+
+        The mask is one 4D tensor when every layer attends the same way, else a {layer type: 4D mask} mapping (the
+        form hybrid models such as Gemma 2/3 accept for their full and sliding layers).
+        """
+        windows = windows or {_FULL: None}
+        masks = {layer_type: self.tree_mask(k, dtype, window) for layer_type, window in windows.items()}
+        positions = self.next_position[:, None].expand(self.attention_mask.shape[0], k)
+        return (next(iter(masks.values())) if len(masks) == 1 else masks), positions
 
     def append_one(self) -> None:
         """Record that every row's cache grew by one real token (the chosen candidate, or a plain decode step)."""
@@ -74,25 +132,20 @@ class SharedPrefix:
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=-1)
         self.next_position = self.next_position + 1
 
-    def decode_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """2D attention mask (B, P + 1) and position ids (B, 1) for a plain one-token step on top of the prefix."""
+    def decode_inputs(self, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """2D attention mask (B * repeat, P + 1) and position ids (B * repeat, 1) for a plain one-token step on top of
+        the prefix (``repeat`` copies of each row for the general path's k candidates)."""
         ones = torch.ones_like(self.attention_mask[:, :1])
-        return torch.cat([self.attention_mask, ones], dim=-1), self.next_position[:, None]
+        mask = torch.cat([self.attention_mask, ones], dim=-1)
+        positions = self.next_position[:, None]
+        if repeat > 1:
+            mask, positions = mask.repeat_interleave(repeat, 0), positions.repeat_interleave(repeat, 0)
+        return mask, positions
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (e.g. drop finished rows from the batch)."""
         self.attention_mask = self.attention_mask[rows]
         self.next_position = self.next_position[rows]
-
-
-def check_tree_cache(cache: DynamicCache) -> None:
-    """Refuse caches whose layers cannot be compacted in place (sliding windows, quantised or offloaded caches)."""
-    for layer in cache.layers:
-        if type(layer) is not DynamicLayer:
-            raise TypeError(
-                f"tree decoding needs plain dynamic cache layers, this model uses {type(layer).__name__} "
-                "(sliding-window and quantised caches are not supported)"
-            )
 
 
 def keep_chosen_candidate(cache: DynamicCache, prefix_length: int, chosen: torch.Tensor) -> None:
@@ -111,74 +164,205 @@ def keep_chosen_candidate(cache: DynamicCache, prefix_length: int, chosen: torch
             setattr(layer, name, states[:, :, : prefix_length + 1])
 
 
-def select_cache_rows(cache: DynamicCache, rows: torch.Tensor) -> None:
-    """Keep only the batch ``rows`` of every cache layer."""
-    for layer in cache.layers:
-        layer.keys = layer.keys[rows]
-        layer.values = layer.values[rows]
-
-
 def cache_bytes(cache: DynamicCache) -> int:
     """Bytes held by a cache's keys and values (views count at their visible size)."""
     total = 0
     for layer in cache.layers:
-        for states in (layer.keys, layer.values):
-            if states is not None:
+        for states in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(states, torch.Tensor):
                 total += states.numel() * states.element_size()
     return total
 
 
-class PrefixCache:
-    """A decoder backbone's KV cache over a left-padded batch, with the forwards PANDA needs on top of it.
+def final_hidden(output) -> torch.Tensor:
+    """The final (normed) hidden states of a backbone's output, or of a full model run with output_hidden_states."""
+    hidden = output.get("last_hidden_state")
+    return hidden if hidden is not None else output.hidden_states[-1]
 
-    The base model (``decoding.policy``) and a same-tokenizer reward model (``rewards.reward_model``) each keep one;
-    they differ only in the head they put on the hidden states returned here (LM head vs. score head).
+
+def backbone_of(model: PreTrainedModel) -> torch.nn.Module:
+    """The module that turns token ids into final hidden states (``LlamaModel`` in ``LlamaForCausalLM``).
+
+    ``model.base_model`` names it for almost every class; a few declare a prefix they do not use (Llama 4's causal LM
+    says ``language_model`` and keeps ``model``), where ``base_model`` is the model itself.
+    """
+    backbone = model.base_model
+    if backbone is model:
+        backbone = getattr(model, "model", None)
+        if not isinstance(backbone, torch.nn.Module):
+            backbone = model.get_decoder()
+    return backbone
+
+
+class PrefixCache:
+    """A decoder's KV cache over a left-padded batch, with the forwards PANDA needs on top of it (tree or general).
+
+    ``module`` is what each forward calls: the backbone (``backbone_of``, returning the final hidden states), or
+    the full causal LM (the general path of the decoder, whose logits must come from the model's own forward). The
+    methods return that module's output; ``final_hidden`` reads the hidden states from either.
     """
 
-    def __init__(self, model: PreTrainedModel):
-        self.backbone = model.base_model  # e.g. LlamaModel: returns the final-normed last hidden state
+    def __init__(self, model: PreTrainedModel, path: Path, module: torch.nn.Module | None = None, **forward_options):
+        if path not in PATHS:
+            raise ValueError(f"unknown decoding path {path!r}: use one of {', '.join(PATHS)}")
+        self.path = path
+        self.module = module if module is not None else backbone_of(model)
         self.dtype = model.dtype
-        self.cache = DynamicCache(config=model.config)
+        self.forward_options = forward_options
+        # The tree path keeps every slot of every layer (plain dynamic layers) and windows by mask; the general
+        # path uses the very cache the model's own generate would (sliding layers crop themselves).
+        self.cache = DynamicCache() if path == "tree" else DynamicCache(config=model.config)
+        self.windows = attention_windows(model) if path == "tree" else None
         self.prefix: SharedPrefix | None = None
-        self._tree_checked = False
+        self._repeated = 1  # general path: k while the cache holds k copies of each row (between candidates/keep)
 
-    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Encode the left-padded prompts (B, L) into the cache; return their hidden states (B, L, H)."""
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Encode the left-padded prompts (B, L) into the cache; return the module's output over them."""
         self.prefix = SharedPrefix.from_prompt(attention_mask)
         return self._forward(input_ids, self.prefix.attention_mask, prefill_position_ids(self.prefix.attention_mask))
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append one token per row (B,); return its hidden state (B, H)."""
+    def step(self, tokens: torch.Tensor):
+        """Append one token per row (B,); return the module's output for it (sequence length 1)."""
         attention_mask, positions = self.prefix.decode_inputs()
-        hidden = self._forward(tokens[:, None], attention_mask, positions)
+        output = self._forward(tokens[:, None], attention_mask, positions)
         self.prefix.append_one()
-        return hidden[:, -1]
+        return output
 
-    def candidates(self, candidate_ids: torch.Tensor) -> torch.Tensor:
-        """Run k candidates per row (B, k) on the cached prefix with the tree mask; return their hidden states
-        (B, k, H). The cache holds prefix + k slots until ``keep``."""
-        mask, positions = self.prefix.tree_inputs(candidate_ids.shape[1], self.dtype)
-        hidden = self._forward(candidate_ids, mask, positions)
-        if not self._tree_checked:  # checked on first use: plain decoding works with any cache type
-            check_tree_cache(self.cache)
-            self._tree_checked = True
-        return hidden
+    def candidates(self, candidate_ids: torch.Tensor):
+        """Run k candidates per row (B, k) on the cached prefix; return the module's output, whose hidden states
+        (and logits) are (B, k, ...) on the tree path and (B * k, 1, ...) on the general path. The cache holds the
+        candidates until ``keep``."""
+        batch, k = candidate_ids.shape
+        if self.path == "tree":
+            mask, positions = self.prefix.tree_inputs(k, self.dtype, self.windows)
+            return self._forward(candidate_ids, mask, positions)
+        self.cache.reorder_cache(torch.arange(batch, device=candidate_ids.device).repeat_interleave(k))
+        self._repeated = k
+        mask, positions = self.prefix.decode_inputs(repeat=k)
+        return self._forward(candidate_ids.reshape(batch * k, 1), mask, positions)
 
     def keep(self, chosen: torch.Tensor) -> None:
         """After ``candidates``: keep each row's chosen candidate (B,) and drop the other k - 1."""
-        keep_chosen_candidate(self.cache, self.prefix.length, chosen)
+        if self.path == "tree":
+            keep_chosen_candidate(self.cache, self.prefix.length, chosen)
+        else:
+            rows = torch.arange(chosen.shape[0], device=chosen.device)
+            self.cache.reorder_cache(rows * self._repeated + chosen)
+            self._repeated = 1
         self.prefix.append_one()
 
     def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only the batch ``rows`` (finished rows are dropped)."""
-        select_cache_rows(self.cache, rows)
+        """Keep only the batch ``rows`` (finished rows are dropped), also between ``candidates`` and ``keep``."""
+        copies = torch.arange(self._repeated, device=rows.device)
+        self.cache.reorder_cache((rows[:, None] * self._repeated + copies).flatten())
         self.prefix.select_rows(rows)
 
-    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.backbone(
+    def _forward(self, input_ids: torch.Tensor, attention_mask, positions: torch.Tensor):
+        return self.module(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=True,
-        ).last_hidden_state
+            **self.forward_options,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- choosing the path
+
+# Eight candidates: a bias that grows with the candidate's slot (ALiBi by key slot, MPT) is then far above the
+# rounding noise of half precision (measured on tiny random models: MPT's error 0.14 vs. Llama's bfloat16 noise 0.002).
+_CHECK_CANDIDATES = 8
+_CHECK_PROMPT_TOKENS = 10
+_LONGEST_CHECKED_WINDOW = 150  # smaller windows are exceeded by the check's input; larger ones cost too much to
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    return 1e-3 if dtype == torch.float32 or dtype == torch.float64 else 2e-2
+
+
+def _disagreement(fast: torch.Tensor, reference: torch.Tensor, dtype: torch.dtype) -> float | None:
+    """The relative max difference of two results when it is above the dtype's tolerance, else None."""
+    fast, reference = fast.float(), reference.float()
+    scale = 1.0 + reference.abs().max().item()
+    difference = (fast - reference).abs().max().item() / scale
+    return difference if not difference <= _tolerance(dtype) else None
+
+
+@torch.inference_mode()
+def tree_path_problem(
+    model: PreTrainedModel, logits_of: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> str | None:
+    """Why the tree path would not reproduce ``model``'s own forward, or None when it does.
+
+    Two rows (one left-padded), a prefill, ``_CHECK_CANDIDATES`` candidates with the tree mask, keeping the second
+    one, and a second candidate step; each candidate's final hidden state is compared with the backbone's own forward
+    on the unpadded prefix+candidate. With ``logits_of`` (how the decoder turns a final hidden state into logits),
+    those logits are compared with the full model's own ``logits`` too.
+    """
+    windows = attention_windows(model)
+    if windows is None:
+        return "its layers use an attention kind the tree mask cannot express"
+    smallest = min((w for w in windows.values() if w is not None), default=None)
+    length = _CHECK_PROMPT_TOKENS
+    if smallest is not None and smallest <= _LONGEST_CHECKED_WINDOW:
+        length = max(length, smallest + 3)
+    vocab = model.get_input_embeddings().weight.shape[0]
+    device = model.device
+    generator = torch.Generator().manual_seed(0)
+    # Ids from the middle of the vocabulary: far from the special tokens, which some models treat specially.
+    low, high = min(vocab // 4, 100), max(vocab // 2, 2)
+    draw = lambda *shape: torch.randint(low, high, shape, generator=generator).to(device)  # noqa: E731
+    prompts = draw(2, length)
+    pad = 3
+    attention_mask = torch.ones(2, length, dtype=torch.long, device=device)
+    attention_mask[1, :pad] = 0
+    sequences = [prompts[0].tolist(), prompts[1, pad:].tolist()]
+    kv = PrefixCache(model, "tree")
+    try:
+        kv.prefill(prompts, attention_mask)
+        for step in range(2):
+            candidates = draw(2, _CHECK_CANDIDATES)
+            hidden = final_hidden(kv.candidates(candidates))
+            for row in range(2):
+                full = torch.tensor([sequences[row] + [c] for c in candidates[row].tolist()], device=device)
+                reference = backbone_of(model)(input_ids=full)
+                difference = _disagreement(hidden[row], final_hidden(reference)[:, -1], model.dtype)
+                if difference is not None:
+                    return f"tree-masked hidden states differ from its own forward (relative {difference:.2g})"
+                if logits_of is not None:
+                    own_logits = model(input_ids=full, logits_to_keep=1).logits[:, -1]
+                    difference = _disagreement(logits_of(hidden[row]), own_logits, model.dtype)
+                    if difference is not None:
+                        return f"logits from the final hidden state differ from its own (relative {difference:.2g})"
+            chosen = torch.tensor([1, _CHECK_CANDIDATES - 1], device=device)
+            kv.keep(chosen)
+            for row in range(2):
+                sequences[row].append(int(candidates[row, chosen[row]]))
+    except Exception as error:  # any failure of the fast path on this model means: take the general path
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return f"the tree forward fails: {type(error).__name__}: {first_line}"[:300]
+    return None
+
+
+class _PathMemo:
+    """The path each loaded model takes, decided once per (model, dtype, check): a process-wide cache (weak keys,
+    so it never keeps a model alive), like the model registry it sits beside."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._memo: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get(self, model: PreTrainedModel, check: str, decide: Callable[[], str | None]) -> str | None:
+        key = (str(model.dtype), str(model.device), check)
+        with self._lock:
+            found = self._memo.get(model, {})
+            if key in found:
+                return found[key]
+        problem = decide()
+        with self._lock:
+            self._memo.setdefault(model, {})[key] = problem
+        return problem
+
+
+PATH_MEMO = _PathMemo()

@@ -7,83 +7,94 @@
     store.preferences("alice", query="how do magnets work")  # -> PreferenceContext
 
 Independent of the decoding engine: nothing here imports ``panda_chat``.
+
+The names below load on first use (module ``__getattr__``), so ``import profiles.ids`` or ``profiles.errors`` does
+not pull in SQLAlchemy, Alembic and faiss, and the command line's ``--help`` stays fast.
 """
 
-from profiles.catalog import Dimension, Pole, PreferenceCatalog, RewardSpec
-from profiles.context import DimensionPreference, Evidence, PreferenceContext
-from profiles.embedders import (
-    CallableEmbedder,
-    Embedder,
-    HashingEmbedder,
-    SentenceTransformerEmbedder,
-    resolve_embedder,
-)
-from profiles.errors import (
-    CatalogError,
-    EmbedderError,
-    ForgetIncompleteError,
-    ImportFormatError,
-    InvalidInputError,
-    ProfileError,
-    SchemaTooNewError,
-    UnknownDimensionError,
-    UnknownPoleError,
-    UnknownUserError,
-    UserExistsError,
-    UserForgottenError,
-)
-from profiles.ids import MAX_USER_ID_LENGTH, InvalidUserIdError, validate_user_id
-from profiles.exchange import HistoryLine, ProfileExport, parse_export, parse_history
-from profiles.inference import InferenceSettings, PreferenceInference
-from profiles.store import (
-    FeedbackPair,
-    ForgetReport,
-    ProfileStore,
-    SearchHit,
-    StoredMessage,
-    StoredRewardHead,
-    UserSummary,
-)
+from __future__ import annotations
 
-__all__ = [
-    "InvalidUserIdError",
-    "MAX_USER_ID_LENGTH",
-    "validate_user_id",
-    "CallableEmbedder",
-    "CatalogError",
-    "Dimension",
-    "DimensionPreference",
-    "Embedder",
-    "EmbedderError",
-    "ForgetIncompleteError",
-    "UserForgottenError",
-    "Evidence",
-    "FeedbackPair",
-    "ForgetReport",
-    "HashingEmbedder",
-    "HistoryLine",
-    "ImportFormatError",
-    "InferenceSettings",
-    "InvalidInputError",
-    "Pole",
-    "PreferenceCatalog",
-    "PreferenceContext",
-    "PreferenceInference",
-    "ProfileError",
-    "ProfileExport",
-    "ProfileStore",
-    "RewardSpec",
-    "SchemaTooNewError",
-    "SearchHit",
-    "SentenceTransformerEmbedder",
-    "StoredMessage",
-    "StoredRewardHead",
-    "UnknownDimensionError",
-    "UnknownPoleError",
-    "UnknownUserError",
-    "UserExistsError",
-    "UserSummary",
-    "parse_export",
-    "parse_history",
-    "resolve_embedder",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Exported name -> the submodule that defines it. The one list of the package's public names.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["Dimension", "Pole", "PreferenceCatalog", "RewardSpec"], "profiles.catalog"),
+    **dict.fromkeys(["DimensionPreference", "Evidence", "PreferenceContext"], "profiles.context"),
+    **dict.fromkeys(
+        ["CallableEmbedder", "Embedder", "HashingEmbedder", "SentenceTransformerEmbedder", "resolve_embedder"],
+        "profiles.embedders",
+    ),
+    **dict.fromkeys(
+        [
+            "CatalogError", "EmbedderError", "ImportFormatError", "InvalidInputError", "ProfileError",
+            "SchemaTooNewError", "UnknownDimensionError", "UnknownPoleError", "UnknownUserError", "UserExistsError",
+            "ForgetIncompleteError", "UserForgottenError",
+        ],
+        "profiles.errors",
+    ),
+    **dict.fromkeys(["MAX_USER_ID_LENGTH", "InvalidUserIdError", "validate_user_id"], "profiles.ids"),
+    **dict.fromkeys(["HistoryLine", "ProfileExport", "parse_export", "parse_history"], "profiles.exchange"),
+    **dict.fromkeys(["InferenceSettings", "PreferenceInference"], "profiles.inference"),
+    **dict.fromkeys(
+        [
+            "FeedbackPair", "ForgetReport", "ProfileStore", "SearchHit", "StoredMessage", "StoredRewardHead",
+            "UserSummary",
+        ],
+        "profiles.store",
+    ),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines ``name`` on first access, then cache the name on the package."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'profiles' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; keep in step with _EXPORTS (tests/test_import_cost.py checks)
+    from profiles.catalog import Dimension, Pole, PreferenceCatalog, RewardSpec
+    from profiles.context import DimensionPreference, Evidence, PreferenceContext
+    from profiles.embedders import (
+        CallableEmbedder,
+        Embedder,
+        HashingEmbedder,
+        SentenceTransformerEmbedder,
+        resolve_embedder,
+    )
+    from profiles.errors import (
+        CatalogError,
+        EmbedderError,
+        ImportFormatError,
+        InvalidInputError,
+        ProfileError,
+        SchemaTooNewError,
+        UnknownDimensionError,
+        UnknownPoleError,
+        UnknownUserError,
+        UserExistsError,
+        ForgetIncompleteError,
+        UserForgottenError,
+    )
+    from profiles.exchange import HistoryLine, ProfileExport, parse_export, parse_history
+    from profiles.ids import MAX_USER_ID_LENGTH, InvalidUserIdError, validate_user_id
+    from profiles.inference import InferenceSettings, PreferenceInference
+    from profiles.store import (
+        FeedbackPair,
+        ForgetReport,
+        ProfileStore,
+        SearchHit,
+        StoredMessage,
+        StoredRewardHead,
+        UserSummary,
+    )

@@ -4,7 +4,9 @@ The location is, in order: the URL given, ``$PANDA_CHAT_DB``, then ``profiles.db
 (platformdirs). Any SQLAlchemy URL works; a bare path means a SQLite file. SQLite connections get WAL mode (readers
 never block the writer), a busy timeout (writers from several processes queue instead of failing), foreign keys
 (cascading deletes) and secure_delete (a forgotten user's text is overwritten, not left in free pages). Write
-transactions on SQLite start with ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading read locks.
+transactions on SQLite start with ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading read locks; on
+PostgreSQL they take one transaction-scoped advisory lock, so writers (and schema upgrades) from every process on the
+database queue the same way (e.g. two servers creating the same new user).
 
 Migrations live in the top-level ``migrations/`` folder, which is installed next to this package (also from a wheel);
 they run on open, under the write lock, so concurrent openers apply them once.
@@ -32,6 +34,7 @@ DB_ENV_VAR = "PANDA_CHAT_DB"
 BUSY_TIMEOUT_MS = 30_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _BEGIN_OPTION = "profiles_sqlite_begin"
+_WRITE_LOCK_ID = 0x70616E6461  # any constant: the advisory lock that plays SQLite's write lock on PostgreSQL
 
 
 def default_url() -> str:
@@ -65,7 +68,15 @@ def create_store_engine(url: str) -> Engine:
     **WRITE_OPTIONS)``."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        if parsed.get_backend_name() == "postgresql":
+
+            @event.listens_for(engine, "begin")
+            def _begin_write(connection: Connection) -> None:
+                if connection.get_execution_options().get(_BEGIN_OPTION) == "IMMEDIATE":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK_ID})")
+
+        return engine
     path = sqlite_file(url)
     if path is None:
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})

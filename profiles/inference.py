@@ -14,7 +14,9 @@ Pure computation: the store gathers the rows, this module turns them into weight
    about it, however near both it is, and the margin keeps ordinary questions from counting as evidence.
 4. Strengths are multiplied by recency (half-life in days, measured back from the user's latest item) and, with a
    query, by topic relevance (``exp((cos(m, q) - max cos) / topic_temperature)``: the messages most related to the
-   query count fully, unrelated ones little), so preferences can differ by topic.
+   query count fully, unrelated ones little), so preferences can differ by topic. A stored message that *is* the
+   query (cosine >= ``_SAME_TEXT``: the turn being answered, recorded before inference) counts for nothing and is
+   left out of the maximum: otherwise it would match itself with cosine 1 and cut every past message to ~1e-4.
 5. Feedback is evidence too: for a chosen/rejected pair, the chosen text's scores minus the rejected one's; for a
    rating, the response's own centred scores, pointing away from its poles when the rating is negative.
 6. Weights are a Dirichlet posterior mean (uniform prior of ``prior_strength`` pseudo-votes); confidence is
@@ -38,6 +40,9 @@ from profiles.embedders import Embedder, encode_normalised
 
 _SECONDS_PER_DAY = 86_400.0
 _MIN_EVIDENCE = 0.02  # weaker contributions are noise, not worth showing as evidence
+# A stored message this similar to the query is the query itself (ChatPanda records a turn before inferring): it is
+# neither evidence nor the topic maximum, else it matches itself with cosine 1 and drowns the user's history.
+_SAME_TEXT = 0.9999
 
 NEUTRAL_TEXTS = (
     # Requests that signal no preference, the zero point of every pole's score. Many are plain "how does X work?",
@@ -190,12 +195,16 @@ class PreferenceInference:
         recency = np.power(0.5, (latest - times) / half_life) if len(times) else times
 
         topic = np.ones(len(times))
+        current = np.zeros(len(times), dtype=bool)  # stored copies of the query itself (this very turn)
         if query_vector is not None and len(times):
             related = np.concatenate(
                 [messages.vectors @ query_vector, np.array([row.prompt @ query_vector for row in feedback])]
             )
-            topic = np.exp((related - related.max()) / settings.topic_temperature)
-        weight = recency * topic
+            current[: len(messages.ids)] = related[: len(messages.ids)] >= _SAME_TEXT
+            others = related[~current]
+            top = float(others.max()) if len(others) else 0.0
+            topic = np.minimum(np.exp((related - top) / settings.topic_temperature), 1.0)
+        weight = np.where(current, 0.0, recency * topic)
 
         dimensions: dict[str, DimensionPreference] = {}
         candidates: list[tuple[float, int, str, str]] = []  # (score, row, dimension, pole)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -151,3 +152,21 @@ class StoreState(Base):
     store_uuid: Mapped[str] = mapped_column(String(36))
     generation: Mapped[int] = mapped_column(Integer)
     purged_generation: Mapped[int] = mapped_column(Integer)
+
+
+MAX_KEY_NAME_LENGTH = 64
+
+
+class ApiKey(Base):
+    """An API key of the server (``profiles.keys``): its hash, never the key, and the users it may act as."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(MAX_KEY_NAME_LENGTH), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    users: Mapped[list[str]] = mapped_column(JSON)
+    all_users: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

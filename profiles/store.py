@@ -24,6 +24,8 @@ from typing import Any, Literal, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import text as sql_text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from profiles.catalog import PreferenceCatalog
@@ -169,6 +171,11 @@ def _from_db_time(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
+def _vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form of a float32 vector (each value exactly, as Python writes floats)."""
+    return "[" + ",".join(repr(float(value)) for value in vector) + "]"
+
+
 def _check_text(text: str, what: str = "text") -> str:
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError(f"{what} is empty; give some text")
@@ -224,6 +231,8 @@ class ProfileStore:
         self._nlist = nlist
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # a chat asks search + preferences
         self._lock = threading.RLock()  # guards the index and the query cache (a store may serve many threads)
+        self._pgvector: bool | None = None  # retrieval in SQL (PostgreSQL with pgvector), decided on first search
+        self._hnsw_dims: set[int] = set()
         database_file = sqlite_file(self.url)
         if index_path is not None:
             self.index_path: Path | None = Path(index_path)
@@ -585,8 +594,11 @@ class ProfileStore:
         return [] if pk is None else self._search_vector(pk, vector, k)
 
     def _search_vector(self, user_pk: int, vector: np.ndarray, k: int) -> list[SearchHit]:
-        with self._lock:
-            scored = self._synced_index().search(user_pk, vector, k)
+        if self._uses_pgvector():
+            scored = self._pgvector_search(user_pk, vector, k)
+        else:
+            with self._lock:
+                scored = self._synced_index().search(user_pk, vector, k)
         if not scored:
             return []
         with self._read() as session:
@@ -603,6 +615,67 @@ class ProfileStore:
             for message_id, score in scored
             if message_id in rows
         ]
+
+    def _uses_pgvector(self) -> bool:
+        """PostgreSQL with the ``vector`` column (migration 0004, when the extension is available): retrieval runs
+        in SQL there, shared by every server on the database; SQLite (and a PostgreSQL without pgvector) uses faiss."""
+        if self._pgvector is None:
+            self._pgvector = self._engine.dialect.name == "postgresql" and self._read_scalar(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'message_embeddings' AND column_name = 'embedding'"
+            ) > 0
+        return self._pgvector
+
+    def _read_scalar(self, sql: str, **params: Any) -> Any:
+        with self._read() as session:
+            return session.scalar(sql_text(sql), params)
+
+    def _pgvector_search(self, user_pk: int, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The user's ``k`` nearest messages by inner product (vectors are normalised: cosine), in one SQL query
+        filtered by user. The float32 bytes stay the source of truth: the user's rows not yet copied into the
+        ``embedding`` column (written since the last search, by any process) are copied first."""
+        name, dim = self.embedder.name, int(vector.shape[0])
+        with self._read() as session:
+            unsynced = session.execute(
+                sql_text("SELECT message_id, vector FROM message_embeddings "
+                     "WHERE user_id = :user AND embedder = :embedder AND embedding IS NULL"),
+                {"user": user_pk, "embedder": name},
+            ).all()
+        if unsynced:
+            with self._write() as session:
+                session.execute(
+                    sql_text("UPDATE message_embeddings SET embedding = CAST(:vector AS vector) "
+                         "WHERE message_id = :message AND embedder = :embedder AND embedding IS NULL"),
+                    [{"message": message, "embedder": name,
+                      "vector": _vector_literal(np.frombuffer(data, np.float32))} for message, data in unsynced],
+                )
+        self._ensure_hnsw_index(dim)
+        distance = f"(embedding::vector({dim})) <#> CAST(:query AS vector({dim}))"  # the negated inner product
+        with self._read() as session:
+            rows = session.execute(
+                sql_text(f"SELECT message_id, -({distance}) FROM message_embeddings "
+                     f"WHERE user_id = :user AND embedder = :embedder AND dim = {dim} AND embedding IS NOT NULL "
+                     f"ORDER BY {distance} LIMIT :k"),
+                {"user": user_pk, "embedder": name, "query": _vector_literal(vector), "k": k},
+            ).all()
+        return [(int(message), float(score)) for message, score in rows]
+
+    def _ensure_hnsw_index(self, dim: int) -> None:
+        """One HNSW index per embedding width (a partial expression index: one column holds every embedder's
+        vectors), created on first use; pgvector indexes at most 2000 dimensions, wider vectors are scanned."""
+        if dim in self._hnsw_dims or dim > 2000:
+            return
+        try:
+            with self._engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                    f"CREATE INDEX IF NOT EXISTS ix_message_embeddings_hnsw_{dim} ON message_embeddings "
+                    f"USING hnsw ((embedding::vector({dim})) vector_ip_ops) WHERE dim = {dim}"
+                )
+        except DBAPIError:  # another process created it at the same moment
+            if not self._read_scalar("SELECT count(*) FROM pg_indexes WHERE indexname = :name",
+                                     name=f"ix_message_embeddings_hnsw_{dim}"):
+                raise
+        self._hnsw_dims.add(dim)
 
     def _user_with_embeddings(self, user_id: str) -> int | None:
         """The user's key (None when unknown), after embedding any of their messages that lack a vector under the

@@ -58,3 +58,19 @@ def test_a_wrong_model_folder_is_one_line_error(tiny_models, tmp_path):
                                        str(tmp_path / "p.db"), "--embedder", "hashing"], input="hi\n")
     assert result.exit_code != 0
     assert "Error:" in result.output and "Traceback" not in result.output
+
+
+def test_train_makes_the_users_own_head_from_their_preferences_and_it_steers(tiny_models, tmp_path):
+    db = tmp_path / "profiles.db"
+    lines = ["Hello", "/train"]
+    for _ in range(4):
+        lines += ["/prefer", "/prefer 1"]
+    lines += ["/train", "Hello again", "/quit"]
+    result = run_chat(tiny_models, db, lines)
+    assert result.exit_code == 0, result.output
+    assert "your head needs 4 feedback pairs, you have 0" in result.output
+    assert "your reward head is trained on" in result.output
+    with ProfileStore(db, embedder="hashing") as store:
+        assert [head.name for head in store.reward_heads("alice")] == ["feedback"]
+    last_steering = [line for line in result.output.splitlines() if line.strip().startswith("(")][-1]
+    assert "feedback (user, " in last_steering  # the user's own head steers the answer after /train

@@ -200,13 +200,13 @@ def test_batch_is_one_padded_decode_with_per_user_rows(quiet, store, monkeypatch
     singles = [llm.invoke(p, config=c).content for p, c in zip(prompts, configs, strict=False)]
     runtime = model_runtime(llm.model_name, device="cpu")
     calls = []
-    original = runtime.decoder.generate
+    original = runtime.scheduler.generate
 
     def spy(prompts_, **kwargs):
         calls.append((prompts_, kwargs["weights"]))
         return original(prompts_, **kwargs)
 
-    monkeypatch.setattr(runtime.decoder, "generate", spy)
+    monkeypatch.setattr(runtime.scheduler, "generate", spy)
     collector = TokenCollector()
     results = llm.batch(prompts, config=[{**c, "callbacks": [collector]} for c in configs])
     assert len(calls) == 1 and len(calls[0][0]) == 3
@@ -220,13 +220,13 @@ def test_batch_is_one_padded_decode_with_per_user_rows(quiet, store, monkeypatch
 def test_max_concurrency_caps_the_rows_of_one_decode(quiet, monkeypatch):
     runtime = model_runtime(quiet.model_name, device="cpu")
     sizes = []
-    original = runtime.decoder.generate
+    original = runtime.scheduler.generate
 
     def spy(prompts_, **kwargs):
         sizes.append(len(prompts_))
         return original(prompts_, **kwargs)
 
-    monkeypatch.setattr(runtime.decoder, "generate", spy)
+    monkeypatch.setattr(runtime.scheduler, "generate", spy)
     results = quiet.batch(["a", "b", "c", "d", "e"], config={"max_concurrency": 2})
     assert sizes == [2, 2, 1] and len(results) == 5 and all(r.content for r in results)
 

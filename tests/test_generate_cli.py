@@ -10,6 +10,7 @@ from test_decoding import make_head
 
 from panda_chat.cli import main
 from panda_chat.decoding import PandaDecoder
+from panda_chat.rewards.features import prompt_text
 
 PROMPT = "A student compares linear algebra"
 
@@ -35,8 +36,9 @@ def test_json_output_matches_the_python_api(tiny_models, head_file):
         tiny_models.base, rewards={"formal": str(head_file), "helpful": str(tiny_models.reward_model)},
         device="cpu", dtype="float32",
     )
-    (expected,) = decoder.generate(PROMPT, weights={"formal": 1.0, "helpful": 0.5}, lam=2.0, top_k=8,
-                                   max_new_tokens=12)
+    # the prompt is a user message: wrapped in the model's chat template, as ChatPanda wraps one
+    (expected,) = decoder.generate(prompt_text(decoder.tokenizer, PROMPT), weights={"formal": 1.0, "helpful": 0.5},
+                                   lam=2.0, top_k=8, max_new_tokens=12)
     assert data["token_ids"] == expected.token_ids and data["text"] == expected.text
     assert data["rewards"] == pytest.approx(expected.rewards, abs=1e-5)
     assert set(data["raw_rewards"]) == {"formal", "helpful"} and data["lambdas"] == [2.0] * len(data["token_ids"])
@@ -48,6 +50,19 @@ def test_json_output_matches_the_python_api(tiny_models, head_file):
     text = run(*args, stdin=PROMPT)
     assert text.exit_code == 0, text.output
     assert text.stdout == expected.text + "\n"
+
+
+def test_raw_feeds_plain_text_and_zero_shot_rewards_are_accepted(tiny_models, head_file):
+    args = [PROMPT, "--base", tiny_models.base, "--max-new-tokens", "6", "--device", "cpu", "--json"]
+    raw = run(*args, "--raw", "--reward", f"formal={head_file}")
+    assert raw.exit_code == 0, raw.output
+    decoder = PandaDecoder.from_pretrained(tiny_models.base, rewards={"formal": str(head_file)}, device="cpu")
+    (expected,) = decoder.generate(PROMPT, max_new_tokens=6)
+    assert json.loads(raw.stdout)["token_ids"] == expected.token_ids
+    assert json.loads(raw.stdout)["settings"]["chat_template"] is False
+    zero_shot = run(*args, "--reward", "simple=zero-shot:A simple answer for a beginner.", "--embedder", "hashing")
+    assert zero_shot.exit_code == 0, zero_shot.output
+    assert set(json.loads(zero_shot.stdout)["raw_rewards"]) == {"simple"}
 
 
 def test_sampling_with_a_seed_is_reproducible(tiny_models, head_file):

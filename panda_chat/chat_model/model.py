@@ -159,6 +159,9 @@ class ChatPanda(BaseChatModel):
     """Scales every pole's steering weight (see ``panda_chat.personalize.mapping``)."""
     chat_template: str | None = None
     """A Jinja chat template for a model whose tokenizer has none."""
+    build_heads: bool = False
+    """A model with no reward heads (no manifest, see ``panda-chat reward bootstrap``): True builds them on first
+    use (once, with a progress bar); False says so once, names the command, and scores with the zero-shot reward."""
 
     @model_validator(mode="before")
     @classmethod
@@ -295,12 +298,15 @@ class ChatPanda(BaseChatModel):
         if self.record:
             conversation_id = profiles.record_incoming(user_id, conversation_id, messages)
         context = profiles.preferences(user_id, query) if self.personalize else profiles.neutral(user_id, query)
-        plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context)
+        user_heads = profiles.user_heads(user_id, runtime.decoder.model) if self.personalize else []
+        plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context, user_heads)
         return _Row(list(messages), user_id, conversation_id, prompt, plan, dropped_turns=dropped)
 
     def _personalizer(self, runtime: ModelRuntime, catalog: PreferenceCatalog, embedder: Any) -> Personalizer:
         """The catalog with the model's own rewards (if it ships any), and the lambda: ``lam`` when set, else the
         model's fitted lambda when it reads this catalog's preference vector, else ``DEFAULT_LAMBDA``."""
+        if self.personalize:
+            runtime.ensure_heads(catalog, self.build_heads)
         catalog = with_model_rewards(catalog, runtime.defaults.pole_rewards)
         lam = self.lam
         if lam is None:
@@ -345,21 +351,20 @@ class ChatPanda(BaseChatModel):
         for row in rows:
             rewards.update(row.plan.rewards)
         features = [row.plan.preference_features for row in rows]
-        with runtime.lock:
-            outputs = runtime.decoder.generate(
-                [row.prompt for row in rows],
-                weights=[row.plan.weights for row in rows],
-                lam=[row.plan.lam for row in rows],
-                rewards=rewards,
-                preference_features=_features_tensor(features),
-                top_k=options.top_k,
-                max_new_tokens=options.max_tokens,
-                greedy=options.temperature == 0,
-                temperature=options.temperature or 1.0,
-                seed=options.seed,
-                stop=options.stop,
-                on_token=emit,
-            )
+        outputs = runtime.scheduler.generate(  # shares decoding steps with every other call on this model
+            [row.prompt for row in rows],
+            weights=[row.plan.weights for row in rows],
+            lam=[row.plan.lam for row in rows],
+            rewards=rewards,
+            preference_features=_features_tensor(features),
+            top_k=options.top_k,
+            max_new_tokens=options.max_tokens,
+            greedy=options.temperature == 0,
+            temperature=options.temperature or 1.0,
+            seed=options.seed,
+            stop=options.stop,
+            on_token=emit,
+        )
         return [_Answer.of(output) for output in outputs]
 
     def _decode_structured(self, runtime: ModelRuntime, row: _Row, options: _CallOptions,
@@ -614,7 +619,8 @@ class ChatPanda(BaseChatModel):
         runtime = self._runtime(options)
         profiles = self._profiles()
         context = profiles.preferences(options.user_id, query)
-        return self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context).explain()
+        user_heads = profiles.user_heads(options.user_id, runtime.decoder.model)
+        return self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context, user_heads).explain()
 
 
 class _DecoderValues:

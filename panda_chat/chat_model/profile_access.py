@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from panda_chat.chat_model.messages import message_text
 from panda_chat.chat_model.recording import RECORDED_ROLES, new_turns
+from panda_chat.personalize import UserHeadReward, user_head_rewards
 from profiles import PreferenceCatalog, PreferenceContext, ProfileStore
 from profiles.database import default_url, normalise_url
 
@@ -59,6 +61,14 @@ class ProfileAccess:
 
     def preferences(self, user_id: str, query: str | None) -> PreferenceContext:
         return self.store.preferences(user_id, query=query)
+
+    def user_heads(self, user_id: str, model) -> list[UserHeadReward]:
+        """The user's own reward heads (trained on their feedback) that fit ``model``; a head for another base
+        model is skipped with a warning, never an error: a chat must answer."""
+        rewards, notes = user_head_rewards(user_id, self.store.reward_heads(user_id), model)
+        for note in notes:
+            warnings.warn(note, RuntimeWarning, stacklevel=3)
+        return rewards
 
     def neutral(self, user_id: str, query: str | None) -> PreferenceContext:
         return PreferenceContext.neutral(self.catalog, user_id, query)

@@ -4,17 +4,20 @@ The weights themselves live in the process-wide model registry (``panda_chat.reg
 thin per-model layer ChatPanda adds on top, shared the same way so that a thousand ``ChatPanda`` objects on one
 model share one decoder, one lock and one cache of built reward sources:
 
-- the lock serialises decodes on one model: a forward pass is not re-entrant on shared caches, and on one device two
-  decodes in parallel are no faster than one after the other (batching is the way to serve many rows at once);
+- the scheduler (``panda_chat.serving.BatchScheduler``) owns the decodes: concurrent calls join one running batch;
+- the lock is held around every forward pass (each scheduler step, likelihood scoring), so they never interleave;
 - ``PoleRewards`` caches, per embedder, the reward source built for each catalog pole on this model;
-- ``defaults`` are rewards and a lambda that belong to this very model: for the embedded demo model, the reward head
-  trained for each pole on its hidden states and the lambda fitted for it (``ModelDefaults``).
+- ``defaults`` are rewards and a lambda that belong to this very model, read from its heads manifest: the reward
+  head trained for each pole on its hidden states and the lambda fitted for it (``ModelDefaults``). A model with
+  none is said so once, and its heads can be built here (``ensure_heads``).
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,32 +29,43 @@ from panda_chat.lam.base import LambdaFunction
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.personalize import PoleRewards
 from panda_chat.registry import resolve_device, resolve_dtype, shared_registry
+from panda_chat.rewards.heads import BaseModelSignature
+from panda_chat.rewards.manifest import find_manifest
+from panda_chat.serving import BatchScheduler
 from profiles import RewardSpec
 
 
 @dataclass(frozen=True)
 class ModelDefaults:
-    """Rewards and lambda made for one base model: they replace the catalog's zero-shot rewards on that model."""
+    """Rewards and lambda made for one base model: they replace the catalog's zero-shot rewards on that model.
+
+    They come from the model's heads manifest (``panda_chat.rewards.manifest``): in the model folder (the embedded
+    demo model ships one) or, for hub models and bootstrapped heads, in the user data directory keyed by the model's
+    identity. ``found`` is False when the model has no manifest at all.
+    """
 
     pole_rewards: dict[str, RewardSpec] = field(default_factory=dict)  # pole name -> reward for this model
-    lam: LambdaFunction | None = None
+    lam: LambdaFunction | float | None = None
     lam_preference_dim: int = 0  # the preference-vector length the lambda was fitted for
+    found: bool = False
+    folder: str | None = None
 
     @classmethod
-    def for_model(cls, path: str) -> ModelDefaults:
-        """The embedded demo model's heads and fitted lambda when ``path`` is the demo model, else nothing."""
-        try:
-            from panda_chat.demo import DemoModelsMissing, demo_head_paths, demo_lambda_path, demo_model_dir
-        except ImportError:
+    def for_model(cls, path: str, model=None) -> ModelDefaults:
+        """The heads and lambda of ``path``'s manifest (``model`` keys the user data directory's copy)."""
+        signature = BaseModelSignature.of(model).model_dump_json() if model is not None else ""
+        located = find_manifest(path, signature)
+        if located is None:
             return cls()
-        try:
-            if Path(path).resolve() != demo_model_dir().resolve():
-                return cls()
-            heads = {pole: RewardSpec(kind="head", path=str(file)) for pole, file in demo_head_paths().items()}
-            lam = LearnedLambda.load(demo_lambda_path())
-        except DemoModelsMissing:
-            return cls()
-        return cls(pole_rewards=heads, lam=lam, lam_preference_dim=lam.config.preference_dim)
+        folder, manifest = located
+        heads = {pole: RewardSpec(kind="head", path=str(file)) for pole, file in manifest.head_paths(folder).items()}
+        lam, dim = None, 0
+        if manifest.lam is not None and manifest.lam.path:
+            learned = LearnedLambda.load((folder / manifest.lam.path).resolve())
+            lam, dim = learned, learned.config.preference_dim
+        elif manifest.lam is not None and manifest.lam.value is not None:
+            lam = float(manifest.lam.value)
+        return cls(pole_rewards=heads, lam=lam, lam_preference_dim=dim, found=True, folder=str(folder))
 
 
 @dataclass
@@ -63,10 +77,21 @@ class ModelRuntime:
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _pole_rewards: dict[str, PoleRewards] = field(default_factory=dict)
+    _scheduler: BatchScheduler | None = field(default=None, repr=False)
+    _heads_checked: bool = False
 
     @property
     def tokenizer(self):
         return self.decoder.tokenizer
+
+    @property
+    def scheduler(self) -> BatchScheduler:
+        """The model's one decode scheduler (``panda_chat.serving``): concurrent calls share its decoding steps.
+        It takes ``lock`` around each step, so never call it while holding ``lock``."""
+        with self.lock:
+            if self._scheduler is None:
+                self._scheduler = BatchScheduler(self.decoder, lock=self.lock)
+            return self._scheduler
 
     def pole_rewards(self, embedder) -> PoleRewards:
         """The pole-reward cache for one embedder (the profile store's), created on first use."""
@@ -75,6 +100,34 @@ class ModelRuntime:
             if key not in self._pole_rewards:
                 self._pole_rewards[key] = PoleRewards(self.decoder.model, self.decoder.tokenizer, embedder=embedder)
             return self._pole_rewards[key]
+
+    def ensure_heads(self, catalog, build: bool) -> None:
+        """A model with no heads manifest: say so once, and with ``build`` bootstrap its heads now (a progress bar
+        on stderr) into the user data directory, where the next process finds them too. Never a silent fall back
+        to the zero-shot text reward, which is about 100x slower than heads."""
+        with self.lock:
+            if self.defaults.found or self._heads_checked:
+                return
+            self._heads_checked = True
+            command = f"panda-chat reward bootstrap --base {self.path}"
+            if not build:
+                warnings.warn(
+                    f"no reward heads for {self.path}: its poles are scored by the zero-shot text reward (about 100x "
+                    f"slower than heads); build them once with `{command}` (or ChatPanda(build_heads=True))",
+                    RuntimeWarning, stacklevel=4)
+                return
+            from panda_chat.demo.corpus import style_pair_source
+            from panda_chat.rewards.bootstrap import bootstrap_heads
+            from panda_chat.rewards.manifest import user_heads_dir
+
+            model = self.decoder.model
+            out = user_heads_dir(self.path, BaseModelSignature.of(model).model_dump_json())
+            print(f"panda-chat: no reward heads for {self.path}; building them once into {out} "
+                  "(ChatPanda(build_heads=False) turns this off)", file=sys.stderr, flush=True)
+            bootstrap_heads(model, self.tokenizer, out, catalog=catalog, base_model=self.path,
+                            pair_source=style_pair_source(pairs_per_pole=200, heldout_per_pole=40),
+                            progress=sys.stderr.isatty())
+            self.defaults = ModelDefaults.for_model(self.path, model)
 
     def prompt_ids(self, text: str) -> list[int]:
         """The token ids the decoder feeds for a prompt text (same BOS handling as ``generate``)."""
@@ -103,14 +156,14 @@ class ModelRuntime:
         device = model.device
         with self.lock:
             out = model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True)
-            cache, last = out.past_key_values, out.logits[0, -1].float()
+            cache, last = out.cache, out.logits[0, -1].float()
             scores = []
             for ids, start in zip(rows, starts, strict=False):
                 suffix = ids[shared:]
                 predictions = [last]
                 if len(suffix) > 1:
                     own = model(input_ids=torch.tensor([suffix[:-1]], device=device),
-                                past_key_values=copy.deepcopy(cache), use_cache=True)
+                                cache=copy.deepcopy(cache), use_cache=True)
                     predictions.extend(own.logits[0].float())
                 logprobs = torch.log_softmax(torch.stack(predictions), dim=-1)
                 scores.append(sum(float(logprobs[j, suffix[j]]) for j in range(start - shared, len(suffix))))
@@ -136,5 +189,6 @@ def model_runtime(path: str | Path, device: str = "auto", dtype: str = "auto") -
                                            registry=shared_registry())
     with _runtimes_lock:
         return _runtimes.setdefault(
-            key, ModelRuntime(path=canonical, decoder=decoder, defaults=ModelDefaults.for_model(canonical))
+            key, ModelRuntime(path=canonical, decoder=decoder,
+                              defaults=ModelDefaults.for_model(canonical, decoder.model))
         )

@@ -9,6 +9,8 @@ shift as she talks. Commands inside the chat:
     /why          which preferences steer the answers now, and the messages they were inferred from
     /good, /bad   rate the last answer (feedback moves the inferred preferences)
     /prefer       show two alternative answers to the last question; /prefer 1 or /prefer 2 picks the better one
+    /train        train your own reward head on your feedback now (it also retrains in the background after
+                  /good, /bad and /prefer once there are enough feedback pairs); it steers your next answers
     /reset        start a new conversation (the profile stays)
     /help, /quit
 """
@@ -16,16 +18,23 @@ shift as she talks. Commands inside the chat:
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from panda_chat.cli.errors import friendly_errors, one_line
 from panda_chat.cli.options import user_id_callback
-from profiles import PreferenceCatalog, ProfileStore
 
-HELP = """commands: /why  /good  /bad  /prefer [1|2]  /reset  /help  /quit"""
+if TYPE_CHECKING:  # LangChain and the store load when a chat starts, never for --help
+    from langchain_core.messages import BaseMessage
+
+    from profiles.store import ProfileStore
+
+HELP = """commands: /why  /good  /bad  /prefer [1|2]  /train  /reset  /help  /quit"""
+# Feedback pairs needed before a user head is (re)trained from them.
+MIN_TRAIN_PAIRS = 4
 # The second alternative of /prefer is sampled, so it differs from the greedy answer.
 ALTERNATIVE_TEMPERATURE = 0.9
 
@@ -42,13 +51,18 @@ class ChatSession:
     alternatives: list[str] = field(default_factory=list)
     record: bool = True
     """False (``--no-record``): nothing is written to the store, feedback included."""
+    trainer: threading.Thread | None = None
 
     @property
     def last_question(self) -> str | None:
+        from langchain_core.messages import HumanMessage
+
         return next((m.content for m in reversed(self.history) if isinstance(m, HumanMessage)), None)
 
     @property
     def last_answer(self) -> str | None:
+        from langchain_core.messages import AIMessage
+
         return next((m.content for m in reversed(self.history) if isinstance(m, AIMessage)), None)
 
     def config(self) -> dict:
@@ -59,6 +73,8 @@ class ChatSession:
 
     def ask(self, text: str) -> None:
         """Stream the answer to ``text``; the turn joins the history (and the profile, when recording)."""
+        from langchain_core.messages import AIMessage, HumanMessage
+
         messages = [*self.history, HumanMessage(text)]
         pieces, last = [], None
         click.echo("panda> ", nl=False)
@@ -87,8 +103,11 @@ class ChatSession:
             return
         self.store.add_feedback(self.user, prompt=self.last_question, response=self.last_answer, rating=rating)
         click.echo("thanks, noted: " + ("more like this" if rating > 0 else "less like this"))
+        self.retrain_in_background()
 
     def show_alternatives(self) -> None:
+        from langchain_core.messages import AIMessage
+
         question = self.last_question
         if question is None:
             click.echo("ask something first, then /prefer shows two answers to compare")
@@ -117,10 +136,52 @@ class ChatSession:
         self.store.add_feedback(self.user, prompt=self.last_question, chosen=chosen, rejected=rejected)
         self.alternatives = []
         click.echo(f"thanks, noted: you prefer answer {choice}")
+        self.retrain_in_background()
+
+    def train(self) -> str:
+        """Train the user's own reward head on their feedback pairs (saved in their profile); a line saying how."""
+        from panda_chat.chat_model.runtime import model_runtime
+        from panda_chat.rewards.training import train_user_reward_head
+
+        pairs = len(self.store.feedback_pairs(self.user))
+        if pairs < MIN_TRAIN_PAIRS:
+            return (f"your head needs {MIN_TRAIN_PAIRS} feedback pairs, you have {pairs}: use /prefer (or /good "
+                    "and /bad on answers to the same question)")
+        runtime = model_runtime(self.llm.model_name or default_model(), device=self.llm.device, dtype=self.llm.dtype)
+        with runtime.lock:  # no decode runs while the head's features are computed on the same model
+            trained = train_user_reward_head(self.store, self.user, (runtime.decoder.model, runtime.tokenizer),
+                                             min_pairs=MIN_TRAIN_PAIRS)
+        accuracy = trained.report.val_accuracy
+        return (f"your reward head is trained on {pairs} feedback pairs"
+                + (f" (held-out accuracy {accuracy:.2f})" if accuracy is not None else "")
+                + ": it steers your next answers")
+
+    def retrain_in_background(self) -> None:
+        """After new feedback: retrain the user's head in a background thread once there are enough pairs."""
+        if self.trainer is not None and self.trainer.is_alive():
+            return
+        if len(self.store.feedback_pairs(self.user)) < MIN_TRAIN_PAIRS:
+            return
+        click.echo("retraining your reward head in the background ...")
+
+        def run() -> None:
+            try:
+                click.echo(f"\n[{self.train()}]")
+            except Exception as error:  # noqa: BLE001 - a failed retrain must not end the chat
+                click.echo(f"\n[retraining your head failed: {one_line(error)}]", err=True)
+
+        self.trainer = threading.Thread(target=run, daemon=True)
+        self.trainer.start()
 
     def reset(self) -> None:
         self.history, self.conversation_id, self.alternatives = [], None, []
         click.echo("new conversation (your profile is kept)")
+
+
+def default_model() -> str:
+    from panda_chat.chat_model.model import default_model_path
+
+    return default_model_path()
 
 
 def steering_line(personalization: dict) -> str:
@@ -145,6 +206,10 @@ def handle(session: ChatSession, line: str) -> bool:
         session.rate(1.0 if command == "/good" else -1.0)
     elif command == "/prefer":
         session.prefer(argument.strip()) if argument.strip() else session.show_alternatives()
+    elif command == "/train":
+        if session.trainer is not None and session.trainer.is_alive():
+            session.trainer.join()
+        click.echo(session.train())
     elif command == "/reset":
         session.reset()
     else:
@@ -180,6 +245,7 @@ def chat(user: str, model: str | None, db: str | None, embedder: str | None, cat
     The whole configuration (user id, database, embedder, model) is checked before the first prompt, so a bad one
     exits at once with an error; the exit code is also non-zero when any turn failed."""
     from panda_chat.chat_model import ChatPanda  # torch loads only when a chat starts
+    from profiles import PreferenceCatalog, ProfileStore
 
     store = ProfileStore(db, embedder=embedder, catalog=PreferenceCatalog.from_file(catalog) if catalog else None)
     failed_turns = 0

@@ -93,7 +93,7 @@ def demo(n_questions: int, max_tokens: int, seed: int, embedder: str | None) -> 
 
         lam = LearnedLambda.load(demo_lambda_path())
         unguided = ChatPanda(model=model_dir, store=store, personalize=False, record=False, max_tokens=max_tokens)
-        steered = {user: ChatPanda(model=model_dir, user_id=user, store=store, record=False, lam=lam,
+        steered = {user: ChatPanda(model=model_dir, user_id=user, store=store, lam=lam,
                                    max_tokens=max_tokens) for user in DEMO_HISTORIES}
         scorer = DemoRewardScorer(model_dir, demo_head_paths())
         shown = [pole for pole in POLES if pole in scorer.poles]

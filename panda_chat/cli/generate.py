@@ -3,6 +3,10 @@
     panda-chat generate "Explain photosynthesis" --base ./base --reward simple=./simple.safetensors \\
         --weight simple=1 --lam 1.5 --top-k 10 --max-new-tokens 128
 
+The prompt is a user message: it is wrapped in the model's chat template (as ``ChatPanda`` wraps one), unless the
+model has none or ``--raw`` asks for plain-text continuation. A reward is a head file, a reward-model folder, or
+``NAME=zero-shot:DESCRIPTION`` (the slow text reward over a description, in words).
+
 The prompt comes from the argument, or from stdin when the argument is missing or "-". Text output streams the
 answer as it is decoded; ``--json`` prints one JSON object with the text, token ids, per-token rewards and lambdas,
 the finish reason, token counts and timing.
@@ -17,14 +21,15 @@ import time
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.options import parse_assignments, reward_weights
+from panda_chat.cli.options import parse_assignments, reward_specs, reward_weights
 
 
 @click.command("generate")
 @click.argument("prompt", required=False)
 @click.option("--base", required=True, help="Base causal LM: a local folder (or a hub name when online).")
 @click.option("--reward", "rewards", multiple=True, metavar="NAME=PATH",
-              help="A reward: a head file (.safetensors) or a reward-model folder. Repeat for several.")
+              help="A reward: a head file (.safetensors), a reward-model folder, or zero-shot:DESCRIPTION. "
+                   "Repeat for several.")
 @click.option("--weight", "weights", multiple=True, metavar="NAME=W",
               help="Weight of a reward (default: 1 for every reward; a reward without --weight then gets 0).")
 @click.option("--lam", type=float, default=1.0, show_default=True, help="lambda: how strongly the rewards steer.")
@@ -38,12 +43,15 @@ from panda_chat.cli.options import parse_assignments, reward_weights
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True)
+@click.option("--raw", is_flag=True, help="Feed the prompt as plain text (no chat template): continue it.")
+@click.option("--embedder", default=None, help="Sentence embedder for zero-shot rewards (default: all-MiniLM-L6-v2).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (ids, rewards, timing) instead of text.")
 @friendly_errors
 def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy, temperature, seed, stop,
-             ignore_eos, device, dtype, as_json) -> None:
+             ignore_eos, device, dtype, raw, embedder, as_json) -> None:
     """Generate an answer to PROMPT, steered token by token toward the given rewards (PANDA)."""
     from panda_chat.decoding import PandaDecoder  # imported here: `panda-chat --help` stays fast
+    from panda_chat.rewards.features import prompt_text
 
     if prompt is None or prompt == "-":
         if sys.stdin.isatty():
@@ -51,18 +59,19 @@ def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy,
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise click.UsageError("the prompt is empty")
-    reward_specs = parse_assignments("--reward", rewards)
+    sources = reward_specs(rewards, embedder) if rewards else {}
     weight_values = reward_weights(weights)
 
     started = time.perf_counter()
-    decoder = PandaDecoder.from_pretrained(base, rewards=reward_specs, device=device, dtype=dtype)
+    decoder = PandaDecoder.from_pretrained(base, rewards=sources, device=device, dtype=dtype)
     load_s = time.perf_counter() - started
+    fed = prompt if raw else prompt_text(decoder.tokenizer, prompt)
 
     def print_piece(row: int, piece: str) -> None:
         click.echo(piece, nl=False)
 
     (output,) = decoder.generate(
-        prompt,
+        fed,
         weights=weight_values,
         lam=lam,
         top_k=top_k,
@@ -85,7 +94,8 @@ def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy,
         "tokens_per_s": round(output.completion_tokens / output.elapsed_s, 2) if output.elapsed_s > 0 else None,
     }
     result["settings"] = {
-        "base": str(base), "rewards": reward_specs, "weights": weight_values, "lam": lam, "top_k": top_k,
+        "base": str(base), "rewards": parse_assignments("--reward", rewards), "weights": weight_values,
+        "chat_template": fed != prompt, "lam": lam, "top_k": top_k,
         "max_new_tokens": max_new_tokens, "greedy": greedy, "temperature": temperature, "seed": seed,
         "stop": list(stop), "device": str(decoder.device), "dtype": str(decoder.model.dtype).replace("torch.", ""),
     }

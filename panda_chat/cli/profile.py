@@ -22,24 +22,20 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from tqdm import tqdm
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.options import force_option, user_id_callback
 from panda_chat.output_paths import check_output, write_text
-from profiles import (
-    PreferenceCatalog,
-    PreferenceContext,
-    ProfileStore,
-    UnknownUserError,
-    parse_export,
-    parse_history,
-)
+from profiles.errors import UnknownUserError
 from profiles.ids import is_valid_user_id
-from profiles.validation import check_unique
+
+if TYPE_CHECKING:  # the store (SQLAlchemy, faiss) and pydantic load when a command runs, never for --help
+    from tqdm import tqdm
+
+    from profiles import PreferenceContext, ProfileStore
 
 
 class _StoreOpener:
@@ -50,6 +46,8 @@ class _StoreOpener:
         self._store: ProfileStore | None = None
 
     def __call__(self) -> ProfileStore:
+        from profiles import PreferenceCatalog, ProfileStore
+
         if self._store is None:
             catalog = PreferenceCatalog.from_file(self.catalog) if self.catalog else None
             self._store = ProfileStore(self.db, embedder=self.embedder, catalog=catalog)
@@ -75,6 +73,8 @@ def _print_json(data: Any) -> None:
 
 
 def _progress(total: int, description: str) -> tuple[tqdm, Callable[[int], None]]:
+    from tqdm import tqdm
+
     bar = tqdm(total=total, desc=description, unit="msg", file=sys.stderr, disable=None, leave=False)
     return bar, bar.update
 
@@ -200,6 +200,8 @@ def log(context: click.Context, user: str, text: str | None, role: str, conversa
 def import_history(context: click.Context, user: str, file: Any) -> None:
     """Import USER's messages from a JSONL FILE ("-" for stdin): one {"role", "text", "created_at"?,
     "conversation"?} object per line. Every line is checked before anything is stored."""
+    from profiles import parse_history
+
     store = _store(context)
     _existing_user(store, user)
     lines = parse_history(file, source=getattr(file, "name", "history"), max_chars=store.max_message_chars)
@@ -251,6 +253,8 @@ def set_preference(context: click.Context, user: str, settings: tuple[str, ...])
             raise click.BadParameter(f"expected DIMENSION=POLE, got {setting!r}", param_hint="DIMENSION=POLE")
         store.catalog.dimension(dimension).pole(pole)  # check them all before storing any
         pairs.append((dimension, pole))
+    from profiles.validation import check_unique
+
     check_unique((dimension for dimension, _ in pairs), "preference dimension")
     for dimension, pole in pairs:
         store.set_preference(user, dimension, pole)
@@ -316,6 +320,8 @@ def export(context: click.Context, user: str, output: str, force: bool) -> None:
 @friendly_errors
 def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
     """Create a user from an export FILE ("-" for stdin)."""
+    from profiles import parse_export
+
     data = parse_export(file.read(), source=getattr(file, "name", "export"))
     count = sum(len(conversation.messages) for conversation in data.conversations)
     bar, update = _progress(count, "embedding")
@@ -376,6 +382,8 @@ def scrub(context: click.Context, wait: float | None) -> None:
 @friendly_errors
 def dimensions(context: click.Context, as_json: bool) -> None:
     """List the preference catalog's dimensions and poles."""
+    from profiles import PreferenceCatalog
+
     opener = context.find_object(_StoreOpener)
     catalog = PreferenceCatalog.from_file(opener.catalog) if opener.catalog else PreferenceCatalog.default()
     if as_json:

@@ -10,20 +10,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.options import force_option, user_id_callback
 from panda_chat.output_paths import atomic_file, atomic_folder, check_output
-from panda_chat.rewards.data import load_pairs
-from panda_chat.rewards.training import (
-    RewardTrainingConfig,
-    RewardTrainingReport,
-    train_reward_head,
-    train_reward_model,
-    train_user_reward_head,
-)
+
+if TYPE_CHECKING:
+    from panda_chat.rewards.training import RewardTrainingReport
 
 
 @click.group()
@@ -65,6 +61,14 @@ def reward() -> None:
 def train(base, data_path, user_id, store_url, out, force, kind, name, description, head_type, epochs, lr, batch_size,
           val_split, patience, seed, cache_dir, threads, as_json) -> None:
     """Train a reward with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l))."""
+    from panda_chat.rewards.data import load_pairs  # torch: imported when the command runs, never for --help
+    from panda_chat.rewards.training import (
+        RewardTrainingConfig,
+        train_reward_head,
+        train_reward_model,
+        train_user_reward_head,
+    )
+
     if (data_path is None) == (user_id is None):
         raise click.UsageError("give exactly one of --data FILE or --from-feedback USER")
     if out is None and user_id is None:
@@ -149,3 +153,62 @@ def _quiet_transformers() -> None:
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+
+
+@reward.command("bootstrap")
+@click.option("--base", required=True, help="Base model folder (or hub name) to build the heads for.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the heads and their manifest (default: the model folder when it is a local folder, "
+                   "else the user data directory keyed by the model's identity: where ChatPanda looks).")
+@click.option("--catalog", "catalog_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Preference catalog (TOML/YAML); poles the style corpus does not know become "
+                                 "heads from their description and examples.")
+@click.option("--pairs", type=click.IntRange(min=10), default=400, show_default=True,
+              help="Style-corpus pairs per pole (and a quarter as many on held-out topics).")
+@click.option("--self-pairs", type=click.IntRange(min=0), default=None,
+              help="Pairs per pole the model writes itself when asked for each pole (default: 16 for a model "
+                   "with a chat template, else 0; kept only where the corpus head agrees the model followed).")
+@click.option("--force", is_flag=True, help="Replace heads already bootstrapped into --out.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the bootstrap report) and nothing else.")
+@friendly_errors
+def bootstrap(base, out, catalog_path, pairs, self_pairs, force, threads, seed, as_json) -> None:
+    """Reward heads for every catalog pole on BASE's own hidden states, calibrated, with a manifest ChatPanda reads."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from panda_chat.demo.corpus import style_pair_source
+    from panda_chat.rewards.bootstrap import bootstrap_heads, default_head_config
+    from panda_chat.rewards.heads import BaseModelSignature
+    from panda_chat.rewards.manifest import MANIFEST_FILE, user_heads_dir
+    from profiles.catalog import PreferenceCatalog
+
+    set_threads(threads)
+    _quiet_transformers()
+    catalog = PreferenceCatalog.from_file(catalog_path) if catalog_path else PreferenceCatalog.default()
+    local = Path(base).expanduser()
+    if not local.is_dir() and (local.exists() or str(base).startswith((".", "/", "~"))):
+        raise click.UsageError(f"--base {base}: no such model folder")
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    name = str(local.resolve()) if local.is_dir() else str(base)
+    if out is None:
+        out = local if local.is_dir() else user_heads_dir(name, BaseModelSignature.of(model).model_dump_json())
+        existing = (out / MANIFEST_FILE).exists()
+    else:
+        existing = out.exists() and any(out.iterdir())
+    if existing and not force:
+        raise click.UsageError(f"{out} already holds {'a heads manifest' if out == local else 'files'}; "
+                               "pass --force to replace them")
+    if self_pairs is None:
+        self_pairs = 16 if getattr(tokenizer, "chat_template", None) else 0
+    progress = not as_json and sys.stderr.isatty()
+    report = bootstrap_heads(
+        model, tokenizer, out, catalog=catalog, base_model=name, self_pairs=self_pairs, progress=progress,
+        pair_source=style_pair_source(seed, pairs_per_pole=pairs, heldout_per_pole=max(pairs // 4, 10)),
+        config=default_head_config(seed), log=(lambda line: None) if as_json else click.echo,
+    )
+    if as_json:
+        click.echo(report.model_dump_json())
+        return
+    click.echo(f"{len(report.poles)} heads in {report.seconds:.1f}s; manifest: {report.manifest}")

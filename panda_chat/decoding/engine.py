@@ -26,13 +26,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.outputs import GenerationOutput
-from panda_chat.decoding.policy import BasePolicy
+from panda_chat.decoding.policy import BasePolicy, resolve_path
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext
 from panda_chat.registry import ModelRegistry, shared_registry
 from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSource, supports_row_selection
 from panda_chat.rewards.loading import RewardSpec, load_reward
+from panda_chat.tree_attention import Path as DecodingPath
 
 Prompts = str | Sequence[str] | Sequence[Sequence[int]]
 TokenCallback = Callable[[int, str], None]
@@ -76,8 +77,11 @@ def choose(scores: torch.Tensor, options: DecodingOptions, generator: torch.Gene
 class PandaDecoder:
     """A base causal LM plus named reward sources; ``generate`` decodes batches of prompts with PANDA.
 
-    ``model`` must be a causal LM whose output layer is a plain linear map of its backbone's final hidden state
-    (Llama, Mistral, Qwen2, ... in ``transformers``), with a dynamic KV cache.
+    ``model`` is any ``transformers`` causal LM with a KV cache (see the README's supported families). At
+    construction a short check against the model's own forward picks the path (``self.path``): ``"tree"`` (k
+    candidates on one cached prefix with a tree mask) when it reproduces the model exactly, else ``"general"`` (the
+    cache repeated k times for one ordinary step). ``path="general"`` forces the general path; ``path="tree"``
+    refuses a model the check fails on.
 
     Everything one call needs (KV caches, reward sessions, stop state) lives in that call, so one decoder, and the one
     copy of the weights the registry holds, can serve concurrent ``generate`` calls from several threads.
@@ -89,10 +93,12 @@ class PandaDecoder:
         tokenizer: PreTrainedTokenizerBase,
         rewards: Mapping[str, RewardSpec] | None = None,
         registry: ModelRegistry | None = None,
+        path: str = "auto",
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.registry = registry or shared_registry()
+        self.path: DecodingPath = resolve_path(self.model, path)
         self.rewards: dict[str, RewardSource] = {}
         for name, spec in (rewards or {}).items():
             self.add_reward(name, spec)
@@ -105,11 +111,12 @@ class PandaDecoder:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         registry: ModelRegistry | None = None,
+        path: str = "auto",
     ) -> PandaDecoder:
         """Load (or reuse, through the process-wide registry) the base model and tokenizer, then the rewards."""
         registry = registry or shared_registry()
         loaded = registry.causal_lm(base, device=device, dtype=dtype)
-        return cls(loaded.model, loaded.tokenizer, rewards=rewards, registry=registry)
+        return cls(loaded.model, loaded.tokenizer, rewards=rewards, registry=registry, path=path)
 
     @property
     def device(self) -> torch.device:
@@ -285,7 +292,7 @@ class PandaDecoder:
         started = time.perf_counter()
         device, batch_size = self.device, batch.input_ids.shape[0]
         generator = torch.Generator(device=device).manual_seed(options.seed) if options.seed is not None else None
-        policy = BasePolicy(self.model)
+        policy = BasePolicy(self.model, self.path)
         logits, prompt_features = policy.prefill(batch.input_ids, batch.attention_mask)
         context = LambdaContext(
             prompts=batch.texts,

@@ -2,53 +2,178 @@
 
 - ``prefill``: the left-padded prompts once; returns the first step's logits and the prompt features lambda uses.
 - ``advance``: one chosen token per row (plain decoding, and the external-reward-model path).
-- ``expand`` + ``keep``: the k candidates of every row in ONE forward with a tree mask (shared-backbone heads need
-  the base model's hidden state at each candidate); after the choice ``keep`` drops the other candidates from the
-  cache and returns the next step's logits from the chosen candidate's hidden state, so the chosen token never
-  needs a forward of its own.
+- ``expand`` + ``keep``: the k candidates of every row in ONE forward (shared-backbone heads need the base model's
+  hidden state at each candidate); after the choice ``keep`` drops the other candidates from the cache and returns
+  the next step's logits for the chosen one, so the chosen token never needs a forward of its own.
 
-The backbone and the LM head are called separately, so logits are computed only where they are needed (the last
-prompt token, the chosen candidate), never for all k candidates or all prompt positions.
+Logits always come from the model's own output processing (Granite's logit scaling, Cohere's logit scale, Gemma 2/3's
+final soft-capping, whatever a future family adds), never from a re-implementation of it:
+
+- on the **tree** path (``panda_chat.tree_attention``) the backbone runs, and ``OwnOutputHead`` runs the model's own
+  ``forward`` from the final hidden state on, for the rows that need logits only (the last prompt token, the chosen
+  candidate): never for all k candidates or all prompt positions. The path check compares these logits with the
+  model's own forward, so a model whose forward does something else takes the general path;
+- on the **general** path the full model runs (``model(...)``): logits for the k candidates of every row, of which
+  one per row is used (that costs k x the LM head; the benchmark shows it).
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from transformers import PreTrainedModel
 
-from panda_chat.tree_attention import PrefixCache
+from panda_chat.tree_attention import (
+    PATH_MEMO,
+    PATHS,
+    Path,
+    PrefixCache,
+    backbone_of,
+    final_hidden,
+    tree_path_problem,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _BackboneOutput(dict):
+    """What the stand-in backbone returns: the given final hidden states, as attribute, key and index 0."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__(last_hidden_state=hidden)
+
+    def __getattr__(self, name: str):
+        return self.get(name)  # e.g. ``cache``, ``hidden_states``, ``router_logits``: None
+
+    def __getitem__(self, key):
+        return self["last_hidden_state"] if key == 0 else super().__getitem__(key)
+
+
+class _GivenHidden:
+    """Stands in for the backbone inside the model's own forward and returns the hidden states it was given.
+
+    Any attribute is itself, so forwards that call a sub-module of the backbone (OPT: ``self.model.decoder(...)``)
+    get it too.
+    """
+
+    def __init__(self, hidden: torch.Tensor):
+        self.hidden = hidden
+
+    def __call__(self, *args, **kwargs) -> _BackboneOutput:
+        return _BackboneOutput(self.hidden)
+
+    def __getattr__(self, name: str):
+        return self
+
+
+class _WithBackbone:
+    """The model, seen by its own ``forward``, with the backbone attribute replaced (the model itself is untouched,
+    so concurrent calls on the shared weights are safe)."""
+
+    def __init__(self, model: PreTrainedModel, attribute: str, backbone: _GivenHidden):
+        self.__dict__["_model"] = model
+        self.__dict__[attribute] = backbone
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["_model"], name)
+
+
+class OwnOutputHead:
+    """Logits (N, V) from final hidden states (N, H), through the model's own forward after its backbone."""
+
+    def __init__(self, model: PreTrainedModel):
+        self.model = model
+        self.forward = type(model).forward
+        backbone = backbone_of(model)
+        # The attribute the forward calls the backbone through (None: not a direct child; the path check then fails).
+        self.attribute = next((name for name, child in model.named_children() if child is backbone), None)
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.attribute is None:
+            raise TypeError(f"{type(self.model).__name__} keeps its backbone below a direct attribute")
+        view = _WithBackbone(self.model, self.attribute, _GivenHidden(hidden[:, None]))
+        dummy_ids = torch.zeros(hidden.shape[0], 1, dtype=torch.long, device=hidden.device)
+        return self.forward(view, input_ids=dummy_ids, logits_to_keep=1, return_dict=True).logits[:, -1]
+
+
+def decoding_path(model: PreTrainedModel) -> tuple[Path, str | None]:
+    """The path the decoder takes for ``model`` and, for the general path, why: decided once per model."""
+
+    def decide() -> str | None:
+        problem = tree_path_problem(model, OwnOutputHead(model))
+        if problem is not None:
+            log.debug("%s decodes on the general path: %s", type(model).__name__, problem)
+        return problem
+
+    problem = PATH_MEMO.get(model, "decoder", decide)
+    return ("tree", None) if problem is None else ("general", problem)
+
+
+def resolve_path(model: PreTrainedModel, requested: str = "auto") -> Path:
+    """``"auto"``: the checked choice (logged once per model at debug level when it is the general path);
+    ``"general"``: always allowed; ``"tree"``: only when the check passes (never silently wrong)."""
+    if requested not in ("auto", *PATHS):
+        raise ValueError(f"unknown decoding path {requested!r}: use auto, tree or general")
+    if requested == "general":
+        return "general"
+    path, problem = decoding_path(model)
+    if requested == "tree" and path != "tree":
+        raise ValueError(f"the tree path is not exact for {type(model).__name__}: {problem}")
+    return path
 
 
 class BasePolicy:
-    def __init__(self, model: PreTrainedModel):
-        self.kv = PrefixCache(model)
-        self.lm_head = model.get_output_embeddings()
+    def __init__(self, model: PreTrainedModel, path: Path | None = None):
+        self.path = path or resolve_path(model)
+        if self.path == "tree":
+            self.kv = PrefixCache(model, "tree")
+            self.output_head = OwnOutputHead(model)
+        else:
+            # The full model, for its own logits (of the last position only) and its final hidden states.
+            self.kv = PrefixCache(model, "general", module=model, output_hidden_states=True, logits_to_keep=1)
+            self.output_head = None
         self._candidate_hidden: torch.Tensor | None = None
+        self._candidate_logits: torch.Tensor | None = None
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the prompts; return next-token logits (B, V) and the mean prompt hidden state (B, H)."""
-        hidden = self.kv.prefill(input_ids, attention_mask)
+        output = self.kv.prefill(input_ids, attention_mask)
+        hidden = final_hidden(output)
         real = self.kv.prefix.attention_mask[..., None].to(hidden.dtype)
         prompt_features = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
-        return self.lm_head(hidden[:, -1]), prompt_features.float()
+        return self._last_logits(output), prompt_features.float()
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (B,); return the next logits (B, V)."""
-        return self.lm_head(self.kv.step(tokens))
+        return self._last_logits(self.kv.step(tokens))
 
     def expand(self, candidate_ids: torch.Tensor) -> torch.Tensor:
         """Run the k candidates of every row (B, k) on the cached prefix; return their hidden states (B, k, H)."""
-        self._candidate_hidden = self.kv.candidates(candidate_ids)
+        batch, k = candidate_ids.shape
+        output = self.kv.candidates(candidate_ids)
+        self._candidate_hidden = final_hidden(output).reshape(batch, k, -1)
+        if self.output_head is None:
+            self._candidate_logits = output.logits.reshape(batch, k, -1)
         return self._candidate_hidden
 
     def keep(self, chosen: torch.Tensor) -> torch.Tensor:
         """Keep each row's chosen candidate (B,) after ``expand``; return the next logits (B, V)."""
         self.kv.keep(chosen)
         rows = torch.arange(chosen.shape[0], device=chosen.device)
-        return self.lm_head(self._candidate_hidden[rows, chosen])
+        if self.output_head is None:
+            return self._candidate_logits[rows, chosen]
+        return self.output_head(self._candidate_hidden[rows, chosen])
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` of the batch (finished rows are dropped)."""
         self.kv.select_rows(rows)
         if self._candidate_hidden is not None:
             self._candidate_hidden = self._candidate_hidden[rows]
+        if self._candidate_logits is not None:
+            self._candidate_logits = self._candidate_logits[rows]
+
+    def _last_logits(self, output) -> torch.Tensor:
+        if self.output_head is None:
+            return output.logits[:, -1]
+        return self.output_head(final_hidden(output)[:, -1])

@@ -17,19 +17,68 @@ from transformers import PreTrainedModel
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.heads import RewardHead
 from panda_chat.rewards.reward_model import reward_head_of
+from panda_chat.tree_attention import backbone_of
 
 
 @torch.inference_mode()
 def reward_of_sequences(reward: RewardHead | PreTrainedModel, base_model: PreTrainedModel, sequences: torch.Tensor):
     """Raw reward of each full sequence (N, L), read at its last token."""
     if isinstance(reward, RewardHead):
-        hidden = base_model.base_model(input_ids=sequences).last_hidden_state[:, -1]
+        hidden = backbone_of(base_model)(input_ids=sequences).last_hidden_state[:, -1]
         return reward.to(device=hidden.device, dtype=hidden.dtype)(hidden).float()
-    hidden = reward.base_model(input_ids=sequences.to(reward.device)).last_hidden_state[:, -1]
+    hidden = backbone_of(reward)(input_ids=sequences.to(reward.device)).last_hidden_state[:, -1]
     return reward_head_of(reward)(hidden).squeeze(-1).float().to(sequences.device)
 
 
 @torch.inference_mode()
+def reference_decode(
+    base_model: PreTrainedModel,
+    prompt_ids: Sequence[int],
+    rewards: Mapping[str, RewardHead | PreTrainedModel],
+    weights: Mapping[str, float],
+    lam: float,
+    top_k: int = 10,
+    max_new_tokens: int = 64,
+    calibrations: Mapping[str, Calibration] | None = None,
+    eos_token_ids: Sequence[int] = (),
+    temperature: float | None = None,
+    seed: int | None = None,
+) -> tuple[list[int], dict[str, list[float]]]:
+    """PANDA for one prompt, the slow and obvious way: the generated token ids and each reward's raw value at every
+    chosen token. Greedy, or (with ``temperature``) a draw from softmax(scores / temperature) over the k candidates
+    with a generator seeded with ``seed``, exactly as the engine draws for a batch of one row."""
+    calibrations = calibrations or {}
+    device = base_model.device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    sequence = torch.tensor([list(prompt_ids)], device=device)
+    generated: list[int] = []
+    chosen_raw: dict[str, list[float]] = {name: [] for name in rewards}
+    for _ in range(max_new_tokens):
+        logprobs = torch.log_softmax(base_model(input_ids=sequence, logits_to_keep=1).logits[0, -1].float(), dim=-1)
+        candidate_logp, candidate_ids = logprobs.topk(top_k)
+        extended = torch.cat([sequence.expand(top_k, -1), candidate_ids[:, None]], dim=-1)  # k x (prefix + z)
+        combined = torch.zeros(top_k, device=device)
+        raw = {}
+        for name, reward in rewards.items():
+            calibration = calibrations.get(name, Calibration())
+            raw[name] = reward_of_sequences(reward, base_model, extended)
+            combined += weights.get(name, 0.0) * calibration.normalise(raw[name])
+        scores = candidate_logp + lam * combined
+        if temperature is None:
+            best = int(scores.argmax())
+        else:
+            probs = torch.softmax(scores[None] / temperature, dim=-1)
+            best = int(torch.multinomial(probs, 1, generator=generator)[0, 0])
+        token = int(candidate_ids[best])
+        generated.append(token)
+        for name in rewards:
+            chosen_raw[name].append(float(raw[name][best]))
+        sequence = extended[best : best + 1]
+        if token in eos_token_ids:
+            break
+    return generated, chosen_raw
+
+
 def reference_generate(
     base_model: PreTrainedModel,
     prompt_ids: Sequence[int],
@@ -42,23 +91,7 @@ def reference_generate(
     eos_token_ids: Sequence[int] = (),
 ) -> list[int]:
     """Greedy PANDA for one prompt, the slow and obvious way; returns the generated token ids."""
-    calibrations = calibrations or {}
-    device = base_model.device
-    sequence = torch.tensor([list(prompt_ids)], device=device)
-    generated: list[int] = []
-    for _ in range(max_new_tokens):
-        logprobs = torch.log_softmax(base_model(input_ids=sequence, logits_to_keep=1).logits[0, -1].float(), dim=-1)
-        candidate_logp, candidate_ids = logprobs.topk(top_k)
-        extended = torch.cat([sequence.expand(top_k, -1), candidate_ids[:, None]], dim=-1)  # k x (prefix + z)
-        combined = torch.zeros(top_k, device=device)
-        for name, reward in rewards.items():
-            calibration = calibrations.get(name, Calibration())
-            raw = reward_of_sequences(reward, base_model, extended)
-            combined += weights.get(name, 0.0) * calibration.normalise(raw)
-        best = int((candidate_logp + lam * combined).argmax())
-        token = int(candidate_ids[best])
-        generated.append(token)
-        sequence = extended[best : best + 1]
-        if token in eos_token_ids:
-            break
-    return generated
+    tokens, _ = reference_decode(
+        base_model, prompt_ids, rewards, weights, lam, top_k, max_new_tokens, calibrations, eos_token_ids
+    )
+    return tokens

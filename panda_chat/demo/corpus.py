@@ -70,9 +70,6 @@ class StyleSpec:
         """This style with ``pole`` on its dimension (other dimensions unchanged)."""
         return replace(self, **{dimension_of(pole): pole})
 
-    def has(self, pole: str) -> bool:
-        return getattr(self, dimension_of(pole)) == pole
-
     @property
     def poles(self) -> tuple[str, str, str]:
         return (self.expertise, self.verbosity, self.tone)
@@ -365,3 +362,17 @@ class DialogueCorpus:
             yield d.answer
         for pole in POLES:
             yield from self.user_utterances(pole, 50)
+
+
+def style_pair_source(seed: int = 0, pairs_per_pole: int = 400, heldout_per_pole: int = 100):
+    """The shipped, model-agnostic style corpus as a bootstrap pair source (``panda_chat.rewards.bootstrap``):
+    pole -> (pairs on training topics, pairs on held-out topics), or None for a pole the corpus does not write."""
+    corpus = DialogueCorpus(seed)
+
+    def pairs_for(pole: str) -> tuple[list[PreferencePair], list[PreferencePair]] | None:
+        if pole not in POLES:
+            return None
+        return (corpus.preference_pairs(pole, pairs_per_pole),
+                corpus.preference_pairs(pole, heldout_per_pole, split="heldout"))
+
+    return pairs_for

@@ -8,7 +8,7 @@ from panda_chat.personalize.plan import (
     PoleSteering,
     with_model_rewards,
 )
-from panda_chat.personalize.sources import PoleReward, PoleRewards, reward_name
+from panda_chat.personalize.sources import PoleReward, PoleRewards, UserHeadReward, reward_name, user_head_rewards
 
 __all__ = [
     "DEFAULT_LAMBDA",
@@ -19,6 +19,8 @@ __all__ = [
     "PoleRewards",
     "PoleSteering",
     "pole_steering",
+    "UserHeadReward",
     "reward_name",
+    "user_head_rewards",
     "with_model_rewards",
 ]

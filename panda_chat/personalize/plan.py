@@ -9,14 +9,14 @@ The decoder never sees the store, and the store never sees torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from panda_chat.lam.base import ConstantLambda, LambdaFunction
-from panda_chat.personalize.mapping import pole_steering
-from panda_chat.personalize.sources import PoleRewards, RewardKind
+from panda_chat.personalize.mapping import MIN_STEERING, pole_steering
+from panda_chat.personalize.sources import PoleRewards, RewardKind, UserHeadReward
 from panda_chat.rewards.base import RewardSource
 from profiles.catalog import PreferenceCatalog, RewardSpec
 from profiles.context import PreferenceContext
@@ -149,7 +149,8 @@ class Personalizer:
         label = getattr(self.lam, "label", None)  # e.g. LearnedLambda.label() -> "learned-ridge"
         return label() if callable(label) else type(self.lam).__name__
 
-    def plan(self, context: PreferenceContext) -> PersonalizationPlan:
+    def plan(self, context: PreferenceContext, user_heads: Sequence[UserHeadReward] = ()) -> PersonalizationPlan:
+        """The row for ``context``; ``user_heads`` (the user's own heads for this model) join with their weights."""
         weights: dict[str, float] = {}
         rewards: dict[str, RewardSource] = {}
         poles: list[PoleSteering] = []
@@ -169,6 +170,16 @@ class Personalizer:
                     dimension=dimension.name, pole=pole_name, reward=built.name, weight=weight, kind=built.kind,
                     note=built.note,
                 ))
+        for head in user_heads:
+            weight = head.weight * self.strength
+            if abs(weight) < MIN_STEERING:
+                continue
+            weights[head.name] = weight
+            rewards[head.name] = head.source
+            poles.append(PoleSteering(
+                dimension="user", pole=head.head_name, reward=head.name, weight=weight, kind="user_head",
+                note=f"your own head, trained on {head.pairs} feedback pair(s)",
+            ))
         mode: PlanMode = "steered" if weights else ("unguided" if wanted else "neutral")
         return PersonalizationPlan(
             user_id=context.user_id,

@@ -18,11 +18,12 @@ from typing import Literal
 
 from panda_chat.registry import ModelRegistry, shared_registry
 from panda_chat.rewards.base import RewardSource
+from panda_chat.rewards.heads import HeadReward, RewardHead
 from panda_chat.rewards.loading import load_reward
 from panda_chat.rewards.zero_shot import EmbedderSpec, ZeroShotReward
 from profiles.catalog import Dimension, Pole, PreferenceCatalog
 
-RewardKind = Literal["head", "model", "zero_shot", "none"]
+RewardKind = Literal["head", "model", "zero_shot", "user_head", "none"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,40 @@ class PoleRewards:
         if note:
             warnings.warn(f"pole '{name}' falls back to its zero-shot reward: {note}", RuntimeWarning, stacklevel=3)
         return PoleReward(name, source, "zero_shot", configured, note)
+
+
+# A user's own head steers with weight pairs / (pairs + USER_HEAD_PAIRS_FOR_HALF): a head trained on a handful of
+# feedback pairs nudges, one trained on many steers as strongly as a confident catalog pole (weight -> 1).
+USER_HEAD_PAIRS_FOR_HALF = 8
+
+
+@dataclass(frozen=True)
+class UserHeadReward:
+    """One of a user's stored reward heads (learned from their feedback) that fits this base model."""
+
+    name: str  # the reward's name in the decoder: unique per user, so rows of several users never collide
+    head_name: str
+    source: RewardSource
+    pairs: int  # the feedback pairs it was trained on
+    weight: float
+
+
+def user_head_rewards(user_id: str, stored, model) -> tuple[list[UserHeadReward], list[str]]:
+    """The user's stored heads (``ProfileStore.reward_heads``) that fit ``model``, weighted by how much feedback
+    trained them; plus a note for each head that does not fit (trained on another base model, or unreadable)."""
+    rewards, notes = [], []
+    for item in stored:
+        meta = dict(item.meta or {})
+        if meta.get("kind", "head") != "head":
+            continue
+        try:
+            head = RewardHead.from_bytes(item.data)
+            head.check_base(model)
+        except (ValueError, OSError, RuntimeError) as error:
+            notes.append(f"user head '{item.name}' not used: {str(error).splitlines()[0] if str(error) else error}")
+            continue
+        pairs = int(meta.get("train_pairs") or 0) + int(meta.get("val_pairs") or 0)
+        name = f"user:{user_id}:{item.name}"
+        rewards.append(UserHeadReward(name=name, head_name=item.name, source=HeadReward(head, name=name),
+                                      pairs=pairs, weight=pairs / (pairs + USER_HEAD_PAIRS_FOR_HALF)))
+    return rewards, notes

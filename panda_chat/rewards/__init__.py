@@ -1,7 +1,8 @@
 """Reward signals for PANDA: reward-model wrappers, shared-backbone heads, calibration and training.
 
 The names below load lazily (on first use), so that ``panda_chat.decoding``, which needs only the interface in
-``panda_chat.rewards.base``, does not import training code or the profile store's embedder (DESIGN.md section 5).
+``panda_chat.rewards.base``, does not import training code or the profile store's embedder
+(docs/ARCHITECTURE.md, "Layers").
 """
 
 from __future__ import annotations

@@ -51,9 +51,3 @@ class RewardModelInfo(BaseModel):
         if not path.is_file():
             return None
         return cls.model_validate_json(path.read_text(encoding="utf-8"))
-
-
-def stored_calibration(folder: str | Path) -> Calibration:
-    """The calibration saved with a reward-model folder, or the identity calibration when none was saved."""
-    info = RewardModelInfo.load(folder)
-    return info.calibration if info is not None else Calibration()

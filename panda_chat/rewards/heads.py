@@ -45,7 +45,10 @@ class BaseModelSignature(BaseModel):
 
     @classmethod
     def of(cls, model: nn.Module) -> BaseModelSignature:
-        config = model.config
+        """The signature of a loaded model. Sizes come from its text config: a multimodal checkpoint (e.g.
+        ``Gemma3ForConditionalGeneration``) keeps them in ``config.text_config``, and its heads read the language
+        model's hidden states."""
+        config = model.config.get_text_config()
         emb = model.get_input_embeddings().weight
         probe = emb[:_PROBE_ROWS, :_PROBE_DIMS].detach().float().cpu().flatten().tolist()
         return cls(

@@ -34,7 +34,8 @@ RewardSpec = RewardSource | RewardHead | str | Path
 
 
 class TokenizerMismatchError(ValueError):
-    """A reward model whose tokenizer differs from the base model's (no cross-tokenizer path yet)."""
+    """Not raised any more: a reward model whose tokenizer differs from the base model's is now scored on decoded
+    text (``TextRewardModel``, chosen in ``load_reward``). Kept so that code catching it keeps importing."""
 
 
 def tokenizer_difference(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> str | None:

@@ -1,7 +1,9 @@
 """An external reward model that shares the base model's tokenizer, scored with one cached prefix and a tree mask.
 
 The reward model (any ``...ForSequenceClassification`` with one output whose backbone is a decoder with a dynamic KV
-cache, e.g. ``LlamaForSequenceClassification``) reads exactly the token ids the base model reads. So:
+cache, e.g. ``LlamaForSequenceClassification``) reads exactly the token ids the base model reads. So (on the tree path;
+the general path of ``panda_chat.tree_attention`` repeats the cache k times for one step instead, for models whose
+attention a tree mask cannot express):
 
 - ``start`` prefills the prompt once; the cache holds ONE copy of each row's prefix;
 - ``score`` runs the k candidates of every row as one row of k tokens with a tree attention mask, and applies the
@@ -13,12 +15,16 @@ The classification head of a sequence classifier reads the last token's hidden s
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
-from panda_chat.tree_attention import PrefixCache, cache_bytes
+from panda_chat.tree_attention import PATH_MEMO, Path, PrefixCache, cache_bytes, final_hidden, tree_path_problem
+
+log = logging.getLogger(__name__)
 
 
 def reward_head_of(model: PreTrainedModel) -> nn.Module:
@@ -36,16 +42,32 @@ def reward_head_of(model: PreTrainedModel) -> nn.Module:
     return head
 
 
+def reward_model_path(model: PreTrainedModel) -> Path:
+    """``"tree"`` when the tree mask reproduces the reward model's own backbone forward, else ``"general"`` (the
+    cache repeated k times for one ordinary step): decided once per model, logged at debug level."""
+
+    def decide() -> str | None:
+        problem = tree_path_problem(model)
+        if problem is not None:
+            log.debug("reward model %s scores on the general path: %s", type(model).__name__, problem)
+        return problem
+
+    return "tree" if PATH_MEMO.get(model, "backbone", decide) is None else "general"
+
+
 class CachedRewardModel(RewardSource):
     """A same-tokenizer reward model scored with a single cached prefix per row (see the module docstring)."""
 
     needs_base_hidden = False
 
-    def __init__(self, model: PreTrainedModel, name: str, calibration: Calibration | None = None):
+    def __init__(
+        self, model: PreTrainedModel, name: str, calibration: Calibration | None = None, path: Path | None = None
+    ):
         self.model = model.eval()
         self.head = reward_head_of(model)
         self.name = name
         self.calibration = calibration or Calibration()
+        self.path: Path = path or reward_model_path(model)
 
     def start(self, prompts: PromptBatch) -> CachedRewardSession:
         return CachedRewardSession(self, prompts)
@@ -59,14 +81,15 @@ class CachedRewardSession(RewardSession):
     def __init__(self, source: CachedRewardModel, prompts: PromptBatch):
         self.source = source
         self.device = source.model.device
-        self.kv = PrefixCache(source.model)
+        self.kv = PrefixCache(source.model, source.path)
         with torch.inference_mode():
             self.kv.prefill(prompts.input_ids.to(self.device), prompts.attention_mask.to(self.device))
         self.peak_cache_bytes = cache_bytes(self.kv.cache)
 
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
         with torch.inference_mode():
-            hidden = self.kv.candidates(candidates.candidate_ids.to(self.device))
+            candidate_ids = candidates.candidate_ids.to(self.device)
+            hidden = final_hidden(self.kv.candidates(candidate_ids)).reshape(*candidate_ids.shape, -1)
             rewards = self.source.head(hidden).squeeze(-1).float()
         self.peak_cache_bytes = max(self.peak_cache_bytes, cache_bytes(self.kv.cache))
         return rewards.to(candidates.candidate_ids.device)

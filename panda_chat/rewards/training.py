@@ -385,11 +385,26 @@ def train_user_reward_head(
             f"user '{user_id}' has {len(pairs)} feedback pair(s); "
             f"at least {min_pairs} are needed to train a reward head"
         )
+    from panda_chat.rewards.token_level import PrefixFeaturizer, train_token_reward_head  # it builds on this module
+
     description = description or f"learned from the feedback of user '{user_id}'"
-    trained = train_reward_head(base, pairs, name=name, description=description, config=config, progress=progress)
-    report = trained.report
-    store.save_reward_head(user_id, name, trained.head.to_bytes(), meta={
-        "kind": "head", "base_model": trained.head.config.base_model, "train_pairs": report.train_pairs,
+    config = config or RewardTrainingConfig()
+    started = time.perf_counter()
+    model, tokenizer, _ = _load_causal_lm(base)
+    # token-level: the head steers partial answers, so it learns from the pairs compared at every prefix length
+    token_head = train_token_reward_head(PrefixFeaturizer(model, tokenizer, max_length=config.max_length),
+                                         [PreferencePair.of(p) for p in pairs], name=name,
+                                         description=description, config=config, progress=progress)
+    facts, token_report = token_head.head.config.training, token_head.report
+    report = RewardTrainingReport(
+        kind="head", name=name, train_pairs=token_report.train_pairs, val_pairs=token_report.val_pairs,
+        val_accuracy=token_report.accuracy, train_accuracy=facts["train_accuracy"],
+        best_epoch=token_report.best_epoch, epochs_run=facts["epochs_run"], seconds=time.perf_counter() - started,
+        calibration=token_report.calibration, history=[],
+    )
+    store.save_reward_head(user_id, name, token_head.head.to_bytes(), meta={
+        "kind": "head", "base_model": token_head.head.config.base_model, "train_pairs": report.train_pairs,
         "val_pairs": report.val_pairs, "val_accuracy": report.val_accuracy,
+        "val_partial_accuracy": token_report.partial_accuracy, "objective": "token-level",
     })
-    return trained
+    return TrainedRewardHead(head=token_head.head, report=report)

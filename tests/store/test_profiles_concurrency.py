@@ -1,9 +1,8 @@
-"""Several processes writing to one SQLite store at once lose no message."""
+"""Several processes writing to one store (SQLite, or PostgreSQL when configured) at once lose no message."""
 
 from __future__ import annotations
 
 import multiprocessing
-from pathlib import Path
 
 from profiles import HashingEmbedder, ProfileStore
 
@@ -29,9 +28,9 @@ def _write(db_path: str, writer: int) -> None:
                 store.search(user, "message")  # readers interleaved with writers
 
 
-def test_concurrent_writers_from_several_processes_lose_no_message(tmp_path: Path) -> None:
+def test_concurrent_writers_from_several_processes_lose_no_message(db_url: str) -> None:
     """The writers also race to create and migrate the database: exactly one applies the migrations."""
-    db_path = str(tmp_path / "profiles.db")
+    db_path = db_url
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_write, args=(db_path, writer)) for writer in range(WRITERS)]
     for process in processes:

@@ -42,9 +42,9 @@ def test_search_isolation_with_the_real_embedder(real_store: ProfileStore) -> No
     assert hits[0].score > 0.5
 
 
-def test_search_sees_messages_written_by_another_store_instance(db_path: Path) -> None:
-    with ProfileStore(db_path, embedder=HashingEmbedder()) as reader, \
-         ProfileStore(db_path, embedder=HashingEmbedder()) as writer:
+def test_search_sees_messages_written_by_another_store_instance(db_url: str) -> None:
+    with ProfileStore(db_url, embedder=HashingEmbedder()) as reader, \
+         ProfileStore(db_url, embedder=HashingEmbedder()) as writer:
         writer.add_message("alice", "user", "first message about violins")
         assert [h.text for h in reader.search("alice", "violins", k=3)] == ["first message about violins"]
         writer.add_message("alice", "user", "second message about violins")

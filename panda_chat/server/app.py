@@ -1,0 +1,419 @@
+"""The OpenAI-compatible HTTP server: ``create_app(ServerSettings(...))`` is a Starlette/FastAPI app for uvicorn.
+
+Every answer goes through ``ChatPanda`` (prompt building, recording, personalisation) and so through the model's one
+``BatchScheduler``: concurrent requests share decoding steps. What the server adds is HTTP:
+
+- ``POST /v1/chat/completions`` (streaming as server-sent events, or not), ``GET /v1/models``, ``GET /healthz``;
+- profile endpoints under ``/v1/profiles/{user}``: show, set/unset a preference, feedback, export, forget;
+- API keys (``profiles.keys``): ``Authorization: Bearer <key>``; a key acts only as its users (the request's
+  ``user`` field, or the user in the path): another user is 403, a wrong or missing key 401;
+- limits: body size, prompt tokens and ``max_tokens`` per request, requests per minute per key (per process);
+- errors as OpenAI's JSON error object. Logs carry the key name, status, token counts and timings, never a
+  message, a prompt or a user id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from pydantic import BaseModel, ValidationError
+
+from panda_chat.chat_model import ChatPanda
+from panda_chat.server.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    FeedbackRequest,
+    PreferenceUpdate,
+    error_body,
+)
+from profiles import ProfileStore, validate_user_id
+from profiles.errors import InvalidInputError, ProfileError, UnknownUserError
+from profiles.keys import ApiKeys, KeyInfo
+
+log = logging.getLogger("panda_chat.server")
+DEMO_MODEL_ID = "panda-chat-demo"
+_FINISH = {"stop": "stop", "length": "length", "eos": "stop"}
+
+
+class ServerSettings(BaseModel):
+    """What ``panda-chat serve`` is started with."""
+
+    model: str | None = None  # a folder or hub id; None: the embedded demo model
+    db: str | None = None  # the profile database (URL or SQLite path); None: the default one
+    embedder: str | None = None  # the store's embedder (None: all-MiniLM-L6-v2; "hashing" for quick tests)
+    device: str = "auto"
+    dtype: str = "auto"
+    max_batch: int = 32  # rows decoded together
+    max_tokens: int = 1024  # the most tokens one request may ask for
+    default_max_tokens: int = 256  # when a request does not say
+    max_prompt_tokens: int = 4096
+    max_body_bytes: int = 1_000_000
+    requests_per_minute: int = 600  # per API key, per server process
+    worker_threads: int = 128  # request threads (store reads and writes, waiting on the scheduler)
+
+    @property
+    def model_id(self) -> str:
+        return self.model or DEMO_MODEL_ID
+
+
+class ApiError(Exception):
+    """An error the client caused (or may retry), answered as OpenAI's error object."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(error_body(self.message, self.kind, self.code, self.param), status_code=self.status)
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests per key in any 60-second window (in this process)."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and now - hits[0] >= 60.0:
+                hits.popleft()
+            if len(hits) >= self.per_minute:
+                return False
+            hits.append(now)
+            return True
+
+
+def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
+    """OpenAI messages as LangChain messages (ChatPanda renders them with the model's chat template)."""
+    converted: list[BaseMessage] = []
+    for index, message in enumerate(messages):
+        content: Any = message.content if message.content is not None else ""
+        if message.role in ("system", "developer"):
+            converted.append(SystemMessage(content=content))
+        elif message.role == "user":
+            converted.append(HumanMessage(content=content))
+        elif message.role == "assistant":
+            calls = [
+                {"name": call.get("function", {}).get("name", ""), "id": call.get("id"),
+                 "args": json.loads(call.get("function", {}).get("arguments") or "{}")}
+                for call in message.tool_calls or []
+            ]
+            converted.append(AIMessage(content=content, tool_calls=calls))
+        else:
+            if not message.tool_call_id:
+                raise ApiError(400, f"messages[{index}]: a tool message needs tool_call_id", param="messages")
+            converted.append(ToolMessage(content=content, tool_call_id=message.tool_call_id))
+    return converted
+
+
+def to_response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's response_format as ChatPanda's (a JSON schema; {} for any JSON object; None for text)."""
+    if value is None or value.get("type") in (None, "text"):
+        return None
+    if value["type"] == "json_object":
+        return {}
+    if value["type"] == "json_schema":
+        return dict((value.get("json_schema") or {}).get("schema") or {})
+    raise ApiError(400, f"response_format type {value['type']!r} is not supported: use text, json_object or "
+                        "json_schema", param="response_format")
+
+
+def _tool_calls(message: AIMessage) -> list[dict[str, Any]]:
+    return [
+        {"id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+         "function": {"name": call["name"], "arguments": json.dumps(call.get("args", {}))}}
+        for call in getattr(message, "tool_calls", None) or []
+    ]
+
+
+def _usage(message: AIMessage) -> dict[str, int]:
+    usage = message.usage_metadata or {}
+    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """The server app; the model loads and the database opens when it starts (uvicorn's lifespan)."""
+    state: dict[str, Any] = {}
+    limiter = RateLimiter(settings.requests_per_minute)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(settings.worker_threads))
+        store = await asyncio.to_thread(lambda: ProfileStore(settings.db, embedder=settings.embedder))
+        keys = await asyncio.to_thread(ApiKeys, store.url)
+        llm = ChatPanda(model=settings.model, store=store, device=settings.device, dtype=settings.dtype)
+        runtime = await asyncio.to_thread(llm._runtime, llm._options(None, {}))
+        runtime.scheduler.max_batch = settings.max_batch
+        state.update(store=store, keys=keys, llm=llm, runtime=runtime)
+        try:
+            yield
+        finally:
+            keys.close()
+            store.close()
+
+    app = FastAPI(title="panda-chat", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(Exception)
+    async def _server_error(_request: Request, error: Exception) -> JSONResponse:
+        log.error("internal error: %s", type(error).__name__)
+        return ApiError(500, "internal server error", "server_error").response()
+
+    async def authorize(request: Request) -> KeyInfo:
+        header = request.headers.get("authorization", "")
+        secret = header[7:].strip() if header[:7].lower() == "bearer " else None
+        key = await asyncio.to_thread(state["keys"].authenticate, secret)
+        if key is None:
+            raise ApiError(401, "invalid or missing API key: send `Authorization: Bearer <key>` with a key from "
+                                "`panda-chat key create`", "authentication_error", "invalid_api_key")
+        if not limiter.allow(key.name):
+            raise ApiError(429, f"rate limit reached: at most {limiter.per_minute} requests per minute per key",
+                           "rate_limit_error", "rate_limit_exceeded")
+        return key
+
+    def acting_as(key: KeyInfo, user: object, where: str) -> str:
+        try:
+            user_id = validate_user_id(user, where=where)
+        except InvalidInputError as error:
+            raise ApiError(400, str(error), param=where) from None
+        if not key.allows(user_id):
+            raise ApiError(403, f"API key {key.name!r} may not act as this {where}", "permission_error",
+                           "user_not_allowed", where)
+        return user_id
+
+    async def read_json(request: Request, model: type[BaseModel]) -> Any:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise ApiError(413, f"request body over {settings.max_body_bytes} bytes", code="body_too_large")
+        body = b""
+        async for part in request.stream():
+            body += part
+            if len(body) > settings.max_body_bytes:
+                raise ApiError(413, f"request body over {settings.max_body_bytes} bytes", code="body_too_large")
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+            raise ApiError(400, f"{where}: {first.get('msg', 'invalid')}", param=where) from None
+
+    # ------------------------------------------------------------------------------------------ basic routes
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        scheduler = state["runtime"].scheduler
+        return {"status": "ok", "model": settings.model_id, "running_rows": scheduler.running_rows,
+                "steps": scheduler.stats.steps, "max_rows": scheduler.stats.max_rows,
+                "cancelled": scheduler.stats.cancelled}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        await authorize(request)
+        return {"object": "list", "data": [
+            {"id": settings.model_id, "object": "model", "created": 0, "owned_by": "panda-chat"}
+        ]}
+
+    # ------------------------------------------------------------------------------------------ completions
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        started = time.perf_counter()
+        key = await authorize(request)
+        body: ChatCompletionRequest = await read_json(request, ChatCompletionRequest)
+        user = acting_as(key, body.user, "user")
+        if body.model not in (None, settings.model_id):
+            raise ApiError(404, f"model {body.model!r} is not served here; GET /v1/models lists {settings.model_id!r}",
+                           code="model_not_found", param="model")
+        if body.n != 1:
+            raise ApiError(400, "n must be 1 (one answer per request)", param="n")
+        max_tokens = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
+        if max_tokens > settings.max_tokens:
+            raise ApiError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens}",
+                           param="max_tokens")
+        messages = to_messages(body.messages)
+        llm: ChatPanda = state["llm"]
+        update = {name: value for name, value in (("strength", body.strength), ("lam", body.lam)) if value is not None}
+        if update:
+            llm = llm.model_copy(update=update)
+        try:
+            prompt_tokens = await asyncio.to_thread(llm.get_num_tokens_from_messages, messages)
+        except ValueError as error:
+            raise ApiError(400, str(error), param="messages") from None
+        if prompt_tokens > settings.max_prompt_tokens:
+            raise ApiError(400, f"the prompt is {prompt_tokens} tokens; this server allows at most "
+                                f"{settings.max_prompt_tokens}", code="context_length_exceeded", param="messages")
+        runnable: Any = llm
+        if body.tools:
+            try:
+                runnable = llm.bind_tools(body.tools, tool_choice=body.tool_choice)
+            except (ValueError, NotImplementedError, TypeError) as error:
+                raise ApiError(400, f"tools: {error}", param="tools") from None
+        kwargs: dict[str, Any] = {"user_id": user, "max_tokens": max_tokens}
+        conversation = body.conversation_id if body.conversation_id is not None else body.thread_id
+        if conversation is not None:
+            kwargs["conversation_id"] = conversation
+        if body.temperature is not None:
+            kwargs["temperature"] = body.temperature
+        for name in ("seed", "top_k"):
+            if getattr(body, name) is not None:
+                kwargs[name] = getattr(body, name)
+        response_format = to_response_format(body.response_format)
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+        stop = [body.stop] if isinstance(body.stop, str) else body.stop
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            stream = _stream(runnable, messages, stop, kwargs, completion_id, created, include_usage, key, started)
+            return StreamingResponse(stream, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            message: AIMessage = await runnable.ainvoke(messages, stop=stop, **kwargs)
+        except ProfileError as error:
+            raise ApiError(400, str(error)) from None
+        except ValueError as error:
+            raise ApiError(400, str(error).splitlines()[0]) from None
+        usage = _usage(message)
+        metadata = message.response_metadata or {}
+        calls = _tool_calls(message)
+        reply: dict[str, Any] = {"role": "assistant", "content": message.content if isinstance(message.content, str)
+                                 else json.dumps(message.content)}
+        if calls:
+            reply["tool_calls"] = calls
+        finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason"), "stop")
+        log.info("chat key=%s status=200 prompt_tokens=%d completion_tokens=%d ms=%.0f", key.name,
+                 usage["prompt_tokens"], usage["completion_tokens"], (time.perf_counter() - started) * 1000)
+        return {
+            "id": completion_id, "object": "chat.completion", "created": created, "model": settings.model_id,
+            "choices": [{"index": 0, "message": reply, "finish_reason": finish, "logprobs": None}],
+            "usage": usage,
+            "conversation_id": metadata.get("conversation_id"),
+            "personalization": metadata.get("personalization"),
+        }
+
+    async def _stream(runnable: Any, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
+                      completion_id: str, created: int, include_usage: bool, key: KeyInfo,
+                      started: float) -> AsyncIterator[str]:
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+            payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                       "model": settings.model_id,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+            return f"data: {json.dumps(payload)}\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        last = None
+        try:
+            async for piece in runnable.astream(messages, stop=stop, **kwargs):
+                if piece.content:
+                    yield chunk({"content": piece.content})
+                if piece.usage_metadata or piece.response_metadata.get("finish_reason"):
+                    last = piece
+        except (ProfileError, ValueError) as error:
+            yield f"data: {json.dumps(error_body(str(error).splitlines()[0], 'invalid_request_error'))}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        except Exception as error:  # noqa: BLE001 - the stream has started: the error goes in it
+            log.error("stream error: %s", type(error).__name__)
+            yield f"data: {json.dumps(error_body('internal server error', 'server_error'))}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        metadata = (last.response_metadata if last is not None else {}) or {}
+        calls = _tool_calls(last) if last is not None else []
+        if calls:
+            yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
+        finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason"), "stop")
+        yield chunk({}, finish, conversation_id=metadata.get("conversation_id"),
+                    personalization=metadata.get("personalization"))
+        usage = _usage(last) if last is not None else {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        if include_usage:
+            payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                       "model": settings.model_id, "choices": [], "usage": usage}
+            yield f"data: {json.dumps(payload)}\n\n"
+        yield "data: [DONE]\n\n"
+        log.info("chat-stream key=%s status=200 prompt_tokens=%d completion_tokens=%d ms=%.0f", key.name,
+                 usage["prompt_tokens"], usage["completion_tokens"], (time.perf_counter() - started) * 1000)
+
+    # ------------------------------------------------------------------------------------------ profiles
+
+    async def profile_call(request: Request, user: str, function: Any, *args: Any) -> Any:
+        key = await authorize(request)
+        user_id = acting_as(key, user, "user")
+        try:
+            return await asyncio.to_thread(function, user_id, *args)
+        except UnknownUserError as error:
+            raise ApiError(404, str(error), code="user_not_found") from None
+        except (ProfileError, ValueError) as error:
+            raise ApiError(400, str(error)) from None
+
+    def show(user_id: str) -> dict[str, Any]:
+        store: ProfileStore = state["store"]
+        if not store.has_user(user_id):
+            raise UnknownUserError(user_id)
+        return {"user": user_id, "explicit": store.explicit_preferences(user_id),
+                "preferences": store.preferences(user_id).model_dump(mode="json"),
+                "vector_layout": store.catalog.vector_layout()}
+
+    @app.get("/v1/profiles/{user}")
+    async def profile_show(request: Request, user: str) -> dict[str, Any]:
+        return await profile_call(request, user, show)
+
+    @app.put("/v1/profiles/{user}/preferences/{dimension}")
+    async def profile_set(request: Request, user: str, dimension: str) -> dict[str, Any]:
+        body: PreferenceUpdate = await read_json(request, PreferenceUpdate)
+        await profile_call(request, user, state["store"].set_preference, dimension, body.pole)
+        return {"user": user, "dimension": dimension, "pole": body.pole}
+
+    @app.delete("/v1/profiles/{user}/preferences/{dimension}")
+    async def profile_unset(request: Request, user: str, dimension: str) -> dict[str, Any]:
+        removed = await profile_call(request, user, state["store"].unset_preference, dimension)
+        return {"user": user, "dimension": dimension, "removed": removed}
+
+    @app.post("/v1/profiles/{user}/feedback")
+    async def profile_feedback(request: Request, user: str) -> dict[str, Any]:
+        body: FeedbackRequest = await read_json(request, FeedbackRequest)
+
+        def add(user_id: str) -> int:
+            return state["store"].add_feedback(user_id, **body.model_dump())
+
+        return {"user": user, "feedback_id": await profile_call(request, user, add)}
+
+    @app.get("/v1/profiles/{user}/export")
+    async def profile_export(request: Request, user: str) -> Any:
+        exported = await profile_call(request, user, state["store"].export_user)
+        return JSONResponse(json.loads(exported.model_dump_json()))
+
+    @app.delete("/v1/profiles/{user}")
+    async def profile_forget(request: Request, user: str) -> Any:
+        report = await profile_call(request, user, state["store"].forget)
+        return JSONResponse(json.loads(report.model_dump_json()))
+
+    return app

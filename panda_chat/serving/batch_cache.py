@@ -1,0 +1,59 @@
+"""Rows joining and leaving a running batch's KV cache (the base model's ``BasePolicy``) between decoding steps.
+
+The engine decodes a fixed batch; continuous batching needs two more operations on the same left-padded cache:
+
+- ``merge``: a freshly prefilled group of rows joins the running rows. Both caches are left-padded to the longer one
+  (padding slots are masked out, and every row keeps its own position ids), then stacked along the batch dimension.
+- ``trim_left``: when the longest rows have left, the leading slots that are padding in every remaining row are cut,
+  so a batch never keeps paying attention over a departed row's length.
+
+Both only touch the public state of ``PrefixCache``: the ``DynamicCache`` layers' keys/values and ``SharedPrefix``.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import DynamicLayer
+
+from panda_chat.decoding.policy import BasePolicy
+
+
+def can_merge(policy: BasePolicy) -> bool:
+    """Whether this policy's cache layers are plain dynamic layers (sliding-window or quantised ones are not)."""
+    return all(type(layer) is DynamicLayer for layer in policy.kv.cache.layers)
+
+
+def _left_pad(states: torch.Tensor, length: int) -> torch.Tensor:
+    """Pad the slot dimension (-2) of (B, heads, P, d) states on the left with zeros up to ``length``."""
+    missing = length - states.shape[-2]
+    if missing == 0:
+        return states
+    pad = states.new_zeros((*states.shape[:-2], missing, states.shape[-1]))
+    return torch.cat([pad, states], dim=-2)
+
+
+def merge(running: BasePolicy, joining: BasePolicy) -> None:
+    """Append ``joining``'s rows after ``running``'s (in place on ``running``); ``joining`` must not be used after."""
+    a, b = running.kv, joining.kv
+    length = max(a.prefix.length, b.prefix.length)
+    for mine, theirs in zip(a.cache.layers, b.cache.layers, strict=True):
+        mine.keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)], dim=0)
+        mine.values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)], dim=0)
+    masks = [a.prefix.attention_mask, b.prefix.attention_mask]
+    masks = [torch.cat([m.new_zeros((m.shape[0], length - m.shape[1])), m], dim=1) for m in masks]
+    a.prefix.attention_mask = torch.cat(masks, dim=0)
+    a.prefix.next_position = torch.cat([a.prefix.next_position, b.prefix.next_position], dim=0)
+    running._candidate_hidden = None
+
+
+def trim_left(policy: BasePolicy) -> None:
+    """Drop the leading cache slots that are padding in every row."""
+    mask = policy.kv.prefix.attention_mask
+    used = mask.any(dim=0).nonzero()
+    start = int(used[0]) if used.numel() else mask.shape[1]
+    if start == 0:
+        return
+    for layer in policy.kv.cache.layers:
+        layer.keys = layer.keys[:, :, start:]
+        layer.values = layer.values[:, :, start:]
+    policy.kv.prefix.attention_mask = mask[:, start:]

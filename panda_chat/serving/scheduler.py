@@ -1,0 +1,506 @@
+"""One scheduler per model: the only owner of its forward passes, with continuous batching across requests.
+
+Requests from any thread (HTTP handlers, ChatPanda calls) are ``submit``-ted; one scheduler thread runs the decode
+loop. At every step boundary it
+
+1. drops rows whose request was cancelled (a client went away) or finished, and trims padding nobody needs;
+2. admits waiting requests: they are prefilled together and their cache rows merged into the running batch
+   (``batch_cache.merge``), up to ``max_batch`` rows;
+3. runs ONE PANDA step for every row (``DecodingEngine``'s algorithm, per row: its own top-k, weights, lambda,
+   temperature, seed, stop strings and token budget), and hands each row's new text to its request.
+
+Rows therefore join at the next step and leave the step they finish. The engine's pieces are reused as they are:
+``BasePolicy`` (prefill, tree-masked candidate forward, keep), ``SteeringPlan`` (per-row weights, calibration,
+lambda), ``StopTracker`` (stop strings, incremental text), ``choose``.
+
+Only rewards whose sessions hold no per-prompt state can share a batch whose rows come and go: reward heads on the
+base model's hidden states (every embedded-model pole, every per-user head). A request that needs another kind (an
+external reward model with its own KV cache, a text reward) is decoded on its own, through ``PandaDecoder.generate``,
+between two steps of the batch: still one owner of the model, just not batched.
+
+Greedy rows decode the same tokens alone or batched (padding is masked, positions are per row). Sampling draws from
+a per-request generator seeded with the request's seed, so a seeded answer does not depend on its batch either.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.engine import DecodingError, DecodingOptions, _stop_strings
+from panda_chat.decoding.outputs import GenerationOutput
+from panda_chat.decoding.policy import BasePolicy
+from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
+from panda_chat.decoding.stopping import StopTracker
+from panda_chat.lam.base import LambdaContext, LambdaFunction
+from panda_chat.rewards.base import CandidateBatch, RewardSource
+from panda_chat.rewards.heads import HeadReward
+from panda_chat.rewards.loading import RewardSpec, load_reward
+from panda_chat.serving import batch_cache
+
+EventKind = Literal["piece", "done", "error"]
+Sink = Callable[[EventKind, object], None]
+
+
+class RequestCancelled(RuntimeError):
+    """The request was cancelled before it finished (its client went away)."""
+
+
+@dataclass
+class DecodeRequest:
+    """One prompt to answer: the per-row arguments of ``PandaDecoder.generate``."""
+
+    prompt: str | Sequence[int]
+    options: DecodingOptions = field(default_factory=DecodingOptions)
+    weights: Mapping[str, float] | None = None  # None: every reward of the request with weight 1 (as generate)
+    lam: float | LambdaFunction = 1.0
+    rewards: Mapping[str, RewardSpec] = field(default_factory=dict)
+    preference_features: Sequence[float] | None = None
+    add_special_tokens: bool | None = None
+
+
+class RequestHandle:
+    """What ``submit`` returns: cancel it to free its batch row at the next step."""
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+
+@dataclass
+class _Admitted:
+    """A validated request waiting for the scheduler thread."""
+
+    handle: RequestHandle
+    sink: Sink
+    prompt_ids: list[int]
+    prompt_text: str
+    options: DecodingOptions
+    plan: SteeringPlan  # one row
+    request: DecodeRequest
+    preference_features: torch.Tensor | None  # (1, P)
+    batchable: bool
+
+
+@dataclass
+class _Row:
+    """A request decoding in the running batch."""
+
+    job: _Admitted
+    context: LambdaContext
+    tracker: StopTracker
+    generator: torch.Generator | None
+    started: float
+    step: int = 0
+    rewards: list[float] = field(default_factory=list)
+    lambdas: list[float] = field(default_factory=list)
+    raw: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [source.name for source in self.job.plan.sources]
+
+
+@dataclass
+class SchedulerStats:
+    """Counters for tests and benchmarks: how many steps ran and how many rows the largest one had."""
+
+    steps: int = 0
+    row_steps: int = 0
+    max_rows: int = 0
+    solo_requests: int = 0
+    cancelled: int = 0
+
+
+class BatchScheduler:
+    """The owner of one ``PandaDecoder``'s forward passes (see the module docstring).
+
+    ``max_batch`` caps the rows decoded together (1 decodes one request at a time: the benchmark's baseline).
+    ``lock`` is held around every step, so other users of the same model (likelihood scoring) never interleave
+    with a forward pass.
+    """
+
+    def __init__(self, decoder: PandaDecoder, *, max_batch: int = 32, lock: threading.RLock | None = None):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.decoder = decoder
+        self.max_batch = max_batch
+        self.lock = lock or threading.RLock()
+        self.stats = SchedulerStats()
+        self._waiting: queue.Queue[_Admitted | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self._rows: list[_Row] = []
+        self._policy: BasePolicy | None = None
+        self._logits: torch.Tensor | None = None
+        self._sources: dict[str, RewardSource] = {}
+        self._sessions: dict[str, object] = {}
+
+    # ------------------------------------------------------------------------------------------------ public API
+
+    def submit(self, request: DecodeRequest, sink: Sink) -> RequestHandle:
+        """Validate ``request`` (raising ``DecodingError``/``ValueError`` here, in the caller's thread) and queue it.
+
+        ``sink(kind, value)`` is called from the scheduler thread with ("piece", str) as text becomes final, then
+        once with ("done", GenerationOutput) or ("error", exception). It must be quick and must not raise.
+        """
+        job = self._prepare(request, sink)
+        self._enqueue([job])
+        return job.handle
+
+    def _enqueue(self, group: list[_Admitted]) -> None:
+        self._ensure_thread()
+        self._waiting.put(group)
+
+    def _prepare(self, request: DecodeRequest, sink: Sink) -> _Admitted:
+        if self._closed:
+            raise RuntimeError("the scheduler is closed")
+        options = request.options
+        options.validate(self.decoder.vocab_size)
+        batch = self.decoder.encode_prompts(
+            [request.prompt] if isinstance(request.prompt, str) else [list(request.prompt)],
+            request.add_special_tokens,
+        )
+        sources = dict(self.decoder.rewards)
+        for name, spec in request.rewards.items():
+            sources[name] = spec if isinstance(spec, RewardSource) else load_reward(
+                name, spec, self.decoder.model, self.decoder.tokenizer, self.decoder.registry
+            )
+        weights = [request.weights] if request.weights is not None else None
+        plan = SteeringPlan.build(sources, weights, [request.lam], 1).to(self.decoder.device)
+        features = None
+        if request.preference_features is not None and len(request.preference_features):
+            features = torch.tensor([list(request.preference_features)], dtype=torch.float32)
+        job = _Admitted(
+            handle=RequestHandle(), sink=sink, prompt_ids=batch.input_ids[0].tolist(), prompt_text=batch.texts[0],
+            options=options, plan=plan, request=request, preference_features=features,
+            batchable=all(isinstance(source, HeadReward) for source in plan.sources),
+        )
+        return job
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        weights: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
+        lam: LambdaSpec = 1.0,
+        top_k: int = 10,
+        max_new_tokens: int = 128,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        stop_at_eos: bool = True,
+        stop: Sequence[str] | str | None = None,
+        add_special_tokens: bool | None = None,
+        rewards: Mapping[str, RewardSpec] | None = None,
+        preference_features: torch.Tensor | None = None,
+        on_token: Callable[[int, str], None] | None = None,
+    ) -> list[GenerationOutput]:
+        """``PandaDecoder.generate``'s contract, served by the scheduler: each prompt becomes one request that shares
+        steps with every other caller's. Blocks until all are done; ``on_token(row, piece)`` runs in this thread,
+        and an exception it raises cancels the call's requests (their rows are freed at the next step)."""
+        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        count = len(texts)
+        per_weights = [weights] * count if weights is None or isinstance(weights, Mapping) else list(weights)
+        per_lam = list(lam) if isinstance(lam, Sequence) and not isinstance(lam, str) else [lam] * count
+        if len(per_weights) != count or len(per_lam) != count:
+            raise ValueError(f"give one weights dict and one lambda, or one per prompt ({count} prompts)")
+        if preference_features is not None and preference_features.shape[0] != count:
+            raise DecodingError("preference_features must have one row per prompt")
+        options = DecodingOptions(
+            top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, seed=seed,
+            stop_at_eos=stop_at_eos, stop=_stop_strings(stop),
+        )
+        events: queue.Queue = queue.Queue()
+        jobs = []
+        for row, text in enumerate(texts):
+            request = DecodeRequest(
+                prompt=text, options=options, weights=per_weights[row], lam=per_lam[row],
+                rewards=dict(rewards or {}), add_special_tokens=add_special_tokens,
+                preference_features=None if preference_features is None else preference_features[row].tolist(),
+            )
+            jobs.append(self._prepare(request, lambda kind, value, row=row: events.put((row, kind, value))))
+        handles = [job.handle for job in jobs]
+        try:
+            if all(job.batchable for job in jobs):
+                for job in jobs:
+                    self._enqueue([job])
+            else:  # decoded together, on their own, as one padded batch (see the module docstring)
+                self._enqueue(jobs)
+            outputs: list[GenerationOutput | None] = [None] * count
+            while any(output is None for output in outputs):
+                row, kind, value = events.get()
+                if kind == "piece":
+                    if on_token is not None:
+                        on_token(row, value)
+                elif kind == "done":
+                    outputs[row] = value
+                else:
+                    raise value
+            return outputs
+        finally:
+            for handle in handles:
+                handle.cancel()  # a no-op for finished requests; frees the others' rows on any early exit
+
+    def close(self) -> None:
+        """Stop the scheduler thread after the current step; requests still waiting or running get an error."""
+        self._closed = True
+        self._waiting.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    @property
+    def running_rows(self) -> int:
+        return len(self._rows)
+
+    # ------------------------------------------------------------------------------------------------ the loop
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="panda-scheduler", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                groups = self._take_waiting(block=not self._rows)
+                if groups is None:
+                    self._fail_all(RuntimeError("the scheduler was closed"))
+                    return
+                try:
+                    with self.lock:
+                        self._drop_cancelled()
+                        self._admit(groups)
+                        if self._rows:
+                            self._step()
+                except Exception as error:  # noqa: BLE001 - a failed step fails its rows; the loop serves on
+                    self._fail_all(error)
+
+    def _take_waiting(self, block: bool) -> list[list[_Admitted]] | None:
+        """Groups of requests to admit now (about the free rows; the rest wait). None when closing."""
+        groups: list[list[_Admitted]] = []
+        free = self.max_batch - len(self._rows)
+        if block:
+            group = self._waiting.get()
+            if group is None:
+                return None
+            groups.append(group)
+            free -= len(group)
+        while free > 0:
+            try:
+                group = self._waiting.get_nowait()
+            except queue.Empty:
+                break
+            if group is None:
+                return None
+            groups.append(group)
+            free -= len(group)
+        return groups
+
+    def _fail_all(self, error: Exception) -> None:
+        for row in self._rows:
+            row.job.sink("error", error)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rows, self._policy, self._logits = [], None, None
+        self._sources, self._sessions = {}, {}
+
+    def _drop_cancelled(self) -> None:
+        self._keep_rows([i for i, row in enumerate(self._rows) if not self._cancelled(row.job)])
+
+    def _keep_rows(self, keep: list[int]) -> None:
+        if len(keep) == len(self._rows):
+            return
+        if not keep:
+            self._reset()
+            return
+        index = torch.tensor(keep, device=self.decoder.device)
+        self._policy.select_rows(index)
+        batch_cache.trim_left(self._policy)
+        self._logits = self._logits[index]
+        self._rows = [self._rows[i] for i in keep]
+
+    def _admit(self, groups: list[list[_Admitted]]) -> None:
+        batched = []
+        for group in groups:
+            group = [job for job in group if not self._cancelled(job)]
+            if len(group) == 1 and group[0].batchable and self.max_batch > 1:
+                batched.append(group[0])
+            elif group:
+                self._run_alone(group)
+        if not batched:
+            return
+        decoder = self.decoder
+        prompts = decoder.encode_prompts([job.prompt_ids for job in batched])
+        policy = BasePolicy(decoder.model)
+        logits, prompt_features = policy.prefill(prompts.input_ids, prompts.attention_mask)
+        if self._policy is not None and not batch_cache.can_merge(policy):
+            for job in batched:  # this model's cache cannot be merged: one request at a time
+                self._run_alone([job])
+            return
+        lengths = prompts.attention_mask.sum(-1).cpu()
+        now = time.perf_counter()
+        for i, job in enumerate(batched):
+            eos = decoder.eos_token_ids() if job.options.stop_at_eos else set()
+            seed = job.options.seed
+            self._rows.append(_Row(
+                job=job,
+                context=LambdaContext(
+                    prompts=[job.prompt_text], prompt_lengths=lengths[i : i + 1],
+                    prompt_features=prompt_features[i : i + 1], preference_features=job.preference_features,
+                ),
+                tracker=StopTracker(decoder.tokenizer, 1, eos, job.options.stop, track_text=True),
+                generator=torch.Generator(device=decoder.device).manual_seed(seed) if seed is not None else None,
+                started=now,
+                raw={source.name: [] for source in job.plan.sources},
+            ))
+            for source in job.plan.sources:
+                if source.name not in self._sessions:
+                    self._sources[source.name] = source
+                    self._sessions[source.name] = source.start(prompts)  # heads: stateless sessions
+        if self._policy is None:
+            self._policy, self._logits = policy, logits
+        else:
+            batch_cache.merge(self._policy, policy)
+            self._logits = torch.cat([self._logits, logits], dim=0)
+
+    def _cancelled(self, job: _Admitted) -> bool:
+        if job.handle.cancelled:
+            self.stats.cancelled += 1
+            job.sink("error", RequestCancelled("the request was cancelled"))
+        return job.handle.cancelled
+
+    def _run_alone(self, group: list[_Admitted]) -> None:
+        """Decode a group of requests by themselves with the engine, as one padded batch (rewards that cannot share
+        a changing batch). The group's options are the same (one ``generate`` call made it)."""
+        self.stats.solo_requests += len(group)
+        options = group[0].options
+        names = {*self.decoder.rewards, *(name for job in group for name in job.request.rewards)}
+        features = [job.preference_features for job in group]
+        same_width = all(f is not None and f.shape == features[0].shape for f in features)
+
+        def on_token(row: int, piece: str) -> None:
+            if any(job.handle.cancelled for job in group):
+                raise RequestCancelled("the request was cancelled")
+            group[row].sink("piece", piece)
+
+        try:
+            outputs = self.decoder.generate(
+                [job.prompt_ids for job in group],
+                weights=[job.request.weights if job.request.weights is not None else dict.fromkeys(names, 1.0)
+                         for job in group],
+                lam=[job.request.lam for job in group],
+                rewards={name: spec for job in group for name, spec in job.request.rewards.items()},
+                preference_features=torch.cat(features) if same_width else None,
+                top_k=options.top_k, max_new_tokens=options.max_new_tokens, greedy=options.greedy,
+                temperature=options.temperature, seed=options.seed, stop_at_eos=options.stop_at_eos,
+                stop=list(options.stop), on_token=on_token,
+            )
+        except Exception as error:  # noqa: BLE001 - handed to the requests (RequestCancelled included)
+            for job in group:
+                job.sink("error", error)
+            return
+        for job, output in zip(group, outputs, strict=True):
+            job.sink("done", output)
+
+    def _step(self) -> None:
+        """One PANDA step for every running row (see ``panda_chat.decoding.engine`` for the algorithm)."""
+        rows, policy, device = self._rows, self._policy, self.decoder.device
+        self.stats.steps += 1
+        self.stats.row_steps += len(rows)
+        self.stats.max_rows = max(self.stats.max_rows, len(rows))
+        logits = self._logits.float()
+        k = max(row.job.options.top_k for row in rows)
+        top_logits, candidate_ids = logits.topk(k, dim=-1)  # 1. Z = top-k of pi_b (the widest row's k)
+        candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)
+        lam = torch.cat([row.job.plan.lambdas(row.context, row.step) for row in rows]).to(device)
+        names = sorted({name for row in rows for name in row.names})
+        tree = bool(names)
+        if tree:
+            hidden = policy.expand(candidate_ids)
+            candidates = CandidateBatch(
+                step=min(row.step for row in rows), candidate_ids=candidate_ids,
+                generated_ids=[row.tracker.rows[0].token_ids for row in rows],
+                active=torch.ones(len(rows), dtype=torch.bool, device=device), base_hidden=hidden,
+            )
+            raw = torch.stack([self._sessions[name].score(candidates) for name in names], dim=-1)  # 2. (B, k, R)
+            weights = torch.zeros(len(rows), len(names), device=device)
+            for i, row in enumerate(rows):
+                for j, source in enumerate(row.job.plan.sources):
+                    weights[i, names.index(source.name)] = row.job.plan.weights[0, j]
+            means = torch.tensor([self._sources[n].calibration.mean for n in names], device=device)
+            stds = torch.tensor([self._sources[n].calibration.std for n in names], device=device)
+            reward = (((raw - means) / stds) * weights[:, None, :]).sum(-1)
+            scores = candidate_logp + lam[:, None] * reward  # 3. s(z) = log p(z) + lambda * r(z)
+        else:
+            raw = candidate_logp[..., :0]
+            reward = torch.zeros_like(candidate_logp)
+            scores = candidate_logp
+        for i, row in enumerate(rows):  # a row with a smaller k never picks beyond its own top-k
+            if row.job.options.top_k < k:
+                scores[i, row.job.options.top_k :] = float("-inf")
+        chosen = self._choose(scores, rows)
+        for name in names:
+            self._sessions[name].commit(chosen)
+        tokens = candidate_ids.gather(-1, chosen[:, None]).squeeze(-1)
+        self._record(rows, names, tokens, chosen, lam, reward, raw)
+        self._logits = policy.keep(chosen) if tree else policy.advance(tokens)  # 4. next step's logits
+        finished = [i for i, row in enumerate(rows) if row.tracker.rows[0].finish_reason is not None]
+        for i in finished:
+            self._finish(rows[i])
+        if finished:
+            self._keep_rows([i for i in range(len(rows)) if i not in set(finished)])
+
+    def _choose(self, scores: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+        """Per row: argmax (greedy) or a draw from softmax(scores / T) with the row's own generator."""
+        chosen = scores.argmax(dim=-1)
+        for i, row in enumerate(rows):
+            options = row.job.options
+            if not options.greedy:
+                probs = torch.softmax(scores[i : i + 1] / options.temperature, dim=-1)
+                chosen[i] = torch.multinomial(probs, 1, generator=row.generator)[0, 0]
+        return chosen
+
+    def _record(self, rows: list[_Row], names: list[str], tokens: torch.Tensor, chosen: torch.Tensor,
+                lam: torch.Tensor, reward: torch.Tensor, raw: torch.Tensor) -> None:
+        """Append each row's token, reward and lambda (one host sync for the batch); hand out the new text."""
+        index = chosen[:, None]
+        columns = [tokens.float()[:, None], lam[:, None].float(), reward.gather(-1, index)]
+        if names:
+            columns.append(raw.gather(1, index[..., None].expand(-1, 1, raw.shape[-1])).squeeze(1))
+        values = torch.cat(columns, dim=-1).tolist()
+        for row, row_values in zip(rows, values, strict=True):
+            row.lambdas.append(row_values[1])
+            row.rewards.append(row_values[2] if row.names else 0.0)
+            for name in row.names:
+                row.raw[name].append(row_values[3 + names.index(name)])
+            pieces = row.tracker.update([int(row_values[0])], [0])
+            if row.step == row.job.options.max_new_tokens - 1:
+                pieces += row.tracker.finish_by_length()
+            row.step += 1
+            for _, piece in pieces:
+                row.job.sink("piece", piece)
+
+    def _finish(self, row: _Row) -> None:
+        state = row.tracker.rows[0]
+        row.job.sink("done", GenerationOutput(
+            text=row.tracker.final_text(0), token_ids=state.token_ids, rewards=row.rewards, lambdas=row.lambdas,
+            raw_rewards=row.raw, finish_reason=state.finish_reason, prompt_tokens=len(row.job.prompt_ids),
+            elapsed_s=time.perf_counter() - row.started,
+        ))

@@ -1,0 +1,173 @@
+"""The batch scheduler: requests join a running batch and leave it, and every answer is the one it gets alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.engine import DecodingOptions
+from panda_chat.rewards.base import (
+    Calibration,
+    CandidateBatch,
+    PromptBatch,
+    RewardSession,
+    RewardSource,
+)
+from panda_chat.rewards.heads import HeadReward, RewardHead
+from panda_chat.serving import BatchScheduler, DecodeRequest, RequestCancelled
+
+PROMPTS = [
+    "Explain photosynthesis.",
+    "What is a black hole? Tell me more about it, in some detail please.",
+    "Hi",
+    "How do I bake bread at home?",
+    "Why is the sky blue?",
+    "Give me three tips for learning the violin as an adult beginner.",
+]
+WEIGHTS = [{"expert": 1.0}, {"concise": 2.0, "friendly": 1.0}, {}, {"detailed": 1.0, "formal": 0.5},
+           {"elementary": 1.5}, {"friendly": 1.0}]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from panda_chat.demo import demo_head_paths, demo_model_dir
+
+    decoder = PandaDecoder.from_pretrained(str(demo_model_dir()), device="cpu", dtype="float32")
+    heads = {pole: HeadReward(RewardHead.load(path), pole) for pole, path in demo_head_paths().items()}
+    return decoder, heads
+
+
+def _alone(decoder, heads, index: int, **options):
+    return decoder.generate(PROMPTS[index], weights=WEIGHTS[index], rewards=heads, lam=2.0, **options)[0]
+
+
+def test_greedy_answers_are_the_same_alone_and_joining_a_running_batch(demo):
+    decoder, heads = demo
+    scheduler = BatchScheduler(decoder)
+    results: dict[int, object] = {}
+
+    def ask(index: int) -> None:
+        time.sleep(0.03 * index)  # staggered: later requests join a batch that is already decoding
+        results[index] = scheduler.generate(PROMPTS[index], weights=WEIGHTS[index], rewards=heads, lam=2.0,
+                                            max_new_tokens=20 + 3 * index, stop_at_eos=index % 2 == 0)[0]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert scheduler.stats.max_rows > 1 and scheduler.stats.solo_requests == 0  # they did share steps
+    for index in range(len(PROMPTS)):
+        alone = _alone(decoder, heads, index, max_new_tokens=20 + 3 * index, stop_at_eos=index % 2 == 0)
+        got = results[index]
+        assert got.token_ids == alone.token_ids and got.text == alone.text
+        assert got.finish_reason == alone.finish_reason
+        assert got.rewards == pytest.approx(alone.rewards, abs=1e-4)
+        assert got.lambdas == pytest.approx(alone.lambdas, abs=1e-5)
+    scheduler.close()
+
+
+def test_rows_keep_their_own_options_in_one_batch(demo):
+    """top_k, stop strings, seeded sampling and token budgets are per request, as if each ran alone."""
+    decoder, heads = demo
+    scheduler = BatchScheduler(decoder)
+    asks = [
+        {"top_k": 3, "max_new_tokens": 12},
+        {"top_k": 10, "max_new_tokens": 25, "stop": ["e"]},
+        {"top_k": 10, "greedy": False, "temperature": 1.3, "seed": 7, "max_new_tokens": 16},
+        {"top_k": 10, "max_new_tokens": 5, "stop_at_eos": False},
+    ]
+    events: list[list] = [[] for _ in asks]
+    done = threading.Semaphore(0)
+
+    def sink(index):
+        def receive(kind, value):
+            events[index].append((kind, value))
+            if kind != "piece":
+                done.release()
+        return receive
+
+    for index, options in enumerate(asks):
+        request = DecodeRequest(prompt=PROMPTS[index], options=DecodingOptions(**options), weights=WEIGHTS[index],
+                                lam=2.0, rewards=heads)
+        scheduler.submit(request, sink(index))
+    for _ in asks:
+        assert done.acquire(timeout=120)
+    for index, options in enumerate(asks):
+        kind, output = events[index][-1]
+        assert kind == "done"
+        alone = _alone(decoder, heads, index, **options)
+        assert output.token_ids == alone.token_ids and output.text == alone.text
+        assert "".join(value for kind, value in events[index] if kind == "piece") == alone.text
+    scheduler.close()
+
+
+def test_a_cancelled_request_leaves_the_batch_at_the_next_step(demo):
+    decoder, heads = demo
+    scheduler = BatchScheduler(decoder)
+    first_piece, finished = threading.Event(), threading.Event()
+    outcome = []
+
+    def sink(kind, value):
+        if kind == "piece":
+            first_piece.set()
+        else:
+            outcome.append(value)
+            finished.set()
+
+    long = DecodeRequest(prompt=PROMPTS[0], options=DecodingOptions(max_new_tokens=500, stop_at_eos=False),
+                         weights=WEIGHTS[0], lam=2.0, rewards=heads)
+    handle = scheduler.submit(long, sink)
+    other = threading.Thread(target=lambda: outcome.append(
+        scheduler.generate(PROMPTS[1], weights=WEIGHTS[1], rewards=heads, lam=2.0, max_new_tokens=40)[0]))
+    other.start()
+    assert first_piece.wait(timeout=60)
+    steps_at_cancel = scheduler.stats.steps
+    handle.cancel()
+    assert finished.wait(timeout=60)
+    assert isinstance(outcome[0], RequestCancelled)
+    assert scheduler.stats.steps - steps_at_cancel <= 2 and scheduler.stats.cancelled == 1
+    other.join(timeout=120)
+    assert outcome[1].token_ids == _alone(decoder, heads, 1, max_new_tokens=40).token_ids  # the other row went on
+    assert scheduler.running_rows == 0
+    scheduler.close()
+
+
+class _ConstantSession(RewardSession):
+    def score(self, candidates: CandidateBatch) -> torch.Tensor:
+        return candidates.candidate_ids.float() / 1000.0  # favours larger token ids: visibly steers
+
+
+class _ConstantReward(RewardSource):
+    """A reward that is not a head: it cannot join a changing batch, so the scheduler decodes it on its own."""
+
+    name = "ids"
+    calibration = Calibration()
+
+    def start(self, prompts: PromptBatch) -> RewardSession:
+        return _ConstantSession()
+
+
+def test_rewards_that_cannot_share_a_batch_are_decoded_alone_with_the_engine(demo):
+    decoder, _ = demo
+    scheduler = BatchScheduler(decoder)
+    reward = {"ids": _ConstantReward()}
+    got = scheduler.generate(PROMPTS[:2], rewards=reward, lam=3.0, max_new_tokens=10)
+    expected = decoder.generate(PROMPTS[:2], rewards=reward, lam=3.0, max_new_tokens=10)
+    assert [g.token_ids for g in got] == [e.token_ids for e in expected]
+    assert scheduler.stats.solo_requests == 2 and scheduler.stats.steps == 0
+    scheduler.close()
+
+
+def test_bad_requests_fail_in_the_callers_thread(demo):
+    decoder, heads = demo
+    scheduler = BatchScheduler(decoder)
+    with pytest.raises(ValueError, match="unknown reward"):
+        scheduler.generate("hi", weights={"no-such-pole": 1.0}, rewards=heads)
+    with pytest.raises(ValueError, match="top_k"):
+        scheduler.generate("hi", top_k=0)
+    scheduler.close()

@@ -1,0 +1,161 @@
+"""`panda-chat serve` spoken to by the real OpenAI client, on loopback: answers, streaming, errors, auth, limits,
+and concurrency (greedy answers are the same alone and batched)."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+from server_process import create_key
+
+pytestmark = pytest.mark.slow
+
+MODEL = "panda-chat-demo"
+RATE_LIMIT = 30
+
+
+@pytest.fixture(scope="module")
+def server(database, server_factory):
+    keys = {
+        "alice": create_key(database, "alice-app", "alice", "alice2"),
+        "admin": create_key(database, "backend"),
+        "burst": create_key(database, "burst", "burst-user"),
+    }
+    running = server_factory(database, "--max-tokens", "64", "--max-body-bytes", "20000",
+                             "--requests-per-minute", str(RATE_LIMIT))
+    running.keys = keys
+    return running
+
+
+def client(server, key: str | None = None, **options) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key or "none", max_retries=0, timeout=120,
+                         **options)
+
+
+def ask(server, user: str, text: str, key: str = "admin", **options):
+    return client(server, server.keys[key]).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": text}], user=user, **options
+    )
+
+
+def test_an_answer_has_openai_shapes_and_says_how_it_was_personalised(server):
+    response = ask(server, "alice", "How do magnets work?", key="alice", max_tokens=16)
+    choice = response.choices[0]
+    assert response.object == "chat.completion" and response.model == MODEL
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in {"stop", "length"}
+    usage = response.usage
+    assert 0 < usage.completion_tokens <= 16 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    extra = response.model_extra
+    assert extra["personalization"]["user_id"] == "alice" and isinstance(extra["conversation_id"], int)
+    listed = client(server, server.keys["alice"]).models.list()
+    assert [model.id for model in listed.data] == [MODEL]
+
+
+def test_streaming_sends_the_same_answer_piece_by_piece(server):
+    # two fresh users with the same single message have the same profile: the same greedy answer
+    whole = ask(server, "stream-a", "Why is the sky blue?", max_tokens=24, temperature=0)
+    stream = client(server, server.keys["admin"]).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Why is the sky blue?"}], user="stream-b",
+        max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert finals[0].model_extra["personalization"]["user_id"] == "stream-b"
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_stop_and_seeded_sampling(server):
+    stopped = ask(server, "stop-user", "Tell me about dogs.", max_tokens=40, stop=["o"])
+    assert "o" not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
+    first = ask(server, "seed-a", "Tell me about cats.", max_tokens=20, temperature=1.0, seed=3)
+    second = ask(server, "seed-b", "Tell me about cats.", max_tokens=20, temperature=1.0, seed=3)
+    assert first.choices[0].message.content == second.choices[0].message.content
+
+
+def test_keys_act_only_as_their_users(server):
+    with pytest.raises(openai.AuthenticationError) as missing:
+        client(server).models.list()
+    assert missing.value.body["type"] == "authentication_error"
+    with pytest.raises(openai.AuthenticationError):
+        client(server, server.keys["alice"][:-2] + "xx").models.list()
+    with pytest.raises(openai.PermissionDeniedError) as other:
+        ask(server, "bob", "hello", key="alice", max_tokens=4)
+    assert other.value.body["code"] == "user_not_allowed"
+    headers = {"Authorization": f"Bearer {server.keys['alice']}"}
+    assert httpx.get(f"{server.base_url}/v1/profiles/bob", headers=headers).status_code == 403
+    assert httpx.get(f"{server.base_url}/v1/profiles/alice", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("options", "status", "fragment"),
+    [
+        ({"user": " alice"}, 400, "whitespace"),
+        ({"user": None}, 400, "user is missing"),
+        ({"model": "gpt-4o"}, 404, "not served"),
+        ({"max_tokens": 65}, 400, "at most 64"),
+        ({"n": 2}, 400, "n must be 1"),
+    ],
+)
+def test_bad_requests_get_openai_errors(server, options, status, fragment):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "user": "alice", "max_tokens": 4,
+            **options}
+    body = {key: value for key, value in body.items() if value is not None}
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {server.keys['admin']}"})
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert fragment in error["message"] and error["type"]
+
+
+def test_request_size_limits(server):
+    headers = {"Authorization": f"Bearer {server.keys['admin']}"}
+    huge = {"model": MODEL, "user": "alice", "messages": [{"role": "user", "content": "word " * 5000}]}
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=huge, headers=headers, timeout=60)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+
+
+def test_requests_per_minute_per_key(server):
+    burst = client(server, server.keys["burst"])
+    for _ in range(RATE_LIMIT):
+        burst.models.list()
+    with pytest.raises(openai.RateLimitError):
+        burst.models.list()
+    client(server, server.keys["alice"]).models.list()  # other keys are not affected
+
+
+def test_concurrent_greedy_answers_equal_their_answers_alone(server):
+    questions = ["How do magnets work?", "Give me a tip for sleeping better.", "What is rain?",
+                 "Explain taxes simply.", "How do I learn to swim?", "Why do cats purr?"]
+    alone = [ask(server, f"alone-{i}", q, max_tokens=30).choices[0].message.content for i, q in enumerate(questions)]
+    rows_before = server.health()["max_rows"]
+    with ThreadPoolExecutor(len(questions)) as pool:
+        together = list(pool.map(lambda item: ask(server, f"together-{item[0]}", item[1], max_tokens=30)
+                                 .choices[0].message.content, enumerate(questions)))
+    assert together == alone
+    assert server.health()["max_rows"] > max(rows_before, 1)  # they shared decoding steps
+
+
+def test_a_client_that_goes_away_frees_its_row(server):
+    cancelled = server.health()["cancelled"]
+    body = {"model": MODEL, "user": "leaver", "stream": True, "max_tokens": 64, "temperature": 1.5, "seed": 1,
+            "top_k": 100, "messages": [{"role": "user", "content": "Write a long story about a dragon."}]}
+    headers = {"Authorization": f"Bearer {server.keys['admin']}"}
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, headers=headers,
+                      timeout=60) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and '"content": "' in line and json.loads(line[6:])["choices"][0][
+                    "delta"].get("content"):
+                break  # leave after the first piece of text
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and server.health()["cancelled"] == cancelled:
+        time.sleep(0.2)
+    health = server.health()
+    assert health["cancelled"] == cancelled + 1 and health["running_rows"] == 0

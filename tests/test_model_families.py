@@ -1,0 +1,153 @@
+"""PANDA is exact on every popular decoder family: the engine against the naive loop on the model's own forward.
+
+For each family of ``model_families`` (tiny random-init configs, sliding windows shorter than prompt+answer, scaled and
+soft-capped logits set far from neutral), in float32:
+
+- steered greedy decoding with a reward head and, where ``transformers`` has one, a reward model: the same tokens and
+  the same raw reward per chosen token as ``reference_decode`` (no cache; ``model(...).logits`` on prefix+candidate),
+  for a left-padded batch and for a single prompt;
+- lambda = 0 and no reward at all: exactly ``model.generate(do_sample=False)``;
+- seeded sampling: the same draws as the naive sampler with the same generator (lambda 1 and lambda 0, where the
+  latter is the model's own distribution over the top k);
+- the load-time check picks the expected path (tree, or general for ALiBi), and forcing the general path agrees too.
+
+Select with ``-m families``; it is part of the default run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from model_families import FAMILIES, FAMILY_BY_NAME, Family
+from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.reference import reference_decode
+from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
+from panda_chat.rewards.reward_model import CachedRewardModel
+from panda_chat.tiny_models import sample_corpus, train_tokenizer
+
+pytestmark = pytest.mark.families
+
+TOP_K, NEW_TOKENS, LAM = 5, 8, 2.0
+PROMPT_LENGTHS = (9, 3, 6)  # with the window of 6: shorter, equal and longer than it once the answer is added
+WEIGHTS = {"head": 1.0, "rm": 0.5}
+
+CASES = [pytest.param(family, family.path, id=f"{family.name}") for family in FAMILIES] + [
+    pytest.param(FAMILY_BY_NAME[name], "general", id=f"{name}@general-forced")
+    for name in ("llama", "gemma2", "mistral-v0.1-window", "cohere2")
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(sample_corpus(n_sentences=300), vocab_size=300)
+
+
+def make_head(model, seed: int = 0, scale: float = 20.0) -> RewardHead:
+    """A random linear head on the model's (text) hidden size, scaled so that it changes which tokens win."""
+    torch.manual_seed(seed)
+    config = RewardHeadConfig(
+        name="head", hidden_size=model.config.get_text_config().hidden_size, base_signature=BaseModelSignature.of(model)
+    )
+    head = RewardHead(config)
+    with torch.no_grad():
+        head.net.weight.mul_(scale)
+    return head.eval()
+
+
+def prompts_for(vocab_size: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randint(10, vocab_size, (n,), generator=generator).tolist() for n in PROMPT_LENGTHS]
+
+
+def build(family: Family, tokenizer, path: str, dtype: torch.dtype = torch.float32):
+    model = family.build(len(tokenizer)).to(dtype)
+    decoder = PandaDecoder(model, tokenizer, path=path if path == "general" else "auto")
+    rewards = {"head": make_head(model).to(dtype)}
+    decoder.add_reward("head", rewards["head"])
+    if family.sequence_classifier is not None:
+        reward_model = family.build(len(tokenizer), seed=1, reward_model=True).to(dtype)
+        rewards["rm"] = reward_model
+        decoder.add_reward("rm", CachedRewardModel(reward_model, "rm", path=path if path == "general" else None))
+    return model, decoder, rewards
+
+
+def _zero(context, step) -> torch.Tensor:
+    """A lambda function that returns 0: it cannot be skipped up front, so the candidates still run."""
+    return torch.zeros(len(context.prompts))
+
+
+def assert_same_as_reference(model, decoder, rewards, prompts, outputs, **sampling):
+    weights = {name: WEIGHTS[name] for name in rewards}
+    lam = sampling.pop("lam", LAM)
+    for prompt, output in zip(prompts, outputs):
+        tokens, raw = reference_decode(
+            model, prompt, rewards, weights, lam, top_k=TOP_K, max_new_tokens=NEW_TOKENS, **sampling
+        )
+        assert output.token_ids == tokens
+        for name in output.raw_rewards:  # none are scored when lambda is the constant 0
+            torch.testing.assert_close(
+                torch.tensor(output.raw_rewards[name]), torch.tensor(raw[name]), atol=1e-4, rtol=1e-3
+            )
+
+
+@pytest.mark.parametrize(("family", "path"), CASES)
+def test_family_decodes_exactly_like_its_own_forward(family: Family, path: str, tokenizer):
+    model, decoder, rewards = build(family, tokenizer, path)
+    assert decoder.path == path
+    if "rm" in rewards:
+        assert decoder.rewards["rm"].path == path
+    prompts = prompts_for(len(tokenizer))
+    weights = {name: WEIGHTS[name] for name in rewards}
+    options = dict(top_k=TOP_K, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
+
+    # Steered greedy: a left-padded batch, and one prompt alone.
+    batch = decoder.generate(prompts, weights=weights, lam=LAM, **options)
+    assert_same_as_reference(model, decoder, rewards, prompts, batch)
+    (alone,) = decoder.generate(prompts[0], weights=weights, lam=LAM, **options)
+    assert alone.token_ids == batch[0].token_ids
+
+    # lambda = 0 through the candidate forward, and no reward at all: the model's own greedy decoding.
+    encoded = decoder.encode_prompts(prompts)
+    expected = model.generate(
+        input_ids=encoded.input_ids, attention_mask=encoded.attention_mask, do_sample=False,
+        max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+    )[:, encoded.input_ids.shape[1]:].tolist()
+    through_candidates = decoder.generate(prompts, weights={"head": 1.0}, lam=_zero, **options)
+    unsteered = decoder.generate(prompts, lam=0.0, **options)
+    assert [o.token_ids for o in through_candidates] == expected
+    assert [o.token_ids for o in unsteered] == expected
+
+    # Seeded sampling: the very draws of the naive sampler, steered and unsteered.
+    for lam, seed in ((1.0, 3), (0.0, 4)):
+        (sampled,) = decoder.generate(prompts[1], weights=weights, lam=lam, greedy=False, seed=seed, **options)
+        assert_same_as_reference(
+            model, decoder, rewards, prompts[1:2], [sampled], lam=lam, temperature=1.0, seed=seed
+        )
+
+
+@pytest.mark.parametrize("name", ["llama", "bloom", "mpt"])
+def test_bfloat16_smoke_run_on_each_path(name: str, tokenizer):
+    """Also: in bfloat16 the check still tells MPT's slot-biased ALiBi from rounding noise."""
+    family = FAMILY_BY_NAME[name]
+    model, decoder, rewards = build(family, tokenizer, "auto", dtype=torch.bfloat16)
+    assert decoder.path == family.path
+    outputs = decoder.generate(prompts_for(len(tokenizer)), weights=WEIGHTS, lam=LAM, top_k=TOP_K,
+                               max_new_tokens=4, stop_at_eos=False)
+    for output in outputs:
+        assert len(output.token_ids) == 4
+        assert all(torch.isfinite(torch.tensor(values)).all() for values in output.raw_rewards.values())
+
+
+def test_the_general_path_is_announced_once_and_the_tree_path_refused(tokenizer, caplog):
+    model = FAMILY_BY_NAME["mpt"].build(len(tokenizer))
+    with caplog.at_level(logging.DEBUG, logger="panda_chat.decoding.policy"):
+        first = PandaDecoder(model, tokenizer)
+        second = PandaDecoder(model, tokenizer)
+    assert first.path == second.path == "general"
+    announcements = [r for r in caplog.records if "general path" in r.getMessage()]
+    assert len(announcements) == 1 and "MptForCausalLM" in announcements[0].getMessage()
+    with pytest.raises(ValueError, match="tree path is not exact for MptForCausalLM"):
+        PandaDecoder(model, tokenizer, path="tree")
