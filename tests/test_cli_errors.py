@@ -99,7 +99,7 @@ def test_chat_no_record_then_good_writes_nothing(tmp_path: Path, tiny_models) ->
     db = tmp_path / "p.db"
     result = CliRunner().invoke(main, ["chat", "--user", "alice", "--model", str(tiny_models.base), "--db", str(db),
                                        "--embedder", "hashing", "--max-tokens", "3", "--device", "cpu",
-                                       "--no-record"], input="Hello\n/good\n/prefer\n/prefer 1\n")
+                                       "--no-record"], input="Hello\n/good\n/prefer\n/prefer 1\n/train\n")
     assert result.exit_code == 0, result.output
     assert "not stored" in result.output
     with ProfileStore(db, embedder=HashingEmbedder()) as store:

@@ -35,6 +35,7 @@ import torch
 
 from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.engine import DecodingError, DecodingOptions, _stop_strings
+from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.outputs import GenerationOutput
 from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
@@ -175,6 +176,7 @@ class BatchScheduler:
             [request.prompt] if isinstance(request.prompt, str) else [list(request.prompt)],
             request.add_special_tokens,
         )
+        check_context(self.decoder.model, batch.attention_mask, options.max_new_tokens)
         sources = dict(self.decoder.rewards)
         for name, spec in request.rewards.items():
             sources[name] = spec if isinstance(spec, RewardSource) else load_reward(
