@@ -934,11 +934,14 @@ class ProfileStore:
 
     # ------------------------------------------------------------------------------------------- reward heads
 
-    def save_reward_head(self, user_id: str, name: str, data: bytes, meta: dict[str, Any] | None = None) -> None:
-        """Store (or replace) a learned reward head for the user."""
+    def save_reward_head(self, user_id: str, name: str, data: bytes, meta: dict[str, Any] | None = None, *,
+                         expected_key: int | None = None) -> None:
+        """Store (or replace) a learned reward head for the user. ``expected_key``: the user's ``user_key`` read
+        before the head was trained; when the user has been forgotten since, ``UserForgottenError`` and nothing is
+        stored (training takes minutes: a forget meanwhile must not be undone)."""
         _check_text(name, "reward head name")
         with self._write() as session:
-            pk = self._ensure_user(session, user_id)
+            pk = self._ensure_user(session, user_id, expected_key)
             session.execute(delete(RewardHead).where(RewardHead.user_id == pk, RewardHead.name == name))
             session.execute(insert(RewardHead).values(
                 user_id=pk, name=name, data=bytes(data), meta=dict(meta or {}), created_at=_now()))

@@ -179,3 +179,12 @@ def test_forget_removes_the_id_from_api_keys_too(store: ProfileStore, db_path: P
     keys.close()
     store.scrub()
     assert _on_disk(db_path, "zed-the-user") == []
+
+
+def test_a_reward_head_trained_while_the_user_was_forgotten_is_not_saved(store: ProfileStore) -> None:
+    store.add_message("alice", "user", "hi")
+    key = store.user_key("alice")  # read before the (long) training
+    store.forget("alice")
+    with pytest.raises(UserForgottenError):
+        store.save_reward_head("alice", "feedback", b"head bytes", expected_key=key)
+    assert not store.has_user("alice")
