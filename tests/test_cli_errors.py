@@ -189,3 +189,14 @@ def test_reward_train_with_a_mistyped_local_base_fails_at_once(tmp_path: Path, m
         result = CliRunner().invoke(main, ["reward", "train", "--base", "models/bsae", "--data", str(data),
                                            "--out", str(tmp_path / f"out-{kind}"), "--kind", kind])
         _one_line_error(result, "base model folder not found: models/bsae")
+
+
+def test_an_import_with_an_unknown_pole_names_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    with ProfileStore(db, embedder=HashingEmbedder()) as store:
+        store.set_preference("alice", "tone", "formal")
+        text = store.export_user("alice").to_json().replace('"formal"', '"sarcastic"')
+    tampered = tmp_path / "pole.json"
+    tampered.write_text(text)
+    result = CliRunner().invoke(main, ["profile", "--db", str(db), "import", str(tampered), "--as", "alice2"])
+    _one_line_error(result, "pole.json", "sarcastic")

@@ -322,11 +322,17 @@ def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
     """Create a user from an export FILE ("-" for stdin)."""
     from profiles import parse_export
 
-    data = parse_export(file.read(), source=getattr(file, "name", "export"))
+    from profiles import InvalidInputError, UnknownDimensionError, UnknownPoleError
+
+    source = getattr(file, "name", "export")
+    data = parse_export(file.read(), source=source)
     count = sum(len(conversation.messages) for conversation in data.conversations)
     bar, update = _progress(count, "embedding")
-    with bar:
-        name = _store(context).import_user(data, user_id=user_id, progress=update)
+    try:
+        with bar:
+            name = _store(context).import_user(data, user_id=user_id, progress=update)
+    except (UnknownDimensionError, UnknownPoleError, InvalidInputError) as error:  # content the store refuses
+        raise InvalidInputError(f"{source}: {error}") from error
     click.echo(f"imported {name}: {count} messages, {len(data.feedback)} feedback, "
                f"{len(data.preferences)} settings, {len(data.reward_heads)} reward heads")
 
