@@ -157,22 +157,26 @@ def test_profile_export_never_overwrites_without_force(tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o077 == 0  # a person's data: readable by its owner only
 
 
+def _crash_while_writing(output, write) -> None:
+    with output as temporary:
+        write(temporary)
+        raise RuntimeError("crash while writing")
+
+
 def test_atomic_outputs_leave_the_old_output_when_writing_fails(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_file(target, force=True) as temporary:
-        temporary.write_text("half")
-        raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError):
+        _crash_while_writing(atomic_file(target, force=True), lambda temporary: temporary.write_text("half"))
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "weights").write_text("old")
     with pytest.raises(OutputExistsError):
-        with atomic_folder(folder):
-            pass
-    with pytest.raises(RuntimeError), atomic_folder(folder, force=True) as temporary:
-        (temporary / "weights").write_text("half")
-        raise RuntimeError("crash while writing")
+        atomic_folder(folder).__enter__()
+    with pytest.raises(RuntimeError):
+        _crash_while_writing(atomic_folder(folder, force=True),
+                             lambda temporary: (temporary / "weights").write_text("half"))
     assert (folder / "weights").read_text() == "old"
     with atomic_folder(folder, force=True) as temporary:
         (temporary / "weights").write_text("new")

@@ -320,9 +320,7 @@ def export(context: click.Context, user: str, output: str, force: bool) -> None:
 @friendly_errors
 def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
     """Create a user from an export FILE ("-" for stdin)."""
-    from profiles import parse_export
-
-    from profiles import InvalidInputError, UnknownDimensionError, UnknownPoleError
+    from profiles import InvalidInputError, UnknownDimensionError, UnknownPoleError, parse_export
 
     source = getattr(file, "name", "export")
     data = parse_export(file.read(), source=source)
