@@ -84,9 +84,12 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _load(kind: ModelKind, path: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def check_model_path(path: str | Path, what: str = "model") -> None:
+    """Refuse at once, in one line, what cannot be a model: a file, a local-looking path that does not exist (it
+    must never reach the hub, where a typo costs a minute of retries offline), or a folder without config.json.
+    Hub ids ('name', 'org/name') pass; so do model folders."""
+    path = str(path)
     local = Path(path).expanduser()
-    what = "model" if kind == "causal_lm" else "reward model"
     if local.exists() and not local.is_dir():
         raise ModelNotFoundError(f"{what} path {path} is a file, expected a model folder")
     if not local.exists() and _can_only_be_a_folder(path):
@@ -94,6 +97,12 @@ def _load(kind: ModelKind, path: str, device: torch.device, dtype: torch.dtype) 
     if local.is_dir() and not (local / "config.json").is_file():
         raise ModelNotFoundError(f"{path} is not a {what} folder: it holds no config.json (give the folder that "
                                  "save_pretrained wrote)")
+
+
+def _load(kind: ModelKind, path: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    local = Path(path).expanduser()
+    what = "model" if kind == "causal_lm" else "reward model"
+    check_model_path(path, what)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = _AUTO_CLASSES[kind].from_pretrained(path, dtype=dtype)

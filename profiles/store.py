@@ -64,6 +64,7 @@ from profiles.index import DEFAULT_NLIST, EmbeddingIndex, IndexHeader
 from profiles.inference import FeedbackRow, InferenceSettings, MessageRows, PreferenceInference
 from profiles.models import (
     ROLES,
+    ApiKey,
     Conversation,
     Feedback,
     Message,
@@ -361,10 +362,12 @@ class ProfileStore:
         """Delete the user and everything derived from them (rows, embeddings, index entries), verify that no row
         refers to them any more, and scrub the files (see ``scrub``): only then does it return.
 
-        The id is not validated, so an id stored before validation existed can still be forgotten. Deleted SQLite
-        pages are zeroed (secure_delete). ``ForgetIncompleteError`` means the rows are gone but another connection's
-        read transaction kept old pages in the WAL past ``wait_s`` (default ``forget_wait_s``): run ``scrub`` once it has ended. A write
-        for this user that was already running (an import still embedding) is refused when it commits."""
+        The id is not validated, so an id stored before validation existed can still be forgotten. The id is also
+        removed from the API keys bound to it (``key_bindings``), so it stays in no table. Deleted SQLite pages are
+        zeroed (secure_delete). ``ForgetIncompleteError`` means the rows are gone but another connection's read
+        transaction kept old pages in the WAL past ``wait_s`` (default ``forget_wait_s``): run ``scrub`` once it
+        has ended. A write for this user that was already running (an import still embedding) is refused when it
+        commits."""
         owned = {
             "conversations": Conversation, "messages": Message, "embeddings": MessageEmbedding,
             "feedback": Feedback, "preferences": PreferenceSetting, "reward_heads": RewardHead,
@@ -382,6 +385,11 @@ class ProfileStore:
             }
             if any(leftovers.values()):  # foreign keys off (another tool's connection?): refuse, roll back
                 raise ProfileError(f"forgetting {user_id!r} left rows behind {leftovers}; nothing was deleted")
+            deleted["key_bindings"] = 0
+            for key in session.scalars(select(ApiKey)).all():  # a handful of rows: the server's keys
+                if user_id in key.users:
+                    key.users = [user for user in key.users if user != user_id]
+                    deleted["key_bindings"] += 1
             generation = self._bump_generation(session)
             session.execute(update(StoreState).where(StoreState.id == 1).values(purged_generation=generation))
         with self._lock:
@@ -926,11 +934,14 @@ class ProfileStore:
 
     # ------------------------------------------------------------------------------------------- reward heads
 
-    def save_reward_head(self, user_id: str, name: str, data: bytes, meta: dict[str, Any] | None = None) -> None:
-        """Store (or replace) a learned reward head for the user."""
+    def save_reward_head(self, user_id: str, name: str, data: bytes, meta: dict[str, Any] | None = None, *,
+                         expected_key: int | None = None) -> None:
+        """Store (or replace) a learned reward head for the user. ``expected_key``: the user's ``user_key`` read
+        before the head was trained; when the user has been forgotten since, ``UserForgottenError`` and nothing is
+        stored (training takes minutes: a forget meanwhile must not be undone)."""
         _check_text(name, "reward head name")
         with self._write() as session:
-            pk = self._ensure_user(session, user_id)
+            pk = self._ensure_user(session, user_id, expected_key)
             session.execute(delete(RewardHead).where(RewardHead.user_id == pk, RewardHead.name == name))
             session.execute(insert(RewardHead).values(
                 user_id=pk, name=name, data=bytes(data), meta=dict(meta or {}), created_at=_now()))

@@ -129,3 +129,15 @@ def test_profile_log_reads_long_text_from_stdin(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     with ProfileStore(db, embedder=HashingEmbedder()) as store:
         assert [m.text for m in store.messages("alice")] == [text]
+
+
+def test_the_server_validates_feedback_with_the_same_model() -> None:
+    from pydantic import ValidationError
+
+    from panda_chat.server.schemas import FeedbackRequest
+
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        FeedbackRequest(prompt="p", response="r", rating=50)
+    with pytest.raises(ValidationError, match="either a rating"):
+        FeedbackRequest(prompt="p", response="r")
+    assert FeedbackRequest(prompt="p", chosen="a", rejected="b").is_pair

@@ -99,7 +99,7 @@ def test_chat_no_record_then_good_writes_nothing(tmp_path: Path, tiny_models) ->
     db = tmp_path / "p.db"
     result = CliRunner().invoke(main, ["chat", "--user", "alice", "--model", str(tiny_models.base), "--db", str(db),
                                        "--embedder", "hashing", "--max-tokens", "3", "--device", "cpu",
-                                       "--no-record"], input="Hello\n/good\n/prefer\n/prefer 1\n")
+                                       "--no-record"], input="Hello\n/good\n/prefer\n/prefer 1\n/train\n")
     assert result.exit_code == 0, result.output
     assert "not stored" in result.output
     with ProfileStore(db, embedder=HashingEmbedder()) as store:
@@ -157,24 +157,50 @@ def test_profile_export_never_overwrites_without_force(tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o077 == 0  # a person's data: readable by its owner only
 
 
+def _crash_while_writing(output, write) -> None:
+    with output as temporary:
+        write(temporary)
+        raise RuntimeError("crash while writing")
+
+
 def test_atomic_outputs_leave_the_old_output_when_writing_fails(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_file(target, force=True) as temporary:
-        temporary.write_text("half")
-        raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError):
+        _crash_while_writing(atomic_file(target, force=True), lambda temporary: temporary.write_text("half"))
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "weights").write_text("old")
     with pytest.raises(OutputExistsError):
-        with atomic_folder(folder):
-            pass
-    with pytest.raises(RuntimeError), atomic_folder(folder, force=True) as temporary:
-        (temporary / "weights").write_text("half")
-        raise RuntimeError("crash while writing")
+        atomic_folder(folder).__enter__()
+    with pytest.raises(RuntimeError):
+        _crash_while_writing(atomic_folder(folder, force=True),
+                             lambda temporary: (temporary / "weights").write_text("half"))
     assert (folder / "weights").read_text() == "old"
     with atomic_folder(folder, force=True) as temporary:
         (temporary / "weights").write_text("new")
     assert (folder / "weights").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.txt"]
+
+
+def test_reward_train_with_a_mistyped_local_base_fails_at_once(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    for kind in ("head", "model"):
+        result = CliRunner().invoke(main, ["reward", "train", "--base", "models/bsae", "--data", str(data),
+                                           "--out", str(tmp_path / f"out-{kind}"), "--kind", kind])
+        _one_line_error(result, "base model folder not found: models/bsae")
+
+
+def test_an_import_with_an_unknown_pole_names_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    with ProfileStore(db, embedder=HashingEmbedder()) as store:
+        store.set_preference("alice", "tone", "formal")
+        text = store.export_user("alice").to_json().replace('"formal"', '"sarcastic"')
+    tampered = tmp_path / "pole.json"
+    tampered.write_text(text)
+    result = CliRunner().invoke(main, ["profile", "--db", str(db), "import", str(tampered), "--as", "alice2"])
+    _one_line_error(result, "pole.json", "sarcastic")

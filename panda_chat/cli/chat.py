@@ -143,6 +143,8 @@ class ChatSession:
         from panda_chat.chat_model.runtime import model_runtime
         from panda_chat.rewards.training import train_user_reward_head
 
+        if not self.record:
+            return "not trained: this chat runs with --no-record, so nothing is saved to your profile"
         pairs = len(self.store.feedback_pairs(self.user))
         if pairs < MIN_TRAIN_PAIRS:
             return (f"your head needs {MIN_TRAIN_PAIRS} feedback pairs, you have {pairs}: use /prefer (or /good "

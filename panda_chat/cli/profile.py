@@ -320,13 +320,17 @@ def export(context: click.Context, user: str, output: str, force: bool) -> None:
 @friendly_errors
 def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
     """Create a user from an export FILE ("-" for stdin)."""
-    from profiles import parse_export
+    from profiles import InvalidInputError, UnknownDimensionError, UnknownPoleError, parse_export
 
-    data = parse_export(file.read(), source=getattr(file, "name", "export"))
+    source = getattr(file, "name", "export")
+    data = parse_export(file.read(), source=source)
     count = sum(len(conversation.messages) for conversation in data.conversations)
     bar, update = _progress(count, "embedding")
-    with bar:
-        name = _store(context).import_user(data, user_id=user_id, progress=update)
+    try:
+        with bar:
+            name = _store(context).import_user(data, user_id=user_id, progress=update)
+    except (UnknownDimensionError, UnknownPoleError, InvalidInputError) as error:  # content the store refuses
+        raise InvalidInputError(f"{source}: {error}") from error
     click.echo(f"imported {name}: {count} messages, {len(data.feedback)} feedback, "
                f"{len(data.preferences)} settings, {len(data.reward_heads)} reward heads")
 

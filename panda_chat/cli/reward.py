@@ -75,6 +75,9 @@ def train(base, data_path, user_id, store_url, out, force, kind, name, descripti
         raise click.UsageError("--out is required with --data")
     if kind == "model" and (out is None or user_id is not None):
         raise click.UsageError("--kind model trains from --data into an --out folder")
+    from panda_chat.registry import check_model_path
+
+    check_model_path(base, "base model")  # a typo fails now, not after a minute of hub retries
     if out is not None:  # refuse before training, not after
         check_output(out, force=force, kind="folder" if kind == "model" else "file")
     config = RewardTrainingConfig(

@@ -375,10 +375,12 @@ def train_user_reward_head(
 ) -> TrainedRewardHead:
     """Train a reward head on one user's own feedback pairs and save it back into their profile.
 
-    ``store`` is a ``profiles.ProfileStore`` (anything with ``feedback_pairs(user_id)`` and
-    ``save_reward_head(user_id, name, data, meta)``): the pairs are fetched here, trained on with
-    ``train_reward_head``, and the head file's bytes are stored under ``name`` (replacing an older head of that name).
+    ``store`` is a ``profiles.ProfileStore`` (anything with ``user_key(user_id)``, ``feedback_pairs(user_id)`` and
+    ``save_reward_head(user_id, name, data, meta, expected_key=)``): the pairs are fetched here, trained on with
+    ``train_reward_head``, and the head file's bytes are stored under ``name`` (replacing an older head of that name),
+    unless the user was forgotten while the head trained.
     """
+    key = store.user_key(user_id)
     pairs = store.feedback_pairs(user_id)
     if len(pairs) < min_pairs:
         raise ValueError(
@@ -406,5 +408,5 @@ def train_user_reward_head(
         "kind": "head", "base_model": token_head.head.config.base_model, "train_pairs": report.train_pairs,
         "val_pairs": report.val_pairs, "val_accuracy": report.val_accuracy,
         "val_partial_accuracy": token_report.partial_accuracy, "objective": "token-level",
-    })
+    }, expected_key=key)
     return TrainedRewardHead(head=token_head.head, report=report)

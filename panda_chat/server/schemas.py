@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from profiles.validation import FeedbackInput
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -55,12 +57,9 @@ class PreferenceUpdate(BaseModel):
     pole: str
 
 
-class FeedbackRequest(BaseModel):
-    prompt: str
-    response: str | None = None
-    rating: float | None = Field(default=None, ge=-1.0, le=1.0)
-    chosen: str | None = None
-    rejected: str | None = None
+class FeedbackRequest(FeedbackInput):
+    """Feedback over HTTP: the store's one feedback model (``profiles.validation``), so a rating or a pair is
+    refused here exactly as by the CLI, the Python API and import files."""
 
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import torch
 from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.engine import DecodingError, DecodingOptions, _stop_strings
+from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.outputs import GenerationOutput
 from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan

@@ -165,3 +165,26 @@ def test_a_legacy_invalid_id_can_be_listed_and_forgotten_by_key(db_path: Path) -
     assert result.exit_code == 0, result.output
     with ProfileStore(db_path, embedder=HashingEmbedder()) as store:
         assert [user.user_id for user in store.list_users()] == ["ok"]
+
+
+def test_forget_removes_the_id_from_api_keys_too(store: ProfileStore, db_path: Path) -> None:
+    from profiles.keys import ApiKeys
+
+    keys = ApiKeys(db_path)
+    keys.create("backend", users=["zed-the-user", "bob"])
+    store.add_message("zed-the-user", "user", "hello")
+    report = store.forget("zed-the-user")
+    assert report.deleted["key_bindings"] == 1
+    assert [key.users for key in keys.list()] == [["bob"]]
+    keys.close()
+    store.scrub()
+    assert _on_disk(db_path, "zed-the-user") == []
+
+
+def test_a_reward_head_trained_while_the_user_was_forgotten_is_not_saved(store: ProfileStore) -> None:
+    store.add_message("alice", "user", "hi")
+    key = store.user_key("alice")  # read before the (long) training
+    store.forget("alice")
+    with pytest.raises(UserForgottenError):
+        store.save_reward_head("alice", "feedback", b"head bytes", expected_key=key)
+    assert not store.has_user("alice")

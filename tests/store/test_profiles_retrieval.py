@@ -132,7 +132,7 @@ def test_forget_leaves_no_trace(db_path: Path) -> None:
         alice_pk = store.user_key("alice")
         report = store.forget("alice")
         assert report.deleted == {"conversations": 1, "messages": 2, "embeddings": 2, "feedback": 1,
-                                  "preferences": 1, "reward_heads": 1}
+                                  "preferences": 1, "reward_heads": 1, "key_bindings": 0}
         assert report.index_entries == 2 and report.index_file == "rewritten"
         assert not store.has_user("alice") and store.search("alice", marker) == []
         assert [h.text for h in store.search("bob", "bob")] == ["bob stays"]
