@@ -429,7 +429,7 @@ class BatchScheduler:
         k = max(row.job.options.top_k for row in rows)
         top_logits, candidate_ids = logits.topk(k, dim=-1)  # 1. Z = top-k of pi_b (the widest row's k)
         candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)
-        lam = torch.cat([row.job.plan.lambdas(row.context, row.step) for row in rows]).to(device)
+        lam = self._lambdas(rows).to(device)
         names = sorted({name for row in rows for name in row.names})
         tree = bool(names)
         if tree:
@@ -466,6 +466,35 @@ class BatchScheduler:
             self._finish(rows[i])
         if finished:
             self._keep_rows([i for i in range(len(rows)) if i not in set(finished)])
+
+    @staticmethod
+    def _lambdas(rows: list[_Row]) -> torch.Tensor:
+        """lambda(x, t) per row (B,): constants as they are; a lambda function is called once for all the rows
+        that use it at the same step (rows that joined together), on their stacked contexts."""
+        values = torch.zeros(len(rows))
+        groups: dict[tuple, list[int]] = {}
+        for i, row in enumerate(rows):
+            lam = row.job.request.lam
+            if isinstance(lam, (int, float)):
+                values[i] = float(lam)
+            else:
+                features = row.context.preference_features
+                groups.setdefault((id(lam), row.step, None if features is None else features.shape[1]), []).append(i)
+        for (_, step, width), members in groups.items():
+            contexts = [rows[i].context for i in members]
+            context = LambdaContext(
+                prompts=[text for c in contexts for text in c.prompts],
+                prompt_lengths=torch.cat([c.prompt_lengths for c in contexts]),
+                prompt_features=torch.cat([c.prompt_features for c in contexts]),
+                preference_features=None if width is None else torch.cat([c.preference_features for c in contexts]),
+            )
+            function = rows[members[0]].job.request.lam
+            out = torch.as_tensor(function(context, step), dtype=torch.float32).detach().cpu().reshape(-1)
+            out = out.expand(len(members)) if out.numel() == 1 else out
+            if not bool((out >= 0).all()):
+                raise ValueError(f"lambda function {function!r} returned a negative or NaN value at step {step}")
+            values[members] = out
+        return values
 
     def _choose(self, scores: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
         """Per row: argmax (greedy) or a draw from softmax(scores / T) with the row's own generator."""
