@@ -11,6 +11,9 @@ chat completions in a row (greedy, ``--max-tokens`` tokens at most, a question o
 application would; TTFT is the time to the first piece of answer text, latency the time to the end of the stream.
 Throughput is all completion tokens (the server's own usage counts) over the wall time of the level.
 
+A second table measures the scheduler alone, in this process, with no HTTP and no profile store: what batching
+buys the decoding itself (``scheduler_levels``).
+
 The servers use the fast hashing embedder for the profile store (``--embedder`` to change it), so the numbers are
 those of decoding and serving, and torch runs with ``--threads`` threads per server (default 1).
 """
@@ -126,6 +129,42 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def scheduler_levels(clients: list[int], max_tokens: int, threads: int) -> list[dict]:
+    """The scheduler alone, in this process (no HTTP, no profile store): N requests submitted at once, each decoding
+    ``max_tokens`` tokens (EOS ignored, so every level decodes the same work) with the demo model's pole heads and
+    learned lambda, batched (``max_batch=32``) against one at a time (``max_batch=1``)."""
+    import torch
+
+    from panda_chat.decoding import PandaDecoder
+    from panda_chat.demo import demo_head_paths, demo_lambda_path, demo_model_dir
+    from panda_chat.lam.learned import LearnedLambda
+    from panda_chat.rewards.heads import HeadReward, RewardHead
+    from panda_chat.serving import BatchScheduler
+
+    torch.set_num_threads(threads)
+    decoder = PandaDecoder.from_pretrained(str(demo_model_dir()), device="cpu", dtype="float32")
+    heads = {pole: HeadReward(RewardHead.load(path), pole) for pole, path in demo_head_paths().items()}
+    lam = LearnedLambda.load(demo_lambda_path())
+    features = torch.rand(max(clients), lam.config.preference_dim)
+    weights = [{"expert": 0.6, "concise": 0.4}, {"friendly": 0.7}, {"detailed": 0.5, "formal": 0.3}]
+    schedulers = {"batched": BatchScheduler(decoder, max_batch=32), "one-at-a-time": BatchScheduler(decoder, max_batch=1)}
+    rows = []
+    for count in clients:
+        level = {}
+        for mode, scheduler in schedulers.items():
+            prompts = [f"Question {i}: {QUESTIONS[i % len(QUESTIONS)]}" for i in range(count)]
+            started = time.perf_counter()
+            scheduler.generate(prompts, weights=[weights[i % 3] for i in range(count)], rewards=heads, lam=lam,
+                               preference_features=features[:count], max_new_tokens=max_tokens, stop_at_eos=False)
+            level[mode] = count * max_tokens / (time.perf_counter() - started)
+        rows.append({"clients": count, **level, "speedup": level["batched"] / level["one-at-a-time"]})
+        print(f"  scheduler {count:>2} rows: {level['batched']:.1f} vs {level['one-at-a-time']:.1f} tok/s",
+              file=sys.stderr)
+    for scheduler in schedulers.values():
+        scheduler.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
@@ -158,6 +197,12 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=30)
 
+    engine_rows = scheduler_levels(args.clients, args.max_tokens, args.threads)
+    print("| rows | batched tok/s | one-at-a-time tok/s | speed-up |")
+    print("|---:|---:|---:|---:|")
+    for row in engine_rows:
+        print(f"| {row['clients']} | {row['batched']:.1f} | {row['one-at-a-time']:.1f} | {row['speedup']:.1f}x |")
+    print()
     print("| clients | mode | tok/s | TTFT p50 | TTFT p99 | latency p50 | latency p99 | speed-up |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
@@ -171,7 +216,7 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
             "cpus": os.cpu_count(), "threads": args.threads, "rounds": args.rounds, "max_tokens": args.max_tokens,
-            "embedder": args.embedder or "default", "levels": rows,
+            "embedder": args.embedder or "default", "levels": rows, "scheduler_only": engine_rows,
         }, indent=2))
 
 
