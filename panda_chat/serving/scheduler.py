@@ -93,6 +93,13 @@ class _Admitted:
     request: DecodeRequest
     preference_features: torch.Tensor | None  # (1, P)
     batchable: bool
+    ended: bool = False
+
+    def end(self, kind: EventKind, value: object) -> None:
+        """Hand the request its one final event ("done" or "error")."""
+        if not self.ended:
+            self.ended = True
+            self.sink(kind, value)
 
 
 @dataclass
@@ -290,6 +297,8 @@ class BatchScheduler:
                             self._step()
                 except Exception as error:  # noqa: BLE001 - a failed step fails its rows; the loop serves on
                     self._fail_all(error)
+                    for job in (job for group in groups for job in group):
+                        job.end("error", error)
 
     def _take_waiting(self, block: bool) -> list[list[_Admitted]] | None:
         """Groups of requests to admit now (about the free rows; the rest wait). None when closing."""
@@ -314,7 +323,7 @@ class BatchScheduler:
 
     def _fail_all(self, error: Exception) -> None:
         for row in self._rows:
-            row.job.sink("error", error)
+            row.job.end("error", error)
         self._reset()
 
     def _reset(self) -> None:
@@ -383,7 +392,7 @@ class BatchScheduler:
     def _cancelled(self, job: _Admitted) -> bool:
         if job.handle.cancelled:
             self.stats.cancelled += 1
-            job.sink("error", RequestCancelled("the request was cancelled"))
+            job.end("error", RequestCancelled("the request was cancelled"))
         return job.handle.cancelled
 
     def _run_alone(self, group: list[_Admitted]) -> None:
@@ -414,10 +423,10 @@ class BatchScheduler:
             )
         except Exception as error:  # noqa: BLE001 - handed to the requests (RequestCancelled included)
             for job in group:
-                job.sink("error", error)
+                job.end("error", error)
             return
         for job, output in zip(group, outputs, strict=True):
-            job.sink("done", output)
+            job.end("done", output)
 
     def _step(self) -> None:
         """One PANDA step for every running row (see ``panda_chat.decoding.engine`` for the algorithm)."""
@@ -528,7 +537,7 @@ class BatchScheduler:
 
     def _finish(self, row: _Row) -> None:
         state = row.tracker.rows[0]
-        row.job.sink("done", GenerationOutput(
+        row.job.end("done", GenerationOutput(
             text=row.tracker.final_text(0), token_ids=state.token_ids, rewards=row.rewards, lambdas=row.lambdas,
             raw_rewards=row.raw, finish_reason=state.finish_reason, prompt_tokens=len(row.job.prompt_ids),
             elapsed_s=time.perf_counter() - row.started,
