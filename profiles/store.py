@@ -659,13 +659,23 @@ class ProfileStore:
                 )
         self._ensure_hnsw_index(dim)
         distance = f"(embedding::vector({dim})) <#> CAST(:query AS vector({dim}))"  # the negated inner product
+        where = f"user_id = :user AND embedder = :embedder AND dim = {dim} AND embedding IS NOT NULL"
+        params = {"user": user_pk, "embedder": name, "query": _vector_literal(vector), "k": k}
         with self._read() as session:
+            session.execute(sql_text(f"SET LOCAL hnsw.ef_search = {min(1000, max(40, 4 * k))}"))
             rows = session.execute(
-                sql_text(f"SELECT message_id, -({distance}) FROM message_embeddings "
-                     f"WHERE user_id = :user AND embedder = :embedder AND dim = {dim} AND embedding IS NOT NULL "
-                     f"ORDER BY {distance} LIMIT :k"),
-                {"user": user_pk, "embedder": name, "query": _vector_literal(vector), "k": k},
+                sql_text(f"SELECT message_id, -({distance}) FROM message_embeddings WHERE {where} "
+                         f"ORDER BY {distance} LIMIT :k"), params,
             ).all()
+            # The HNSW index is filtered after its scan: for a user with few rows among many it can return fewer
+            # than k of them. Then the user's rows are ranked exactly (the "+ 0" keeps the planner off the index).
+            if len(rows) < k and session.scalar(
+                sql_text(f"SELECT count(*) FROM message_embeddings WHERE {where}"), params
+            ) > len(rows):
+                rows = session.execute(
+                    sql_text(f"SELECT message_id, -({distance}) FROM message_embeddings WHERE {where} "
+                             f"ORDER BY ({distance}) + 0 LIMIT :k"), params,
+                ).all()
         return [(int(message), float(score)) for message, score in rows]
 
     def _ensure_hnsw_index(self, dim: int) -> None:

@@ -95,6 +95,13 @@ class _Admitted:
     request: DecodeRequest
     preference_features: torch.Tensor | None  # (1, P)
     batchable: bool
+    ended: bool = False
+
+    def end(self, kind: EventKind, value: object) -> None:
+        """Hand the request its one final event ("done" or "error")."""
+        if not self.ended:
+            self.ended = True
+            self.sink(kind, value)
 
 
 @dataclass
@@ -293,6 +300,8 @@ class BatchScheduler:
                             self._step()
                 except Exception as error:  # noqa: BLE001 - a failed step fails its rows; the loop serves on
                     self._fail_all(error)
+                    for job in (job for group in groups for job in group):
+                        job.end("error", error)
 
     def _take_waiting(self, block: bool) -> list[list[_Admitted]] | None:
         """Groups of requests to admit now (about the free rows; the rest wait). None when closing."""
@@ -317,7 +326,7 @@ class BatchScheduler:
 
     def _fail_all(self, error: Exception) -> None:
         for row in self._rows:
-            row.job.sink("error", error)
+            row.job.end("error", error)
         self._reset()
 
     def _reset(self) -> None:
@@ -386,7 +395,7 @@ class BatchScheduler:
     def _cancelled(self, job: _Admitted) -> bool:
         if job.handle.cancelled:
             self.stats.cancelled += 1
-            job.sink("error", RequestCancelled("the request was cancelled"))
+            job.end("error", RequestCancelled("the request was cancelled"))
         return job.handle.cancelled
 
     def _run_alone(self, group: list[_Admitted]) -> None:
@@ -417,10 +426,10 @@ class BatchScheduler:
             )
         except Exception as error:  # noqa: BLE001 - handed to the requests (RequestCancelled included)
             for job in group:
-                job.sink("error", error)
+                job.end("error", error)
             return
         for job, output in zip(group, outputs, strict=True):
-            job.sink("done", output)
+            job.end("done", output)
 
     def _step(self) -> None:
         """One PANDA step for every running row (see ``panda_chat.decoding.engine`` for the algorithm)."""
@@ -432,7 +441,7 @@ class BatchScheduler:
         k = max(row.job.options.top_k for row in rows)
         top_logits, candidate_ids = logits.topk(k, dim=-1)  # 1. Z = top-k of pi_b (the widest row's k)
         candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)
-        lam = torch.cat([row.job.plan.lambdas(row.context, row.step) for row in rows]).to(device)
+        lam = self._lambdas(rows).to(device)
         names = sorted({name for row in rows for name in row.names})
         tree = bool(names)
         if tree:
@@ -470,6 +479,35 @@ class BatchScheduler:
         if finished:
             self._keep_rows([i for i in range(len(rows)) if i not in set(finished)])
 
+    @staticmethod
+    def _lambdas(rows: list[_Row]) -> torch.Tensor:
+        """lambda(x, t) per row (B,): constants as they are; a lambda function is called once for all the rows
+        that use it at the same step (rows that joined together), on their stacked contexts."""
+        values = torch.zeros(len(rows))
+        groups: dict[tuple, list[int]] = {}
+        for i, row in enumerate(rows):
+            lam = row.job.request.lam
+            if isinstance(lam, (int, float)):
+                values[i] = float(lam)
+            else:
+                features = row.context.preference_features
+                groups.setdefault((id(lam), row.step, None if features is None else features.shape[1]), []).append(i)
+        for (_, step, width), members in groups.items():
+            contexts = [rows[i].context for i in members]
+            context = LambdaContext(
+                prompts=[text for c in contexts for text in c.prompts],
+                prompt_lengths=torch.cat([c.prompt_lengths for c in contexts]),
+                prompt_features=torch.cat([c.prompt_features for c in contexts]),
+                preference_features=None if width is None else torch.cat([c.preference_features for c in contexts]),
+            )
+            function = rows[members[0]].job.request.lam
+            out = torch.as_tensor(function(context, step), dtype=torch.float32).detach().cpu().reshape(-1)
+            out = out.expand(len(members)) if out.numel() == 1 else out
+            if not bool((out >= 0).all()):
+                raise ValueError(f"lambda function {function!r} returned a negative or NaN value at step {step}")
+            values[members] = out
+        return values
+
     def _choose(self, scores: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
         """Per row: argmax (greedy) or a draw from softmax(scores / T) with the row's own generator."""
         chosen = scores.argmax(dim=-1)
@@ -502,7 +540,7 @@ class BatchScheduler:
 
     def _finish(self, row: _Row) -> None:
         state = row.tracker.rows[0]
-        row.job.sink("done", GenerationOutput(
+        row.job.end("done", GenerationOutput(
             text=row.tracker.final_text(0), token_ids=state.token_ids, rewards=row.rewards, lambdas=row.lambdas,
             raw_rewards=row.raw, finish_reason=state.finish_reason, prompt_tokens=len(row.job.prompt_ids),
             elapsed_s=time.perf_counter() - row.started,

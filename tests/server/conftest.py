@@ -6,18 +6,21 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from database_urls import ENV_VAR, drop_database, fresh_database
 from server_process import Server, start_server
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A fresh profile database for one test module: SQLite, or a new database on the test PostgreSQL server."""
-    url = os.environ.get("PANDA_CHAT_TEST_DATABASE_URL")
-    if not url:
-        return str(tmp_path_factory.mktemp("server_db") / "profiles.db")
-    from database_urls import fresh_database
-
-    return fresh_database(url)
+    if not os.environ.get(ENV_VAR):
+        yield str(tmp_path_factory.mktemp("server_db") / "profiles.db")
+        return
+    url = fresh_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -159,3 +159,26 @@ def test_a_client_that_goes_away_frees_its_row(server):
         time.sleep(0.2)
     health = server.health()
     assert health["cancelled"] == cancelled + 1 and health["running_rows"] == 0
+
+
+def test_json_schema_response_format_gives_parseable_json(server):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    response = ask(server, "json-user", "Name a city.", max_tokens=16,
+                   response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}})
+    assert isinstance(json.loads(response.choices[0].message.content)["city"], str)
+
+
+def test_profile_endpoints_feedback_export_and_forget(server):
+    ask(server, "alice2", "I love detailed physics answers.", key="alice", max_tokens=8)
+    base, headers = f"{server.base_url}/v1/profiles/alice2", {"Authorization": f"Bearer {server.keys['alice']}"}
+    feedback = httpx.post(f"{base}/feedback", json={"prompt": "Explain gravity", "chosen": "A precise answer",
+                                                     "rejected": "A vague one"}, headers=headers, timeout=60)
+    assert feedback.status_code == 200 and isinstance(feedback.json()["feedback_id"], int)
+    bad = httpx.post(f"{base}/feedback", json={"prompt": "x", "rating": 3}, headers=headers, timeout=60)
+    assert bad.status_code == 400
+    exported = httpx.get(f"{base}/export", headers=headers, timeout=60).json()
+    assert "I love detailed physics answers." in json.dumps(exported)
+    forgotten = httpx.delete(base, headers=headers, timeout=60)
+    assert forgotten.status_code == 200 and forgotten.json()["deleted"]["messages"] == 2
+    missing = httpx.get(base, headers=headers, timeout=60)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "user_not_found"

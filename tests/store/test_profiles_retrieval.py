@@ -174,3 +174,21 @@ def test_export_then_import_round_trips_losslessly(store: ProfileStore) -> None:
     assert [h.text for h in store.search("alice", "formal answers", k=1)] == ["I'd like formal answers, please."]
     store.import_user(exported, user_id="alice2")
     assert store.export_user("alice2").model_copy(update={"user_id": "alice"}) == exported
+
+
+def test_postgresql_retrieval_runs_in_sql_with_pgvector(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only (set PANDA_CHAT_TEST_DATABASE_URL)")
+    with ProfileStore(db_url, embedder=HashingEmbedder()) as store:
+        _fill_near_identical(store, 20)
+        hits = store.search("user005", "How do I sharpen a kitchen knife properly?", k=5)
+        assert {hit.message_id for hit in hits} == {m.message_id for m in store.messages("user005")}
+        assert hits[0].text.startswith("How do I sharpen")
+        assert store._index is None  # no faiss index was built: the database ranked the vectors
+        with store._engine.connect() as connection:
+            indexes = connection.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'message_embeddings'").scalars().all()
+            copied = connection.exec_driver_sql(
+                "SELECT count(*) FROM message_embeddings WHERE embedding IS NOT NULL").scalar()
+        assert any("USING hnsw" in definition for definition in indexes)
+        assert copied == 2  # only the searched user's vectors were copied into the vector column so far
