@@ -17,10 +17,14 @@ Pure computation: the store gathers the rows, this module turns them into weight
    query count fully, unrelated ones little), so preferences can differ by topic. A stored message that *is* the
    query (cosine >= ``_SAME_TEXT``: the turn being answered, recorded before inference) counts for nothing and is
    left out of the maximum: otherwise it would match itself with cosine 1 and cut every past message to ~1e-4.
+   Topic weighting decides which way the evidence points, not how much of it there is: the topic-weighted votes
+   are rescaled to the user's whole evidence on the dimension (recency-weighted), so a question on a new topic
+   is answered with the confidence the user's history has earned, in the direction of its most related messages.
 5. Feedback is evidence too: for a chosen/rejected pair, the chosen text's scores minus the rejected one's; for a
    rating, the response's own centred scores, pointing away from its poles when the rating is negative.
 6. Weights are a Dirichlet posterior mean (uniform prior of ``prior_strength`` pseudo-votes); confidence is
-   ``n / (n + confidence_scale)`` for the total evidence strength ``n``. No evidence: neutral, confidence 0.
+   ``n / (n + confidence_scale)`` for the total evidence strength ``n`` (recency-weighted, every topic). No
+   evidence: neutral, confidence 0.
 
 Explicit settings override a dimension outright (its pole gets weight 1, confidence 1).
 """
@@ -204,7 +208,8 @@ class PreferenceInference:
             others = related[~current]
             top = float(others.max()) if len(others) else 0.0
             topic = np.minimum(np.exp((related - top) / settings.topic_temperature), 1.0)
-        weight = np.where(current, 0.0, recency * topic)
+        recent = np.where(current, 0.0, recency)
+        weight = recent * topic
 
         dimensions: dict[str, DimensionPreference] = {}
         candidates: list[tuple[float, int, str, str]] = []  # (score, row, dimension, pole)
@@ -219,19 +224,22 @@ class PreferenceInference:
             signals = self.message_signals(dimension.name, messages.vectors)
             feedback_signals = self._feedback_signals(dimension.name, feedback)
             votes = np.concatenate([signals.votes, feedback_signals.votes])
-            strength = np.concatenate([signals.strength, feedback_signals.strength]) * weight
+            raw = np.concatenate([signals.strength, feedback_signals.strength])
+            strength = raw * weight
             total = float(strength.sum())
+            said = float((raw * recent).sum())  # how much the user has said about this dimension, on any topic
             if total <= 1e-9:
                 dimensions[dimension.name] = DimensionPreference(
                     weights={pole: 1.0 / len(poles) for pole in poles}, confidence=0.0, source="neutral"
                 )
                 continue
-            mass = strength @ votes
+            # the topic decides which way the evidence points; how much there is counts every topic
+            mass = strength @ votes * (said / total)
             prior = settings.prior_strength
-            posterior = (mass + prior / len(poles)) / (total + prior)
+            posterior = (mass + prior / len(poles)) / (said + prior)
             dimensions[dimension.name] = DimensionPreference(
                 weights={pole: float(value) for pole, value in zip(poles, posterior / posterior.sum(), strict=True)},
-                confidence=float(total / (total + settings.confidence_scale)),
+                confidence=float(said / (said + settings.confidence_scale)),
                 source="inferred",
             )
             best_rows = np.argsort(-strength)[: settings.evidence_per_dimension]

@@ -239,9 +239,13 @@ def handle(session: ChatSession, line: str) -> bool:
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True)
 @click.option("--record/--no-record", default=True, show_default=True, help="Store the conversation in the profile.")
+@click.option("--build-heads", is_flag=True,
+              help="A model with no reward heads: build them now (once, into the user data directory) instead of "
+                   "steering with the slow zero-shot text reward.")
 @friendly_errors
 def chat(user: str, model: str | None, db: str | None, embedder: str | None, catalog: str | None, max_tokens: int,
-         top_k: int, temperature: float, lam: float | None, device: str, dtype: str, record: bool) -> None:
+         top_k: int, temperature: float, lam: float | None, device: str, dtype: str, record: bool,
+         build_heads: bool) -> None:
     """Chat in the terminal with answers personalised to USER; /help lists the commands.
 
     The whole configuration (user id, database, embedder, model) is checked before the first prompt, so a bad one
@@ -254,7 +258,8 @@ def chat(user: str, model: str | None, db: str | None, embedder: str | None, cat
     try:
         store.embedder  # noqa: B018 - load the embedder now: a wrong --embedder fails before the first question
         llm = ChatPanda(model=model, user_id=user, store=store, max_tokens=max_tokens, top_k=top_k,
-                        temperature=temperature, lam=lam, device=device, dtype=dtype, record=record)
+                        temperature=temperature, lam=lam, device=device, dtype=dtype, record=record,
+                        build_heads=build_heads)
         llm.get_num_tokens("load")  # load the model now, so a wrong --model fails before the first question
         session = ChatSession(llm=llm, store=store, user=user, record=record)
         click.echo(f"chatting as {user} ({HELP})")

@@ -1,18 +1,22 @@
 """``panda-chat demo``: the product working in a minute, offline, on the embedded demo models.
 
 Two users get short conversation histories that imply opposite preferences, in a temporary profile store. Both then
-ask the same questions through ``ChatPanda``. For each question the demo prints the unguided answer (the base model
+ask the same questions through ``ChatPanda`` with its default settings. For each question the demo prints the unguided answer (the base model
 alone), each user's PANDA answer, and every answer's rewards (calibrated, so 0 is an average answer and +1 is one
 standard deviation toward the pole). Before that, it prints what the store inferred about each user and the messages
-that are the evidence. When steering leaves an answer unchanged, the demo says so rather than hiding it.
+that are the evidence. When steering leaves an answer unchanged, the demo says so rather than hiding it, and it ends
+with the measured count of personalised answers that moved toward their user's inferred styles. ``--json`` prints
+all of it as one object.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -48,78 +52,123 @@ def _wrap(label: str, text: str) -> str:
 
 @click.command("demo")
 @click.option("--questions", "n_questions", default=3, show_default=True, type=click.IntRange(1, 20),
-              help="How many held-out questions both users ask.")
+              help="How many questions both users ask.")
 @click.option("--max-tokens", default=100, show_default=True, type=click.IntRange(8, 512))
-@click.option("--seed", default=0, show_default=True, help="Picks the held-out questions.")
+@click.option("--seed", default=0, show_default=True, help="Picks the questions.")
+@click.option("--heldout", is_flag=True,
+              help="Ask about topics the demo LM never saw (Table 2's topics): the style is steered, the content "
+                   "is made up. Default: topics it was trained on, labelled as such.")
 @click.option("--embedder", default=None,
               help="Profile-store embedder (default: all-MiniLM-L6-v2 from the installed package; 'hashing' for "
                    "a dependency-free one).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (users, questions, answers, rewards).")
 @friendly_errors
-def demo(n_questions: int, max_tokens: int, seed: int, embedder: str | None) -> None:
+def demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: str | None, as_json: bool) -> None:
     """Two users, the same questions, different answers: PANDA on the embedded demo models, offline."""
-    from langchain_core.messages import HumanMessage
     from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    started = time.perf_counter()
+    echo = (lambda *args, **kwargs: None) if as_json else click.echo
+    result = run_demo(n_questions, max_tokens, seed, heldout, embedder, echo)
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        click.echo(f"done in {time.perf_counter() - started:.1f} s")
+
+
+def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: str | None,
+             echo: Callable[..., None]) -> dict:
+    """Run the demo, printing as it goes through ``echo``; returns the ``--json`` object."""
+    from langchain_core.messages import HumanMessage
+
     from panda_chat.chat_model import ChatPanda
-    from panda_chat.demo import demo_head_paths, demo_lambda_path, demo_model_dir
+    from panda_chat.demo import demo_head_paths, demo_model_dir
     from panda_chat.demo.catalog import demo_catalog
-    from panda_chat.demo.corpus import POLES, DialogueCorpus
+    from panda_chat.demo.corpus import DIMENSIONS, POLES, DialogueCorpus
     from panda_chat.demo.scoring import DemoRewardScorer
-    from panda_chat.lam.learned import LearnedLambda
     from profiles.store import ProfileStore
 
-    transformers_logging.disable_progress_bar()
-    started = time.perf_counter()
     corpus = DialogueCorpus(seed)
-    questions = corpus.prompts(n_questions, split="heldout")
+    questions = corpus.prompts(n_questions, split="heldout" if heldout else "train")
     model_dir = str(demo_model_dir())
     workdir = Path(tempfile.mkdtemp(prefix="panda-demo-"))
+    result: dict = {"users": [], "questions": []}
     try:
         store = ProfileStore(workdir / "profiles.sqlite", catalog=demo_catalog(), embedder=embedder)
         store.embedder  # noqa: B018 - load it now: a wrong --embedder fails before anything is printed
-        click.echo(f"panda-chat demo: base model {model_dir}\n"
-                   f"temporary profile store {workdir}; lambda: learned ({demo_lambda_path().name})\n")
+        echo(f"panda-chat demo: base model {model_dir}\ntemporary profile store {workdir}; "
+             "ChatPanda with its default settings (every turn recorded, the model's own heads and lambda)\n")
+        inferred: dict[str, dict[str, str]] = {}
         for user, history in DEMO_HISTORIES.items():
             store.add_messages(user, [("user", text, None) for text in history])
             context = store.preferences(user)
-            click.echo(f"== {user}: {len(history)} past messages")
+            echo(f"== {user}: {len(history)} past messages")
             for name, pref in context.dimensions.items():
                 weights = ", ".join(f"{pole} {w:.2f}" for pole, w in pref.weights.items())
-                click.echo(f"  {name:<10} -> {pref.top_pole:<10} ({weights}; confidence {pref.confidence:.2f}, "
-                           f"{pref.source})")
+                echo(f"  {name:<10} -> {pref.top_pole:<10} ({weights}; confidence {pref.confidence:.2f}, "
+                     f"{pref.source})")
             for item in context.evidence[:4]:
-                click.echo(f"  evidence  {item.pole:<10} {item.score:.2f}  \"{item.text}\"")
-            click.echo("")
+                echo(f"  evidence  {item.pole:<10} {item.score:.2f}  \"{item.text}\"")
+            echo("")
+            inferred[user] = {name: pref.top_pole for name, pref in context.dimensions.items()
+                              if pref.confidence > 0 and pref.top_pole is not None}
+            result["users"].append({"user_id": user, "inferred": inferred[user]})
 
-        lam = LearnedLambda.load(demo_lambda_path())
         unguided = ChatPanda(model=model_dir, store=store, personalize=False, record=False, max_tokens=max_tokens)
-        steered = {user: ChatPanda(model=model_dir, user_id=user, store=store, lam=lam,
-                                   max_tokens=max_tokens) for user in DEMO_HISTORIES}
+        steered = {user: ChatPanda(model=model_dir, user_id=user, store=store, max_tokens=max_tokens)
+                   for user in DEMO_HISTORIES}  # the defaults: record=True, the model's manifest heads and lambda
         scorer = DemoRewardScorer(model_dir, demo_head_paths())
         shown = [pole for pole in POLES if pole in scorer.poles]
-        click.echo("rewards: calibrated head scores per pole (0 = an average answer, +1 = one std toward the pole)\n")
+        echo("rewards: calibrated head scores per pole (0 = an average answer, +1 = one std toward the pole)\n")
+        moved, total = 0, 0
         for number, question in enumerate(questions, start=1):
-            click.echo(f"Q{number}. {question}")
-            base_answer = unguided.invoke([HumanMessage(question)]).content
-            answers = {"unguided": base_answer}
+            echo(f"Q{number}. {question}  [{'held-out topic' if heldout else 'a topic the demo LM was trained on'}]")
+            answers = {"unguided": unguided.invoke([HumanMessage(question)]).content}
             lambdas = {}
             for user, model in steered.items():
                 message = model.invoke([HumanMessage(question)])
                 answers[user] = message.content
-                lam_info = message.response_metadata.get("personalization", {}).get("lambda", {})
-                lambdas[user] = lam_info.get("mean")
+                lambdas[user] = message.response_metadata.get("personalization", {}).get("lambda", {}).get("mean")
+            rewards = {label: scorer.score(question, answer) for label, answer in answers.items()}
+            entry = {"question": question, "trained_topic": not heldout, "answers": []}
             for label, answer in answers.items():
-                click.echo(_wrap(label, answer or "(empty answer)"))
-                rewards = scorer.score(question, answer)
-                line = "  ".join(f"{pole} {rewards[pole]:+.2f}" for pole in shown)
+                echo(_wrap(label, answer or "(empty answer)"))
+                line = "  ".join(f"{pole} {rewards[label][pole]:+.2f}" for pole in shown)
                 extra = ""
                 if label != "unguided":
+                    toward = _dimensions_moved(rewards[label], rewards["unguided"], inferred[label], DIMENSIONS)
+                    total += 1
+                    moved += len(toward) >= 2
                     extra = f"  | lambda mean {lambdas[label]:.2f}" if lambdas.get(label) is not None else ""
-                    if answer == base_answer:
+                    extra += f"  | moved toward {', '.join(toward) or 'none'} of its inferred poles"
+                    if answer == answers["unguided"]:
                         extra += "  | steering did not change this answer"
-                click.echo(" " * 13 + line + extra)
-            click.echo("")
+                echo(" " * 13 + line + extra)
+                entry["answers"].append({"who": label, "text": answer, "rewards": rewards[label]})
+            result["questions"].append(entry)
+            echo("")
         store.close()
-        click.echo(f"done in {time.perf_counter() - started:.1f} s")
+        result["moved_toward_inferred"] = {"answers": moved, "of": total, "rule": "on at least 2 of 3 dimensions, "
+                                           "the reward margin of the inferred pole over its opposite is larger "
+                                           "than the unguided answer's"}
+        echo(f"measured: {moved} of {total} personalised answers move toward their user's inferred pole on at "
+             "least 2 of 3 dimensions (vs the unguided answer)")
+        return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _dimensions_moved(own: dict[str, float], unguided: dict[str, float], inferred: dict[str, str],
+                      dimensions: dict[str, tuple[str, str]]) -> list[str]:
+    """The inferred poles this answer moved toward: the pole's reward margin over its opposite grew vs unguided."""
+    toward = []
+    for dimension, pole in inferred.items():
+        if dimension not in dimensions:
+            continue
+        a, b = dimensions[dimension]
+        other = b if pole == a else a
+        if own[pole] - own[other] > unguided[pole] - unguided[other]:
+            toward.append(pole)
+    return toward

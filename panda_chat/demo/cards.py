@@ -53,33 +53,38 @@ Reproduce: `{_REPRODUCE.format(seed=c['seed'])}`.
 """
 
 
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _heads_card(r: dict) -> str:
     c = r["config"]
     rows = "\n".join(
-        f"| `{h['pole']}` | {h['train_pairs']} | {h['val_accuracy']:.3f} | {h['heldout_accuracy']:.3f} "
-        f"| {h['heldout_prefix_accuracy']:.3f} |"
+        f"| `{h['pole']}` | {h['train_pairs']} | {_num(h['val_accuracy'])} | {h['heldout_accuracy']:.3f} "
+        f"| {h['heldout_prefix_accuracy']:.3f} | {_num(h.get('heldout_partial_accuracy'))} |"
         for h in r["heads"]
     )
     return f"""# panda-chat demo reward heads
 
-One Bradley-Terry reward head per pole of the default preference catalog, each a {c['head_kind']} layer on the demo
-base LM's final hidden state (`panda_chat.rewards.heads.RewardHead`), trained with
-`panda_chat.rewards.training.train_reward_head`. A head refuses to load onto another base model.
+One Bradley-Terry reward head per pole of the default preference catalog, each a {c['head_kind']} head on the demo
+base LM's final hidden state (`panda_chat.rewards.heads.RewardHead`), trained token-level by
+`panda_chat.rewards.bootstrap.bootstrap_heads` (the same command any model gets: `panda-chat reward bootstrap`).
+A head refuses to load onto another base model. `base/panda_heads.json` is the manifest ChatPanda reads.
 
 ## Data
-- Per pole: {c['head_pairs_per_pole']} pairs of complete answers and {c['head_pairs_per_pole']} pairs of answers cut
-  after the same number of words (PANDA scores partial answers), about training topics. Chosen has the pole,
-  rejected the opposite pole; the other two dimensions and the phrasing are the same.
-- Held-out: {c['heldout_pairs_per_pole']} pairs per pole (complete, and cut) about topics training never saw.
+- Per pole: {c['head_pairs_per_pole']} pairs about training topics, each compared at up to 16 token prefix lengths
+  after the two answers first differ, plus the complete answers (PANDA scores partial answers). Chosen has the
+  pole, rejected the opposite pole; the other two dimensions and the phrasing are the same.
+- Held-out: {c['heldout_pairs_per_pole']} pairs per pole about topics training never saw.
 
 ## Training
 - AdamW, up to {c['head_epochs']} epochs, early stopping on a random 10% validation split of the training pairs;
-  calibration (mean/std of the reward over the training responses) stored in each file.
+  calibration (mean/std of the reward over every training prefix) stored in each file.
 
 ## Results (pairwise accuracy, measured by the recipe)
 
-| pole | train pairs | validation | held-out topics, complete | held-out topics, cut |
-| --- | --- | --- | --- | --- |
+| pole | train pairs | validation | held-out topics, complete | held-out, cut after some words | held-out, every token prefix |
+| --- | --- | --- | --- | --- | --- |
 {rows}
 
 Reproduce: `{_REPRODUCE.format(seed=c['seed'])}`.

@@ -38,16 +38,14 @@ from transformers import (
 from panda_chat.decoding import PandaDecoder
 from panda_chat.demo.base_lm import BaseLMConfig, BaseLMReport, train_base_lm
 from panda_chat.demo.cards import write_cards
-from panda_chat.demo.corpus import POLES, DialogueCorpus, opposite_pole
+from panda_chat.demo.corpus import DialogueCorpus, style_pair_source
 from panda_chat.demo.lambda_stage import LambdaStageConfig, fit_demo_lambda
 from panda_chat.rewards.data import PreferencePair
 from panda_chat.rewards.features import ResponseFeaturizer, encode_response
 from panda_chat.rewards.heads import RewardHead
-from panda_chat.rewards.training import (
-    RewardTrainingConfig,
-    train_reward_head,
-    train_reward_model,
-)
+from panda_chat.rewards.bootstrap import bootstrap_heads, default_head_config
+from panda_chat.rewards.manifest import MANIFEST_FILE, HeadsManifest, LambdaEntry
+from panda_chat.rewards.training import RewardTrainingConfig, train_reward_model
 from panda_chat.tiny_models import train_tokenizer
 
 REPORT_FILE = "recipe_report.json"
@@ -64,10 +62,10 @@ class RecipeConfig(BaseModel):
     train_dialogues: int = Field(default=20000, gt=0)
     heldout_dialogues: int = Field(default=300, gt=0)
     base: BaseLMConfig = Field(default_factory=BaseLMConfig)
-    head_pairs_per_pole: int = Field(default=500, gt=1)  # complete answers; as many prefix pairs again
+    head_pairs_per_pole: int = Field(default=500, gt=1)  # each compared at up to 16 prefix lengths
     heldout_pairs_per_pole: int = Field(default=200, gt=0)
-    head_kind: str = "linear"
-    head_epochs: int = Field(default=30, gt=0)
+    head_kind: str = "mlp"
+    head_epochs: int = Field(default=40, gt=0)
     reward_model_pole: str = "expert"
     reward_model_pairs: int = Field(default=300, gt=1)
     reward_model_epochs: int = Field(default=2, gt=0)
@@ -98,7 +96,8 @@ class HeadResult(BaseModel):
     train_pairs: int
     val_accuracy: float | None  # on a random 10% of the training-topic pairs (early stopping)
     heldout_accuracy: float  # complete answers about held-out topics
-    heldout_prefix_accuracy: float  # answers cut mid-way, held-out topics
+    heldout_prefix_accuracy: float  # answers cut mid-way (after a random number of words), held-out topics
+    heldout_partial_accuracy: float | None = None  # every token prefix after the answers first differ
     seconds: float
 
 
@@ -238,26 +237,26 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
             "report": base_report.model_dump(mode="json"), "samples": samples,
         }, indent=2) + "\n", encoding="utf-8")
 
-    _stage("reward heads")
+    _stage("reward heads (token-level, panda_chat.rewards.bootstrap)")
     featurizer = ResponseFeaturizer(model, tokenizer, batch_size=32)
-    head_config = RewardTrainingConfig(epochs=config.head_epochs, seed=config.seed, head_kind=config.head_kind)
+    head_config = default_head_config(config.seed).model_copy(
+        update={"epochs": config.head_epochs, "head_kind": config.head_kind})
+    booted = bootstrap_heads(
+        model, tokenizer, out, base_model="panda_chat/demo/models/base", config=head_config, progress=progress,
+        pair_source=style_pair_source(config.seed, config.head_pairs_per_pole, config.heldout_pairs_per_pole),
+    )
     heads: list[HeadResult] = []
-    for pole in POLES:
-        pole_started = time.perf_counter()
-        pairs = (corpus.preference_pairs(pole, config.head_pairs_per_pole)
-                 + corpus.prefix_pairs(pole, config.head_pairs_per_pole))
-        trained = train_reward_head(
-            (model, tokenizer), pairs, name=pole, featurizer=featurizer, config=head_config, progress=progress,
-            description=f"Bradley-Terry reward for '{pole}' answers (vs '{opposite_pole(pole)}') on the demo base LM",
-        )
-        complete, prefixes = heldout_pairs(corpus, pole, config.heldout_pairs_per_pole)
-        path = trained.head.save(out / "heads" / f"{pole}.safetensors")
+    for pole_report in booted.poles:
+        pole = pole_report.pole
+        head = RewardHead.load(out / pole_report.path)
+        _, prefixes = heldout_pairs(corpus, pole, config.heldout_pairs_per_pole)
         heads.append(HeadResult(
-            pole=pole, file=str(path.relative_to(out)), train_pairs=trained.report.train_pairs,
-            val_accuracy=trained.report.val_accuracy,
-            heldout_accuracy=head_accuracy(trained.head, featurizer, complete),
-            heldout_prefix_accuracy=head_accuracy(trained.head, featurizer, prefixes),
-            seconds=time.perf_counter() - pole_started,
+            pole=pole, file=pole_report.path, train_pairs=pole_report.train_pairs,
+            val_accuracy=head.config.training.get("val_accuracy"),
+            heldout_accuracy=pole_report.accuracy or 0.0,
+            heldout_prefix_accuracy=head_accuracy(head, featurizer, prefixes),
+            heldout_partial_accuracy=pole_report.partial_accuracy,
+            seconds=pole_report.seconds,
         ))
 
     _stage(f"full reward model ({config.reward_model_pole})")
@@ -288,6 +287,8 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
                   **lam_report.model_dump(mode="json", exclude={"out"})}
     (out / LAMBDA_FILE).with_suffix(".json").write_text(json.dumps(lambda_fit, indent=2) + "\n", encoding="utf-8")
 
+    write_demo_manifest(out)
+
     report = RecipeReport(
         config=config, torch_version=torch.__version__, threads=torch.get_num_threads(),
         tokenizer_vocab=len(tokenizer), corpus_train_dialogues=len(train),
@@ -300,6 +301,20 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
     report.file_sizes_bytes = _file_sizes(out)
     (out / REPORT_FILE).write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def write_demo_manifest(out: Path) -> Path:
+    """The heads manifest ChatPanda reads, in the base model's folder: the bootstrap's, with paths from ``base/``
+    and the fitted lambda."""
+    manifest = HeadsManifest.load(out)
+    if manifest is None:
+        raise FileNotFoundError(f"no heads manifest in {out}: the heads stage did not run")
+    for entry in manifest.heads.values():
+        entry.path = f"../{entry.path}"
+    manifest.lam = LambdaEntry(path=f"../{LAMBDA_FILE}")
+    path = manifest.save(out / "base")
+    (out / MANIFEST_FILE).unlink()
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,91 @@
+"""Reward heads for any base model: ``panda-chat reward bootstrap``, the manifest ChatPanda reads, and what ChatPanda
+does on a model with no heads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import pytest
+from click.testing import CliRunner
+
+from panda_chat.chat_model import ChatPanda
+from panda_chat.cli import main
+from panda_chat.rewards.manifest import HEADS_DIR_ENV, MANIFEST_FILE, HeadsManifest
+from profiles import ProfileStore
+
+HUMOUR = """
+[[dimensions]]
+name = "humour"
+[[dimensions.poles]]
+name = "serious"
+description = "A serious, matter-of-fact answer."
+examples = ["No jokes please, this is important.", "Keep it strictly factual."]
+[[dimensions.poles]]
+name = "playful"
+description = "A light, playful, funny answer."
+examples = ["Make it funny!", "Tell it with a joke or two."]
+"""
+
+
+@pytest.fixture
+def model_copy(tiny_models, tmp_path):
+    """A fresh folder of the tiny base model (ChatPanda's runtimes are per folder, so nothing is shared)."""
+    return shutil.copytree(tiny_models.base, tmp_path / "model")
+
+
+def bootstrap(*args):
+    return CliRunner().invoke(main, ["reward", "bootstrap", *map(str, args), "--pairs", "20", "--threads", "1"])
+
+
+def test_bootstrap_writes_a_head_per_pole_with_accuracies_and_refuses_to_overwrite(model_copy, tmp_path):
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(HUMOUR, encoding="utf-8")
+    out = tmp_path / "heads"
+    result = bootstrap("--base", model_copy, "--out", out, "--catalog", catalog, "--self-pairs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    poles = {p["pole"]: p for p in report["poles"]}
+    # poles given only in words become heads too; the corpus's poles get its pairs (and self-written ones kept)
+    assert all(poles[p]["source"] == "words" and poles[p]["accuracy"] is None for p in ("serious", "playful"))
+    assert poles["formal"]["source"] in ("corpus", "corpus+self") and poles["formal"]["accuracy"] is not None
+    manifest = HeadsManifest.load(out)
+    assert set(manifest.heads) == set(poles)
+    assert all((out / entry.path).is_file() for entry in manifest.heads.values())
+    again = bootstrap("--base", model_copy, "--out", out, "--catalog", catalog)
+    assert again.exit_code != 0 and "--force" in again.stderr
+
+
+def test_corpus_poles_report_complete_and_partial_accuracy_and_chat_panda_uses_the_heads(model_copy, tmp_path):
+    result = bootstrap("--base", model_copy, "--self-pairs", "0", "--json")  # default --out: the model folder
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {p["source"] for p in report["poles"]} == {"corpus"}
+    for pole in report["poles"]:
+        assert 0.0 <= pole["accuracy"] <= 1.0 and 0.0 <= pole["partial_accuracy"] <= 1.0
+    assert (model_copy / MANIFEST_FILE).is_file()
+    with ProfileStore(tmp_path / "p.db", embedder="hashing") as store:
+        store.set_preference("ann", "tone", "formal")
+        answer = ChatPanda(model=str(model_copy), store=store, user_id="ann", max_tokens=4, device="cpu").invoke("Hi")
+    assert answer.response_metadata["personalization"]["reward_kinds"] == ["head"]
+
+
+def test_a_model_without_heads_says_so_once_or_builds_them(model_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv(HEADS_DIR_ENV, str(tmp_path / "user-heads"))
+    with ProfileStore(tmp_path / "p.db", embedder="hashing") as store:
+        store.set_preference("ann", "tone", "formal")
+        llm = ChatPanda(model=str(model_copy), store=store, user_id="ann", max_tokens=3, device="cpu")
+        with pytest.warns(RuntimeWarning, match=f"panda-chat reward bootstrap --base {model_copy}"):
+            llm.invoke("Hi")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # said once, not on every call
+            assert llm.invoke("Hi").response_metadata["personalization"]["reward_kinds"] == ["zero_shot"]
+
+        fresh = shutil.copytree(model_copy, tmp_path / "model2")
+        builder = ChatPanda(model=str(fresh), store=store, user_id="ann", max_tokens=3, device="cpu",
+                            build_heads=True)
+        answer = builder.invoke("Hi")
+    assert answer.response_metadata["personalization"]["reward_kinds"] == ["head"]
+    built = list((tmp_path / "user-heads").glob(f"*/{MANIFEST_FILE}"))
+    assert len(built) == 1 and not (fresh / MANIFEST_FILE).exists()  # the user's model folder is left alone
