@@ -68,6 +68,8 @@ def message_text(message: BaseMessage) -> str:
             parts.append(str(block.get("text", "")))
         elif isinstance(block, dict) and block.get("type") in {"reasoning", "thinking"}:
             continue  # a previous answer's reasoning is not part of the conversation text
+        elif isinstance(block, dict) and block.get("type") in {"tool_use", "tool_call", "tool_call_chunk"}:
+            continue  # a call block duplicates the message's tool_calls, which are rendered as calls
         else:
             kind = block.get("type", "unknown") if isinstance(block, dict) else type(block).__name__
             raise UnsupportedContentError(

@@ -178,6 +178,12 @@ class ChatPanda(BaseChatModel):
     max_tool_rounds: int = Field(default=4, ge=0)
     """With ``tool_choice="auto"``, the most tool calls made since the user last spoke before the model must answer:
     a small local model could otherwise call tools forever in an agent loop."""
+    call_bias: float = 0.0
+    """With ``tool_choice="auto"``, log-odds added in favour of calling a tool (a model that under-calls can be
+    nudged: a large value calls whenever tools are bound, within ``max_tool_rounds``)."""
+    copy_bias: float = Field(default=2.0, ge=0.0)
+    """Log-probability added to JSON values (tool arguments, structured output) that copy the user's last message
+    (its quoted spans when it has any): small models then extract "Oslo" from "weather in Oslo?"."""
 
     @model_validator(mode="before")
     @classmethod
@@ -211,6 +217,8 @@ class ChatPanda(BaseChatModel):
             "strength": self.strength,
             "chat_template": self.chat_template,
             "max_tool_rounds": self.max_tool_rounds,
+            "call_bias": self.call_bias,
+            "copy_bias": self.copy_bias,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -413,7 +421,8 @@ class ChatPanda(BaseChatModel):
         """JSON for ``schema`` (after ``prefix``), every token constrained to it (see ``structured``)."""
         grammar = compile_schema(schema, separators)
         constraint = JsonConstraint(runtime.tokenizer, [grammar] * len(rows), runtime.decoder.vocab_size,
-                                    options.max_tokens, schema_size=len(json.dumps(schema)))
+                                    options.max_tokens, schema_size=len(json.dumps(schema)),
+                                    sources=[_last_human_text(row.messages) for row in rows], copy_bias=self.copy_bias)
         outputs = self._generate_rows(runtime, [row.prompt + prefix for row in rows], rows, options, emit,
                                       cancelled, constraint, stop=[])
         answers = []
@@ -444,9 +453,8 @@ class ChatPanda(BaseChatModel):
         answer.text, answer.tool_calls = "", [call]
         return answer
 
-    @staticmethod
-    def _prefers_call(runtime: ModelRuntime, row: _Row, tool_format: ToolFormat) -> bool:
-        """Whether a tool call's first token is the model's most likely next token after the prompt."""
+    def _prefers_call(self, runtime: ModelRuntime, row: _Row, tool_format: ToolFormat) -> bool:
+        """Whether a tool call's first token (plus ``call_bias``) is the model's most likely next token."""
         logprobs = runtime.next_token_logprobs(row.prompt)
         base = runtime.prompt_ids(row.prompt)
         ids = runtime.prompt_ids(row.prompt + tool_format.opening + '{"')
@@ -455,7 +463,7 @@ class ChatPanda(BaseChatModel):
             common += 1
         if common >= len(ids):
             return False
-        return bool(logprobs[ids[common]] >= logprobs.max())
+        return bool(logprobs[ids[common]] + self.call_bias >= logprobs.max())
 
     def _stream_decode(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
                        put: Callable[[tuple], None], cancelled: threading.Event) -> None:

@@ -42,12 +42,7 @@ NONE = "none"
 
 def openai_tools(tools: Sequence[Any]) -> list[dict[str, Any]]:
     """Tools (LangChain tools, functions, pydantic classes, TypedDicts, OpenAI dicts) as OpenAI tool dicts."""
-    converted = [convert_to_openai_tool(tool) for tool in tools]
-    names = [tool["function"]["name"] for tool in converted]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"bind_tools got two tools named {', '.join(duplicates)}: tool names must be unique")
-    return converted
+    return [convert_to_openai_tool(tool) for tool in tools]
 
 
 def tool_choice_of(choice: Any, tools: Sequence[dict[str, Any]]) -> str:

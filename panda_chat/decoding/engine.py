@@ -35,8 +35,9 @@ from panda_chat.rewards.loading import RewardSpec, load_reward
 
 Prompts = str | Sequence[str] | Sequence[Sequence[int]]
 TokenCallback = Callable[[int, str], None]
-# (rows still decoding, each one's tokens so far) -> which tokens each may take next, (B, V) bool, or None for all.
-# Applied before the top-k, so constrained decoding (JSON schemas, tool calls) keeps PANDA's re-scoring intact.
+# (rows still decoding, each one's tokens so far) -> which tokens each may take next, (B, V) bool, or (B, V) scores
+# added to the logits (-inf forbids), or None for all. Applied before the top-k, so constrained decoding (JSON
+# schemas, tool calls) keeps PANDA's re-scoring of the candidates intact.
 TokenFilter = Callable[[list[int], list[list[int]]], "torch.Tensor | None"]
 
 
@@ -312,8 +313,10 @@ class PandaDecoder:
             logits = logits.float()
             if token_filter is not None:  # constrained decoding: disallowed tokens never become candidates
                 allowed = token_filter(rows, [stops.rows[row].token_ids for row in rows])
-                if allowed is not None:
+                if allowed is not None and allowed.dtype == torch.bool:
                     logits = logits.masked_fill(~allowed.to(device), float("-inf"))
+                elif allowed is not None:
+                    logits = logits + allowed.to(device)
             top_logits, candidate_ids = logits.topk(options.top_k, dim=-1)  # 1. Z = top-k of pi_b: (B, k)
             candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)  # their log-probs
             lam = plan.lambdas(context, step)[rows].to(device)  # lambda(x, t): (B,)
