@@ -30,7 +30,7 @@ def test_lambda_and_rewards_interfaces_do_not_import_the_decoder():
 
 # The README's layout table, top to bottom: a module may import only from its own package or one further down.
 LAYERS = [
-    "cli", "chat_model", "demo", "evaluation", "personalize", "decoding", "rewards", "lam",
+    "cli", "langgraph", "chat_model", "demo", "evaluation", "personalize", "decoding", "rewards", "lam",
     "metrics", "registry", "tree_attention", "weights_file", "tiny_models",
 ]
 

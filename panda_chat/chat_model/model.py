@@ -200,6 +200,13 @@ class ChatPanda(BaseChatModel):
     def _llm_type(self) -> str:
         return "panda-chat"
 
+    def _resolve_model_profile(self) -> dict[str, Any]:
+        """What agents may rely on: text in and out, tool calling with tool choice, and native structured output
+        (``create_agent(response_format=...)`` then asks for a JSON answer instead of a forced extra tool)."""
+        return {"text_inputs": True, "text_outputs": True, "image_inputs": False, "audio_inputs": False,
+                "pdf_inputs": False, "video_inputs": False, "tool_calling": True, "tool_choice": True,
+                "structured_output": True}
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
         """Everything that changes an answer, the user included (LangChain's cache key is built from it)."""
@@ -257,9 +264,13 @@ class ChatPanda(BaseChatModel):
         elif "user_id" in configurable:
             merged["user_id"] = validate_user_id(configurable["user_id"], where="configurable.user_id")
         if "conversation_id" not in merged:
-            value = configurable.get("conversation_id", metadata.get("conversation_id"))
-            if value is not None:
-                merged["conversation_id"] = value
+            # a LangGraph thread (checkpointer) or a RunnableWithMessageHistory session is one stored conversation
+            keys = [configurable.get("thread_id"), configurable.get("session_id")]
+            for value in (configurable.get("conversation_id"), metadata.get("conversation_id"),
+                          *(str(key) for key in keys if key is not None)):
+                if value is not None:
+                    merged["conversation_id"] = value
+                    break
         return merged
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
@@ -373,11 +384,16 @@ class ChatPanda(BaseChatModel):
                 cancelled: threading.Event | None = None) -> list[_Answer]:
         """Answer every row: one padded decode, constrained to the JSON schema for structured output; with tools
         bound, each row calls a tool or answers (``_decode_tools``). ``cancelled`` stops the decode within a step."""
+        if options.calls_tools:
+            return [self._decode_tools(runtime, row, options, cancelled) for row in rows]
+        return self._decode_answers(runtime, rows, options, emit, cancelled)
+
+    def _decode_answers(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
+                        emit: Callable[[int, str], None] | None, cancelled: threading.Event | None) -> list[_Answer]:
+        """Answers: JSON for the response format when there is one, else text."""
         if options.response_format is not None:
             schema = json_schema_of(options.response_format)
             return self._decode_json(runtime, rows, options, schema, emit, cancelled)
-        if options.calls_tools:
-            return [self._decode_tools(runtime, row, options, cancelled) for row in rows]
         return self._decode_text(runtime, rows, options, emit, cancelled)
 
     def _generate_rows(self, runtime: ModelRuntime, prompts: list[str], rows: list[_Row], options: _CallOptions,
@@ -440,7 +456,7 @@ class ChatPanda(BaseChatModel):
         made = calls_since_last_user(to_turns(row.messages))
         choice = options.tool_choice
         if choice == AUTO and (len(made) >= self.max_tool_rounds or not self._prefers_call(runtime, row, tool_format)):
-            return self._decode_text(runtime, [row], options, None, cancelled)[0]
+            return self._decode_answers(runtime, [row], options, None, cancelled)[0]
         schema = call_schema(options.tools, None if choice in (ANY, AUTO) else choice, tool_format.arguments_key)
         answer = self._decode_json(runtime, [row], options, schema, None, cancelled, prefix=tool_format.opening,
                                    separators=tool_format.separators)[0]
@@ -449,7 +465,7 @@ class ChatPanda(BaseChatModel):
             past["function"]["name"] == call["name"] and past["function"]["arguments"] == call["args"]
             for past in made
         ):  # the result of this very call is already in the conversation: answer with it
-            return self._decode_text(runtime, [row], options, None, cancelled)[0]
+            return self._decode_answers(runtime, [row], options, None, cancelled)[0]
         answer.text, answer.tool_calls = "", [call]
         return answer
 

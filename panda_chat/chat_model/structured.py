@@ -131,7 +131,7 @@ class _RowState:
             elif byte == 0x22:
                 self.in_string, opened_here = True, True
                 self.value_start = len(self.written)
-            elif byte in b":,[{}]":
+            elif byte in b" :,[{}]":
                 self.value_start = len(self.written)
         if self.in_string:
             self.string_tokens = int(self.value_start < len(self.written)) if opened_here else self.string_tokens + 1
