@@ -57,11 +57,13 @@ class User(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_user_external_key", "user_id", "external_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(_user_fk(), index=True)
     title: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    external_key: Mapped[str | None] = mapped_column(String(255))  # a caller's own id (LangGraph thread id), per user
 
 
 class Message(Base):

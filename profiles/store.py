@@ -459,6 +459,51 @@ class ProfileStore:
                 insert(Conversation).values(user_id=pk, title=title, created_at=_now()).returning(Conversation.id)
             )
 
+    # ------------------------------------------------------------------- conversations keyed by a caller's own id
+
+    def conversation_for_key(self, user_id: str, key: str, create: bool = True) -> int | None:
+        """The user's conversation for an external key (a LangGraph thread id, a session id), created on first use
+        (``create=False``: None when there is none).
+
+        Keys are per user: two users' "thread-1" are two conversations, and forgetting a user takes theirs along.
+        """
+        if not isinstance(key, str) or not key or len(key) > 255:
+            raise InvalidInputError(f"a conversation key must be a string of 1 to 255 characters, got {key!r}")
+        with self._write() if create else self._read() as session:  # a write holds SQLite's lock: no twin is made
+            pk = self._ensure_user(session, user_id) if create else self._user_pk(session, user_id)
+            found = None if pk is None else session.scalar(
+                select(Conversation.id).where(Conversation.user_id == pk, Conversation.external_key == key)
+            )
+            if found is not None or not create:
+                return found
+            return session.scalar(
+                insert(Conversation).values(user_id=pk, title=None, created_at=_now(), external_key=key)
+                .returning(Conversation.id)
+            )
+
+    def conversation_keys(self, user_id: str, prefix: str = "") -> dict[int, str]:
+        """The user's keyed conversations whose key starts with ``prefix``: {conversation id: key}."""
+        with self._read() as session:
+            pk = self._user_pk(session, user_id)
+            if pk is None:
+                return {}
+            rows = session.execute(select(Conversation.id, Conversation.external_key).where(
+                Conversation.user_id == pk, Conversation.external_key.is_not(None))).all()
+        return {conversation: key for conversation, key in rows if key.startswith(prefix)}
+
+    def delete_conversation_key(self, user_id: str, key: str) -> bool:
+        """Delete the user's conversation for ``key`` with its messages and their embeddings; False when none."""
+        with self._write() as session:
+            pk = self._user_pk(session, user_id)
+            if pk is None:
+                return False
+            deleted = session.execute(delete(Conversation).where(
+                Conversation.user_id == pk, Conversation.external_key == key)).rowcount
+            if deleted:  # the index cache is rebuilt without the deleted vectors on its next use
+                generation = self._bump_generation(session)
+                session.execute(update(StoreState).where(StoreState.id == 1).values(purged_generation=generation))
+        return bool(deleted)
+
     def add_message(
         self,
         user_id: str,

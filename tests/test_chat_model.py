@@ -320,11 +320,6 @@ def test_token_counts_use_the_models_own_tokenizer(llm, tiny_models):
     assert llm.get_num_tokens_from_messages([HumanMessage("hi")]) == len(tokenizer(prompt)["input_ids"])
 
 
-def test_bind_tools_says_clearly_it_is_not_supported(llm):
-    with pytest.raises(ValueError, match="does not support tool calling.*with_structured_output"):
-        llm.bind_tools([])
-
-
 def test_a_model_without_chat_template_fails_clearly_unless_one_is_given(tiny_models, store, tmp_path):
     folder = shutil.copytree(tiny_models.base, tmp_path / "no-template")
     config_file = folder / "tokenizer_config.json"

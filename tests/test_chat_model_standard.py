@@ -1,7 +1,8 @@
 """LangChain's standard conformance suites for chat models, on the tiny test model.
 
-The flags say what ChatPanda does and does not do: no tool calling (``bind_tools`` refuses), structured output and
-JSON mode through schema-guided JSON, usage metadata, per-call model override; text only (no images, audio, PDFs).
+The flags say what ChatPanda does and does not do: tool calling with tool choice (calls decoded under the tool's JSON
+schema), structured output and JSON mode (schema-constrained JSON), usage metadata, per-call model override; text
+only (no images, audio, PDFs: those tests skip).
 """
 
 from __future__ import annotations
@@ -40,11 +41,18 @@ class _Params:
     @property
     def chat_model_params(self) -> dict:
         setup = self.setup
-        return {"model": setup["model"], "store": setup["store"], "device": "cpu", "user_id": "standard-suite"}
+        # call_bias: a random tiny model never prefers a call by itself, and the agent-loop test expects one under
+        # tool_choice="auto"; max_tool_rounds=1 then makes it answer once the tool's result is in.
+        return {"model": setup["model"], "store": setup["store"], "device": "cpu", "user_id": "standard-suite",
+                "call_bias": 100.0, "max_tool_rounds": 1}
 
     @property
     def has_tool_calling(self) -> bool:
-        return False  # bind_tools raises: a local model with no tool-call format
+        return True
+
+    @property
+    def has_tool_choice(self) -> bool:
+        return True  # the suite then forces calls with tool_choice="any": a random tiny model would rarely choose to
 
     @property
     def has_structured_output(self) -> bool:

@@ -1,7 +1,7 @@
 """API keys of the HTTP server; on PostgreSQL with pgvector, a vector column for retrieval in SQL.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 Create Date: 2026-11-28 23:10:00
 
 ``api_keys``: see ``profiles.keys``. ``message_embeddings.embedding`` (PostgreSQL only, when the ``vector``
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0004'
-down_revision = '0001'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

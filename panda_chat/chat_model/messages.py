@@ -4,6 +4,10 @@ Chat models are trained on one exact turn format, so the prompt is always render
 (or one given explicitly), never by a hand-written format. Before rendering, consecutive messages of one role are
 merged into one turn: many templates reject two user turns in a row, and a model sees the merged turn the same way a
 person would. System messages are kept as system turns.
+
+An assistant turn keeps its tool calls and a tool turn the id of the call it answers (``Turn.tool_calls``,
+``Turn.tool_call_id``), in the OpenAI layout chat templates read; ``chat_model.tools`` decides how a template that
+has no tool support sees them.
 """
 
 from __future__ import annotations
@@ -36,9 +40,19 @@ class Turn:
 
     role: str
     content: str
+    tool_calls: tuple[dict[str, Any], ...] = ()  # assistant turns: {"id", "type": "function", "function": {...}}
+    tool_call_id: str | None = None  # tool turns: the call this result answers
+    name: str | None = None  # tool turns: the tool's name
 
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def as_dict(self) -> dict[str, Any]:
+        turn: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            turn["tool_calls"] = [dict(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            turn["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            turn["name"] = self.name
+        return turn
 
 
 def message_text(message: BaseMessage) -> str:
@@ -54,6 +68,8 @@ def message_text(message: BaseMessage) -> str:
             parts.append(str(block.get("text", "")))
         elif isinstance(block, dict) and block.get("type") in {"reasoning", "thinking"}:
             continue  # a previous answer's reasoning is not part of the conversation text
+        elif isinstance(block, dict) and block.get("type") in {"tool_use", "tool_call", "tool_call_chunk"}:
+            continue  # a call block duplicates the message's tool_calls, which are rendered as calls
         else:
             kind = block.get("type", "unknown") if isinstance(block, dict) else type(block).__name__
             raise UnsupportedContentError(
@@ -78,21 +94,34 @@ def message_role(message: BaseMessage) -> str:
 
 
 def to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
-    """Messages -> turns, consecutive messages of one role merged (their texts joined by a blank line)."""
+    """Messages -> turns, consecutive messages of one role merged (their texts joined by a blank line); tool calls
+    and tool results are kept (a tool result is never merged: each answers its own call)."""
     turns: list[Turn] = []
     for message in messages:
         role, text = message_role(message), message_text(message)
-        if turns and turns[-1].role == role:
-            turns[-1] = Turn(role, f"{turns[-1].content}\n\n{text}" if turns[-1].content else text)
+        calls = tuple(_openai_call(call) for call in message.tool_calls) if isinstance(message, AIMessage) else ()
+        if isinstance(message, ToolMessage):
+            turns.append(Turn("tool", text, tool_call_id=message.tool_call_id, name=message.name))
+        elif turns and turns[-1].role == role and role != "tool":
+            merged = f"{turns[-1].content}\n\n{text}" if turns[-1].content and text else turns[-1].content or text
+            turns[-1] = Turn(role, merged, tool_calls=turns[-1].tool_calls + calls)
         else:
-            turns.append(Turn(role, text))
+            turns.append(Turn(role, text, tool_calls=calls))
     return turns
 
 
-def render_prompt(turns: Sequence[Turn], tokenizer: Any, chat_template: str | None = None) -> str:
+def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A LangChain tool call in the layout chat templates expect (arguments as an object)."""
+    return {"id": call.get("id") or "", "type": "function",
+            "function": {"name": call["name"], "arguments": dict(call.get("args") or {})}}
+
+
+def render_prompt(turns: Sequence[Turn], tokenizer: Any, chat_template: str | None = None,
+                  tools: Sequence[dict[str, Any]] | None = None, add_generation_prompt: bool = True) -> str:
     """The prompt text the model continues: the turns rendered by the chat template, ending with the assistant cue.
 
-    ``tokenizer`` is a Hugging Face tokenizer; ``chat_template`` (a Jinja string) replaces the tokenizer's own.
+    ``tokenizer`` is a Hugging Face tokenizer; ``chat_template`` (a Jinja string) replaces the tokenizer's own;
+    ``tools`` (OpenAI tool dicts) go to the template's ``tools`` variable.
     """
     template = chat_template or getattr(tokenizer, "chat_template", None)
     if not template:
@@ -108,7 +137,8 @@ def render_prompt(turns: Sequence[Turn], tokenizer: Any, chat_template: str | No
             [turn.as_dict() for turn in turns],
             chat_template=template,
             tokenize=False,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
+            **({"tools": list(tools)} if tools else {}),
         )
     except Exception as error:  # jinja raises its own TemplateError types (e.g. "roles must alternate")
         roles = ", ".join(turn.role for turn in turns)

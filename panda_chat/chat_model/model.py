@@ -48,7 +48,18 @@ from panda_chat.chat_model.context_window import fit_turns
 from panda_chat.chat_model.messages import Turn, message_text, render_prompt, to_turns
 from panda_chat.chat_model.profile_access import ProfileAccess, open_profile_store
 from panda_chat.chat_model.runtime import ModelRuntime, model_runtime
-from panda_chat.chat_model.structured import JsonWriter
+from panda_chat.chat_model.structured import JsonConstraint, compile_schema, json_schema_of
+from panda_chat.chat_model.tools import (
+    ANY,
+    AUTO,
+    NONE,
+    ToolFormat,
+    call_schema,
+    calls_since_last_user,
+    openai_tools,
+    parse_call,
+    tool_choice_of,
+)
 from panda_chat.decoding import GenerationOutput
 from panda_chat.decoding.limits import context_length
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
@@ -57,6 +68,7 @@ from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
 # Call arguments ChatPanda understands besides LangChain's own; anything else is refused (a typo would be ignored).
 _CALL_OPTIONS = {
     "user_id", "conversation_id", "model", "max_tokens", "temperature", "top_k", "seed", "response_format", "stream",
+    "tools", "tool_choice", "parallel_tool_calls",
 }
 # Standard LangChain constructor arguments that mean nothing for a local model; accepted and ignored.
 _IGNORED_STANDARD_PARAMS = {"api_key", "base_url", "timeout", "max_retries"}
@@ -87,6 +99,12 @@ class _CallOptions:
     seed: int | None
     stop: list[str]
     response_format: dict[str, Any] | None  # a JSON schema for structured output; {} is "any JSON object"
+    tools: list[dict[str, Any]] = field(default_factory=list)  # bound tools, as OpenAI tool dicts
+    tool_choice: str = AUTO  # "auto", "any", "none" or a tool's name
+
+    @property
+    def calls_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != NONE
 
 
 @dataclass
@@ -111,6 +129,7 @@ class _Answer:
     prompt_tokens: int
     completion_tokens: int
     lambdas: list[float] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def of(cls, output: GenerationOutput) -> _Answer:
@@ -162,6 +181,15 @@ class ChatPanda(BaseChatModel):
     build_heads: bool = False
     """A model with no reward heads (no manifest, see ``panda-chat reward bootstrap``): True builds them on first
     use (once, with a progress bar); False says so once, names the command, and scores with the zero-shot reward."""
+    max_tool_rounds: int = Field(default=4, ge=0)
+    """With ``tool_choice="auto"``, the most tool calls made since the user last spoke before the model must answer:
+    a small local model could otherwise call tools forever in an agent loop."""
+    call_bias: float = 0.0
+    """With ``tool_choice="auto"``, log-odds added in favour of calling a tool (a model that under-calls can be
+    nudged: a large value calls whenever tools are bound, within ``max_tool_rounds``)."""
+    copy_bias: float = Field(default=2.0, ge=0.0)
+    """Log-probability added to JSON values (tool arguments, structured output) that copy the user's last message
+    (its quoted spans when it has any): small models then extract "Oslo" from "weather in Oslo?"."""
 
     @model_validator(mode="before")
     @classmethod
@@ -177,6 +205,13 @@ class ChatPanda(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "panda-chat"
+
+    def _resolve_model_profile(self) -> dict[str, Any]:
+        """What agents may rely on: text in and out, tool calling with tool choice, and native structured output
+        (``create_agent(response_format=...)`` then asks for a JSON answer instead of a forced extra tool)."""
+        return {"text_inputs": True, "text_outputs": True, "image_inputs": False, "audio_inputs": False,
+                "pdf_inputs": False, "video_inputs": False, "tool_calling": True, "tool_choice": True,
+                "structured_output": True}
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -194,6 +229,9 @@ class ChatPanda(BaseChatModel):
             "lam": self.lam if isinstance(self.lam, (int, float)) or self.lam is None else repr(self.lam),
             "strength": self.strength,
             "chat_template": self.chat_template,
+            "max_tool_rounds": self.max_tool_rounds,
+            "call_bias": self.call_bias,
+            "copy_bias": self.copy_bias,
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
@@ -232,9 +270,13 @@ class ChatPanda(BaseChatModel):
         elif "user_id" in configurable:
             merged["user_id"] = validate_user_id(configurable["user_id"], where="configurable.user_id")
         if "conversation_id" not in merged:
-            value = configurable.get("conversation_id", metadata.get("conversation_id"))
-            if value is not None:
-                merged["conversation_id"] = value
+            # a LangGraph thread (checkpointer) or a RunnableWithMessageHistory session is one stored conversation
+            keys = [configurable.get("thread_id"), configurable.get("session_id")]
+            for value in (configurable.get("conversation_id"), metadata.get("conversation_id"),
+                          *(str(key) for key in keys if key is not None)):
+                if value is not None:
+                    merged["conversation_id"] = value
+                    break
         return merged
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
@@ -258,6 +300,7 @@ class ChatPanda(BaseChatModel):
         unknown = set(kwargs) - _CALL_OPTIONS
         if unknown:
             raise TypeError(f"ChatPanda got unknown call arguments: {', '.join(sorted(unknown))}")
+        tools = list(kwargs.get("tools") or [])
         return _CallOptions(
             model=str(kwargs.get("model") or self.model_name or default_model_path()),
             user_id=validate_user_id(kwargs["user_id"] if "user_id" in kwargs else self.user_id,
@@ -269,6 +312,8 @@ class ChatPanda(BaseChatModel):
             seed=kwargs.get("seed", self.seed),
             stop=list(stop if stop is not None else (self.stop or [])),
             response_format=kwargs.get("response_format"),
+            tools=tools,
+            tool_choice=tool_choice_of(kwargs.get("tool_choice"), tools) if tools else NONE,
         )
 
     def _runtime(self, options: _CallOptions) -> ModelRuntime:
@@ -287,7 +332,7 @@ class ChatPanda(BaseChatModel):
         turns = to_turns(messages)
         if options.response_format is not None:
             turns = _with_json_instruction(turns, options.response_format)
-        prompt, dropped = fit_turns(turns, lambda kept: render_prompt(kept, runtime.tokenizer, self.chat_template),
+        prompt, dropped = fit_turns(turns, lambda kept: self._render(kept, runtime, options),
                                     lambda text: len(runtime.prompt_ids(text)), _prompt_budget(runtime, options))
         query = _last_human_text(messages)
         if not (self.record or self.personalize):  # plain decoding, nothing stored: the store is never opened
@@ -301,6 +346,14 @@ class ChatPanda(BaseChatModel):
         user_heads = profiles.user_heads(user_id, runtime.decoder.model) if self.personalize else []
         plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context, user_heads)
         return _Row(list(messages), user_id, conversation_id, prompt, plan, dropped_turns=dropped)
+
+    def _render(self, turns: list[Turn], runtime: ModelRuntime, options: _CallOptions) -> str:
+        """The prompt: turns (tool calls and results included) and the bound tools, as the template can show them."""
+        tool_format = ToolFormat.of(runtime.tokenizer, self.chat_template)
+        tools = options.tools if options.calls_tools else None
+        shown = tool_format.prompt_turns(turns, tools)
+        return render_prompt(shown, runtime.tokenizer, self.chat_template,
+                             tools=tools if tool_format.template_tools else None)
 
     def _personalizer(self, runtime: ModelRuntime, catalog: PreferenceCatalog, embedder: Any) -> Personalizer:
         """The catalog with the model's own rewards (if it ships any), and the lambda: ``lam`` when set, else the
@@ -317,7 +370,7 @@ class ChatPanda(BaseChatModel):
 
     def _finish(self, row: _Row, answer: _Answer, options: _CallOptions) -> tuple[dict, dict]:
         """Record the answer; return (usage_metadata, response_metadata) for the message."""
-        if self.record and row.conversation_id is not None:
+        if self.record and row.conversation_id is not None and not answer.tool_calls:
             self._profiles().record_answer(row.user_id, row.conversation_id, answer.text)
         usage = {
             "input_tokens": answer.prompt_tokens,
@@ -341,40 +394,113 @@ class ChatPanda(BaseChatModel):
     # ------------------------------------------------------------------------------------------------ decoding
 
     def _decode(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
-                emit: Callable[[int, str], None] | None) -> list[_Answer]:
-        """Answer every row in one padded decode (or, for structured output, one row by schema-guided decodes)."""
+                emit: Callable[[int, str], None] | None,
+                cancelled: threading.Event | None = None) -> list[_Answer]:
+        """Answer every row: one padded decode, constrained to the JSON schema for structured output; with tools
+        bound, each row calls a tool or answers (``_decode_tools``). ``cancelled`` stops the decode within a step."""
+        if options.calls_tools:
+            return [self._decode_tools(runtime, row, options, cancelled) for row in rows]
+        return self._decode_answers(runtime, rows, options, emit, cancelled)
+
+    def _decode_answers(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
+                        emit: Callable[[int, str], None] | None, cancelled: threading.Event | None) -> list[_Answer]:
+        """Answers: JSON for the response format when there is one, else text."""
         if options.response_format is not None:
-            if len(rows) != 1:
-                raise ValueError("structured output answers one conversation per call")
-            return [self._decode_structured(runtime, rows[0], options, emit)]
+            schema = json_schema_of(options.response_format)
+            return self._decode_json(runtime, rows, options, schema, emit, cancelled)
+        return self._decode_text(runtime, rows, options, emit, cancelled)
+
+    def _generate_rows(self, runtime: ModelRuntime, prompts: list[str], rows: list[_Row], options: _CallOptions,
+                       emit: Callable[[int, str], None] | None, cancelled: threading.Event | None,
+                       constraint: JsonConstraint | None = None, stop: list[str] | None = None) -> list:
+        """One PANDA decode of ``prompts`` with each row's steering (the one place ChatPanda calls the decoder)."""
         rewards: dict = {}
         for row in rows:
             rewards.update(row.plan.rewards)
-        features = [row.plan.preference_features for row in rows]
-        outputs = runtime.scheduler.generate(  # shares decoding steps with every other call on this model
-            [row.prompt for row in rows],
+        common: dict[str, Any] = dict(
             weights=[row.plan.weights for row in rows],
             lam=[row.plan.lam for row in rows],
             rewards=rewards,
-            preference_features=_features_tensor(features),
+            preference_features=_features_tensor([row.plan.preference_features for row in rows]),
             top_k=options.top_k,
-            max_new_tokens=options.max_tokens,
             greedy=options.temperature == 0,
             temperature=options.temperature or 1.0,
             seed=options.seed,
-            stop=options.stop,
-            on_token=emit,
+            stop=options.stop if stop is None else stop,
         )
+        if constraint is None:  # plain text: the scheduler shares decoding steps with every other call on this model
+
+            def on_token(row: int, piece: str) -> None:
+                if cancelled is not None and cancelled.is_set():
+                    raise _Cancelled()  # the scheduler frees this call's rows at the next step
+                if emit is not None:
+                    emit(row, piece)
+
+            return runtime.scheduler.generate(prompts, max_new_tokens=options.max_tokens, on_token=on_token, **common)
+
+        def token_filter(active: list[int], generated: list[list[int]]) -> torch.Tensor | None:
+            if cancelled is not None and cancelled.is_set():
+                raise _Cancelled()
+            return constraint(active, generated)
+
+        with runtime.lock:  # constrained decodes run on their own (the scheduler has no per-row token filter)
+            return runtime.decoder.generate(prompts, max_new_tokens=constraint.hard_limit, on_token=emit,
+                                            token_filter=token_filter, **common)
+
+    def _decode_text(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
+                     emit: Callable[[int, str], None] | None, cancelled: threading.Event | None) -> list[_Answer]:
+        outputs = self._generate_rows(runtime, [row.prompt for row in rows], rows, options, emit, cancelled)
         return [_Answer.of(output) for output in outputs]
 
-    def _decode_structured(self, runtime: ModelRuntime, row: _Row, options: _CallOptions,
-                           emit: Callable[[int, str], None] | None) -> _Answer:
-        values = _DecoderValues(runtime, row, options)
-        text = JsonWriter(values, emit=(lambda piece: emit(0, piece)) if emit else (lambda piece: None)).write(
-            options.response_format or None
-        )
-        completion_tokens = len(runtime.tokenizer.encode(text, add_special_tokens=False))
-        return _Answer(text, "stop", values.prompt_tokens, completion_tokens, values.lambdas)
+    def _decode_json(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions, schema: dict[str, Any],
+                     emit: Callable[[int, str], None] | None, cancelled: threading.Event | None,
+                     prefix: str = "", separators: dict[str, Any] | None = None) -> list[_Answer]:
+        """JSON for ``schema`` (after ``prefix``), every token constrained to it (see ``structured``)."""
+        grammar = compile_schema(schema, separators)
+        constraint = JsonConstraint(runtime.tokenizer, [grammar] * len(rows), runtime.decoder.vocab_size,
+                                    options.max_tokens, schema_size=len(json.dumps(schema)),
+                                    sources=[_last_human_text(row.messages) for row in rows], copy_bias=self.copy_bias)
+        outputs = self._generate_rows(runtime, [row.prompt + prefix for row in rows], rows, options, emit,
+                                      cancelled, constraint, stop=[])
+        answers = []
+        for index, output in enumerate(outputs):
+            answer = _Answer.of(output)
+            answer.finish_reason = "stop" if constraint.finished(index) else "length"
+            answers.append(answer)
+        return answers
+
+    def _decode_tools(self, runtime: ModelRuntime, row: _Row, options: _CallOptions,
+                      cancelled: threading.Event | None) -> _Answer:
+        """Call a tool or answer: ``auto`` lets the model's likelihood decide (and stops after ``max_tool_rounds``
+        calls, or a call repeating one already made since the user spoke); ``any`` or a name always calls."""
+        tool_format = ToolFormat.of(runtime.tokenizer, self.chat_template)
+        made = calls_since_last_user(to_turns(row.messages))
+        choice = options.tool_choice
+        if choice == AUTO and (len(made) >= self.max_tool_rounds or not self._prefers_call(runtime, row, tool_format)):
+            return self._decode_answers(runtime, [row], options, None, cancelled)[0]
+        schema = call_schema(options.tools, None if choice in (ANY, AUTO) else choice, tool_format.arguments_key)
+        answer = self._decode_json(runtime, [row], options, schema, None, cancelled, prefix=tool_format.opening,
+                                   separators=tool_format.separators)[0]
+        call = parse_call(answer.text)
+        if choice == AUTO and any(
+            past["function"]["name"] == call["name"] and past["function"]["arguments"] == call["args"]
+            for past in made
+        ):  # the result of this very call is already in the conversation: answer with it
+            return self._decode_answers(runtime, [row], options, None, cancelled)[0]
+        answer.text, answer.tool_calls = "", [call]
+        return answer
+
+    def _prefers_call(self, runtime: ModelRuntime, row: _Row, tool_format: ToolFormat) -> bool:
+        """Whether a tool call's first token (plus ``call_bias``) is the model's most likely next token."""
+        logprobs = runtime.next_token_logprobs(row.prompt)
+        base = runtime.prompt_ids(row.prompt)
+        ids = runtime.prompt_ids(row.prompt + tool_format.opening + '{"')
+        common = 0
+        while common < min(len(ids), len(base)) and ids[common] == base[common]:
+            common += 1
+        if common >= len(ids):
+            return False
+        return bool(logprobs[ids[common]] + self.call_bias >= logprobs.max())
 
     def _stream_decode(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
                        put: Callable[[tuple], None], cancelled: threading.Event) -> None:
@@ -388,23 +514,27 @@ class ChatPanda(BaseChatModel):
                 put(("piece", row, piece))
 
         try:
-            put(("done", self._decode(runtime, rows, options, emit)))
+            put(("done", self._decode(runtime, rows, options, emit, cancelled)))
         except BaseException as error:  # handed to the consumer thread, which re-raises it
             put(("error", error))
 
     # ------------------------------------------------------------------------------------ BaseChatModel methods
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+                  run_manager: CallbackManagerForLLMRun | None = None, *,
+                  _cancelled: threading.Event | None = None, **kwargs: Any) -> ChatResult:
         options = self._options(stop, kwargs)
         runtime = self._runtime(options)
         row = self._prepare(messages, options, runtime)
-        answer = self._decode(runtime, [row], options, None)[0]
+        answer = self._decode(runtime, [row], options, None, _cancelled)[0]
         return _chat_result(answer, *self._finish(row, answer, options))
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         options = self._options(stop, kwargs)
+        if options.calls_tools:  # a tool call is known whole only once decoded: one chunk
+            yield _as_chunk(self._generate(messages, stop, run_manager, **kwargs))
+            return
         runtime = self._runtime(options)
         row = self._prepare(messages, options, runtime)
         items: queue.Queue = queue.Queue()
@@ -429,13 +559,24 @@ class ChatPanda(BaseChatModel):
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        # the whole call (store reads and writes, decoding) runs in a worker thread: the event loop never blocks
-        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+        # the whole call (store reads and writes, decoding) runs in a worker thread: the event loop never blocks.
+        # Cancelling the awaiting task stops the decode at its next step, which releases the model.
+        cancelled = threading.Event()
+        try:
+            return await asyncio.shield(
+                asyncio.to_thread(lambda: self._generate(messages, stop, None, _cancelled=cancelled, **kwargs))
+            )
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         options = self._options(stop, kwargs)
+        if options.calls_tools:  # a tool call is known whole only once decoded: one chunk
+            yield _as_chunk(await self._agenerate(messages, stop, run_manager, **kwargs))
+            return
         runtime = await asyncio.to_thread(self._runtime, options)
         row = await asyncio.to_thread(self._prepare, messages, options, runtime)
         loop = asyncio.get_running_loop()
@@ -467,10 +608,10 @@ class ChatPanda(BaseChatModel):
     # ------------------------------------------------------------------------------------------------ batching
 
     def _batch_in_one_decode(self, kwargs: dict[str, Any]) -> bool:
-        """One padded decode serves the batch unless a cache must be consulted per input, or the output is
-        structured (schema-guided decoding answers one conversation at a time)."""
+        """One padded decode serves the batch unless a cache must be consulted per input, or tools are bound (each
+        conversation decides on its own whether to call one)."""
         cache_in_use = self.cache is not False and (self.cache is not None or get_llm_cache() is not None)
-        return not cache_in_use and kwargs.get("response_format") is None
+        return not cache_in_use and not kwargs.get("tools")
 
     def batch(self, inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None = None,
               *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
@@ -566,17 +707,20 @@ class ChatPanda(BaseChatModel):
         return self._runtime(self._options(None, {})).tokenizer.encode(text, add_special_tokens=False)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
-        """Tokens of the prompt these messages become, chat template and assistant cue included."""
-        if tools:
-            raise ValueError("ChatPanda does not support tools, so it cannot count tokens for them")
-        runtime = self._runtime(self._options(None, {}))
-        return len(runtime.prompt_ids(render_prompt(to_turns(messages), runtime.tokenizer, self.chat_template)))
+        """Tokens of the prompt these messages become, chat template, tools and assistant cue included."""
+        options = self._options(None, {"tools": openai_tools(tools)} if tools else {})
+        runtime = self._runtime(options)
+        return len(runtime.prompt_ids(self._render(to_turns(messages), runtime, options)))
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable:
-        raise ValueError(
-            "ChatPanda does not support tool calling (a local model with no tool-call format): use "
-            "with_structured_output(schema) to get arguments as JSON, and call the tool yourself"
-        )
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Runnable:
+        """Offer ``tools`` to the model (see ``chat_model.tools``): it answers or calls one, its arguments always
+        valid for the tool's schema. ``tool_choice``: ``"auto"`` (None; the model's likelihood decides), ``"any"`` /
+        ``"required"`` / True (always call), ``"none"`` (never), or a tool's name (call that one)."""
+        converted = openai_tools(tools)
+        tool_choice_of(tool_choice, converted)  # a bad choice fails here, not at the first call
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=converted, **kwargs)
 
     def with_structured_output(
         self,
@@ -601,7 +745,10 @@ class ChatPanda(BaseChatModel):
         if schema is None and method != "json_mode":
             raise ValueError("a schema is required, except with method='json_mode'")
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
-        response_format = convert_to_json_schema(schema) if schema is not None else {}
+        if isinstance(schema, dict):
+            schema = json_schema_of(schema)  # OpenAI's {"type": "json_schema", "json_schema": ...} envelope too
+        response_format = convert_to_json_schema(schema) if schema is not None and not _is_plain_schema(schema) \
+            else (schema or {})
         llm = self.bind(
             response_format=response_format,
             ls_structured_output_format={"kwargs": {"method": method, "strict": strict}, "schema": schema},
@@ -623,37 +770,10 @@ class ChatPanda(BaseChatModel):
         return self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context, user_heads).explain()
 
 
-class _DecoderValues:
-    """Structured output's ``ValueModel``: strings decoded with the row's PANDA steering, choices by likelihood."""
-
-    def __init__(self, runtime: ModelRuntime, row: _Row, options: _CallOptions):
-        self.runtime, self.row, self.options = runtime, row, options
-        self.prompt_tokens = len(runtime.prompt_ids(row.prompt))
-        self.lambdas: list[float] = []
-
-    def generate_string(self, prefix: str, on_piece: Callable[[str], None]) -> str:
-        plan = self.row.plan
-        with self.runtime.lock:
-            output = self.runtime.decoder.generate(
-                [self.row.prompt + prefix],
-                weights=[plan.weights],
-                lam=[plan.lam],
-                rewards=plan.rewards,
-                preference_features=_features_tensor([plan.preference_features]),
-                top_k=self.options.top_k,
-                max_new_tokens=self.options.max_tokens,
-                greedy=self.options.temperature == 0,
-                temperature=self.options.temperature or 1.0,
-                seed=self.options.seed,
-                stop=['"'],
-                on_token=lambda row, piece: on_piece(piece),
-            )[0]
-        self.lambdas.extend(output.lambdas)
-        return output.text
-
-    def choose(self, prefix: str, options: list[str]) -> int:
-        scores = self.runtime.continuation_logprobs(self.row.prompt + prefix, options)
-        return max(range(len(options)), key=scores.__getitem__)
+def _is_plain_schema(schema: Any) -> bool:
+    """A JSON schema dict that needs no conversion (one without a title is not a function description)."""
+    return isinstance(schema, dict) and "title" not in schema and ("type" in schema or "properties" in schema
+                                                                    or "anyOf" in schema or "oneOf" in schema)
 
 
 def _prompt_budget(runtime: ModelRuntime, options: _CallOptions) -> int | None:
@@ -686,9 +806,23 @@ def _last_human_text(messages: Sequence[BaseMessage]) -> str | None:
 
 
 def _chat_result(answer: _Answer, usage: dict, metadata: dict) -> ChatResult:
-    message = AIMessage(content=answer.text, usage_metadata=usage, response_metadata=metadata)
+    message = AIMessage(content=answer.text, tool_calls=answer.tool_calls, usage_metadata=usage,
+                        response_metadata=metadata)
     return ChatResult(generations=[ChatGeneration(message=message, generation_info={
         "finish_reason": answer.finish_reason})])
+
+
+def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
+    """A whole answer (text or tool calls) as one final stream chunk."""
+    message = result.generations[0].message
+    return ChatGenerationChunk(message=AIMessageChunk(
+        content=message.content, usage_metadata=message.usage_metadata, response_metadata=message.response_metadata,
+        tool_call_chunks=[
+            {"name": call["name"], "args": json.dumps(call["args"]), "id": call["id"], "index": index}
+            for index, call in enumerate(message.tool_calls)
+        ],
+        chunk_position="last",
+    ))
 
 
 def _last_chunk(answer: _Answer, usage: dict, metadata: dict) -> ChatGenerationChunk:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from panda_chat.chat_model.messages import message_text
-from panda_chat.chat_model.recording import RECORDED_ROLES, new_turns
+from panda_chat.chat_model.recording import RECORDED_ROLES, continues, new_turns
 from panda_chat.personalize import UserHeadReward, user_head_rewards
 from profiles import PreferenceCatalog, PreferenceContext, ProfileStore
 from profiles.database import default_url, normalise_url
@@ -32,17 +32,6 @@ def open_profile_store(spec: ProfileStore | str | os.PathLike[str] | None) -> Pr
         if url not in _stores:
             _stores[url] = ProfileStore(url)
         return ProfileAccess(_stores[url])
-
-
-def conversation_key(conversation_id: str | int) -> int:
-    """Conversation ids are the store's integer ids (``response_metadata["conversation_id"]`` of an answer)."""
-    try:
-        return int(conversation_id)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"conversation_id must be a profile-store conversation id (an integer), got {conversation_id!r}; "
-            "leave it out to start a new conversation and reuse the id from response_metadata['conversation_id']"
-        ) from None
 
 
 class ProfileAccess:
@@ -75,26 +64,50 @@ class ProfileAccess:
 
     def record_incoming(self, user_id: str, conversation_id: str | int | None,
                         messages: Sequence[BaseMessage]) -> int:
-        """Store the turns of ``messages`` the conversation lacks (see ``recording``); returns the conversation id
-        (a new conversation when none was given)."""
-        if conversation_id is None:
-            conversation = self.store.new_conversation(user_id)
-            stored: list[tuple[str, str]] = []
-        else:
-            conversation = conversation_key(conversation_id)
-            stored = [(m.role, m.text) for m in self.store.conversation_messages(conversation)
-                      if m.role in RECORDED_ROLES]
+        """Store the turns of ``messages`` the conversation lacks (see ``recording``); returns the conversation id.
+
+        ``conversation_id``: the store's integer id, or any string (a LangGraph thread id, a session id) that names
+        one conversation of this user. Without one, a history that replays the user's latest conversation continues
+        it (an agent loop passing the whole history again); anything else starts a new conversation.
+        """
         incoming = []
         for message in messages:
             if isinstance(message, (HumanMessage, AIMessage)):
                 text = message_text(message)
                 if text.strip():
                     incoming.append(("user" if isinstance(message, HumanMessage) else "assistant", text))
+        conversation = self._conversation(user_id, conversation_id, incoming)
+        stored = [] if conversation is None else self._stored_turns(conversation)
+        if conversation is None:
+            conversation = self.store.new_conversation(user_id)
         turns = new_turns(stored, incoming)
         if turns:
             self.store.add_messages(user_id, [(role, text, None) for role, text in turns],
                                     conversation_id=conversation)
         return conversation
+
+    def _conversation(self, user_id: str, conversation_id: str | int | None,
+                      incoming: list[tuple[str, str]]) -> int | None:
+        """The stored conversation a call belongs to (None: a new one)."""
+        if isinstance(conversation_id, str):
+            return self.store.conversation_for_key(user_id, conversation_id)
+        if conversation_id is not None:
+            if isinstance(conversation_id, bool) or not isinstance(conversation_id, int):
+                raise ValueError(
+                    f"conversation_id must be a string key or a profile-store conversation id (an integer), got "
+                    f"{conversation_id!r}"
+                )
+            return conversation_id
+        if len(incoming) < 2 or not self.store.has_user(user_id):
+            return None
+        latest = self.store.messages(user_id, limit=1)
+        if not latest:
+            return None
+        candidate = latest[0].conversation_id
+        return candidate if continues(self._stored_turns(candidate), incoming) else None
+
+    def _stored_turns(self, conversation: int) -> list[tuple[str, str]]:
+        return [(m.role, m.text) for m in self.store.conversation_messages(conversation) if m.role in RECORDED_ROLES]
 
     def record_answer(self, user_id: str, conversation_id: int, text: str) -> None:
         if text.strip():

@@ -37,6 +37,16 @@ def new_turns(stored: Sequence[Turn], incoming: Sequence[Turn]) -> list[Turn]:
     return incoming[-1:] if incoming[-1][0] == "user" else []
 
 
+def continues(stored: Sequence[Turn], incoming: Sequence[Turn]) -> bool:
+    """Whether ``incoming`` replays ``stored`` and goes on from it (its newest turn found, the turns before agreeing):
+    a caller passing the whole history again is continuing that conversation."""
+    stored, incoming = list(stored), list(incoming)
+    if not stored or len(incoming) < 2:
+        return False
+    return any(incoming[index] == stored[-1] and _agrees_before(stored, incoming, index)
+               for index in range(len(incoming) - 2, -1, -1))
+
+
 def _agrees_before(stored: list[Turn], incoming: list[Turn], index: int) -> bool:
     """The turns before ``incoming[index]`` match the stored turns before the newest one, as far as both go."""
     depth = min(index, len(stored) - 1, 3)

@@ -134,6 +134,14 @@ class ModelRuntime:
         return self.decoder.encode_prompts(text).input_ids[0].tolist()
 
     @torch.inference_mode()
+    def next_token_logprobs(self, prefix: str) -> torch.Tensor:
+        """log p(token | prefix) under the base model, over the whole vocabulary."""
+        ids = torch.tensor([self.prompt_ids(prefix)], device=self.decoder.model.device)
+        with self.lock:
+            logits = self.decoder.model(input_ids=ids).logits[0, -1].float()
+        return torch.log_softmax(logits, dim=-1)
+
+    @torch.inference_mode()
     def continuation_logprobs(self, prefix: str, options: Sequence[str]) -> list[float]:
         """log p(option | prefix) under the base model for each option.
 

@@ -38,6 +38,10 @@ from panda_chat.tree_attention import Path as DecodingPath
 
 Prompts = str | Sequence[str] | Sequence[Sequence[int]]
 TokenCallback = Callable[[int, str], None]
+# (rows still decoding, each one's tokens so far) -> which tokens each may take next, (B, V) bool, or (B, V) scores
+# added to the logits (-inf forbids), or None for all. Applied before the top-k, so constrained decoding (JSON
+# schemas, tool calls) keeps PANDA's re-scoring of the candidates intact.
+TokenFilter = Callable[[list[int], list[list[int]]], "torch.Tensor | None"]
 
 
 class DecodingError(ValueError):
@@ -200,13 +204,15 @@ class PandaDecoder:
         rewards: Mapping[str, RewardSpec] | None = None,
         preference_features: torch.Tensor | None = None,
         on_token: TokenCallback | None = None,
+        token_filter: TokenFilter | None = None,
     ) -> list[GenerationOutput]:
         """Decode every prompt (one output per prompt, in order).
 
         ``weights`` / ``lam``: one for all rows or one per row (see ``steering``). ``rewards`` adds per-call reward
         sources (e.g. one user's own head) to the decoder's. ``preference_features`` (B, P) is handed to lambda
         functions. ``on_token(row, piece)`` is called with each row's text as it becomes final (never text that may
-        still be part of a stop string): the batched streaming primitive.
+        still be part of a stop string): the batched streaming primitive. ``token_filter`` restricts each step's
+        candidates to allowed tokens (see ``TokenFilter``).
         """
         options = DecodingOptions(
             top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, seed=seed,
@@ -214,7 +220,7 @@ class PandaDecoder:
         )
         run = self._run(
             prompts, options, weights, lam, add_special_tokens, rewards, preference_features,
-            track_text=on_token is not None,
+            track_text=on_token is not None, token_filter=token_filter,
         )
         while True:
             try:
@@ -268,6 +274,7 @@ class PandaDecoder:
         rewards: Mapping[str, RewardSpec] | None,
         preference_features: torch.Tensor | None,
         track_text: bool,
+        token_filter: TokenFilter | None = None,
     ) -> Generator[list[tuple[int, str]], None, list[GenerationOutput]]:
         """Validate and prepare one call; the returned generator yields (row, piece) lists and returns the outputs."""
         options.validate(self.vocab_size)
@@ -279,7 +286,7 @@ class PandaDecoder:
         plan = SteeringPlan.build(sources, weights, lam, batch.input_ids.shape[0]).to(self.device)
         if preference_features is not None and preference_features.shape[0] != batch.input_ids.shape[0]:
             raise DecodingError("preference_features must have one row per prompt")
-        return self._decode(batch, plan, options, preference_features, track_text)
+        return self._decode(batch, plan, options, preference_features, track_text, token_filter)
 
     @torch.inference_mode()
     def _decode(
@@ -289,6 +296,7 @@ class PandaDecoder:
         options: DecodingOptions,
         preference_features: torch.Tensor | None,
         track_text: bool,
+        token_filter: TokenFilter | None = None,
     ) -> Generator[list[tuple[int, str]], None, list[GenerationOutput]]:
         started = time.perf_counter()
         device, batch_size = self.device, batch.input_ids.shape[0]
@@ -313,6 +321,12 @@ class PandaDecoder:
 
         for step in range(options.max_new_tokens):
             logits = logits.float()
+            if token_filter is not None:  # constrained decoding: disallowed tokens never become candidates
+                allowed = token_filter(rows, [stops.rows[row].token_ids for row in rows])
+                if allowed is not None and allowed.dtype == torch.bool:
+                    logits = logits.masked_fill(~allowed.to(device), float("-inf"))
+                elif allowed is not None:
+                    logits = logits + allowed.to(device)
             top_logits, candidate_ids = logits.topk(options.top_k, dim=-1)  # 1. Z = top-k of pi_b: (B, k)
             candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)  # their log-probs
             lam = plan.lambdas(context, step)[rows].to(device)  # lambda(x, t): (B,)

@@ -34,7 +34,6 @@ from typing import Literal
 import torch
 
 from panda_chat.decoding import PandaDecoder
-from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.engine import DecodingError, DecodingOptions, _stop_strings
 from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.outputs import GenerationOutput
