@@ -21,5 +21,8 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    with create_engine(config.get_main_option("sqlalchemy.url")).begin() as own_connection:
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic: no database to migrate; set sqlalchemy.url in the alembic config file")
+    with create_engine(url).begin() as own_connection:
         _run(own_connection)

@@ -29,7 +29,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -191,9 +191,8 @@ def backbone_of(model: PreTrainedModel) -> torch.nn.Module:
     """
     backbone = model.base_model
     if backbone is model:
-        backbone = getattr(model, "model", None)
-        if not isinstance(backbone, torch.nn.Module):
-            backbone = model.get_decoder()
+        inner = getattr(model, "model", None)
+        backbone = inner if isinstance(inner, torch.nn.Module) else model.get_decoder()
     return backbone
 
 
@@ -219,6 +218,13 @@ class PrefixCache:
         self.prefix: SharedPrefix | None = None
         self._repeated = 1  # general path: k while the cache holds k copies of each row (between candidates/keep)
 
+    @property
+    def filled_prefix(self) -> SharedPrefix:
+        """The prefix state of the cached rows; there is none before ``prefill``."""
+        if self.prefix is None:
+            raise RuntimeError("PrefixCache: call prefill before stepping")
+        return self.prefix
+
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, module: torch.nn.Module | None = None):
         """Encode the left-padded prompts (B, L) into the cache; return the output of the module (or of ``module``,
         e.g. the backbone where the cache's module is the full model) over them."""
@@ -228,9 +234,9 @@ class PrefixCache:
 
     def step(self, tokens: torch.Tensor):
         """Append one token per row (B,); return the module's output for it (sequence length 1)."""
-        attention_mask, positions = self.prefix.decode_inputs()
+        attention_mask, positions = self.filled_prefix.decode_inputs()
         output = self._forward(tokens[:, None], attention_mask, positions)
-        self.prefix.append_one()
+        self.filled_prefix.append_one()
         return output
 
     def candidates(self, candidate_ids: torch.Tensor):
@@ -239,28 +245,29 @@ class PrefixCache:
         candidates until ``keep``."""
         batch, k = candidate_ids.shape
         if self.path == "tree":
-            mask, positions = self.prefix.tree_inputs(k, self.dtype, self.windows)
+            mask, positions = self.filled_prefix.tree_inputs(k, self.dtype, self.windows)
             return self._forward(candidate_ids, mask, positions)
-        self.cache.reorder_cache(torch.arange(batch, device=candidate_ids.device).repeat_interleave(k))
+        # transformers annotates beam indices with the legacy torch.LongTensor class; any int64 tensor is accepted.
+        self.cache.reorder_cache(torch.arange(batch, device=candidate_ids.device).repeat_interleave(k))  # type: ignore[arg-type]
         self._repeated = k
-        mask, positions = self.prefix.decode_inputs(repeat=k)
+        mask, positions = self.filled_prefix.decode_inputs(repeat=k)
         return self._forward(candidate_ids.reshape(batch * k, 1), mask, positions)
 
     def keep(self, chosen: torch.Tensor) -> None:
         """After ``candidates``: keep each row's chosen candidate (B,) and drop the other k - 1."""
         if self.path == "tree":
-            keep_chosen_candidate(self.cache, self.prefix.length, chosen)
+            keep_chosen_candidate(self.cache, self.filled_prefix.length, chosen)
         else:
             rows = torch.arange(chosen.shape[0], device=chosen.device)
-            self.cache.reorder_cache(rows * self._repeated + chosen)
+            self.cache.reorder_cache(rows * self._repeated + chosen)  # type: ignore[arg-type]  # legacy LongTensor
             self._repeated = 1
-        self.prefix.append_one()
+        self.filled_prefix.append_one()
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only the batch ``rows`` (finished rows are dropped), also between ``candidates`` and ``keep``."""
         copies = torch.arange(self._repeated, device=rows.device)
-        self.cache.reorder_cache((rows[:, None] * self._repeated + copies).flatten())
-        self.prefix.select_rows(rows)
+        self.cache.reorder_cache((rows[:, None] * self._repeated + copies).flatten())  # type: ignore[arg-type]
+        self.filled_prefix.select_rows(rows)
 
     def _forward(self, input_ids: torch.Tensor, attention_mask, positions: torch.Tensor, module=None):
         options = self.forward_options if module is None else {}
@@ -313,7 +320,7 @@ def tree_path_problem(
     length = _CHECK_PROMPT_TOKENS
     if smallest is not None and smallest <= _LONGEST_CHECKED_WINDOW:
         length = max(length, smallest + 3)
-    vocab = model.get_input_embeddings().weight.shape[0]
+    vocab = cast(torch.Tensor, model.get_input_embeddings().weight).shape[0]  # an embedding's weight is a tensor
     device = model.device
     generator = torch.Generator().manual_seed(0)
     # Ids from the middle of the vocabulary: far from the special tokens, which some models treat specially.

@@ -75,7 +75,10 @@ class SentenceTransformerEmbedder:
             reason = " ".join(str(error).split()) or type(error).__name__
             raise EmbedderError(f"cannot load sentence-transformers model {location!r}: {reason}") from error
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
+        dim = get_dim()
+        if dim is None:
+            raise EmbedderError(f"sentence-transformers model {location!r} does not report its embedding dimension")
+        self.dim = int(dim)
         self.batch_size = batch_size
         self.num_threads = num_threads
 

@@ -17,7 +17,7 @@ import binascii
 import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AliasChoices,
@@ -35,8 +35,8 @@ from profiles.errors import ImportFormatError, InvalidInputError
 from profiles.ids import InvalidUserIdError, validate_user_id
 from profiles.validation import FeedbackInput, Rating, check_text_size, check_unique, first_error
 
-EXPORT_FORMAT = "panda-chat/profile"
-EXPORT_VERSION = 1
+EXPORT_FORMAT: Final = "panda-chat/profile"
+EXPORT_VERSION: Final = 1
 
 Role = Literal["user", "assistant", "system"]
 

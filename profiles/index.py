@@ -87,6 +87,8 @@ class EmbeddingIndex:
     def count_user(self, user_id: int) -> int:
         """How many vectors of this user the index holds (used to verify that forgetting left nothing)."""
         invlists = self._index.invlists
+        if invlists is None:
+            raise RuntimeError("the faiss index has no inverted lists; rebuild the index cache")
         bucket = user_id % self.header.nlist
         size = invlists.list_size(bucket)
         if size == 0:
@@ -104,8 +106,9 @@ class EmbeddingIndex:
         distances = np.empty((1, k), dtype=np.float32)
         labels = np.empty((1, k), dtype=np.int64)
         selector = faiss.IDSelectorRange(user_id << 32, (user_id + 1) << 32)
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=1)
-        self._index.search_preassigned_c(
+        # faiss's stubs list neither SWIG keyword arguments nor the raw ``_c`` entry points.
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=1)  # type: ignore[call-arg]
+        self._index.search_preassigned_c(  # type: ignore[attr-defined]
             1, faiss.swig_ptr(x), k, faiss.swig_ptr(assign), faiss.swig_ptr(centroid_distances),
             faiss.swig_ptr(distances), faiss.swig_ptr(labels), False, params,
         )
@@ -124,8 +127,8 @@ class EmbeddingIndex:
         try:
             with os.fdopen(descriptor, "wb") as file:
                 file.write(_MAGIC + struct.pack("<Q", len(header)) + header)
-                file.write(hashlib.sha256(payload).digest())
-                file.write(payload)
+                file.write(hashlib.sha256(payload.data).digest())
+                file.write(payload.data)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

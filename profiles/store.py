@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, insert, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -252,7 +252,7 @@ class ProfileStore:
             if index is not None and self.index_path is not None and \
                     index.unsaved_vectors >= max(_RESAVE_MIN_VECTORS, index.ntotal // 20):
                 with self._read() as session:
-                    state = session.get(StoreState, 1)
+                    state = session.get_one(StoreState, 1)
                 # Never write back vectors of a user another process has forgotten since this index was built.
                 if index.generation >= state.purged_generation:
                     index.save(self.index_path)
@@ -311,7 +311,7 @@ class ProfileStore:
             raise UserForgottenError(user_id)
         if pk is None:
             validate_user_id(user_id)
-            pk = session.scalar(insert(User).values(name=user_id, created_at=_now()).returning(User.id))
+            pk = session.execute(insert(User).values(name=user_id, created_at=_now()).returning(User.id)).scalar_one()
         return pk
 
     def _check_size(self, text: str, what: str = "message") -> str:
@@ -368,6 +368,7 @@ class ProfileStore:
         transaction kept old pages in the WAL past ``wait_s`` (default ``forget_wait_s``): run ``scrub`` once it
         has ended. A write for this user that was already running (an import still embedding) is refused when it
         commits."""
+        owned: dict[str, type[Conversation | Message | MessageEmbedding | Feedback | PreferenceSetting | RewardHead]]
         owned = {
             "conversations": Conversation, "messages": Message, "embeddings": MessageEmbedding,
             "feedback": Feedback, "preferences": PreferenceSetting, "reward_heads": RewardHead,
@@ -455,9 +456,9 @@ class ProfileStore:
         """Start a conversation (creating the user when new); returns its id."""
         with self._write() as session:
             pk = self._ensure_user(session, user_id)
-            return session.scalar(
+            return session.execute(
                 insert(Conversation).values(user_id=pk, title=title, created_at=_now()).returning(Conversation.id)
-            )
+            ).scalar_one()
 
     # ------------------------------------------------------------------- conversations keyed by a caller's own id
 
@@ -560,18 +561,18 @@ class ProfileStore:
                 owner = session.scalar(select(Conversation.user_id).where(Conversation.id == conversation_id))
                 if owner != pk:
                     raise InvalidInputError(f"conversation {conversation_id} does not belong to user {user_id!r}")
-            rows = []
+            rows: list[dict[str, Any]] = []
             for line in lines:
                 if conversation_id is not None:
                     conversation = conversation_id
                 elif line.conversation in conversations:
                     conversation = conversations[line.conversation]
                 else:
-                    conversation = session.scalar(
+                    conversation = session.execute(
                         insert(Conversation)
                         .values(user_id=pk, title=line.conversation, created_at=_to_db_time(line.created_at))
                         .returning(Conversation.id)
-                    )
+                    ).scalar_one()
                     conversations[line.conversation] = conversation
                 rows.append(
                     {"conversation_id": conversation, "user_id": pk, "role": line.role, "text": line.text,
@@ -776,14 +777,14 @@ class ProfileStore:
     @staticmethod
     def _bump_generation(session: Session) -> int:
         session.execute(update(StoreState).where(StoreState.id == 1).values(generation=StoreState.generation + 1))
-        return session.scalar(select(StoreState.generation).where(StoreState.id == 1))
+        return session.execute(select(StoreState.generation).where(StoreState.id == 1)).scalar_one()
 
     def _synced_index(self) -> EmbeddingIndex:
         """The index, brought up to the database's generation: loaded from its file if that is intact and ours,
         caught up from newer rows, or rebuilt."""
         embedder = self.embedder
         with self._read() as session:
-            state = session.get(StoreState, 1)
+            state = session.get_one(StoreState, 1)
             expected = IndexHeader(store_uuid=state.store_uuid, embedder=embedder.name, dim=embedder.dim,
                                    nlist=self._nlist, generation=state.generation)
             if self._index is None and self.index_path is not None:
@@ -795,17 +796,17 @@ class ProfileStore:
                 or index.generation < state.purged_generation
                 or index.generation > state.generation
             )
-            if not stale and index.generation < state.generation:
+            if index is not None and not stale and index.generation < state.generation:
                 self._add_rows(index, session, MessageEmbedding.generation > index.generation)
                 index.mark_generation(state.generation)
-        return self.rebuild_index() if stale else index
+        return self.rebuild_index() if stale or index is None else index
 
     def rebuild_index(self) -> EmbeddingIndex:
         """Rebuild the faiss cache from the stored vectors and save it."""
         with self._lock:
             embedder = self.embedder
             with self._read() as session:
-                state = session.get(StoreState, 1)
+                state = session.get_one(StoreState, 1)
                 index = EmbeddingIndex(IndexHeader(store_uuid=state.store_uuid, embedder=embedder.name,
                                                    dim=embedder.dim, nlist=self._nlist, generation=state.generation))
                 self._add_rows(index, session, MessageEmbedding.generation <= state.generation)
@@ -880,7 +881,8 @@ class ProfileStore:
         pair = item.chosen is not None
         return FeedbackRow(
             feedback_id=item.id, message_id=item.message_id, time=as_utc(item.created_at).timestamp(),
-            text=item.chosen if pair else item.response or "", prompt=vectors[0], positive=vectors[1],
+            text=item.chosen if item.chosen is not None else item.response or "",
+            prompt=vectors[0], positive=vectors[1],
             negative=vectors[2] if pair else None, rating=1.0 if pair else float(item.rating or 0.0),
         )
 
@@ -909,7 +911,7 @@ class ProfileStore:
             pk = self._require_user(session, user_id)
             result = session.execute(delete(PreferenceSetting).where(
                 PreferenceSetting.user_id == pk, PreferenceSetting.dimension == dimension))
-            return bool(result.rowcount)
+            return bool(cast("CursorResult[Any]", result).rowcount)  # DML statements return a CursorResult
 
     def explicit_preferences(self, user_id: str) -> dict[str, str]:
         with self._read() as session:
@@ -951,15 +953,15 @@ class ProfileStore:
                     response = message.text
         if not is_pair:
             _check_text(response or "", "response")
-        texts = [prompt, chosen, rejected] if is_pair else [prompt, response]
+        texts = [prompt, chosen or "", rejected or ""] if is_pair else [prompt, response or ""]
         vectors = encode_normalised(self.embedder, texts)
         with self._write() as session:
             pk = self._ensure_user(session, user_id, pk)
-            return session.scalar(insert(Feedback).values(
+            return session.execute(insert(Feedback).values(
                 user_id=pk, message_id=message_id, prompt=prompt, response=response,
-                rating=None if is_pair else float(rating), chosen=chosen, rejected=rejected, created_at=_now(),
+                rating=None if rating is None else float(rating), chosen=chosen, rejected=rejected, created_at=_now(),
                 embedder=self.embedder.name, vectors=vectors.tobytes(),
-            ).returning(Feedback.id))
+            ).returning(Feedback.id)).scalar_one()
 
     def feedback_pairs(self, user_id: str) -> list[FeedbackPair]:
         """Preference pairs for training a per-user reward: every chosen/rejected pair, plus, for ratings of the
@@ -974,14 +976,14 @@ class ProfileStore:
                          created_at=_from_db_time(item.created_at))
             for item in items if item.chosen is not None
         ]
-        rated: dict[str, list[Feedback]] = {}
+        rated: dict[str, list[tuple[float, Feedback]]] = {}
         for item in items:
             if item.rating is not None:
-                rated.setdefault(item.prompt, []).append(item)
+                rated.setdefault(item.prompt, []).append((item.rating, item))
         for prompt, group in rated.items():
-            for better in group:
-                for worse in group:
-                    if better.rating > worse.rating and better.response != worse.response:
+            for better_rating, better in group:
+                for worse_rating, worse in group:
+                    if better_rating > worse_rating and better.response != worse.response:
                         pairs.append(FeedbackPair(
                             prompt=prompt, chosen=better.response, rejected=worse.response,
                             created_at=_from_db_time(max(better.created_at, worse.created_at))))
@@ -1016,7 +1018,7 @@ class ProfileStore:
         with self._write() as session:
             pk = self._require_user(session, user_id)
             result = session.execute(delete(RewardHead).where(RewardHead.user_id == pk, RewardHead.name == name))
-            return bool(result.rowcount)
+            return bool(cast("CursorResult[Any]", result).rowcount)  # DML statements return a CursorResult
 
     # --------------------------------------------------------------------------------------- export / import
 
@@ -1024,7 +1026,7 @@ class ProfileStore:
         """Everything stored about the user, in the versioned export format (see ``profiles.exchange``)."""
         with self._read() as session:
             pk = self._require_user(session, user_id)
-            user = session.get(User, pk)
+            user = session.get_one(User, pk)
             conversations = session.execute(
                 select(Conversation).where(Conversation.user_id == pk).order_by(Conversation.id)
             ).scalars().all()

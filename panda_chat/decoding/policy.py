@@ -95,7 +95,7 @@ class BasePolicy:
         self.path = path or resolve_path(model)
         if self.path == "tree":
             self.kv = PrefixCache(model, "tree")
-            self.output_head = OwnOutputHead(model)
+            self.output_head: OwnOutputHead | None = OwnOutputHead(model)
         else:
             # The full model, for its own logits (of the last position only) and its final hidden states.
             self.kv = PrefixCache(model, "general", module=model, output_hidden_states=True, logits_to_keep=1)
@@ -116,7 +116,7 @@ class BasePolicy:
         else:
             output = self.kv.prefill(input_ids, attention_mask)
             hidden = final_hidden(output)
-        real = self.kv.prefix.attention_mask[..., None].to(hidden.dtype)
+        real = self.kv.filled_prefix.attention_mask[..., None].to(hidden.dtype)
         prompt_features = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
         return self._last_logits(output), prompt_features.float()
 
@@ -137,7 +137,11 @@ class BasePolicy:
         """Keep each row's chosen candidate (B,) after ``expand``; return the next logits (B, V)."""
         self.kv.keep(chosen)
         rows = torch.arange(chosen.shape[0], device=chosen.device)
+        if self._candidate_hidden is None:
+            raise RuntimeError("BasePolicy.keep: call expand first")
         if self.output_head is None:
+            if self._candidate_logits is None:
+                raise RuntimeError("BasePolicy.keep: call expand first")
             return self._candidate_logits[rows, chosen]
         return self.output_head(self._candidate_hidden[rows, chosen])
 

@@ -23,6 +23,20 @@ def can_merge(policy: BasePolicy) -> bool:
     return all(type(layer) is DynamicLayer for layer in policy.kv.cache.layers)
 
 
+def _plain_layers(policy: BasePolicy) -> list[DynamicLayer]:
+    """The cache's layers, when all are plain dynamic layers (whose keys/values merge and trim_left may edit)."""
+    layers = [layer for layer in policy.kv.cache.layers if type(layer) is DynamicLayer]
+    if len(layers) != len(policy.kv.cache.layers):
+        raise ValueError("only a cache of plain dynamic layers can be merged or trimmed")
+    return layers
+
+
+def _filled(states: torch.Tensor | None) -> torch.Tensor:
+    if states is None:
+        raise ValueError("a cache layer is empty: prefill the rows before merging or trimming them")
+    return states
+
+
 def _left_pad(states: torch.Tensor, length: int) -> torch.Tensor:
     """Pad the slot dimension (-2) of (B, heads, P, d) states on the left with zeros up to ``length``."""
     missing = length - states.shape[-2]
@@ -34,26 +48,30 @@ def _left_pad(states: torch.Tensor, length: int) -> torch.Tensor:
 
 def merge(running: BasePolicy, joining: BasePolicy) -> None:
     """Append ``joining``'s rows after ``running``'s (in place on ``running``); ``joining`` must not be used after."""
-    a, b = running.kv, joining.kv
-    length = max(a.prefix.length, b.prefix.length)
-    for mine, theirs in zip(a.cache.layers, b.cache.layers, strict=True):
-        mine.keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)], dim=0)
-        mine.values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)], dim=0)
-    masks = [a.prefix.attention_mask, b.prefix.attention_mask]
+    a, b = running.kv.filled_prefix, joining.kv.filled_prefix
+    length = max(a.length, b.length)
+    for mine, theirs in zip(_plain_layers(running), _plain_layers(joining), strict=True):
+        mine.keys = torch.cat([_left_pad(_filled(mine.keys), length), _left_pad(_filled(theirs.keys), length)], dim=0)
+        mine.values = torch.cat([_left_pad(_filled(mine.values), length), _left_pad(_filled(theirs.values), length)],
+                                dim=0)
+    masks = [a.attention_mask, b.attention_mask]
     masks = [torch.cat([m.new_zeros((m.shape[0], length - m.shape[1])), m], dim=1) for m in masks]
-    a.prefix.attention_mask = torch.cat(masks, dim=0)
-    a.prefix.next_position = torch.cat([a.prefix.next_position, b.prefix.next_position], dim=0)
+    a.attention_mask = torch.cat(masks, dim=0)
+    a.next_position = torch.cat([a.next_position, b.next_position], dim=0)
     running._candidate_hidden = None
 
 
 def trim_left(policy: BasePolicy) -> None:
-    """Drop the leading cache slots that are padding in every row."""
-    mask = policy.kv.prefix.attention_mask
+    """Drop the leading cache slots that are padding in every row (of plain layers only: a sliding-window layer
+    keeps fewer slots than the mask has, so cutting the mask's padding would cut its real entries)."""
+    if not can_merge(policy):
+        return
+    mask = policy.kv.filled_prefix.attention_mask
     used = mask.any(dim=0).nonzero()
     start = int(used[0]) if used.numel() else mask.shape[1]
     if start == 0:
         return
-    for layer in policy.kv.cache.layers:
-        layer.keys = layer.keys[:, :, start:]
-        layer.values = layer.values[:, :, start:]
-    policy.kv.prefix.attention_mask = mask[:, start:]
+    for layer in _plain_layers(policy):
+        layer.keys = _filled(layer.keys)[:, :, start:]
+        layer.values = _filled(layer.values)[:, :, start:]
+    policy.kv.filled_prefix.attention_mask = mask[:, start:]

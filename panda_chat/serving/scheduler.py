@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -41,7 +41,7 @@ from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
-from panda_chat.rewards.base import CandidateBatch, RewardSource
+from panda_chat.rewards.base import CandidateBatch, RewardSession, RewardSource
 from panda_chat.rewards.heads import HeadReward
 from panda_chat.rewards.loading import RewardSpec, load_reward
 from panda_chat.serving import batch_cache
@@ -148,7 +148,7 @@ class BatchScheduler:
         self.max_batch = max_batch
         self.lock = lock or threading.RLock()
         self.stats = SchedulerStats()
-        self._waiting: queue.Queue[_Admitted | None] = queue.Queue()
+        self._waiting: queue.Queue[list[_Admitted] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
@@ -156,7 +156,7 @@ class BatchScheduler:
         self._policy: BasePolicy | None = None
         self._logits: torch.Tensor | None = None
         self._sources: dict[str, RewardSource] = {}
-        self._sessions: dict[str, object] = {}
+        self._sessions: dict[str, RewardSession] = {}
 
     # ------------------------------------------------------------------------------------------------ public API
 
@@ -234,7 +234,11 @@ class BatchScheduler:
             top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, seed=seed,
             stop_at_eos=stop_at_eos, stop=_stop_strings(stop),
         )
-        events: queue.Queue = queue.Queue()
+        events: queue.Queue[tuple[int, EventKind, Any]] = queue.Queue()
+
+        def sink_of(row: int) -> Sink:
+            return lambda kind, value: events.put((row, kind, value))
+
         jobs = []
         for row, text in enumerate(texts):
             request = DecodeRequest(
@@ -242,7 +246,7 @@ class BatchScheduler:
                 rewards=dict(rewards or {}), add_special_tokens=add_special_tokens,
                 preference_features=None if preference_features is None else preference_features[row].tolist(),
             )
-            jobs.append(self._prepare(request, lambda kind, value, row=row: events.put((row, kind, value))))
+            jobs.append(self._prepare(request, sink_of(row)))
         handles = [job.handle for job in jobs]
         try:
             if all(job.batchable for job in jobs):
@@ -260,7 +264,7 @@ class BatchScheduler:
                     outputs[row] = value
                 else:
                     raise value
-            return outputs
+            return cast(list[GenerationOutput], outputs)  # the loop above ends once every row has its output
         finally:
             for handle in handles:
                 handle.cancel()  # a no-op for finished requests; frees the others' rows on any early exit
@@ -341,6 +345,8 @@ class BatchScheduler:
         if not keep:
             self._reset()
             return
+        if self._policy is None or self._logits is None:
+            raise RuntimeError("scheduler: running rows without a batch state")
         index = torch.tensor(keep, device=self.decoder.device)
         self._policy.select_rows(index)
         batch_cache.trim_left(self._policy)
@@ -385,7 +391,7 @@ class BatchScheduler:
                 if source.name not in self._sessions:
                     self._sources[source.name] = source
                     self._sessions[source.name] = source.start(prompts)  # heads: stateless sessions
-        if self._policy is None:
+        if self._policy is None or self._logits is None:
             self._policy, self._logits = policy, logits
         else:
             batch_cache.merge(self._policy, policy)
@@ -403,8 +409,8 @@ class BatchScheduler:
         self.stats.solo_requests += len(group)
         options = group[0].options
         names = {*self.decoder.rewards, *(name for job in group for name in job.request.rewards)}
-        features = [job.preference_features for job in group]
-        same_width = all(f is not None and f.shape == features[0].shape for f in features)
+        features = [job.preference_features for job in group if job.preference_features is not None]
+        same_width = len(features) == len(group) and all(f.shape == features[0].shape for f in features)
 
         def on_token(row: int, piece: str) -> None:
             if any(job.handle.cancelled for job in group):
@@ -433,6 +439,8 @@ class BatchScheduler:
     def _step(self) -> None:
         """One PANDA step for every running row (see ``panda_chat.decoding.engine`` for the algorithm)."""
         rows, policy, device = self._rows, self._policy, self.decoder.device
+        if policy is None or self._logits is None:
+            raise RuntimeError("scheduler: a step without a running batch")
         self.stats.steps += 1
         self.stats.row_steps += len(rows)
         self.stats.max_rows = max(self.stats.max_rows, len(rows))
@@ -539,6 +547,8 @@ class BatchScheduler:
 
     def _finish(self, row: _Row) -> None:
         state = row.tracker.rows[0]
+        if state.finish_reason is None:
+            raise RuntimeError("scheduler: finishing a row that has not stopped")
         row.job.end("done", GenerationOutput(
             text=row.tracker.final_text(0), token_ids=state.token_ids, rewards=row.rewards, lambdas=row.lambdas,
             raw_rewards=row.raw, finish_reason=state.finish_reason, prompt_tokens=len(row.job.prompt_ids),
