@@ -96,6 +96,6 @@ class ProfileAccess:
                                     conversation_id=conversation)
         return conversation
 
-    def record_answer(self, user_id: str, conversation_id: int, text: str) -> None:
+    def record_answer(self, user_id: str, conversation_id: str | int, text: str) -> None:
         if text.strip():
-            self.store.add_message(user_id, "assistant", text, conversation_id=conversation_id)
+            self.store.add_message(user_id, "assistant", text, conversation_id=conversation_key(conversation_id))

@@ -166,7 +166,8 @@ class JsonWriter:
         self._put("}")
 
     def _array(self, schema: dict[str, Any]) -> None:
-        items = schema.get("items") if isinstance(schema.get("items"), dict) else {"type": "string"}
+        given = schema.get("items")
+        items: dict[str, Any] = given if isinstance(given, dict) else {"type": "string"}
         low = int(schema.get("minItems", 0))
         high = max(low, min(int(schema.get("maxItems", MAX_ARRAY_ITEMS)), MAX_ARRAY_ITEMS))
         opening = self._first_spelling(items) or '"'

@@ -100,12 +100,12 @@ def demo(n_questions: int, max_tokens: int, seed: int, embedder: str | None) -> 
         click.echo("rewards: calibrated head scores per pole (0 = an average answer, +1 = one std toward the pole)\n")
         for number, question in enumerate(questions, start=1):
             click.echo(f"Q{number}. {question}")
-            base_answer = unguided.invoke([HumanMessage(question)]).content
+            base_answer = unguided.invoke([HumanMessage(question)]).text
             answers = {"unguided": base_answer}
             lambdas = {}
             for user, model in steered.items():
                 message = model.invoke([HumanMessage(question)])
-                answers[user] = message.content
+                answers[user] = message.text
                 lam_info = message.response_metadata.get("personalization", {}).get("lambda", {})
                 lambdas[user] = lam_info.get("mean")
             for label, answer in answers.items():
