@@ -656,7 +656,7 @@ class ChatPanda(BaseChatModel):
         if rows:
             emit = _token_emitter(rows)
             try:
-                answers = self._decode(runtime, rows, options, emit)
+                answers: Sequence[_Answer | Exception] = self._decode(runtime, rows, options, emit)
             except Exception as error:
                 for row in rows:
                     row.run_manager.on_llm_error(error)

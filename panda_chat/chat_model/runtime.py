@@ -59,7 +59,8 @@ class ModelDefaults:
             return cls()
         folder, manifest = located
         heads = {pole: RewardSpec(kind="head", path=str(file)) for pole, file in manifest.head_paths(folder).items()}
-        lam, dim = None, 0
+        lam: LearnedLambda | float | None = None
+        dim = 0
         if manifest.lam is not None and manifest.lam.path:
             learned = LearnedLambda.load((folder / manifest.lam.path).resolve())
             lam, dim = learned, learned.config.preference_dim

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,7 +29,9 @@ from panda_chat.cli.options import user_id_callback
 
 if TYPE_CHECKING:  # LangChain and the store load when a chat starts, never for --help
     from langchain_core.messages import BaseMessage
+    from langchain_core.runnables import RunnableConfig
 
+    from panda_chat.chat_model.model import ChatPanda
     from profiles.store import ProfileStore
 
 HELP = """commands: /why  /good  /bad  /prefer [1|2]  /train  /reset  /help  /quit"""
@@ -43,7 +45,7 @@ ALTERNATIVE_TEMPERATURE = 0.9
 class ChatSession:
     """One terminal conversation: the history sent with each call, and what feedback commands refer to."""
 
-    llm: object  # a ChatPanda
+    llm: ChatPanda
     store: ProfileStore
     user: str
     history: list[BaseMessage] = field(default_factory=list)
@@ -57,16 +59,16 @@ class ChatSession:
     def last_question(self) -> str | None:
         from langchain_core.messages import HumanMessage
 
-        return next((m.content for m in reversed(self.history) if isinstance(m, HumanMessage)), None)
+        return next((m.text for m in reversed(self.history) if isinstance(m, HumanMessage)), None)
 
     @property
     def last_answer(self) -> str | None:
         from langchain_core.messages import AIMessage
 
-        return next((m.content for m in reversed(self.history) if isinstance(m, AIMessage)), None)
+        return next((m.text for m in reversed(self.history) if isinstance(m, AIMessage)), None)
 
-    def config(self) -> dict:
-        configurable = {"user_id": self.user}
+    def config(self) -> RunnableConfig:
+        configurable: dict[str, str | int] = {"user_id": self.user}
         if self.conversation_id is not None:
             configurable["conversation_id"] = self.conversation_id
         return {"configurable": configurable}
@@ -79,9 +81,9 @@ class ChatSession:
         pieces, last = [], None
         click.echo("panda> ", nl=False)
         for chunk in self.llm.stream(messages, config=self.config()):
-            if chunk.content:
-                pieces.append(chunk.content)
-                click.echo(chunk.content, nl=False)
+            if chunk.text:
+                pieces.append(chunk.text)
+                click.echo(chunk.text, nl=False)
             last = chunk
         click.echo()
         metadata = last.response_metadata if last is not None else {}
@@ -95,13 +97,14 @@ class ChatSession:
         click.echo(self.llm.explain(user_id=self.user, query=self.last_question))
 
     def rate(self, rating: float) -> None:
-        if self.last_answer is None:
+        question = self.last_question
+        if self.last_answer is None or question is None:
             click.echo("nothing to rate yet: ask something first")
             return
         if not self.record:
             click.echo("not stored: this chat runs with --no-record, so feedback is not kept either")
             return
-        self.store.add_feedback(self.user, prompt=self.last_question, response=self.last_answer, rating=rating)
+        self.store.add_feedback(self.user, prompt=question, response=self.last_answer, rating=rating)
         click.echo("thanks, noted: " + ("more like this" if rating > 0 else "less like this"))
         self.retrain_in_background()
 
@@ -114,15 +117,16 @@ class ChatSession:
             return
         quiet = self.llm.model_copy(update={"record": False})
         messages = self.history[:-1] if isinstance(self.history[-1], AIMessage) else self.history
-        greedy = quiet.invoke(messages, config=self.config(), temperature=0.0).content
-        sampled = quiet.invoke(messages, config=self.config(), temperature=ALTERNATIVE_TEMPERATURE).content
+        greedy = quiet.invoke(messages, config=self.config(), temperature=0.0).text
+        sampled = quiet.invoke(messages, config=self.config(), temperature=ALTERNATIVE_TEMPERATURE).text
         self.alternatives = [greedy, sampled]
         for number, text in enumerate(self.alternatives, start=1):
             click.echo(f"[{number}] {text}")
         click.echo("pick the better one with /prefer 1 or /prefer 2")
 
     def prefer(self, choice: str) -> None:
-        if len(self.alternatives) != 2:
+        question = self.last_question
+        if len(self.alternatives) != 2 or question is None:
             click.echo("no alternatives yet: type /prefer first")
             return
         if choice not in ("1", "2"):
@@ -133,7 +137,7 @@ class ChatSession:
             self.alternatives = []
             click.echo("not stored: this chat runs with --no-record, so feedback is not kept either")
             return
-        self.store.add_feedback(self.user, prompt=self.last_question, chosen=chosen, rejected=rejected)
+        self.store.add_feedback(self.user, prompt=question, chosen=chosen, rejected=rejected)
         self.alternatives = []
         click.echo(f"thanks, noted: you prefer answer {choice}")
         self.retrain_in_background()
@@ -186,12 +190,12 @@ def default_model() -> str:
     return default_model_path()
 
 
-def steering_line(personalization: dict) -> str:
+def steering_line(personalization: dict[str, Any]) -> str:
     """One short line: which poles steer the answer, and how strongly."""
     steering = [s for s in personalization.get("steering", []) if s["weight"] > 0]
     if not steering:
         return {"unguided": "preferences known, but no reward for this model: not steered"}.get(
-            personalization.get("mode"), "not steered yet: no confident preference")
+            personalization.get("mode", ""), "not steered yet: no confident preference")
     return "steered toward " + ", ".join(f"{s['pole']} ({s['dimension']}, {s['weight']:.2f})" for s in steering)
 
 

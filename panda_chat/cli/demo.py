@@ -125,11 +125,11 @@ def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedd
         moved, total = 0, 0
         for number, question in enumerate(questions, start=1):
             echo(f"Q{number}. {question}  [{'held-out topic' if heldout else 'a topic the demo LM was trained on'}]")
-            answers = {"unguided": unguided.invoke([HumanMessage(question)]).content}
+            answers = {"unguided": unguided.invoke([HumanMessage(question)]).text}
             lambdas = {}
             for user, model in steered.items():
                 message = model.invoke([HumanMessage(question)])
-                answers[user] = message.content
+                answers[user] = message.text
                 lambdas[user] = message.response_metadata.get("personalization", {}).get("lambda", {}).get("mean")
             rewards = {label: scorer.score(question, answer) for label, answer in answers.items()}
             entry = {"question": question, "trained_topic": not heldout, "answers": []}

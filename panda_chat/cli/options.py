@@ -5,7 +5,12 @@ One place, so ``generate``, ``eval`` and ``lambda fit`` accept and reject the sa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:  # the rewards package loads only when a command runs, never for --help
+    from panda_chat.rewards.loading import RewardSpec
 
 ZERO_SHOT_PREFIX = "zero-shot:"
 
@@ -33,7 +38,7 @@ def parse_floats(option: str, text: str) -> list[float]:
 
 def reward_specs(values: tuple[str, ...], embedder: str | None = None) -> dict:
     """``--reward NAME=PATH`` (head file or reward-model folder) or ``NAME=zero-shot:DESCRIPTION``."""
-    specs = {}
+    specs: dict[str, RewardSpec] = {}
     for name, value in parse_assignments("--reward", values).items():
         if value.startswith(ZERO_SHOT_PREFIX):
             from panda_chat.rewards.zero_shot import ZeroShotReward

@@ -58,8 +58,15 @@ class _StoreOpener:
             self._store.close()
 
 
+def _opener(context: click.Context) -> _StoreOpener:
+    opener = context.find_object(_StoreOpener)
+    if opener is None:  # the profile group's callback sets it before any subcommand runs
+        raise click.UsageError("run this command through `panda-chat profile`")
+    return opener
+
+
 def _store(context: click.Context) -> ProfileStore:
-    return context.find_object(_StoreOpener)()
+    return _opener(context)()
 
 
 def _existing_user(store: ProfileStore, user: str) -> str:
@@ -353,7 +360,12 @@ def forget(context: click.Context, user: str | None, key: int | None, yes: bool,
         raise click.UsageError("give exactly one of USER or --key KEY")
     store = _store(context)
     # Not validated: an id stored before validation existed must still be forgettable, exactly as stored.
-    user = store.user_id_of_key(key) if key is not None else _existing_user(store, user)
+    if key is not None:
+        user = store.user_id_of_key(key)
+    elif user is not None:
+        user = _existing_user(store, user)
+    else:  # excluded by the check above
+        raise click.UsageError("give exactly one of USER or --key KEY")
     if not yes:
         click.confirm(f"Forget {_shown(user)} and everything stored about them?", abort=True, err=True)
     report = store.forget(user, wait_s=wait)
@@ -388,7 +400,7 @@ def dimensions(context: click.Context, as_json: bool) -> None:
     """List the preference catalog's dimensions and poles."""
     from profiles import PreferenceCatalog
 
-    opener = context.find_object(_StoreOpener)
+    opener = _opener(context)
     catalog = PreferenceCatalog.from_file(opener.catalog) if opener.catalog else PreferenceCatalog.default()
     if as_json:
         _print_json(catalog.model_dump(mode="json"))

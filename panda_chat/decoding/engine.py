@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -32,11 +33,11 @@ from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext
 from panda_chat.registry import ModelRegistry, shared_registry
-from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSource, supports_row_selection
+from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSession, RewardSource, supports_row_selection
 from panda_chat.rewards.loading import RewardSpec, load_reward
 from panda_chat.tree_attention import Path as DecodingPath
 
-Prompts = str | Sequence[str] | Sequence[Sequence[int]]
+Prompts = str | Sequence[int] | Sequence[str | Sequence[int]]  # one prompt (text or token ids), or several
 TokenCallback = Callable[[int, str], None]
 # (rows still decoding, each one's tokens so far) -> which tokens each may take next, (B, V) bool, or (B, V) scores
 # added to the logits (-inf forbids), or None for all. Applied before the top-k, so constrained decoding (JSON
@@ -146,11 +147,11 @@ class PandaDecoder:
         gets a second BOS. Token-id prompts (lists of ints) are used exactly as given.
         """
         if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]
+            prompts = [cast("str | Sequence[int]", prompts)]
         if not prompts:
             raise DecodingError("no prompts given")
         texts, rows = [], []
-        for index, prompt in enumerate(prompts):
+        for index, prompt in enumerate(cast("Sequence[str | Sequence[int]]", prompts)):  # one was wrapped above
             if isinstance(prompt, str):
                 bos = self.tokenizer.bos_token
                 add = add_special_tokens if add_special_tokens is not None else not (bos and prompt.startswith(bos))
@@ -158,7 +159,7 @@ class PandaDecoder:
                 texts.append(prompt)
             else:
                 ids = [int(i) for i in prompt]
-                texts.append(self.tokenizer.decode(ids))
+                texts.append(cast(str, self.tokenizer.decode(ids)))  # one sequence of ids decodes to one string
             if not ids:
                 raise DecodingError(f"prompt {index} is empty: give at least one token of text")
             rows.append(ids)
@@ -359,7 +360,8 @@ class PandaDecoder:
                 break
             if len(still_running) < len(rows) and can_drop_rows:  # finished rows stop costing work
                 keep = torch.tensor(still_running, device=device)
-                for part in (policy, plan, *sessions):
+                parts: tuple[BasePolicy | SteeringPlan | RewardSession, ...] = (policy, plan, *sessions)
+                for part in parts:
                     part.select_rows(keep)
                 rows = [rows[i] for i in still_running]
                 chosen, tokens = chosen[keep], tokens[keep]
@@ -373,7 +375,7 @@ class PandaDecoder:
                 rewards=record.rewards[row],
                 lambdas=record.lambdas[row],
                 raw_rewards=record.raw[row],
-                finish_reason=stops.rows[row].finish_reason,
+                finish_reason=stops.rows[row].final_reason,
                 prompt_tokens=int(batch.attention_mask[row].sum()),
                 elapsed_s=elapsed,
             )

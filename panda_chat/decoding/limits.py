@@ -10,6 +10,7 @@ is; ``ChatPanda`` uses ``context_length`` to drop the oldest history turns befor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ class PromptTooLongError(ValueError):
 
 def context_length(model: torch.nn.Module) -> int | None:
     """The number of positions the model reads, from its config; None when the config does not say."""
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)  # a transformers config, or None for a plain module
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     for name in _LIMIT_ATTRIBUTES:
         value = getattr(config, name, None)

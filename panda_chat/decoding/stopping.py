@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -30,7 +31,8 @@ class IncrementalDetokenizer:
         self.read_offset = 0  # text of ids[prefix_offset:read_offset] has been returned already
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        # one sequence of ids decodes to one string (decode's annotation also covers batches of sequences)
+        return cast(str, self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     def push(self, token_id: int) -> str:
         """Add a token; return the new text it completes (may be empty, e.g. half of a multi-byte character)."""
@@ -68,7 +70,12 @@ class RowState:
     emitted: int = 0  # characters of ``text`` already handed out as pieces
     finish_reason: FinishReason | None = None
 
-
+    @property
+    def final_reason(self) -> FinishReason:
+        """Why the row stopped, once it has (every row has by the end of a decode)."""
+        if self.finish_reason is None:
+            raise RuntimeError("the row is still decoding: it has no finish reason yet")
+        return self.finish_reason
 class StopTracker:
     """Per-row stopping and text for one batch.
 
@@ -148,7 +155,7 @@ class StopTracker:
         if self.track_text:
             return row.text
         ids = row.token_ids
-        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return cast(str, self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     def _match_stop(self, row: RowState, text_length_before: int) -> None:
         """Cut ``row.text`` at the earliest stop string that ends in the newly added text, and finish the row."""

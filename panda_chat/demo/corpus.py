@@ -51,11 +51,12 @@ def opposite_pole(pole: str) -> str:
 
 @dataclass(frozen=True)
 class StyleSpec:
-    """One answer style: a pole on each of the three dimensions."""
+    """One answer style: a pole on each of the three dimensions (the poles are ``DIMENSIONS``' strings: styles are
+    built from that table and from ``dimension_of``, so the fields are plain ``str``)."""
 
-    expertise: Literal["elementary", "expert"]
-    verbosity: Literal["concise", "detailed"]
-    tone: Literal["friendly", "formal"]
+    expertise: str  # "elementary" | "expert"
+    verbosity: str  # "concise" | "detailed"
+    tone: str  # "friendly" | "formal"
 
     @classmethod
     def all(cls) -> list[StyleSpec]:

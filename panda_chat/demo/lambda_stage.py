@@ -10,6 +10,7 @@ fitted on the prompt features *and* that user's vector with ``panda_chat.evaluat
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -41,7 +42,7 @@ class LambdaStageConfig(BaseModel):
                                        (2.0, 0.95), (3.0, 0.95), (4.0, 0.9)]
     beta: float = Field(default=1.0, ge=0)
     top_k: int = Field(default=10, gt=0)
-    kind: str = "ridge"
+    kind: Literal["ridge", "mlp"] = "ridge"
     ridge_alpha: float = Field(default=1e4, gt=0)
     min_confidence: float = Field(default=0.4, ge=0, le=1)
 

@@ -25,6 +25,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 from pydantic import BaseModel, Field
@@ -179,8 +180,8 @@ def greedy_samples(model, tokenizer: PreTrainedTokenizerFast, prompts: list[str]
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-        samples.append({"prompt": prompt, "answer": tokenizer.decode(out[0, ids["input_ids"].shape[1]:],
-                                                                     skip_special_tokens=True)})
+        answer = cast(str, tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))  # one row
+        samples.append({"prompt": prompt, "answer": answer})
     return samples
 
 
@@ -222,7 +223,7 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
         if record["config"] != config.model_dump(mode="json", include=_BASE_FIELDS):
             raise ValueError(f"{base_dir} was trained with other settings; run without --reuse-base")
         model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        tokenizer = cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(base_dir))  # the fast one saved here
         base_report, samples = BaseLMReport.model_validate(record["report"]), record["samples"]
     else:
         _stage("base LM")

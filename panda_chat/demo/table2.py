@@ -170,7 +170,7 @@ def plots(results: list[dict], out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     poles = [r["pole"] for r in results]
-    xs = range(len(poles))
+    xs = list(range(len(poles)))
     for offset, name, label in ((-0.2, "args", "fixed lambda (ARGS, best of grid)"),
                                 (0.2, "panda", "context-aware lambda (PANDA)")):
         ax.bar([x + offset for x in xs], [_method(r, name)["mean_objective"] for r in results], width=0.4,

@@ -60,10 +60,11 @@ def load_prompts(path: str | Path) -> PromptSet:
         if len(present) > 1:
             raise ValueError(f"{path}: '{field}' must be given on every line or on none")
     features = None
-    if parsed[0].preference_features is not None:
-        sizes = {len(p.preference_features) for p in parsed}
+    feature_rows = [p.preference_features for p in parsed if p.preference_features is not None]
+    if feature_rows:  # then on every line (checked above)
+        sizes = {len(row) for row in feature_rows}
         if len(sizes) > 1:
             raise ValueError(f"{path}: 'preference_features' have different lengths {sorted(sizes)}")
-        features = torch.tensor([p.preference_features for p in parsed], dtype=torch.float32)
-    weights = [p.weights for p in parsed] if parsed[0].weights is not None else None
+        features = torch.tensor(feature_rows, dtype=torch.float32)
+    weights = [p.weights for p in parsed if p.weights is not None] or None
     return PromptSet([p.prompt for p in parsed], weights, features)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pydantic import BaseModel
@@ -100,8 +101,9 @@ def evaluate(
     objective = objective or SelectionObjective()
     texts = [prompt_text(decoder.tokenizer, p) for p in prompts] if chat_template else list(prompts)
     scorer = ResponseScorer(decoder)
-    options = dict(objective=objective, weights=weights, preference_features=preference_features, max_rows=max_rows,
-                   scorer=scorer, max_new_tokens=max_new_tokens, top_k=top_k, greedy=True)
+    options: dict[str, Any] = dict(objective=objective, weights=weights, preference_features=preference_features,
+                                   max_rows=max_rows, scorer=scorer, max_new_tokens=max_new_tokens, top_k=top_k,
+                                   greedy=True)
     if with_coherence:
         from profiles.embedders import resolve_embedder
 
@@ -135,7 +137,8 @@ def evaluate(
             results.append(row("panda-set", "candidate set", [g.outputs[b] for g, b in zip(grids, best)],
                                [g.scores[b] for g, b in zip(grids, best)],
                                [g.values[b] for g, b in zip(grids, best)], unguided))
-        else:  # panda: the learned lambda decodes once more; J is measured against the same unguided responses
+        elif lambda_model is not None:  # panda (checked above): the learned lambda decodes once more; J is measured
+            # against the same unguided responses
             learned = decode_lambda_grid(decoder, texts, [lambda_model], **options)
             scores = [g.scores[0] for g in learned]
             values = [objective.value(s, u) for s, u in zip(scores, unguided)]

@@ -43,11 +43,10 @@ class ResponseScorer:
         """One ``ScoredResponse`` per (prompt, output); ``weights`` as in ``PandaDecoder.generate``."""
         if len(prompts) != len(outputs):
             raise ValueError("one output per prompt is needed")
-        per_row = isinstance(weights, Sequence) and not isinstance(weights, Mapping)
         scored: list[ScoredResponse] = []
         for start in range(0, len(prompts), self.batch_size):
             stop = start + self.batch_size
-            chunk_weights = list(weights[start:stop]) if per_row else weights
+            chunk_weights = list(weights[start:stop]) if isinstance(weights, Sequence) else weights
             scored += self._score_chunk(list(prompts[start:stop]), list(outputs[start:stop]), chunk_weights)
         return scored
 

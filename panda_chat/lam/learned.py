@@ -91,6 +91,10 @@ class LambdaTrainingSet:
 class LearnedLambda(nn.Module):
     """lambda(context, t) >= 0 from prompt, preference and step features (see the module docstring)."""
 
+    feature_mean: torch.Tensor  # buffers, registered in __init__
+    feature_std: torch.Tensor
+    net: nn.Linear | nn.Sequential  # ridge: one linear layer; mlp: linear, GELU, linear
+
     def __init__(self, config: LearnedLambdaConfig):
         super().__init__()
         self.config = config
@@ -187,6 +191,8 @@ class LearnedLambda(nn.Module):
         zd = z.double()
         gram = zd.T @ zd + alpha * torch.eye(zd.shape[1], dtype=torch.float64)
         w = torch.linalg.solve(gram, zd.T @ (y - y.mean()))
+        if not isinstance(self.net, nn.Linear):
+            raise TypeError("the ridge fit needs a lambda model of kind 'ridge'")
         with torch.no_grad():
             self.net.weight.copy_(w.float().unsqueeze(0))
             self.net.bias.fill_(float(y.mean()))
@@ -195,6 +201,8 @@ class LearnedLambda(nn.Module):
                  seed: int) -> None:
         """Full-batch AdamW on the squared error of lambda (the rows are few: one per prompt and step)."""
         torch.manual_seed(seed)
+        if not isinstance(self.net, nn.Sequential):
+            raise TypeError("the MLP fit needs a lambda model of kind 'mlp'")
         for layer in self.net:
             if isinstance(layer, nn.Linear):
                 layer.reset_parameters()

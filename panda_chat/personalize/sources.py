@@ -68,7 +68,7 @@ class PoleRewards:
         name = reward_name(dimension.name, pole.name)
         configured = pole.reward.kind
         note = None
-        if configured in ("head", "model"):
+        if configured in ("head", "model") and pole.reward.path is not None:  # the catalog requires a path for both
             try:
                 source = load_reward(name, pole.reward.path, self.model, self.tokenizer, self.registry)
                 return PoleReward(name, source, configured, configured)

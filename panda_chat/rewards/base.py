@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class Calibration(BaseModel):
@@ -35,7 +39,7 @@ class PromptBatch:
     texts: list[str]
     input_ids: torch.Tensor  # (B, L) left-padded
     attention_mask: torch.Tensor  # (B, L) 1 for real tokens, 0 for padding
-    tokenizer: object  # the base model's tokenizer (a PreTrainedTokenizerBase)
+    tokenizer: PreTrainedTokenizerBase  # the base model's tokenizer
 
 
 @dataclass

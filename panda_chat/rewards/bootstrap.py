@@ -123,6 +123,8 @@ def words_head(model, tokenizer, dimension: Dimension, pole: Pole, name: str, so
         base_signature=BaseModelSignature.of(model),
     )
     head = RewardHead(config)
+    if not isinstance(head.net, torch.nn.Linear):
+        raise TypeError("a linear reward head has a single linear layer")
     with torch.no_grad():
         head.net.weight.copy_((direction / std)[None, :])
         head.net.bias.fill_(float(-(direction / std) @ mean))

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -31,6 +32,17 @@ _HUMAN_TURN = re.compile(r"^\s*Human:\s*", re.DOTALL)
 
 class PairDataError(ValueError):
     """A preference-pair file (or line) cannot be read; the message names the line."""
+
+
+class PairLike(Protocol):
+    """What ``PreferencePair.of`` reads: a prompt, the chosen and the rejected response."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def chosen(self) -> str: ...
+    @property
+    def rejected(self) -> str: ...
 
 
 class PreferencePair(BaseModel):
@@ -49,7 +61,7 @@ class PreferencePair(BaseModel):
         return self
 
     @classmethod
-    def of(cls, pair: object) -> PreferencePair:
+    def of(cls, pair: PairLike) -> PreferencePair:
         """Any object with ``prompt``, ``chosen`` and ``rejected`` attributes (e.g. a profile-store feedback pair)."""
         if isinstance(pair, PreferencePair):
             return pair

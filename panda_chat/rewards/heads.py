@@ -13,7 +13,7 @@ base model is refused with a clear error, because its rewards would be meaningle
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from pydantic import BaseModel, Field
@@ -21,6 +21,9 @@ from torch import nn
 
 from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
 from panda_chat.weights_file import module_to_bytes, read_module, save_module
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 HEAD_FORMAT_VERSION = 1
 _METADATA_KEY = "panda_chat_reward_head"
@@ -44,12 +47,12 @@ class BaseModelSignature(BaseModel):
     embedding_probe: list[float]
 
     @classmethod
-    def of(cls, model: nn.Module) -> BaseModelSignature:
+    def of(cls, model: PreTrainedModel) -> BaseModelSignature:
         """The signature of a loaded model. Sizes come from its text config: a multimodal checkpoint (e.g.
         ``Gemma3ForConditionalGeneration``) keeps them in ``config.text_config``, and its heads read the language
         model's hidden states."""
         config = model.config.get_text_config()
-        emb = model.get_input_embeddings().weight
+        emb = cast(torch.Tensor, model.get_input_embeddings().weight)  # an embedding's weight is a tensor
         probe = emb[:_PROBE_ROWS, :_PROBE_DIMS].detach().float().cpu().flatten().tolist()
         return cls(
             model_type=config.model_type,
@@ -89,6 +92,7 @@ class RewardHeadConfig(BaseModel):
 class RewardHead(nn.Module):
     """reward = head(h): a linear layer, or a one-hidden-layer MLP, on a final hidden state of size ``hidden_size``."""
 
+    net: nn.Linear | nn.Sequential
     def __init__(self, config: RewardHeadConfig):
         super().__init__()
         self.config = config
@@ -103,7 +107,7 @@ class RewardHead(nn.Module):
         """(..., H) hidden states -> (...) raw rewards."""
         return self.net(hidden).squeeze(-1)
 
-    def check_base(self, model: nn.Module) -> None:
+    def check_base(self, model: PreTrainedModel) -> None:
         """Raise ``HeadMismatchError`` unless ``model`` is the base model this head was trained on."""
         reason = self.config.base_signature.mismatch(BaseModelSignature.of(model))
         if reason is not None:

@@ -88,4 +88,7 @@ class CachedRewardSession(RewardSession):
     @property
     def cache_shape(self) -> tuple[int, ...]:
         """(batch, kv_heads, cached slots, head_dim) of the first layer: the batch is B, never B * k."""
-        return tuple(self.kv.cache.layers[0].keys.shape)
+        keys = getattr(self.kv.cache.layers[0], "keys", None)
+        if not isinstance(keys, torch.Tensor):
+            raise RuntimeError("the reward model's cache holds nothing yet")
+        return tuple(keys.shape)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -43,7 +44,7 @@ def candidate_texts(tokenizer: PreTrainedTokenizerBase, candidates: CandidateBat
 def score_candidate_texts(
     tokenizer: PreTrainedTokenizerBase,
     candidates: CandidateBatch,
-    score: Callable[[list[int], list[str]], Sequence[float] | torch.Tensor],
+    score: Callable[[list[int], list[str]], Sequence[float] | torch.Tensor | np.ndarray],
 ) -> torch.Tensor:
     """(B, k) rewards of a text reward: every active row's k candidate texts, scored in ONE call.
 

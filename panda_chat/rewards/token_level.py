@@ -118,7 +118,7 @@ class PrefixFeaturizer:
               seed: int = 0) -> PrefixPairs:
         """Token-level feature pairs of ``pairs`` (see the module docstring)."""
         rng = random.Random(seed)
-        parts: list[PrefixPairs] = []
+        parts: list[PrefixPairs | None] = []
         bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=not progress, leave=False)
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start : start + self.batch_size]

@@ -155,7 +155,7 @@ class PairwiseRewardTrainer:
                 stats.val_loss, stats.val_accuracy = self.evaluate("val", n_val)
                 bar.set_postfix(val_acc=f"{stats.val_accuracy:.3f}", val_loss=f"{stats.val_loss:.3f}")
             history.append(stats)
-            if not n_val:
+            if not n_val or stats.val_loss is None or stats.val_accuracy is None:
                 best_epoch = epoch
                 continue
             key = (stats.val_accuracy, -stats.val_loss)
@@ -182,6 +182,9 @@ class TrainedRewardHead:
 class _StandardisedHead(nn.Module):
     """head((h - mean) / std) during training; ``folded()`` returns the head that reads raw ``h``."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, head: RewardHead, mean: torch.Tensor, std: torch.Tensor):
         super().__init__()
         self.head = head
@@ -195,6 +198,8 @@ class _StandardisedHead(nn.Module):
         """W (h - m) / s + b  ==  (W / s) h + (b - (W / s) m): the same function on raw hidden states."""
         head = copy.deepcopy(self.head)
         first = head.net if isinstance(head.net, nn.Linear) else head.net[0]
+        if not isinstance(first, nn.Linear):
+            raise TypeError(f"a reward head's first layer must be linear, not {type(first).__name__}")
         with torch.no_grad():
             first.weight.div_(self.std)
             first.bias.sub_(first.weight @ self.mean)

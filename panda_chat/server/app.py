@@ -151,8 +151,8 @@ def _tool_calls(message: AIMessage) -> list[dict[str, Any]]:
 
 
 def _usage(message: AIMessage) -> dict[str, int]:
-    usage = message.usage_metadata or {}
-    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    usage = message.usage_metadata
+    prompt, completion = (usage.get("input_tokens", 0), usage.get("output_tokens", 0)) if usage else (0, 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -309,7 +309,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                                  else json.dumps(message.content)}
         if calls:
             reply["tool_calls"] = calls
-        finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason"), "stop")
+        finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason", ""), "stop")
         log.info("chat key=%s status=200 prompt_tokens=%d completion_tokens=%d ms=%.0f", key.name,
                  usage["prompt_tokens"], usage["completion_tokens"], (time.perf_counter() - started) * 1000)
         return {
@@ -350,7 +350,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         calls = _tool_calls(last) if last is not None else []
         if calls:
             yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
-        finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason"), "stop")
+        finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason", ""), "stop")
         yield chunk({}, finish, conversation_id=metadata.get("conversation_id"),
                     personalization=metadata.get("personalization"))
         usage = _usage(last) if last is not None else {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}

@@ -547,10 +547,8 @@ class BatchScheduler:
 
     def _finish(self, row: _Row) -> None:
         state = row.tracker.rows[0]
-        if state.finish_reason is None:
-            raise RuntimeError("scheduler: finishing a row that has not stopped")
         row.job.end("done", GenerationOutput(
             text=row.tracker.final_text(0), token_ids=state.token_ids, rewards=row.rewards, lambdas=row.lambdas,
-            raw_rewards=row.raw, finish_reason=state.finish_reason, prompt_tokens=len(row.job.prompt_ids),
+            raw_rewards=row.raw, finish_reason=state.final_reason, prompt_tokens=len(row.job.prompt_ids),
             elapsed_s=time.perf_counter() - row.started,
         ))
