@@ -375,8 +375,8 @@ class ProfileStore:
         }
         with self._write() as session:
             pk = self._require_user(session, user_id)
-            deleted = {
-                name: session.scalar(select(func.count()).select_from(model).where(model.user_id == pk))
+            deleted: dict[str, int] = {
+                name: session.scalar(select(func.count()).select_from(model).where(model.user_id == pk)) or 0
                 for name, model in owned.items()
             }
             session.execute(delete(User).where(User.id == pk))
@@ -490,7 +490,7 @@ class ProfileStore:
                 return {}
             rows = session.execute(select(Conversation.id, Conversation.external_key).where(
                 Conversation.user_id == pk, Conversation.external_key.is_not(None))).all()
-        return {conversation: key for conversation, key in rows if key.startswith(prefix)}
+        return {conversation: key for conversation, key in rows if key is not None and key.startswith(prefix)}
 
     def delete_conversation_key(self, user_id: str, key: str) -> bool:
         """Delete the user's conversation for ``key`` with its messages and their embeddings; False when none."""
@@ -498,8 +498,9 @@ class ProfileStore:
             pk = self._user_pk(session, user_id)
             if pk is None:
                 return False
-            deleted = session.execute(delete(Conversation).where(
-                Conversation.user_id == pk, Conversation.external_key == key)).rowcount
+            result = session.execute(delete(Conversation).where(
+                Conversation.user_id == pk, Conversation.external_key == key))
+            deleted = cast("CursorResult[Any]", result).rowcount  # DML statements return a CursorResult
             if deleted:  # the index cache is rebuilt without the deleted vectors on its next use
                 generation = self._bump_generation(session)
                 session.execute(update(StoreState).where(StoreState.id == 1).values(purged_generation=generation))
