@@ -31,6 +31,10 @@ _LAZY_EXPORTS = {
     "train_reward_model": "panda_chat.rewards.training",
     "train_user_reward_head": "panda_chat.rewards.training",
     "ZeroShotReward": "panda_chat.rewards.zero_shot",
+    "bootstrap_heads": "panda_chat.rewards.bootstrap",
+    "HeadsManifest": "panda_chat.rewards.manifest",
+    "PrefixFeaturizer": "panda_chat.rewards.token_level",
+    "train_token_reward_head": "panda_chat.rewards.token_level",
 }
 
 __all__ = ["CandidateBatch", "Calibration", "PromptBatch", "RewardSession", "RewardSource", *_LAZY_EXPORTS]
@@ -50,6 +54,9 @@ if TYPE_CHECKING:
         train_reward_model,
         train_user_reward_head,
     )
+    from panda_chat.rewards.bootstrap import bootstrap_heads
+    from panda_chat.rewards.manifest import HeadsManifest
+    from panda_chat.rewards.token_level import PrefixFeaturizer, train_token_reward_head
     from panda_chat.rewards.zero_shot import ZeroShotReward
 
 
