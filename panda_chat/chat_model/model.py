@@ -228,6 +228,15 @@ class ChatPanda(BaseChatModel):
             "copy_bias": self.copy_bias,
         }
 
+    def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
+        """LangChain's cache key, with the version of the call's user profile: a cache never answers from a profile
+        that has changed since (new messages, settings, feedback or heads)."""
+        base = super()._get_llm_string(stop=stop, **kwargs)
+        if not self.personalize:
+            return base
+        user_id = validate_user_id(kwargs.get("user_id", self.user_id), where="user_id")
+        return f"{base}---profile:{user_id}@{self._profiles().version(user_id)}"
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider="panda",
@@ -541,12 +550,14 @@ class ChatPanda(BaseChatModel):
         # the whole call (store reads and writes, decoding) runs in a worker thread: the event loop never blocks.
         # Cancelling the awaiting task stops the decode at its next step, which releases the model.
         cancelled = threading.Event()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(lambda: self._generate(messages, stop, None, _cancelled=cancelled, **kwargs))
+        )
         try:
-            return await asyncio.shield(
-                asyncio.to_thread(lambda: self._generate(messages, stop, None, _cancelled=cancelled, **kwargs))
-            )
+            return await asyncio.shield(work)
         except asyncio.CancelledError:
             cancelled.set()
+            work.add_done_callback(lambda done: done.cancelled() or done.exception())  # the _Cancelled it ends with
             raise
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
