@@ -10,9 +10,13 @@ One call, in order:
 4. the PANDA decoder generates (one padded batch for ``batch``, rows of different users with their own weights);
 5. the answer goes back into the conversation, and ``response_metadata`` says which preferences steered it.
 
-The user is ``user_id``, or per call ``config={"configurable": {"user_id": ...}}`` (and ``conversation_id``): one
-ChatPanda serves every user of a server. The per-call user becomes a call argument, so it is part of the LangChain
-cache key and tracing parameters: a cache never serves one user's answer to another.
+The user is ``user_id``, or per call ``config={"configurable": {"user_id": ...}}`` (and ``conversation_id``, or
+LangGraph's ``thread_id``, or ``session_id``: any string names one stored conversation): one ChatPanda serves every
+user of a server. The per-call user becomes a call argument, so it is part of the LangChain cache key and tracing
+parameters (with the version of their profile): a cache never serves one user's answer to another.
+
+With tools bound (``bind_tools``) a row either answers or calls a tool (``tools``); with a response format the answer
+is JSON constrained to its schema (``structured``). Both are token filters on the same PANDA decode.
 """
 
 from __future__ import annotations
