@@ -1,12 +1,12 @@
-"""A plain-loop agent on ChatPanda: the model picks a tool as structured output, the loop runs it, then it answers.
+"""An assistant with tools (LangChain's ``create_agent``) answering two users, each in their own style.
 
     python examples/agent_loop.py                 # the embedded demo model, a throw-away profile database
 
-ChatPanda has no tool-calling API (small local models have no tool-call format), so the agent asks for its next
-step as a small JSON object through ``with_structured_output``: schema-guided decoding makes the step always
-parse, with a tool name from the allowed list. The loop runs the tool, appends the result to the conversation and
-asks again, until the model chooses to answer or the step budget runs out; the final answer is personalised for
-the user like any other.
+ChatPanda calls tools like any LangChain chat model: ``bind_tools`` offers them, a call's arguments are decoded under
+the tool's JSON schema (so they always validate), and ``AIMessage.tool_calls`` carries them to the agent, which runs
+the tool and hands the result back. Whether the model calls or answers is its own likelihood; ``call_bias`` nudges a
+small model that rarely calls, and ``max_tool_rounds`` bounds the loop. The final answer is steered by each user's
+profile: carol asked for concise answers, dan for detailed ones.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import ast
 import operator
 import os
 import tempfile
-from datetime import date
 from pathlib import Path
-from typing import Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, Field
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import tool
 
 from panda_chat import ChatPanda
 from profiles import ProfileStore
 
-MAX_STEPS = 3
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
               ast.Pow: operator.pow, ast.USub: operator.neg}
 
@@ -49,49 +47,34 @@ def calculator(expression: str) -> str:
         return f"cannot compute {expression!r}: {error}"
 
 
-def today(_: str) -> str:
-    """Today's date."""
-    return date.today().isoformat()
-
-
-TOOLS = {"calculator": calculator, "today": today}
-
-
-class Step(BaseModel):
-    """The agent's next step: call a tool with an input, or answer the user."""
-
-    action: Literal["calculator", "today", "answer"] = Field(description="a tool to call, or 'answer'")
-    input: str = Field(description="the tool's input (an arithmetic expression for the calculator)")
-
-
-def run_agent(llm: ChatPanda, user: str, question: str) -> str:
-    config = {"configurable": {"user_id": user}}
-    planner = llm.with_structured_output(Step)
-    messages: list[BaseMessage] = [
-        SystemMessage("You can use tools: calculator (arithmetic) and today (the date). "
-                      "Choose 'answer' when you know enough."),
-        HumanMessage(question),
-    ]
-    for number in range(1, MAX_STEPS + 1):
-        step = planner.invoke(messages, config=config)
-        print(f"step {number}: {step.action}({step.input!r})")
-        if step.action == "answer":
-            break
-        result = TOOLS[step.action](step.input)
-        print(f"        -> {result}")
-        messages += [AIMessage(f"I used {step.action} on {step.input!r}."),
-                     HumanMessage(f"The {step.action} tool says: {result}. Continue.")]
-    messages.append(HumanMessage(f"Now answer my question: {question}"))
-    return llm.invoke(messages, config=config).content
+@tool
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression such as '(17 + 4) * 2'."""
+    return calculator(expression)
 
 
 def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> None:
     store = ProfileStore(db, embedder=embedder)
     store.set_preference("carol", "verbosity", "concise")
-    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens)
+    store.set_preference("dan", "verbosity", "detailed")
+    # a small demo model: nudged to call the tool once (call_bias), and to copy the expression the user quoted
+    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens, call_bias=100.0, max_tool_rounds=1, copy_bias=8.0)
+    agent = create_agent(llm, [calculate], system_prompt="You are a helpful assistant. Use the calculator.")
     print("calculator check:", calculator("(17 + 4) * 2"))
-    answer = run_agent(llm, "carol", "What is 17 plus 4, times 2?")
-    print(f"answer: {answer}")
+    for user in ("carol", "dan"):
+        print(f"--- {user} ---")
+        question = "What is '(17 + 4) * 2'?"
+        state = agent.invoke({"messages": [("user", question)]},
+                             config={"configurable": {"user_id": user, "thread_id": f"{user}-math"}})
+        for number, message in enumerate(state["messages"][1:], start=1):
+            if isinstance(message, AIMessage) and message.tool_calls:
+                call = message.tool_calls[0]
+                print(f"step {number}: {call['name']}({call['args']})")
+            elif isinstance(message, ToolMessage):
+                print(f"        -> {message.content}")
+        final = state["messages"][-1]
+        steering = final.response_metadata["personalization"]["dimensions"]["verbosity"]
+        print(f"answer: {final.content!r} (verbosity: {steering['top_pole']}, {steering['source']})")
     store.close()
 
 

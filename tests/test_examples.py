@@ -33,7 +33,7 @@ def outputs(tiny_models, tmp_path_factory) -> dict[str, str]:
     # one thread each: the three processes run side by side on a small machine
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     running = {}
-    for name in ("chain", "two_users", "agent_loop"):
+    for name in ("chain", "two_users", "agent_loop", "langgraph_memory"):
         db = tmp_path_factory.mktemp(name) / "profiles.db"
         running[name] = subprocess.Popen(
             [sys.executable, str(EXAMPLES / f"{name}.py"), *model_args, "--db", str(db), "--embedder", "hashing",
@@ -67,7 +67,17 @@ def test_two_users_diverge_as_their_histories_differ(outputs):
     assert "same answer after:  False" in out
 
 
-def test_agent_loop_runs_tools_and_answers(outputs):
+def test_agent_loop_runs_tools_and_answers_two_users_in_their_styles(outputs):
     out = output_of(outputs, "agent_loop")
     assert "calculator check: 42" in out
-    assert "step 1: " in out and "answer: " in out
+    assert "--- carol ---" in out and "--- dan ---" in out
+    assert out.count("step 1: calculate(") == 2 and out.count("        -> ") == 2
+    assert "(verbosity: concise, explicit)" in out and "(verbosity: detailed, explicit)" in out
+
+
+def test_langgraph_chatbot_keeps_one_thread_and_its_memories(outputs):
+    out = output_of(outputs, "langgraph_memory")
+    assert out.count("bot:  ") == 3
+    assert "memories: ['I am a physicist working on lasers', 'I love detailed explanations']" in out \
+        or "memories: ['I love detailed explanations', 'I am a physicist working on lasers']" in out
+    assert "thread turns stored: 6" in out

@@ -10,9 +10,13 @@ One call, in order:
 4. the PANDA decoder generates (one padded batch for ``batch``, rows of different users with their own weights);
 5. the answer goes back into the conversation, and ``response_metadata`` says which preferences steered it.
 
-The user is ``user_id``, or per call ``config={"configurable": {"user_id": ...}}`` (and ``conversation_id``): one
-ChatPanda serves every user of a server. The per-call user becomes a call argument, so it is part of the LangChain
-cache key and tracing parameters: a cache never serves one user's answer to another.
+The user is ``user_id``, or per call ``config={"configurable": {"user_id": ...}}`` (and ``conversation_id``, or
+LangGraph's ``thread_id``, or ``session_id``: any string names one stored conversation): one ChatPanda serves every
+user of a server. The per-call user becomes a call argument, so it is part of the LangChain cache key and tracing
+parameters (with the version of their profile): a cache never serves one user's answer to another.
+
+With tools bound (``bind_tools``) a row either answers or calls a tool (``tools``); with a response format the answer
+is JSON constrained to its schema (``structured``). Both are token filters on the same PANDA decode.
 """
 
 from __future__ import annotations
@@ -233,6 +237,15 @@ class ChatPanda(BaseChatModel):
             "call_bias": self.call_bias,
             "copy_bias": self.copy_bias,
         }
+
+    def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
+        """LangChain's cache key, with the version of the call's user profile: a cache never answers from a profile
+        that has changed since (new messages, settings, feedback or heads)."""
+        base = super()._get_llm_string(stop=stop, **kwargs)
+        if not self.personalize:
+            return base
+        user_id = validate_user_id(kwargs.get("user_id", self.user_id), where="user_id")
+        return f"{base}---profile:{user_id}@{self._profiles().version(user_id)}"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -562,12 +575,14 @@ class ChatPanda(BaseChatModel):
         # the whole call (store reads and writes, decoding) runs in a worker thread: the event loop never blocks.
         # Cancelling the awaiting task stops the decode at its next step, which releases the model.
         cancelled = threading.Event()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(lambda: self._generate(messages, stop, None, _cancelled=cancelled, **kwargs))
+        )
         try:
-            return await asyncio.shield(
-                asyncio.to_thread(lambda: self._generate(messages, stop, None, _cancelled=cancelled, **kwargs))
-            )
+            return await asyncio.shield(work)
         except asyncio.CancelledError:
             cancelled.set()
+            work.add_done_callback(lambda done: done.cancelled() or done.exception())  # the _Cancelled it ends with
             raise
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,

@@ -6,6 +6,7 @@ one database share one engine and one embedder.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import warnings
@@ -108,6 +109,20 @@ class ProfileAccess:
 
     def _stored_turns(self, conversation: int) -> list[tuple[str, str]]:
         return [(m.role, m.text) for m in self.store.conversation_messages(conversation) if m.role in RECORDED_ROLES]
+
+    def version(self, user_id: str) -> str:
+        """A short fingerprint of everything that shapes the user's profile (changes whenever the profile does)."""
+        if not self.store.has_user(user_id):
+            return "new"
+        latest = self.store.messages(user_id, limit=1)
+        parts = (
+            latest[0].message_id if latest else 0,
+            sorted(self.store.explicit_preferences(user_id).items()),
+            len(self.store.feedback_pairs(user_id)),
+            sorted((head.name, str(head.created_at), hashlib.sha256(head.data).hexdigest())
+                   for head in self.store.reward_heads(user_id)),
+        )
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def record_answer(self, user_id: str, conversation_id: int, text: str) -> None:
         if text.strip():
