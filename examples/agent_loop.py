@@ -57,8 +57,8 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
     store = ProfileStore(db, embedder=embedder)
     store.set_preference("carol", "verbosity", "concise")
     store.set_preference("dan", "verbosity", "detailed")
-    # a small demo model: nudged to call the tool once (call_bias), and to copy the expression the user quoted
-    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens, call_bias=100.0, max_tool_rounds=1, copy_bias=8.0)
+    # a small demo model: made to call the tool once (call_bias) and to copy the expression the user quoted
+    llm = ChatPanda(model=model, store=store, max_tokens=max_tokens, call_bias=100.0, max_tool_rounds=1, copy_bias=30.0)
     agent = create_agent(llm, [calculate], system_prompt="You are a helpful assistant. Use the calculator.")
     print("calculator check:", calculator("(17 + 4) * 2"))
     for user in ("carol", "dan"):

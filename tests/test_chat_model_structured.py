@@ -99,7 +99,7 @@ schemas = st.recursive(_leaves, _composite, max_leaves=6)
                                                                    HealthCheck.too_slow])
 @given(schema=schemas, seed=st.integers(0, 1000))
 def test_random_schemas_always_give_valid_instances(llm, schema, seed):
-    text, value = decode(llm, {"type": "object", "properties": {"answer": schema}, "required": ["answer"]}, seed)
+    _, value = decode(llm, {"type": "object", "properties": {"answer": schema}, "required": ["answer"]}, seed)
     jsonschema.validate(value, {"type": "object", "properties": {"answer": schema}, "required": ["answer"]})
 
 

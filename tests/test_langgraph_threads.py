@@ -58,7 +58,7 @@ def test_the_same_thread_id_for_two_users_is_two_conversations_and_forget_takes_
     chatbot(llm, InMemorySaver()).invoke({"messages": [HumanMessage("hey")]},
                                          {"configurable": {"user_id": "lee", "thread_id": "shared"}})
     kim, lee = (store.conversation_for_key(u, "shared", create=False) for u in ("kim", "lee"))
-    assert kim != lee and [text for _, _, text in rows(store, "lee")][0] == "hey"
+    assert kim != lee and next(text for _, _, text in rows(store, "lee")) == "hey"
     store.forget("kim")
     assert store.conversation_for_key("kim", "shared", create=False) is None
     assert store.conversation_for_key("lee", "shared", create=False) == lee

@@ -111,16 +111,17 @@ class ProfileAccess:
         return [(m.role, m.text) for m in self.store.conversation_messages(conversation) if m.role in RECORDED_ROLES]
 
     def version(self, user_id: str) -> str:
-        """A short fingerprint of everything that shapes the user's profile (changes whenever the profile does)."""
+        """A short fingerprint of what steers the user's answers: explicit settings, feedback, reward heads and the
+        inferred preferences (to two decimals). It changes whenever the profile would steer differently, and not
+        when a recorded turn leaves the preferences where they were (so a cache still serves a recording user)."""
         if not self.store.has_user(user_id):
             return "new"
-        latest = self.store.messages(user_id, limit=1)
         parts = (
-            latest[0].message_id if latest else 0,
             sorted(self.store.explicit_preferences(user_id).items()),
             len(self.store.feedback_pairs(user_id)),
             sorted((head.name, str(head.created_at), hashlib.sha256(head.data).hexdigest())
                    for head in self.store.reward_heads(user_id)),
+            [round(value, 2) for value in self.store.preferences(user_id).vector],
         )
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 

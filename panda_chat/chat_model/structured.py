@@ -229,19 +229,20 @@ class JsonConstraint:
         full[:size] = row_scores[:size]
         return full
 
-    def _copy_scores(self, state: _RowState, spans: list[bytes]) -> torch.Tensor:
-        """1 for tokens that start a copy of a source span at a word, continue one, or end it where a word ends."""
+    def _copy_scores(self, state: _RowState, spans: list[tuple[bytes, bool]]) -> torch.Tensor:
+        """1 for tokens that start a copy of a source span (a quoted span at its start, the whole text at any word),
+        continue one, or end it (a quoted span where it ends, the whole text where a word ends)."""
         scores = torch.zeros(self.vocab.ll.vocab_size)
         value = state.value
-        for span in spans:
-            for position in range(len(span)):
+        for span, any_word in spans:
+            for position in range(len(span) if any_word else 1):
                 if (position > 0 and _word_byte(span[position - 1])) or not span.startswith(value, position):
-                    continue  # a copy starts where a word starts
+                    continue
                 rest = span[position + len(value) : position + len(value) + self.vocab.longest]
                 for length in range(1, len(rest) + 1):
                     for token in self.vocab.ids_of.get(rest[:length], ()):
                         scores[token] = 1.0
-                if value and (not rest or not _word_byte(rest[0])):
+                if value and (not rest or (any_word and not _word_byte(rest[0]))):  # a quoted span is copied whole
                     scores[self.vocab.quote_first if state.in_string else self.vocab.separating] = 1.0
         return scores
 
@@ -255,13 +256,14 @@ def _word_byte(byte: int) -> bool:
     return byte >= 0x80 or chr(byte).isalnum()
 
 
-def _copy_spans(text: str | None) -> list[bytes]:
-    """What values may be copied from: the quoted spans of ``text`` when it has any, else the whole text."""
+def _copy_spans(text: str | None) -> list[tuple[bytes, bool]]:
+    """What values may be copied from, and whether a copy may start at any word: the quoted spans of ``text``
+    (copied from their start) when it has any, else the whole text."""
     if not text:
         return []
     quoted = re.findall(r"'([^'\n]+)'|\"([^\"\n]+)\"|“([^”\n]+)”", text)
     spans = [next(part for part in groups if part) for groups in quoted]
-    return [span.encode() for span in (spans or [text])]
+    return [(span.encode(), False) for span in spans] if spans else [(text.encode(), True)]
 
 
 def _narrowed(mask: torch.Tensor, preferred: torch.Tensor) -> torch.Tensor:
