@@ -1,11 +1,12 @@
 """``panda-chat demo``: the product working in a minute, offline, on the embedded demo models.
 
 Two users get short conversation histories that imply opposite preferences, in a temporary profile store. Both then
-ask the same questions through ``ChatPanda`` with its default settings. For each question the demo prints the unguided answer (the base model
-alone), each user's PANDA answer, and every answer's rewards (calibrated, so 0 is an average answer and +1 is one
-standard deviation toward the pole). Before that, it prints what the store inferred about each user and the messages
-that are the evidence. When steering leaves an answer unchanged, the demo says so rather than hiding it, and it ends
-with the measured count of personalised answers that moved toward their user's inferred styles. ``--json`` prints
+ask the same questions through ``ChatPanda`` with its default settings. For each question the demo prints the
+unguided answer (the base model alone), each user's PANDA answer, and every answer's rewards (calibrated, so 0 is an
+average answer and +1 is one standard deviation toward the pole). Before that, it prints what the store inferred
+about each user and the messages that are the evidence. When steering leaves an answer unchanged, the demo says so
+rather than hiding it, with the inferred poles the unchanged answer already leans toward, and it ends with the
+measured count of personalised answers that moved toward their user's inferred styles. ``--json`` prints
 all of it as one object.
 """
 
@@ -23,16 +24,20 @@ import click
 
 from panda_chat.cli.errors import friendly_errors
 
-# user -> their past messages: two per preference they imply (ana: elementary, concise, friendly; ben: expert,
-# detailed, formal). The topics are training topics; the demo's questions are about held-out ones.
+# user -> their past messages, each a clear signal of one preference the user holds (ana: elementary, concise,
+# friendly; ben: expert, detailed, formal). Ana's are three per preference: her requests are short, and a short
+# request carries less style evidence than one of ben's long ones.
 DEMO_HISTORIES: dict[str, tuple[str, ...]] = {
     "ana": (
         "Can you explain photosynthesis like I'm five?",
+        "Explain it to me like I'm a total newbie, no jargon please: what is a computer virus?",
         "I'm a complete beginner in cooking, please keep it simple: why does bread dough rise?",
-        "Keep it short please: what is inflation?",
-        "tl;dr on compound interest?",
+        "Give me the bottom line, no background: is coffee bad for you?",
+        "What is a vaccine, in one line?",
+        "Just give me the answer, no explanation: what is a mortgage?",
         "hey!! thanks so much, you're awesome :) what's a black hole?",
-        "Hiya! quick question for ya, how do magnets work?",
+        "omg you're the best, thank you!! :D why is the sky blue?",
+        "Aww thanks, you're so helpful! what makes popcorn pop?",
     ),
     "ben": (
         "Skip the basics, I work in machine learning professionally. What exactly is overfitting?",
@@ -144,7 +149,9 @@ def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedd
                     extra = f"  | lambda mean {lambdas[label]:.2f}" if lambdas.get(label) is not None else ""
                     extra += f"  | moved toward {', '.join(toward) or 'none'} of its inferred poles"
                     if answer == answers["unguided"]:
-                        extra += "  | steering did not change this answer"
+                        leaning = _dimensions_leaning(rewards["unguided"], inferred[label], DIMENSIONS)
+                        extra += (f"  | steering did not change this answer, which already leans toward "
+                                  f"{', '.join(leaning) or 'none'} of its inferred poles")
                 echo(" " * 13 + line + extra)
                 entry["answers"].append({"who": label, "text": answer, "rewards": rewards[label]})
             result["questions"].append(entry)
@@ -158,6 +165,14 @@ def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedd
         return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _dimensions_leaning(rewards: dict[str, float], inferred: dict[str, str],
+                        dimensions: dict[str, tuple[str, str]]) -> list[str]:
+    """The inferred poles an answer already favours: the pole's reward is above its opposite's. An unchanged
+    answer that leans the user's way on every dimension left steering nothing to do; one that does not, missed."""
+    return [pole for dimension, pole in inferred.items() if dimension in dimensions
+            and rewards[pole] > rewards[next(p for p in dimensions[dimension] if p != pole)]]
 
 
 def _dimensions_moved(own: dict[str, float], unguided: dict[str, float], inferred: dict[str, str],
