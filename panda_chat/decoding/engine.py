@@ -18,7 +18,7 @@ engine must agree with.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from panda_chat.decoding.limits import check_context
-from panda_chat.decoding.outputs import GenerationOutput
+from panda_chat.decoding.outputs import GenerationOutput, TextStream
 from panda_chat.decoding.policy import BasePolicy, resolve_path
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
 from panda_chat.decoding.stopping import StopTracker
@@ -247,8 +247,12 @@ class PandaDecoder:
         add_special_tokens: bool | None = None,
         rewards: Mapping[str, RewardSpec] | None = None,
         preference_features: torch.Tensor | None = None,
-    ) -> Iterator[str]:
-        """Yield one prompt's answer text piece by piece as tokens are chosen (same options as ``generate``)."""
+    ) -> TextStream:
+        """One prompt's answer piece by piece as tokens are chosen (same options as ``generate``).
+
+        Iterate the returned ``TextStream`` for the text pieces; afterwards its ``output`` is the ``GenerationOutput``
+        ``generate`` would have returned (finish reason, rewards, usage). Bad options raise here, before any decoding.
+        """
         if not isinstance(prompt, str) and not (prompt and isinstance(prompt[0], int)):
             raise DecodingError("stream takes one prompt (a string or a list of token ids); use generate(on_token=...)")
         options = DecodingOptions(
@@ -258,9 +262,7 @@ class PandaDecoder:
         run = self._run(
             prompt, options, weights, lam, add_special_tokens, rewards, preference_features, track_text=True
         )
-        for pieces in run:
-            for _, piece in pieces:
-                yield piece
+        return TextStream(_pieces_of_one_row(run))
 
     # ------------------------------------------------------------------------------------------------ decoding
 
@@ -379,6 +381,19 @@ class PandaDecoder:
             )
             for row in range(batch_size)
         ]
+
+
+def _pieces_of_one_row(
+    run: Generator[list[tuple[int, str]], None, list[GenerationOutput]],
+) -> Generator[str, None, GenerationOutput]:
+    """A one-prompt ``_run``'s (row, piece) lists as plain pieces, returning that row's output."""
+    while True:
+        try:
+            pieces = next(run)
+        except StopIteration as finished:
+            return finished.value[0]
+        for _, piece in pieces:
+            yield piece
 
 
 def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
