@@ -50,7 +50,7 @@ from panda_chat.cli.options import parse_assignments, reward_specs, reward_weigh
 def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy, temperature, seed, stop,
              ignore_eos, device, dtype, raw, embedder, as_json) -> None:
     """Generate an answer to PROMPT, steered token by token toward the given rewards (PANDA)."""
-    from panda_chat.decoding import PandaDecoder  # imported here: `panda-chat --help` stays fast
+    from panda_chat.decoding import DecodingOptions, PandaDecoder  # imported here: `panda-chat --help` stays fast
     from panda_chat.rewards.features import prompt_text
 
     if prompt is None or prompt == "-":
@@ -70,17 +70,13 @@ def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy,
     def print_piece(row: int, piece: str) -> None:
         click.echo(piece, nl=False)
 
+    options = DecodingOptions(top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
+                              seed=seed, stop_at_eos=not ignore_eos, stop=tuple(stop))
     (output,) = decoder.generate(
         fed,
         weights=weight_values,
         lam=lam,
-        top_k=top_k,
-        max_new_tokens=max_new_tokens,
-        greedy=greedy,
-        temperature=temperature,
-        seed=seed,
-        stop_at_eos=not ignore_eos,
-        stop=list(stop),
+        options=options,
         on_token=None if as_json else print_piece,
     )
     if not as_json:
