@@ -122,6 +122,16 @@ def choose(scores: torch.Tensor, options: DecodingOptions, generator: torch.Gene
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+@dataclass(frozen=True)
+class PreparedCall:
+    """One validated decode call (``PandaDecoder.prepare``): its encoded prompts, steering and options."""
+
+    batch: PromptBatch
+    plan: SteeringPlan  # on the decoder's device
+    options: DecodingOptions
+    preference_features: torch.Tensor | None  # (B, P)
+
+
 class PandaDecoder:
     """A base causal LM plus named reward sources; ``generate`` decodes batches of prompts with PANDA.
 
@@ -294,6 +304,33 @@ class PandaDecoder:
 
     # ------------------------------------------------------------------------------------------------ decoding
 
+    def prepare(
+        self,
+        prompts: Prompts,
+        options: DecodingOptions,
+        weights: WeightsSpec = None,
+        lam: LambdaSpec = 1.0,
+        add_special_tokens: bool | None = None,
+        rewards: Mapping[str, RewardSpec] | None = None,
+        preference_features: torch.Tensor | None = None,
+    ) -> PreparedCall:
+        """Validate one call and build what decoding it needs, raising any bad-input error before a forward pass.
+
+        Used by ``generate``/``stream`` and by the batch scheduler's ``submit``, so both refuse the same requests
+        the same way: the options against the vocabulary, the prompts (encoded, left-padded) against the context
+        window, per-call ``rewards`` loaded beside the decoder's own, and the weights and lambdas as a ``SteeringPlan``.
+        """
+        options.validate(self.vocab_size)
+        batch = self.encode_prompts(prompts, add_special_tokens)
+        check_context(self.model, batch.attention_mask, options.max_new_tokens)
+        sources = dict(self.rewards)
+        for name, spec in (rewards or {}).items():
+            sources[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)
+        plan = SteeringPlan.build(sources, weights, lam, batch.input_ids.shape[0]).to(self.device)
+        if preference_features is not None and preference_features.shape[0] != batch.input_ids.shape[0]:
+            raise DecodingError("preference_features must have one row per prompt")
+        return PreparedCall(batch=batch, plan=plan, options=options, preference_features=preference_features)
+
     def _run(
         self,
         prompts: Prompts,
@@ -306,17 +343,9 @@ class PandaDecoder:
         track_text: bool,
         token_filter: TokenFilter | None = None,
     ) -> Generator[list[tuple[int, str]], None, list[GenerationOutput]]:
-        """Validate and prepare one call; the returned generator yields (row, piece) lists and returns the outputs."""
-        options.validate(self.vocab_size)
-        batch = self.encode_prompts(prompts, add_special_tokens)
-        check_context(self.model, batch.attention_mask, options.max_new_tokens)
-        sources = dict(self.rewards)
-        for name, spec in (rewards or {}).items():
-            sources[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)
-        plan = SteeringPlan.build(sources, weights, lam, batch.input_ids.shape[0]).to(self.device)
-        if preference_features is not None and preference_features.shape[0] != batch.input_ids.shape[0]:
-            raise DecodingError("preference_features must have one row per prompt")
-        return self._decode(batch, plan, options, preference_features, track_text, token_filter)
+        """Prepare one call; the returned generator yields (row, piece) lists and returns the outputs."""
+        call = self.prepare(prompts, options, weights, lam, add_special_tokens, rewards, preference_features)
+        return self._decode(call.batch, call.plan, call.options, call.preference_features, track_text, token_filter)
 
     @torch.inference_mode()
     def _decode(

@@ -35,7 +35,6 @@ import torch
 
 from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.engine import DecodingError, DecodingOptions, DecodingOverrides
-from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.outputs import GenerationOutput
 from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
@@ -43,7 +42,7 @@ from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
 from panda_chat.rewards.base import CandidateBatch, RewardSession, RewardSource
 from panda_chat.rewards.heads import HeadReward
-from panda_chat.rewards.loading import RewardSpec, load_reward
+from panda_chat.rewards.loading import RewardSpec
 from panda_chat.serving import batch_cache
 
 EventKind = Literal["piece", "done", "error"]
@@ -177,23 +176,19 @@ class BatchScheduler:
     def _prepare(self, request: DecodeRequest, sink: Sink) -> _Admitted:
         if self._closed:
             raise RuntimeError("the scheduler is closed")
-        options = request.options
-        options.validate(self.decoder.vocab_size)
-        batch = self.decoder.encode_prompts(
-            [request.prompt] if isinstance(request.prompt, str) else [list(request.prompt)],
-            request.add_special_tokens,
-        )
-        check_context(self.decoder.model, batch.attention_mask, options.max_new_tokens)
-        sources = dict(self.decoder.rewards)
-        for name, spec in request.rewards.items():
-            sources[name] = spec if isinstance(spec, RewardSource) else load_reward(
-                name, spec, self.decoder.model, self.decoder.tokenizer, self.decoder.registry
-            )
-        weights = [request.weights] if request.weights is not None else None
-        plan = SteeringPlan.build(sources, weights, [request.lam], 1).to(self.decoder.device)
         features = None
         if request.preference_features is not None and len(request.preference_features):
             features = torch.tensor([list(request.preference_features)], dtype=torch.float32)
+        call = self.decoder.prepare(
+            [request.prompt] if isinstance(request.prompt, str) else [list(request.prompt)],
+            request.options,
+            weights=[request.weights] if request.weights is not None else None,
+            lam=[request.lam],
+            add_special_tokens=request.add_special_tokens,
+            rewards=request.rewards,
+            preference_features=features,
+        )
+        batch, plan, options = call.batch, call.plan, call.options
         job = _Admitted(
             handle=RequestHandle(), sink=sink, prompt_ids=batch.input_ids[0].tolist(), prompt_text=batch.texts[0],
             options=options, plan=plan, request=request, preference_features=features,
