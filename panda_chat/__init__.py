@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     """Lazy top-level exports, so ``import panda_chat`` (e.g. for the CLI's --help) does not import torch."""
-    if name in ("PandaDecoder", "GenerationOutput"):
+    if name in ("PandaDecoder", "GenerationOutput", "DecodingOptions", "TextStream"):
         from panda_chat import decoding
 
         return getattr(decoding, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from test_decoding import make_head
 
-from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding import DecodingError, PandaDecoder
 from panda_chat.decoding.stopping import IncrementalDetokenizer, StopTracker, held_back_length
 
 PROMPTS = ["The cat", "A student compares linear algebra", "Your garden enjoys the weather politely. It took 7"]
@@ -66,6 +66,28 @@ def test_streaming_yields_the_final_text_piece_by_piece(decoder):
     streamed = list(decoder.stream(PROMPTS[1], max_new_tokens=25, stop=[stop], **STEER))
     assert stopped.finish_reason == "stop" and "".join(streamed) == stopped.text
     assert all(stop not in piece for piece in streamed)
+
+
+def test_stream_gives_the_full_output_after_its_pieces(decoder):
+    (whole,) = decoder.generate(PROMPTS[1], max_new_tokens=25, **STEER)
+    stream = decoder.stream(PROMPTS[1], max_new_tokens=25, **STEER)
+    assert not stream.done
+    pieces = list(stream)
+    out = stream.output
+    assert stream.done and "".join(pieces) == out.text == whole.text
+    assert out.token_ids == whole.token_ids and out.finish_reason == whole.finish_reason
+    assert out.rewards == pytest.approx(whole.rewards, abs=1e-4) and out.lambdas == whole.lambdas
+    assert (out.prompt_tokens, out.completion_tokens) == (whole.prompt_tokens, whole.completion_tokens)
+    # Reading the output early decodes the rest: nothing is lost.
+    early = decoder.stream(PROMPTS[1], max_new_tokens=25, **STEER)
+    first = next(early)
+    assert whole.text.startswith(first) and early.output.token_ids == whole.token_ids
+    assert list(early) == []
+
+
+def test_stream_refuses_bad_options_when_called(decoder):
+    with pytest.raises(DecodingError, match="top_k"):
+        decoder.stream(PROMPTS[1], top_k=0)
 
 
 def test_batched_token_callback_gives_each_rows_text(decoder):

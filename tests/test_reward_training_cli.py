@@ -46,7 +46,7 @@ def test_from_feedback_trains_and_stores_the_users_head(tiny_models, tmp_path):
         for pair in formality_pairs(40, seed=5):
             store.add_feedback("alice", prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected)
     result = CliRunner().invoke(main, ["reward", "train", "--base", str(tiny_models.base), "--from-feedback", "alice",
-                                       "--store", str(db), "--name", "alice-style", "--epochs", "3"])
+                                       "--db", str(db), "--name", "alice-style", "--epochs", "3"])
     assert result.exit_code == 0, result.output
     assert "user 'alice' reward head 'alice-style'" in result.output
     with ProfileStore(db, embedder="hashing") as store:
@@ -73,3 +73,10 @@ def test_errors_are_one_line_and_non_zero(tiny_models, tmp_path, args, message):
     result = CliRunner().invoke(main, ["reward", "train", "--base", str(tiny_models.base), *args])
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_reward_train_reads_the_database_from_db_or_its_environment_variable():
+    shown = CliRunner().invoke(main, ["reward", "train", "--help"]).output
+    assert "--db" in shown and "PANDA_CHAT_DB" in shown and "--store" not in shown  # --store: hidden old alias
+    for command in (["generate"], ["eval"]):
+        assert "PANDA_CHAT_EMBEDDER" in CliRunner().invoke(main, [*command, "--help"]).output

@@ -64,7 +64,7 @@ from panda_chat.chat_model.tools import (
     parse_call,
     tool_choice_of,
 )
-from panda_chat.decoding import GenerationOutput
+from panda_chat.decoding import DecodingOptions, GenerationOutput
 from panda_chat.decoding.limits import context_length
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
 from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
@@ -435,11 +435,9 @@ class ChatPanda(BaseChatModel):
             lam=[row.plan.lam for row in rows],
             rewards=rewards,
             preference_features=_features_tensor([row.plan.preference_features for row in rows]),
-            top_k=options.top_k,
-            greedy=options.temperature == 0,
-            temperature=options.temperature or 1.0,
-            seed=options.seed,
-            stop=options.stop if stop is None else stop,
+            options=DecodingOptions.from_temperature(
+                options.temperature, top_k=options.top_k, seed=options.seed, stop=options.stop if stop is None else stop
+            ),
         )
         if constraint is None:  # plain text: the scheduler shares decoding steps with every other call on this model
 

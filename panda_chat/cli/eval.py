@@ -15,7 +15,15 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.options import force_option, parse_floats, reward_specs, reward_weights
+from panda_chat.cli.options import (
+    device_option,
+    dtype_option,
+    embedder_option,
+    force_option,
+    parse_floats,
+    reward_specs,
+    reward_weights,
+)
 from panda_chat.output_paths import check_output, write_text
 
 def load_decoder(base: str, rewards: dict, device: str, dtype: str, threads: int | None = None):
@@ -48,13 +56,11 @@ def decoder_options(command):
         click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True),
         click.option("--max-rows", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Rows per decoding batch (prompts x lambdas)."),
-        click.option("--embedder", default=None,
-                     help="Sentence embedder for coherence and zero-shot rewards: a path or 'hashing'."),
-        click.option("--device", default="auto", show_default=True),
+        embedder_option,
+        device_option,
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine)."),
-        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-                     show_default=True),
+        dtype_option,
     ]
     for option in reversed(options):
         command = option(command)

@@ -21,7 +21,14 @@ import time
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.options import parse_assignments, reward_specs, reward_weights
+from panda_chat.cli.options import (
+    device_option,
+    dtype_option,
+    embedder_option,
+    parse_assignments,
+    reward_specs,
+    reward_weights,
+)
 
 
 @click.command("generate")
@@ -40,17 +47,16 @@ from panda_chat.cli.options import parse_assignments, reward_specs, reward_weigh
 @click.option("--seed", type=int, default=None, help="Seed for --sample (reproducible draws).")
 @click.option("--stop", "stop", multiple=True, help="Stop when this text is generated (not printed). Repeatable.")
 @click.option("--ignore-eos", is_flag=True, help="Keep decoding past the end-of-sequence token.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True)
+@device_option
+@dtype_option
 @click.option("--raw", is_flag=True, help="Feed the prompt as plain text (no chat template): continue it.")
-@click.option("--embedder", default=None, help="Sentence embedder for zero-shot rewards (default: all-MiniLM-L6-v2).")
+@embedder_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (ids, rewards, timing) instead of text.")
 @friendly_errors
 def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy, temperature, seed, stop,
              ignore_eos, device, dtype, raw, embedder, as_json) -> None:
     """Generate an answer to PROMPT, steered token by token toward the given rewards (PANDA)."""
-    from panda_chat.decoding import PandaDecoder  # imported here: `panda-chat --help` stays fast
+    from panda_chat.decoding import DecodingOptions, PandaDecoder  # imported here: `panda-chat --help` stays fast
     from panda_chat.rewards.features import prompt_text
 
     if prompt is None or prompt == "-":
@@ -70,17 +76,13 @@ def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy,
     def print_piece(row: int, piece: str) -> None:
         click.echo(piece, nl=False)
 
+    options = DecodingOptions(top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
+                              seed=seed, stop_at_eos=not ignore_eos, stop=tuple(stop))
     (output,) = decoder.generate(
         fed,
         weights=weight_values,
         lam=lam,
-        top_k=top_k,
-        max_new_tokens=max_new_tokens,
-        greedy=greedy,
-        temperature=temperature,
-        seed=seed,
-        stop_at_eos=not ignore_eos,
-        stop=list(stop),
+        options=options,
         on_token=None if as_json else print_piece,
     )
     if not as_json:

@@ -1,6 +1,8 @@
-"""Parsing of the options several commands share: ``NAME=VALUE`` pairs, rewards, weights, number lists.
+"""The options several commands share: declared once here (``--device``, ``--dtype``, ``--db``, ``--embedder``) and
+parsed once here (``NAME=VALUE`` pairs, rewards, weights, number lists).
 
-One place, so ``generate``, ``eval`` and ``lambda fit`` accept and reject the same things with the same messages.
+One place, so every command spells, documents and reads them (environment variables included) the same way, and
+``generate``, ``eval`` and ``lambda fit`` accept and reject the same things with the same messages.
 """
 
 from __future__ import annotations
@@ -13,6 +15,18 @@ if TYPE_CHECKING:  # the rewards package loads only when a command runs, never f
     from panda_chat.rewards.loading import RewardSpec
 
 ZERO_SHOT_PREFIX = "zero-shot:"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+# Shared option decorators: each application makes a fresh click.Option, so one decorator serves every command.
+device_option = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
+dtype_option = click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+                            help="Weights' dtype (auto: the model's own, float32 on CPU).")
+db_option = click.option("--db", envvar="PANDA_CHAT_DB", metavar="URL",
+                         help="Profile database: a SQLAlchemy URL or a SQLite file "
+                              "[env: PANDA_CHAT_DB; default: user data dir].")
+embedder_option = click.option("--embedder", envvar="PANDA_CHAT_EMBEDDER", metavar="MODEL",
+                               help="Sentence embedder: a sentence-transformers path, or 'hashing' "
+                                    "[env: PANDA_CHAT_EMBEDDER; default: all-MiniLM-L6-v2].")
 
 
 def parse_assignments(option: str, values: tuple[str, ...]) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.options import force_option, user_id_callback
+from panda_chat.cli.options import db_option, force_option, user_id_callback
 from panda_chat.output_paths import atomic_file, atomic_folder, check_output
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ def reward() -> None:
               help='JSONL preference pairs: {"prompt", "chosen", "rejected"} or HH-RLHF {"chosen", "rejected"}.')
 @click.option("--from-feedback", "user_id", callback=user_id_callback,
               help="Train on this user's feedback pairs from the profile store.")
-@click.option("--store", "store_url",
-              help="Profile store URL or SQLite path (default: $PANDA_CHAT_DB or the user data dir).")
+@db_option
+@click.option("--store", "store_alias", hidden=True, help="Deprecated: use --db.")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Head file (.safetensors) or reward-model folder (--kind model). Optional with --from-feedback. "
                    "An existing file or non-empty folder is refused unless --force.")
@@ -58,8 +58,8 @@ def reward() -> None:
               help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the training report) and nothing else.")
 @friendly_errors
-def train(base, data_path, user_id, store_url, out, force, kind, name, description, head_type, epochs, lr, batch_size,
-          val_split, patience, seed, cache_dir, threads, as_json) -> None:
+def train(base, data_path, user_id, db, store_alias, out, force, kind, name, description, head_type, epochs, lr,
+          batch_size, val_split, patience, seed, cache_dir, threads, as_json) -> None:
     """Train a reward with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l))."""
     from panda_chat.rewards.data import load_pairs  # torch: imported when the command runs, never for --help
     from panda_chat.rewards.training import (
@@ -95,7 +95,7 @@ def train(base, data_path, user_id, store_url, out, force, kind, name, descripti
     if user_id is not None:
         from profiles.store import ProfileStore
 
-        with ProfileStore(store_url) as store:
+        with ProfileStore(db if db is not None else store_alias) as store:
             trained = train_user_reward_head(store, user_id, base, name=name or "feedback",
                                              description=description, config=config, progress=progress)
         report = trained.report

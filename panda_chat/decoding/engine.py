@@ -18,16 +18,16 @@ engine must agree with.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import TypedDict, Unpack, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from panda_chat.decoding.limits import check_context
-from panda_chat.decoding.outputs import GenerationOutput
+from panda_chat.decoding.outputs import GenerationOutput, TextStream
 from panda_chat.decoding.policy import BasePolicy, resolve_path
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
 from panda_chat.decoding.stopping import StopTracker
@@ -49,9 +49,26 @@ class DecodingError(ValueError):
     """A generate request that cannot be decoded as asked (empty prompt, k larger than the vocabulary, ...)."""
 
 
+class DecodingOverrides(TypedDict, total=False):
+    """The ``DecodingOptions`` fields a call may give as keyword arguments (``generate(..., top_k=5)``)."""
+
+    top_k: int
+    max_new_tokens: int
+    greedy: bool
+    temperature: float
+    seed: int | None
+    stop_at_eos: bool
+    stop: str | Sequence[str] | None
+
+
 @dataclass(frozen=True)
 class DecodingOptions:
-    """How to decode, validated once per call."""
+    """How to decode: the one home of these settings, their defaults and their validation.
+
+    ``PandaDecoder.generate`` / ``stream`` and ``BatchScheduler.generate`` take ``options=`` and/or the same fields
+    as keyword overrides (``DecodingOverrides``); ``of`` merges the two. ``stop`` accepts one string, a sequence or
+    None and is kept as a tuple.
+    """
 
     top_k: int = 10
     max_new_tokens: int = 128
@@ -60,6 +77,31 @@ class DecodingOptions:
     seed: int | None = None
     stop_at_eos: bool = True
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        stop: str | Sequence[str] | None = self.stop
+        object.__setattr__(self, "stop", () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop))
+
+    @classmethod
+    def of(cls, options: DecodingOptions | None = None, **overrides: Unpack[DecodingOverrides]) -> DecodingOptions:
+        """``options`` (the defaults when None) with ``overrides`` applied: what every decoding entry point uses."""
+        base = options if options is not None else cls()
+        return replace(base, **overrides) if overrides else base
+
+    @classmethod
+    def from_temperature(
+        cls, temperature: float, options: DecodingOptions | None = None, **overrides: Unpack[DecodingOverrides]
+    ) -> DecodingOptions:
+        """Options for an API-style temperature: 0 is greedy (argmax), T > 0 samples from softmax(score / T).
+
+        The one place that maps a chat temperature to ``greedy``/``temperature`` (ChatPanda, the server, the CLI).
+        """
+        if temperature < 0:
+            raise DecodingError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+        sampling: DecodingOverrides = (
+            {"greedy": True, "temperature": 1.0} if temperature == 0 else {"greedy": False, "temperature": temperature}
+        )
+        return cls.of(options, **{**overrides, **sampling})
 
     def validate(self, vocab_size: int) -> None:
         if self.top_k < 1:
@@ -78,6 +120,16 @@ def choose(scores: torch.Tensor, options: DecodingOptions, generator: torch.Gene
         return scores.argmax(dim=-1)
     probs = torch.softmax(scores / options.temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """One validated decode call (``PandaDecoder.prepare``): its encoded prompts, steering and options."""
+
+    batch: PromptBatch
+    plan: SteeringPlan  # on the decoder's device
+    options: DecodingOptions
+    preference_features: torch.Tensor | None  # (B, P)
 
 
 class PandaDecoder:
@@ -192,33 +244,26 @@ class PandaDecoder:
         self,
         prompts: Prompts,
         *,
+        options: DecodingOptions | None = None,
         weights: WeightsSpec = None,
         lam: LambdaSpec = 1.0,
-        top_k: int = 10,
-        max_new_tokens: int = 128,
-        greedy: bool = True,
-        temperature: float = 1.0,
-        seed: int | None = None,
-        stop_at_eos: bool = True,
-        stop: Sequence[str] | None = None,
         add_special_tokens: bool | None = None,
         rewards: Mapping[str, RewardSpec] | None = None,
         preference_features: torch.Tensor | None = None,
         on_token: TokenCallback | None = None,
         token_filter: TokenFilter | None = None,
+        **overrides: Unpack[DecodingOverrides],
     ) -> list[GenerationOutput]:
         """Decode every prompt (one output per prompt, in order).
 
-        ``weights`` / ``lam``: one for all rows or one per row (see ``steering``). ``rewards`` adds per-call reward
-        sources (e.g. one user's own head) to the decoder's. ``preference_features`` (B, P) is handed to lambda
-        functions. ``on_token(row, piece)`` is called with each row's text as it becomes final (never text that may
-        still be part of a stop string): the batched streaming primitive. ``token_filter`` restricts each step's
-        candidates to allowed tokens (see ``TokenFilter``).
+        ``options`` says how to decode (``DecodingOptions``); keyword arguments such as ``top_k=5`` or ``stop=[...]``
+        override its fields (``DecodingOverrides``). ``weights`` / ``lam``: one for all rows or one per row (see
+        ``steering``). ``rewards`` adds per-call reward sources (e.g. one user's own head) to the decoder's.
+        ``preference_features`` (B, P) is handed to lambda functions. ``on_token(row, piece)`` is called with each
+        row's text as it becomes final (never text that may still be part of a stop string): the batched streaming
+        primitive. ``token_filter`` restricts each step's candidates to allowed tokens (see ``TokenFilter``).
         """
-        options = DecodingOptions(
-            top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, seed=seed,
-            stop_at_eos=stop_at_eos, stop=_stop_strings(stop),
-        )
+        options = DecodingOptions.of(options, **overrides)
         run = self._run(
             prompts, options, weights, lam, add_special_tokens, rewards, preference_features,
             track_text=on_token is not None, token_filter=token_filter,
@@ -236,34 +281,55 @@ class PandaDecoder:
         self,
         prompt: str | Sequence[int],
         *,
+        options: DecodingOptions | None = None,
         weights: Mapping[str, float] | None = None,
         lam: LambdaSpec = 1.0,
-        top_k: int = 10,
-        max_new_tokens: int = 128,
-        greedy: bool = True,
-        temperature: float = 1.0,
-        seed: int | None = None,
-        stop_at_eos: bool = True,
-        stop: Sequence[str] | None = None,
         add_special_tokens: bool | None = None,
         rewards: Mapping[str, RewardSpec] | None = None,
         preference_features: torch.Tensor | None = None,
-    ) -> Iterator[str]:
-        """Yield one prompt's answer text piece by piece as tokens are chosen (same options as ``generate``)."""
+        **overrides: Unpack[DecodingOverrides],
+    ) -> TextStream:
+        """One prompt's answer piece by piece as tokens are chosen (same options as ``generate``).
+
+        Iterate the returned ``TextStream`` for the text pieces; afterwards its ``output`` is the ``GenerationOutput``
+        ``generate`` would have returned (finish reason, rewards, usage). Bad options raise here, before any decoding.
+        """
         if not isinstance(prompt, str) and not (prompt and isinstance(prompt[0], int)):
             raise DecodingError("stream takes one prompt (a string or a list of token ids); use generate(on_token=...)")
-        options = DecodingOptions(
-            top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, seed=seed,
-            stop_at_eos=stop_at_eos, stop=_stop_strings(stop),
-        )
+        options = DecodingOptions.of(options, **overrides)
         run = self._run(
             prompt, options, weights, lam, add_special_tokens, rewards, preference_features, track_text=True
         )
-        for pieces in run:
-            for _, piece in pieces:
-                yield piece
+        return TextStream(_pieces_of_one_row(run))
 
     # ------------------------------------------------------------------------------------------------ decoding
+
+    def prepare(
+        self,
+        prompts: Prompts,
+        options: DecodingOptions,
+        weights: WeightsSpec = None,
+        lam: LambdaSpec = 1.0,
+        add_special_tokens: bool | None = None,
+        rewards: Mapping[str, RewardSpec] | None = None,
+        preference_features: torch.Tensor | None = None,
+    ) -> PreparedCall:
+        """Validate one call and build what decoding it needs, raising any bad-input error before a forward pass.
+
+        Used by ``generate``/``stream`` and by the batch scheduler's ``submit``, so both refuse the same requests
+        the same way: the options against the vocabulary, the prompts (encoded, left-padded) against the context
+        window, per-call ``rewards`` loaded beside the decoder's own, and the weights and lambdas as a ``SteeringPlan``.
+        """
+        options.validate(self.vocab_size)
+        batch = self.encode_prompts(prompts, add_special_tokens)
+        check_context(self.model, batch.attention_mask, options.max_new_tokens)
+        sources = dict(self.rewards)
+        for name, spec in (rewards or {}).items():
+            sources[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)
+        plan = SteeringPlan.build(sources, weights, lam, batch.input_ids.shape[0]).to(self.device)
+        if preference_features is not None and preference_features.shape[0] != batch.input_ids.shape[0]:
+            raise DecodingError("preference_features must have one row per prompt")
+        return PreparedCall(batch=batch, plan=plan, options=options, preference_features=preference_features)
 
     def _run(
         self,
@@ -277,17 +343,9 @@ class PandaDecoder:
         track_text: bool,
         token_filter: TokenFilter | None = None,
     ) -> Generator[list[tuple[int, str]], None, list[GenerationOutput]]:
-        """Validate and prepare one call; the returned generator yields (row, piece) lists and returns the outputs."""
-        options.validate(self.vocab_size)
-        batch = self.encode_prompts(prompts, add_special_tokens)
-        check_context(self.model, batch.attention_mask, options.max_new_tokens)
-        sources = dict(self.rewards)
-        for name, spec in (rewards or {}).items():
-            sources[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)
-        plan = SteeringPlan.build(sources, weights, lam, batch.input_ids.shape[0]).to(self.device)
-        if preference_features is not None and preference_features.shape[0] != batch.input_ids.shape[0]:
-            raise DecodingError("preference_features must have one row per prompt")
-        return self._decode(batch, plan, options, preference_features, track_text, token_filter)
+        """Prepare one call; the returned generator yields (row, piece) lists and returns the outputs."""
+        call = self.prepare(prompts, options, weights, lam, add_special_tokens, rewards, preference_features)
+        return self._decode(call.batch, call.plan, call.options, call.preference_features, track_text, token_filter)
 
     @torch.inference_mode()
     def _decode(
@@ -383,10 +441,17 @@ class PandaDecoder:
         ]
 
 
-def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    return (stop,) if isinstance(stop, str) else tuple(stop)
+def _pieces_of_one_row(
+    run: Generator[list[tuple[int, str]], None, list[GenerationOutput]],
+) -> Generator[str, None, GenerationOutput]:
+    """A one-prompt ``_run``'s (row, piece) lists as plain pieces, returning that row's output."""
+    while True:
+        try:
+            pieces = next(run)
+        except StopIteration as finished:
+            return finished.value[0]
+        for _, piece in pieces:
+            yield piece
 
 
 class _Record:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,3 +52,46 @@ class GenerationOutput:
             },
             "elapsed_s": self.elapsed_s,
         }
+
+
+class TextStream(Iterator[str]):
+    """One prompt's answer as it is decoded: iterate it for the text pieces, then read ``output``.
+
+    ``PandaDecoder.stream`` returns one. Iterating yields each piece of text as it becomes final (never text that may
+    still turn out to be part of a stop string); once the pieces are exhausted, ``output`` is the whole
+    ``GenerationOutput`` (finish reason, rewards, lambdas, usage), so a streaming caller loses nothing that
+    ``generate`` would have returned. Reading ``output`` before the end decodes the rest first.
+    """
+
+    def __init__(self, pieces: Generator[str, None, GenerationOutput]):
+        self._pieces = pieces
+        self._output: GenerationOutput | None = None
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        if self._output is not None:
+            raise StopIteration
+        try:
+            return next(self._pieces)
+        except StopIteration as finished:
+            self._output = finished.value
+            raise
+
+    @property
+    def done(self) -> bool:
+        """Whether every piece has been yielded (and ``output`` is ready without decoding more)."""
+        return self._output is not None
+
+    @property
+    def output(self) -> GenerationOutput:
+        """The full output; decodes (and drops) any pieces not iterated yet."""
+        for _ in self:
+            pass
+        assert self._output is not None
+        return self._output
+
+    def close(self) -> None:
+        """Stop decoding early (frees the call's caches); ``output`` is then unavailable."""
+        self._pieces.close()

@@ -29,13 +29,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, Unpack, cast
 
 import torch
 
 from panda_chat.decoding import PandaDecoder
-from panda_chat.decoding.engine import DecodingError, DecodingOptions, _stop_strings
-from panda_chat.decoding.limits import check_context
+from panda_chat.decoding.engine import DecodingError, DecodingOptions, DecodingOverrides
 from panda_chat.decoding.outputs import GenerationOutput
 from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
@@ -43,7 +42,7 @@ from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
 from panda_chat.rewards.base import CandidateBatch, RewardSession, RewardSource
 from panda_chat.rewards.heads import HeadReward
-from panda_chat.rewards.loading import RewardSpec, load_reward
+from panda_chat.rewards.loading import RewardSpec
 from panda_chat.serving import batch_cache
 
 EventKind = Literal["piece", "done", "error"]
@@ -177,23 +176,19 @@ class BatchScheduler:
     def _prepare(self, request: DecodeRequest, sink: Sink) -> _Admitted:
         if self._closed:
             raise RuntimeError("the scheduler is closed")
-        options = request.options
-        options.validate(self.decoder.vocab_size)
-        batch = self.decoder.encode_prompts(
-            [request.prompt] if isinstance(request.prompt, str) else [list(request.prompt)],
-            request.add_special_tokens,
-        )
-        check_context(self.decoder.model, batch.attention_mask, options.max_new_tokens)
-        sources = dict(self.decoder.rewards)
-        for name, spec in request.rewards.items():
-            sources[name] = spec if isinstance(spec, RewardSource) else load_reward(
-                name, spec, self.decoder.model, self.decoder.tokenizer, self.decoder.registry
-            )
-        weights = [request.weights] if request.weights is not None else None
-        plan = SteeringPlan.build(sources, weights, [request.lam], 1).to(self.decoder.device)
         features = None
         if request.preference_features is not None and len(request.preference_features):
             features = torch.tensor([list(request.preference_features)], dtype=torch.float32)
+        call = self.decoder.prepare(
+            [request.prompt] if isinstance(request.prompt, str) else [list(request.prompt)],
+            request.options,
+            weights=[request.weights] if request.weights is not None else None,
+            lam=[request.lam],
+            add_special_tokens=request.add_special_tokens,
+            rewards=request.rewards,
+            preference_features=features,
+        )
+        batch, plan, options = call.batch, call.plan, call.options
         job = _Admitted(
             handle=RequestHandle(), sink=sink, prompt_ids=batch.input_ids[0].tolist(), prompt_text=batch.texts[0],
             options=options, plan=plan, request=request, preference_features=features,
@@ -206,18 +201,13 @@ class BatchScheduler:
         prompts: str | Sequence[str],
         *,
         weights: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
+        options: DecodingOptions | None = None,
         lam: LambdaSpec = 1.0,
-        top_k: int = 10,
-        max_new_tokens: int = 128,
-        greedy: bool = True,
-        temperature: float = 1.0,
-        seed: int | None = None,
-        stop_at_eos: bool = True,
-        stop: Sequence[str] | str | None = None,
         add_special_tokens: bool | None = None,
         rewards: Mapping[str, RewardSpec] | None = None,
         preference_features: torch.Tensor | None = None,
         on_token: Callable[[int, str], None] | None = None,
+        **overrides: Unpack[DecodingOverrides],
     ) -> list[GenerationOutput]:
         """``PandaDecoder.generate``'s contract, served by the scheduler: each prompt becomes one request that shares
         steps with every other caller's. Blocks until all are done; ``on_token(row, piece)`` runs in this thread,
@@ -230,10 +220,7 @@ class BatchScheduler:
             raise ValueError(f"give one weights dict and one lambda, or one per prompt ({count} prompts)")
         if preference_features is not None and preference_features.shape[0] != count:
             raise DecodingError("preference_features must have one row per prompt")
-        options = DecodingOptions(
-            top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, seed=seed,
-            stop_at_eos=stop_at_eos, stop=_stop_strings(stop),
-        )
+        options = DecodingOptions.of(options, **overrides)
         events: queue.Queue[tuple[int, EventKind, Any]] = queue.Queue()
 
         def sink_of(row: int) -> Sink:
@@ -425,9 +412,7 @@ class BatchScheduler:
                 lam=[job.request.lam for job in group],
                 rewards={name: spec for job in group for name, spec in job.request.rewards.items()},
                 preference_features=torch.cat(features) if same_width else None,
-                top_k=options.top_k, max_new_tokens=options.max_new_tokens, greedy=options.greedy,
-                temperature=options.temperature, seed=options.seed, stop_at_eos=options.stop_at_eos,
-                stop=list(options.stop), on_token=on_token,
+                options=options, on_token=on_token,
             )
         except Exception as error:  # noqa: BLE001 - handed to the requests (RequestCancelled included)
             for job in group:
