@@ -67,6 +67,7 @@ from panda_chat.chat_model.tools import (
 from panda_chat.decoding import DecodingOptions, GenerationOutput
 from panda_chat.decoding.limits import context_length
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
+from panda_chat.serving import RequestCancelled
 from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
 
 # Call arguments ChatPanda understands besides LangChain's own; anything else is refused (a typo would be ignored).
@@ -447,7 +448,11 @@ class ChatPanda(BaseChatModel):
                 if emit is not None:
                     emit(row, piece)
 
-            return runtime.scheduler.generate(prompts, max_new_tokens=options.max_tokens, on_token=on_token, **common)
+            try:  # ``cancelled`` is read by the scheduler thread at every step, so the rows go at the next step
+                return runtime.scheduler.generate(prompts, max_new_tokens=options.max_tokens, on_token=on_token,
+                                                  cancelled=cancelled, **common)
+            except RequestCancelled as error:
+                raise _Cancelled() from error
 
         def token_filter(active: list[int], generated: list[list[int]]) -> torch.Tensor | None:
             if cancelled is not None and cancelled.is_set():

@@ -67,17 +67,23 @@ class DecodeRequest:
 
 
 class RequestHandle:
-    """What ``submit`` returns: cancel it to free its batch row at the next step."""
+    """What ``submit`` returns: cancel it to free its batch row at the next step.
 
-    def __init__(self) -> None:
+    ``caller_cancelled`` is the caller's own event (e.g. set when an ``ainvoke`` task is cancelled): the scheduler
+    thread reads it at every step, so the row is freed at the next step without waiting for the caller's thread.
+    """
+
+    def __init__(self, caller_cancelled: threading.Event | None = None) -> None:
         self._cancelled = threading.Event()
+        self._caller_cancelled = caller_cancelled
 
     def cancel(self) -> None:
         self._cancelled.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        caller = self._caller_cancelled
+        return self._cancelled.is_set() or (caller is not None and caller.is_set())
 
 
 @dataclass
@@ -173,7 +179,8 @@ class BatchScheduler:
         self._ensure_thread()
         self._waiting.put(group)
 
-    def _prepare(self, request: DecodeRequest, sink: Sink) -> _Admitted:
+    def _prepare(self, request: DecodeRequest, sink: Sink,
+                 caller_cancelled: threading.Event | None = None) -> _Admitted:
         if self._closed:
             raise RuntimeError("the scheduler is closed")
         features = None
@@ -190,7 +197,7 @@ class BatchScheduler:
         )
         batch, plan, options = call.batch, call.plan, call.options
         job = _Admitted(
-            handle=RequestHandle(), sink=sink, prompt_ids=batch.input_ids[0].tolist(), prompt_text=batch.texts[0],
+            handle=RequestHandle(caller_cancelled), sink=sink, prompt_ids=batch.input_ids[0].tolist(), prompt_text=batch.texts[0],
             options=options, plan=plan, request=request, preference_features=features,
             batchable=all(isinstance(source, HeadReward) for source in plan.sources),
         )
@@ -207,11 +214,13 @@ class BatchScheduler:
         rewards: Mapping[str, RewardSpec] | None = None,
         preference_features: torch.Tensor | None = None,
         on_token: Callable[[int, str], None] | None = None,
+        cancelled: threading.Event | None = None,
         **overrides: Unpack[DecodingOverrides],
     ) -> list[GenerationOutput]:
         """``PandaDecoder.generate``'s contract, served by the scheduler: each prompt becomes one request that shares
         steps with every other caller's. Blocks until all are done; ``on_token(row, piece)`` runs in this thread,
-        and an exception it raises cancels the call's requests (their rows are freed at the next step)."""
+        and an exception it raises cancels the call's requests (their rows are freed at the next step). Setting
+        ``cancelled`` frees them at the next step too, and this call then raises ``RequestCancelled``."""
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
         count = len(texts)
         per_weights = [weights] * count if weights is None or isinstance(weights, Mapping) else list(weights)
@@ -233,7 +242,7 @@ class BatchScheduler:
                 rewards=dict(rewards or {}), add_special_tokens=add_special_tokens,
                 preference_features=None if preference_features is None else preference_features[row].tolist(),
             )
-            jobs.append(self._prepare(request, sink_of(row)))
+            jobs.append(self._prepare(request, sink_of(row), cancelled))
         handles = [job.handle for job in jobs]
         try:
             if all(job.batchable for job in jobs):
@@ -243,7 +252,12 @@ class BatchScheduler:
                 self._enqueue(jobs)
             outputs: list[GenerationOutput | None] = [None] * count
             while any(output is None for output in outputs):
-                row, kind, value = events.get()
+                try:
+                    row, kind, value = events.get(timeout=0.05)
+                except queue.Empty:
+                    if cancelled is not None and cancelled.is_set():
+                        raise RequestCancelled("the caller cancelled this decode") from None
+                    continue
                 if kind == "piece":
                     if on_token is not None:
                         on_token(row, value)
