@@ -19,6 +19,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -137,7 +138,7 @@ def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedd
                 answers[user] = message.text
                 lambdas[user] = message.response_metadata.get("personalization", {}).get("lambda", {}).get("mean")
             rewards = {label: scorer.score(question, answer) for label, answer in answers.items()}
-            entry = {"question": question, "trained_topic": not heldout, "answers": []}
+            entry: dict[str, Any] = {"question": question, "trained_topic": not heldout, "answers": []}
             for label, answer in answers.items():
                 echo(_wrap(label, answer or "(empty answer)"))
                 line = "  ".join(f"{pole} {rewards[label][pole]:+.2f}" for pole in shown)

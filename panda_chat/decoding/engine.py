@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypedDict, Unpack, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -49,16 +49,21 @@ class DecodingError(ValueError):
     """A generate request that cannot be decoded as asked (empty prompt, k larger than the vocabulary, ...)."""
 
 
-class DecodingOverrides(TypedDict, total=False):
-    """The ``DecodingOptions`` fields a call may give as keyword arguments (``generate(..., top_k=5)``)."""
+class LengthAndStopOverrides(TypedDict, total=False):
+    """The ``DecodingOptions`` fields other than how to pick a candidate (``from_temperature`` sets those)."""
 
     top_k: int
     max_new_tokens: int
-    greedy: bool
-    temperature: float
     seed: int | None
     stop_at_eos: bool
     stop: str | Sequence[str] | None
+
+
+class DecodingOverrides(LengthAndStopOverrides, total=False):
+    """The ``DecodingOptions`` fields a call may give as keyword arguments (``generate(..., top_k=5)``)."""
+
+    greedy: bool
+    temperature: float
 
 
 @dataclass(frozen=True)
@@ -86,11 +91,12 @@ class DecodingOptions:
     def of(cls, options: DecodingOptions | None = None, **overrides: Unpack[DecodingOverrides]) -> DecodingOptions:
         """``options`` (the defaults when None) with ``overrides`` applied: what every decoding entry point uses."""
         base = options if options is not None else cls()
-        return replace(base, **overrides) if overrides else base
+        # ``replace`` runs ``__post_init__``, which turns a str/sequence/None ``stop`` into the tuple the field holds
+        return replace(base, **cast("dict[str, Any]", overrides)) if overrides else base
 
     @classmethod
     def from_temperature(
-        cls, temperature: float, options: DecodingOptions | None = None, **overrides: Unpack[DecodingOverrides]
+        cls, temperature: float, options: DecodingOptions | None = None, **overrides: Unpack[LengthAndStopOverrides]
     ) -> DecodingOptions:
         """Options for an API-style temperature: 0 is greedy (argmax), T > 0 samples from softmax(score / T).
 
@@ -98,10 +104,9 @@ class DecodingOptions:
         """
         if temperature < 0:
             raise DecodingError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-        sampling: DecodingOverrides = (
-            {"greedy": True, "temperature": 1.0} if temperature == 0 else {"greedy": False, "temperature": temperature}
-        )
-        return cls.of(options, **{**overrides, **sampling})
+        if temperature == 0:
+            return cls.of(options, greedy=True, temperature=1.0, **overrides)
+        return cls.of(options, greedy=False, temperature=temperature, **overrides)
 
     def validate(self, vocab_size: int) -> None:
         if self.top_k < 1:

@@ -504,9 +504,11 @@ class BatchScheduler:
                 prompts=[text for c in contexts for text in c.prompts],
                 prompt_lengths=torch.cat([c.prompt_lengths for c in contexts]),
                 prompt_features=torch.cat([c.prompt_features for c in contexts]),
-                preference_features=None if width is None else torch.cat([c.preference_features for c in contexts]),
+                preference_features=None if width is None else torch.cat(
+                    [c.preference_features for c in contexts if c.preference_features is not None]  # all, same width
+                ),
             )
-            function = rows[members[0]].job.request.lam
+            function = cast(LambdaFunction, rows[members[0]].job.request.lam)  # constants were handled above
             out = torch.as_tensor(function(context, step), dtype=torch.float32).detach().cpu().reshape(-1)
             out = out.expand(len(members)) if out.numel() == 1 else out
             if not bool((out >= 0).all()):
