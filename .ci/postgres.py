@@ -42,10 +42,20 @@ def _debian_start(data: Path) -> str:
     data.mkdir(parents=True, exist_ok=True)
     shutil.chown(data, "postgres", "postgres")
     _as_postgres(str(bin_dir / "initdb"), "-D", str(data / "pg"), "-A", "trust", "-U", "postgres")
-    _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data / "pg"), "-l", str(data / "log"), "-w",
-                 "-o", f"'-k {data} -c listen_addresses='", "start")
-    _as_postgres(str(bin_dir / "psql"), "-h", str(data), "-U", "postgres", "-c",
-                 "'CREATE EXTENSION IF NOT EXISTS vector'")
+    _as_postgres(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data / "pg"),
+        "-l",
+        str(data / "log"),
+        "-w",
+        "-o",
+        f"'-k {data} -c listen_addresses='",
+        "start",
+    )
+    _as_postgres(
+        str(bin_dir / "psql"), "-h", str(data), "-U", "postgres", "-c", "'CREATE EXTENSION IF NOT EXISTS vector'"
+    )
     return f"postgresql+psycopg://postgres@/postgres?host={data}"
 
 

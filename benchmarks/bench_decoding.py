@@ -32,15 +32,15 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
     BloomConfig,
     BloomForCausalLM,
     Gemma2Config,
@@ -51,11 +51,11 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 
-from panda_chat.decoding import PandaDecoder  # noqa: E402
-from panda_chat.decoding.reference import reference_generate  # noqa: E402
-from panda_chat.rewards.base import Calibration  # noqa: E402
-from panda_chat.rewards.heads import BaseModelSignature, HeadReward, RewardHead, RewardHeadConfig  # noqa: E402
-from panda_chat.rewards.reward_model import CachedRewardModel  # noqa: E402
+from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.reference import reference_generate
+from panda_chat.rewards.base import Calibration
+from panda_chat.rewards.heads import BaseModelSignature, HeadReward, RewardHead, RewardHeadConfig
+from panda_chat.rewards.reward_model import CachedRewardModel
 
 PROMPT_TOKENS, TOP_K, BATCH, LAM = 64, 10, 8, 1.0
 NEW_TOKENS = int(os.environ.get("PANDA_BENCH_NEW_TOKENS", "256"))  # lower it only for a smoke run of the script
@@ -91,11 +91,11 @@ class BenchConfig:
         )
 
 
-CPU_CONFIG = BenchConfig("llama-4L-128d-32k (CPU, float32)", 128, 344, 4, 4, 2, 32000, "cpu", torch.float32,
-                         NEW_TOKENS)
+CPU_CONFIG = BenchConfig("llama-4L-128d-32k (CPU, float32)", 128, 344, 4, 4, 2, 32000, "cpu", torch.float32, NEW_TOKENS)
 # TinyLlama-1.1B's shape: 22 layers, hidden 2048, MLP 5632, 32 heads / 4 KV heads, 32k vocabulary.
-GPU_CONFIG = BenchConfig("llama-22L-2048d-32k (1.1B, CUDA, bfloat16)", 2048, 5632, 22, 32, 4, 32000, "cuda",
-                         torch.bfloat16, 64)
+GPU_CONFIG = BenchConfig(
+    "llama-22L-2048d-32k (1.1B, CUDA, bfloat16)", 2048, 5632, 22, 32, 4, 32000, "cuda", torch.bfloat16, 64
+)
 
 
 def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -103,8 +103,9 @@ def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     vocab = {f"w{i}": i for i in range(vocab_size)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="w0"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="w0", bos_token="w1", eos_token="w2",
-                                   padding_side="left")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="w0", bos_token="w1", eos_token="w2", padding_side="left"
+    )
 
 
 class _RecordingRewardModel(CachedRewardModel):
@@ -133,8 +134,9 @@ def bench(config: BenchConfig, rounds: int, seed: int = 0) -> dict:
     base.generation_config.eos_token_id = None  # random weights: decode all 256 tokens, never stop early
     base.generation_config.pad_token_id = 0
     rm_model = LlamaForSequenceClassification(config.llama(num_labels=1)).to(device=device, dtype=config.dtype).eval()
-    head = RewardHead(RewardHeadConfig(name="head", hidden_size=config.hidden_size,
-                                       base_signature=BaseModelSignature.of(base)))
+    head = RewardHead(
+        RewardHeadConfig(name="head", hidden_size=config.hidden_size, base_signature=BaseModelSignature.of(base))
+    )
     with torch.no_grad():
         head.net.weight.mul_(10.0)  # rewards large enough to change choices (so the equivalence check means something)
     rm = CachedRewardModel(rm_model, name="rm", calibration=Calibration(std=0.05))
@@ -147,8 +149,9 @@ def bench(config: BenchConfig, rounds: int, seed: int = 0) -> dict:
 
     def plain():
         ids = torch.tensor([one], device=device)
-        return base.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=NEW_TOKENS)
+        return base.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=NEW_TOKENS
+        )
 
     def panda(weights, prompts_=None, **kw):
         return lambda: decoder.generate(prompts_ or one, weights=weights, **{**common, **kw})
@@ -174,14 +177,22 @@ def bench(config: BenchConfig, rounds: int, seed: int = 0) -> dict:
         measure("head", panda({"head": 1.0}), NEW_TOKENS)
         measure("lam0", panda({"head": 1.0}, lam=0.0), NEW_TOKENS)
         measure("batch8", panda({"head": 1.0}, prompts), BATCH * NEW_TOKENS)
-        measure("sequential8", lambda: [decoder.generate(p, weights={"head": 1.0}, **common)[0] for p in prompts],
-                BATCH * NEW_TOKENS)
+        measure(
+            "sequential8",
+            lambda: [decoder.generate(p, weights={"head": 1.0}, **common)[0] for p in prompts],
+            BATCH * NEW_TOKENS,
+        )
     # The naive loop, over the first ``naive_tokens`` new tokens (all of them on CPU; its cost per token only grows with
     # length, so a shorter run overstates its speed and the ratios against it are then lower bounds).
     for _ in range(max(1, rounds - 1)):
         measure("naive_head", lambda: reference_generate(base, one, {"head": head}, {"head": 1.0}, LAM, TOP_K, n), n)
-        measure("naive_rm", lambda: reference_generate(base, one, {"rm": rm_model}, {"rm": 1.0}, LAM, TOP_K, n,
-                                                       calibrations={"rm": rm.calibration}), n)
+        measure(
+            "naive_rm",
+            lambda: reference_generate(
+                base, one, {"rm": rm_model}, {"rm": 1.0}, LAM, TOP_K, n, calibrations={"rm": rm.calibration}
+            ),
+            n,
+        )
     results = best
     assert outputs["plain"].shape[1] == PROMPT_TOKENS + NEW_TOKENS
     same_head = outputs["head"][0].token_ids[:n] == outputs["naive_head"]
@@ -193,34 +204,55 @@ def bench(config: BenchConfig, rounds: int, seed: int = 0) -> dict:
     peaks = {}
     for k in (2, 10, 20):
         recording = _RecordingRewardModel(rm_model, name="rm_k", calibration=rm.calibration)
-        decoder.generate(one, rewards={"rm_k": recording}, weights={"rm_k": 1.0}, lam=LAM, top_k=k,
-                         max_new_tokens=32, stop_at_eos=False)
+        decoder.generate(
+            one,
+            rewards={"rm_k": recording},
+            weights={"rm_k": 1.0},
+            lam=LAM,
+            top_k=k,
+            max_new_tokens=32,
+            stop_at_eos=False,
+        )
         peaks[k] = recording.session.peak_cache_bytes
-    slot = 2 * config.num_hidden_layers * config.num_key_value_heads * (config.hidden_size //
-                                                                         config.num_attention_heads)
+    slot = (
+        2 * config.num_hidden_layers * config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    )
     slot *= torch.tensor([], dtype=config.dtype).element_size()
     replicated = {k: k * (PROMPT_TOKENS + 31) * slot for k in peaks}
 
     plain_tps = results["plain"]
     rows = [
         ("plain greedy (HF generate)", results["plain"], 1.0, ""),
-        (f"PANDA, external same-size RM, k={TOP_K}", results["rm"], results["rm"] / plain_tps,
-         f"{results['rm'] / results['naive_rm']:.1f}x naive RM loop"),
-        (f"PANDA, reward head, k={TOP_K}", results["head"], results["head"] / plain_tps,
-         f"{results['head'] / results['naive_head']:.1f}x naive head loop"),
+        (
+            f"PANDA, external same-size RM, k={TOP_K}",
+            results["rm"],
+            results["rm"] / plain_tps,
+            f"{results['rm'] / results['naive_rm']:.1f}x naive RM loop",
+        ),
+        (
+            f"PANDA, reward head, k={TOP_K}",
+            results["head"],
+            results["head"] / plain_tps,
+            f"{results['head'] / results['naive_head']:.1f}x naive head loop",
+        ),
         ("PANDA, reward head, lam=0 (plain path)", results["lam0"], results["lam0"] / plain_tps, ""),
         (f"naive loop, head (first {n} tokens)", results["naive_head"], results["naive_head"] / plain_tps, ""),
         (f"naive loop, RM (first {n} tokens)", results["naive_rm"], results["naive_rm"] / plain_tps, ""),
-        (f"PANDA heads, batch of {BATCH} (total tok/s)", results["batch8"], results["batch8"] / plain_tps,
-         f"{results['batch8'] / results['sequential8']:.2f}x sequential"),
+        (
+            f"PANDA heads, batch of {BATCH} (total tok/s)",
+            results["batch8"],
+            results["batch8"] / plain_tps,
+            f"{results['batch8'] / results['sequential8']:.2f}x sequential",
+        ),
         (f"PANDA heads, same {BATCH} one by one", results["sequential8"], results["sequential8"] / plain_tps, ""),
     ]
     return {
         "config": config.name,
         "params_m": round(sum(p.numel() for p in base.parameters()) / 1e6, 1),
         "tokens_per_s": {key: round(value, 2) for key, value in results.items()},
-        "rows": [{"method": m, "tokens_per_s": round(t, 2), "x_plain": round(r, 3), "note": note}
-                 for m, t, r, note in rows],
+        "rows": [
+            {"method": m, "tokens_per_s": round(t, 2), "x_plain": round(r, 3), "note": note} for m, t, r, note in rows
+        ],
         "checks": {
             "head_path_equals_naive_loop": same_head,
             "rm_path_equals_naive_loop": same_rm,
@@ -249,14 +281,21 @@ def path_models(config: BenchConfig) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     tokens = {"vocab_size": config.vocab_size, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
     gemma2 = Gemma2Config(
-        hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads, head_dim=config.hidden_size // config.num_attention_heads,
-        sliding_window=PATH_WINDOW, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
-        max_position_embeddings=1024, **tokens,
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        head_dim=config.hidden_size // config.num_attention_heads,
+        sliding_window=PATH_WINDOW,
+        final_logit_softcapping=30.0,
+        attn_logit_softcapping=50.0,
+        max_position_embeddings=1024,
+        **tokens,
     )
-    bloom = BloomConfig(hidden_size=config.hidden_size, n_layer=config.num_hidden_layers,
-                        n_head=config.num_attention_heads, **tokens)
+    bloom = BloomConfig(
+        hidden_size=config.hidden_size, n_layer=config.num_hidden_layers, n_head=config.num_attention_heads, **tokens
+    )
     return {
         "Llama": LlamaForCausalLM(config.llama()),
         f"Gemma-2-style (soft-cap, window {PATH_WINDOW})": Gemma2ForCausalLM(gemma2),
@@ -270,16 +309,22 @@ def bench_paths(config: BenchConfig, rounds: int) -> dict:
     tokenizer = word_tokenizer(config.vocab_size)
     generator = torch.Generator().manual_seed(1)
     one = torch.randint(3, config.vocab_size, (PROMPT_TOKENS,), generator=generator).tolist()
-    common = {"lam": LAM, "top_k": TOP_K, "max_new_tokens": PATH_NEW_TOKENS, "stop_at_eos": False,
-              "weights": {"head": 1.0}}
+    common = {
+        "lam": LAM,
+        "top_k": TOP_K,
+        "max_new_tokens": PATH_NEW_TOKENS,
+        "stop_at_eos": False,
+        "weights": {"head": 1.0},
+    }
     rows = []
     for name, model in path_models(config).items():
         model = model.to(device=device, dtype=config.dtype).eval()
         model.generation_config.eos_token_id = None
         model.generation_config.pad_token_id = 0
         torch.manual_seed(0)
-        head = RewardHead(RewardHeadConfig(name="head", hidden_size=config.hidden_size,
-                                           base_signature=BaseModelSignature.of(model)))
+        head = RewardHead(
+            RewardHeadConfig(name="head", hidden_size=config.hidden_size, base_signature=BaseModelSignature.of(model))
+        )
         with torch.no_grad():
             head.net.weight.mul_(10.0)
         auto = PandaDecoder(model, tokenizer, rewards={"head": HeadReward(head)})
@@ -287,8 +332,13 @@ def bench_paths(config: BenchConfig, rounds: int) -> dict:
         ids = torch.tensor([one], device=device)
 
         def plain(model=model, ids=ids):
-            return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                  max_new_tokens=PATH_NEW_TOKENS, min_new_tokens=PATH_NEW_TOKENS)
+            return model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=PATH_NEW_TOKENS,
+                min_new_tokens=PATH_NEW_TOKENS,
+            )
 
         runs = {"plain": plain, "general": lambda decoder=general: decoder.generate(one, **common)}
         if auto.path == "tree":
@@ -301,31 +351,42 @@ def bench_paths(config: BenchConfig, rounds: int) -> dict:
                 seconds, outputs[key] = timed(fn)
                 best[key] = max(best.get(key, 0.0), PATH_NEW_TOKENS / seconds)
         same = outputs["tree"][0].token_ids == outputs["general"][0].token_ids if "tree" in outputs else None
-        rows.append({
-            "model": name,
-            "auto_path": auto.path,
-            "plain_tokens_per_s": round(best["plain"], 2),
-            "tree_tokens_per_s": round(best["tree"], 2) if "tree" in best else None,
-            "general_tokens_per_s": round(best["general"], 2),
-            "tree_x_plain": round(best["tree"] / best["plain"], 3) if "tree" in best else None,
-            "general_x_plain": round(best["general"] / best["plain"], 3),
-            "tree_equals_general_tokens": same,
-        })
+        rows.append(
+            {
+                "model": name,
+                "auto_path": auto.path,
+                "plain_tokens_per_s": round(best["plain"], 2),
+                "tree_tokens_per_s": round(best["tree"], 2) if "tree" in best else None,
+                "general_tokens_per_s": round(best["general"], 2),
+                "tree_x_plain": round(best["tree"] / best["plain"], 3) if "tree" in best else None,
+                "general_x_plain": round(best["general"] / best["plain"], 3),
+                "tree_equals_general_tokens": same,
+            }
+        )
     return {"config": config.name, "new_tokens": PATH_NEW_TOKENS, "rows": rows}
 
 
 def print_paths_table(result: dict) -> None:
-    print(f"\n### Tree vs general path, {result['config']} shape; reward head, k={TOP_K}; prompt {PROMPT_TOKENS}, "
-          f"{result['new_tokens']} new\n")
-    print("| model | path chosen | plain greedy tok/s | tree path tok/s (x plain) | general path tok/s (x plain) "
-          "| same tokens |")
+    print(
+        f"\n### Tree vs general path, {result['config']} shape; reward head, k={TOP_K}; prompt {PROMPT_TOKENS}, "
+        f"{result['new_tokens']} new\n"
+    )
+    print(
+        "| model | path chosen | plain greedy tok/s | tree path tok/s (x plain) | general path tok/s (x plain) "
+        "| same tokens |"
+    )
     print("| --- | --- | ---: | ---: | ---: | --- |")
     for row in result["rows"]:
-        tree = (f"{row['tree_tokens_per_s']:.1f} ({row['tree_x_plain']:.2f})" if row["tree_tokens_per_s"]
-                else "n/a (not exact: refused)")
+        tree = (
+            f"{row['tree_tokens_per_s']:.1f} ({row['tree_x_plain']:.2f})"
+            if row["tree_tokens_per_s"]
+            else "n/a (not exact: refused)"
+        )
         same = {True: "yes", False: "NO", None: "-"}[row["tree_equals_general_tokens"]]
-        print(f"| {row['model']} | {row['auto_path']} | {row['plain_tokens_per_s']:.1f} | {tree} | "
-              f"{row['general_tokens_per_s']:.1f} ({row['general_x_plain']:.2f}) | {same} |")
+        print(
+            f"| {row['model']} | {row['auto_path']} | {row['plain_tokens_per_s']:.1f} | {tree} | "
+            f"{row['general_tokens_per_s']:.1f} ({row['general_x_plain']:.2f}) | {same} |"
+        )
 
 
 def print_table(result: dict) -> None:
@@ -336,8 +397,12 @@ def print_table(result: dict) -> None:
         print(f"| {row['method']} | {row['tokens_per_s']:.1f} | {row['x_plain']:.2f} | {row['note']} |")
     peaks = result["rm_cache_peak_bytes"]
     replicated = result["rm_cache_if_replicated_k_times_bytes"]
-    print("\nRM KV-cache peak (32 new tokens): " + ", ".join(
-        f"k={k}: {int(v) / 1024:.0f} KiB (k copies: {int(replicated[k]) / 1024:.0f} KiB)" for k, v in peaks.items()))
+    print(
+        "\nRM KV-cache peak (32 new tokens): "
+        + ", ".join(
+            f"k={k}: {int(v) / 1024:.0f} KiB (k copies: {int(replicated[k]) / 1024:.0f} KiB)" for k, v in peaks.items()
+        )
+    )
     print("checks: " + ", ".join(f"{k}={v}" for k, v in result["checks"].items()))
     print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in result["targets"].items()))
 
@@ -355,10 +420,16 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{when}; {machine}; torch threads {torch.get_num_threads()}; best of {args.rounds} rounds")
-    results = {"date": when, "machine": machine, "threads": torch.get_num_threads(), "rounds": args.rounds,
-               "tables": [], "paths": []}
+    results = {
+        "date": when,
+        "machine": machine,
+        "threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "tables": [],
+        "paths": [],
+    }
     configs = [CPU_CONFIG] + ([GPU_CONFIG] if torch.cuda.is_available() and not args.skip_gpu else [])
     for config in configs:
         if not args.paths_only:

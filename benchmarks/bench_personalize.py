@@ -40,16 +40,25 @@ from profiles import ProfileStore
 
 def build_other_model(folder: Path) -> Path:
     tokenizer = train_tokenizer(sample_corpus(2000) + list(DialogueCorpus(0).iter_texts(300)), vocab_size=2048)
-    return build_causal_lm(folder, tokenizer, seed=3, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                           num_attention_heads=4, num_key_value_heads=2)
+    return build_causal_lm(
+        folder,
+        tokenizer,
+        seed=3,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
 
 
 def time_bootstrap(model_dir: Path, out: Path, pairs: int) -> float:
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     started = time.perf_counter()
-    bootstrap_heads(model, tokenizer, out, base_model=str(model_dir),
-                    pair_source=style_pair_source(0, pairs, max(pairs // 4, 10)))
+    bootstrap_heads(
+        model, tokenizer, out, base_model=str(model_dir), pair_source=style_pair_source(0, pairs, max(pairs // 4, 10))
+    )
     return time.perf_counter() - started
 
 
@@ -82,22 +91,38 @@ def partial_accuracy(pairs: int) -> list[dict]:
     rows = []
     for pole in POLES:
         heldout = featurizer.pairs(corpus.preference_pairs(pole, 100, split="heldout"), seed=9)
-        old = train_reward_head((model, tokenizer), corpus.preference_pairs(pole, pairs)
-                                + corpus.prefix_pairs(pole, pairs), name=pole,
-                                config=RewardTrainingConfig(epochs=30)).head
+        old = train_reward_head(
+            (model, tokenizer),
+            corpus.preference_pairs(pole, pairs) + corpus.prefix_pairs(pole, pairs),
+            name=pole,
+            config=RewardTrainingConfig(epochs=30),
+        ).head
         with tempfile.TemporaryDirectory() as scratch:
-            report = bootstrap_heads(model, tokenizer, scratch, config=default_head_config(),
-                                     pair_source=lambda p, pole=pole: (corpus.preference_pairs(pole, pairs), [])
-                                     if p == pole else None,
-                                     catalog=_one_pole_catalog(pole))
+            report = bootstrap_heads(
+                model,
+                tokenizer,
+                scratch,
+                config=default_head_config(),
+                pair_source=lambda p, pole=pole: (corpus.preference_pairs(pole, pairs), []) if p == pole else None,
+                catalog=_one_pole_catalog(pole),
+            )
             from panda_chat.rewards.heads import RewardHead
 
             new = RewardHead.load(Path(scratch) / report.poles[0].path)
         before, after = pair_accuracy(old, heldout), pair_accuracy(new, heldout)
-        rows.append({"pole": pole, "before_complete": before[0], "before_partial": before[1],
-                     "after_complete": after[0], "after_partial": after[1]})
-        print(f"  {pole:<11} partial {before[1]:.3f} -> {after[1]:.3f}   complete {before[0]:.3f} -> {after[0]:.3f}",
-              flush=True)
+        rows.append(
+            {
+                "pole": pole,
+                "before_complete": before[0],
+                "before_partial": before[1],
+                "after_complete": after[0],
+                "after_partial": after[1],
+            }
+        )
+        print(
+            f"  {pole:<11} partial {before[1]:.3f} -> {after[1]:.3f}   complete {before[0]:.3f} -> {after[0]:.3f}",
+            flush=True,
+        )
     return rows
 
 
@@ -107,8 +132,9 @@ def _one_pole_catalog(pole: str):
     catalog = PreferenceCatalog.default()
     for dimension in catalog.dimensions:
         if pole in dimension.pole_names:
-            return PreferenceCatalog(dimensions=[dimension.model_copy(
-                update={"poles": [p for p in dimension.poles if p.name == pole]})])
+            return PreferenceCatalog(
+                dimensions=[dimension.model_copy(update={"poles": [p for p in dimension.poles if p.name == pole]})]
+            )
     raise ValueError(pole)
 
 
@@ -121,13 +147,20 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result: dict = {"date": datetime.now(UTC).isoformat(timespec="minutes"), "machine": platform.machine(),
-                    "threads": args.threads, "torch": torch.__version__, "pairs_per_pole": args.pairs}
+    result: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="minutes"),
+        "machine": platform.machine(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "pairs_per_pole": args.pairs,
+    }
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         other = build_other_model(root / "other")
-        result["bootstrap_s"] = {"other model": time_bootstrap(other, other, args.pairs),
-                                 "demo model": time_bootstrap(demo_model_dir(), root / "demo-heads", args.pairs)}
+        result["bootstrap_s"] = {
+            "other model": time_bootstrap(other, other, args.pairs),
+            "demo model": time_bootstrap(demo_model_dir(), root / "demo-heads", args.pairs),
+        }
         print(f"bootstrap: {result['bootstrap_s']}", flush=True)
         result["speed"] = chat_speed(other, root / "p.db", args.rounds, 64)
         speed = result["speed"]

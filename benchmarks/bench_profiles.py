@@ -39,12 +39,28 @@ import numpy as np
 
 from profiles import ProfileStore, SentenceTransformerEmbedder
 
-SUBJECTS = ["my sourdough", "the tax return", "a Rust borrow error", "the garden", "quantum tunnelling",
-            "my cover letter", "a trip to Lisbon", "the kids' homework", "a marathon plan", "our database schema"]
-ASKS = ["Can you explain {s} in plain words?", "Give me a detailed, step-by-step plan for {s}.",
-        "tl;dr on {s} please", "Dear assistant, kindly review {s} and advise.", "hey!! quick q about {s} lol",
-        "What are the edge cases of {s}, rigorously?", "I'm new to {s}, where do I start?",
-        "Compare two approaches to {s} and their trade-offs."]
+SUBJECTS = [
+    "my sourdough",
+    "the tax return",
+    "a Rust borrow error",
+    "the garden",
+    "quantum tunnelling",
+    "my cover letter",
+    "a trip to Lisbon",
+    "the kids' homework",
+    "a marathon plan",
+    "our database schema",
+]
+ASKS = [
+    "Can you explain {s} in plain words?",
+    "Give me a detailed, step-by-step plan for {s}.",
+    "tl;dr on {s} please",
+    "Dear assistant, kindly review {s} and advise.",
+    "hey!! quick q about {s} lol",
+    "What are the edge cases of {s}, rigorously?",
+    "I'm new to {s}, where do I start?",
+    "Compare two approaches to {s} and their trade-offs.",
+]
 
 
 def realistic_texts(count: int, seed: int = 0) -> list[str]:
@@ -90,10 +106,14 @@ def bulk_fill(path: Path, embedder_name: str, dim: int, users: int, messages: in
     stamp = base.strftime("%Y-%m-%d %H:%M:%S.%f")
     per_user = messages // users
     with connection:
-        connection.executemany("INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)",
-                               ((u + 1, f"bulk{u:06d}", stamp) for u in range(users)))
-        connection.executemany("INSERT INTO conversations (id, user_id, title, created_at) VALUES (?, ?, NULL, ?)",
-                               ((u + 1, u + 1, stamp) for u in range(users)))
+        connection.executemany(
+            "INSERT INTO users (id, name, created_at) VALUES (?, ?, ?)",
+            ((u + 1, f"bulk{u:06d}", stamp) for u in range(users)),
+        )
+        connection.executemany(
+            "INSERT INTO conversations (id, user_id, title, created_at) VALUES (?, ?, NULL, ?)",
+            ((u + 1, u + 1, stamp) for u in range(users)),
+        )
     message_id = 0
     chunk_users = max(1, 20_000 // per_user)
     for first in range(0, users, chunk_users):
@@ -106,23 +126,30 @@ def bulk_fill(path: Path, embedder_name: str, dim: int, users: int, messages: in
             for number in range(per_user):
                 message_id += 1
                 created = (base + timedelta(minutes=message_id)).strftime("%Y-%m-%d %H:%M:%S.%f")
-                rows.append((message_id, user + 1, user + 1, "user", f"synthetic message {number} of bulk{user:06d}",
-                             created))
+                rows.append(
+                    (message_id, user + 1, user + 1, "user", f"synthetic message {number} of bulk{user:06d}", created)
+                )
                 embeddings.append((message_id, embedder_name, user + 1, dim, vectors[row].tobytes(), 1))
                 row += 1
         with connection:
-            connection.executemany("INSERT INTO messages (id, conversation_id, user_id, role, text, created_at) "
-                                   "VALUES (?, ?, ?, ?, ?, ?)", rows)
-            connection.executemany("INSERT INTO message_embeddings (message_id, embedder, user_id, dim, vector, "
-                                   "generation) VALUES (?, ?, ?, ?, ?, ?)", embeddings)
+            connection.executemany(
+                "INSERT INTO messages (id, conversation_id, user_id, role, text, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            connection.executemany(
+                "INSERT INTO message_embeddings (message_id, embedder, user_id, dim, vector, "
+                "generation) VALUES (?, ?, ?, ?, ?, ?)",
+                embeddings,
+            )
     with connection:
         connection.execute("UPDATE store_state SET generation = 1")
     connection.close()
     return time.perf_counter() - start
 
 
-def bench_scale(embedder: SentenceTransformerEmbedder, users: int, messages: int, folder: Path,
-                queries: int) -> dict[str, float]:
+def bench_scale(
+    embedder: SentenceTransformerEmbedder, users: int, messages: int, folder: Path, queries: int
+) -> dict[str, float]:
     path = folder / "scale.db"
     ProfileStore(path, embedder=embedder).close()  # migrate
     fill_s = bulk_fill(path, embedder.name, embedder.dim, users, messages)
@@ -139,8 +166,13 @@ def bench_scale(embedder: SentenceTransformerEmbedder, users: int, messages: int
         store.search("target", "warm-up query")
         store.preferences("target", query="warm-up query")
 
-        timings: dict[str, list[float]] = {"embed_query": [], "search": [], "search_retrieval_only": [],
-                                           "preferences_query": [], "preferences_no_query": []}
+        timings: dict[str, list[float]] = {
+            "embed_query": [],
+            "search": [],
+            "search_retrieval_only": [],
+            "preferences_query": [],
+            "preferences_no_query": [],
+        }
         for query in query_texts:
             start = time.perf_counter()
             embedder.encode([query])
@@ -192,30 +224,46 @@ def main() -> None:
         ingest = bench_ingest(embedder, args.ingest, Path(folder))
         print(f"ingest ({args.ingest} messages, batches of 256, {args.threads} torch thread(s))")
         print(f"  raw encode        {ingest['raw_encode_per_s']:8.0f} msg/s   (ceiling)")
-        print(f"  store ingest      {ingest['ingest_per_s']:8.0f} msg/s   ({ingest['ratio']:.2f}x the ceiling; "
-              "target >= 0.8x)")
+        print(
+            f"  store ingest      {ingest['ingest_per_s']:8.0f} msg/s   ({ingest['ratio']:.2f}x the ceiling; "
+            "target >= 0.8x)"
+        )
         sys.stdout.flush()
         if args.ingest_only:
             return
         scale = bench_scale(embedder, args.users, args.messages, Path(folder), args.queries)
-    print(f"scale: {args.users} users, {scale['index_vectors']:.0f} vectors "
-          f"(bulk fill {scale['fill_s']:.0f} s, index rebuild from SQLite {scale['index_rebuild_s']:.1f} s, "
-          f"database {scale['db_bytes'] / 1e9:.2f} GB)")
+    print(
+        f"scale: {args.users} users, {scale['index_vectors']:.0f} vectors "
+        f"(bulk fill {scale['fill_s']:.0f} s, index rebuild from SQLite {scale['index_rebuild_s']:.1f} s, "
+        f"database {scale['db_bytes'] / 1e9:.2f} GB)"
+    )
     print(f"  {'operation (one user, ~100 messages)':<44} {'p50 ms':>8} {'p99 ms':>8}")
-    for label, key in [("embed the query alone (the model's share)", "embed_query"),
-                       ("search, query embedding included", "search"),
-                       ("search, retrieval only (query pre-embedded)", "search_retrieval_only"),
-                       ("search right after preferences(same query)", "search_after_preferences"),
-                       ("preferences(query), embedding included", "preferences_query"),
-                       ("preferences() without a query", "preferences_no_query")]:
+    for label, key in [
+        ("embed the query alone (the model's share)", "embed_query"),
+        ("search, query embedding included", "search"),
+        ("search, retrieval only (query pre-embedded)", "search_retrieval_only"),
+        ("search right after preferences(same query)", "search_after_preferences"),
+        ("preferences(query), embedding included", "preferences_query"),
+        ("preferences() without a query", "preferences_no_query"),
+    ]:
         print(f"  {label:<44} {scale[key + '_p50_ms']:8.2f} {scale[key + '_p99_ms']:8.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "ingest": ingest, "scale": scale,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": {
+                        "platform": platform.platform(),
+                        "cpus": os.cpu_count(),
+                        "python": platform.python_version(),
+                    },
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "ingest": ingest,
+                    "scale": scale,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

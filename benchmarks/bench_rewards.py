@@ -32,25 +32,25 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
-from transformers.utils import logging  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging
 
-from panda_chat.decoding import PandaDecoder  # noqa: E402
-from panda_chat.rewards.base import Calibration  # noqa: E402
-from panda_chat.rewards.data import PreferencePair  # noqa: E402
-from panda_chat.rewards.heads import BaseModelSignature, HeadReward, RewardHead, RewardHeadConfig  # noqa: E402
-from panda_chat.rewards.reward_model import CachedRewardModel  # noqa: E402
-from panda_chat.rewards.text_reward_model import TextRewardModel  # noqa: E402
-from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head, train_reward_model  # noqa: E402
-from panda_chat.rewards.zero_shot import ZeroShotReward  # noqa: E402
-from panda_chat.tiny_models import build_causal_lm, build_reward_model, sample_corpus, train_tokenizer  # noqa: E402
+from panda_chat.decoding import PandaDecoder
+from panda_chat.rewards.base import Calibration
+from panda_chat.rewards.data import PreferencePair
+from panda_chat.rewards.heads import BaseModelSignature, HeadReward, RewardHead, RewardHeadConfig
+from panda_chat.rewards.reward_model import CachedRewardModel
+from panda_chat.rewards.text_reward_model import TextRewardModel
+from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head, train_reward_model
+from panda_chat.rewards.zero_shot import ZeroShotReward
+from panda_chat.tiny_models import build_causal_lm, build_reward_model, sample_corpus, train_tokenizer
 
 TOP_K = 10
 NEW_TOKENS = int(os.environ.get("PANDA_BENCH_NEW_TOKENS", "64"))  # lower it only for a smoke run of the script
@@ -71,8 +71,11 @@ def formality_pairs(n: int, seed: int = 0) -> list[PreferencePair]:
     pairs = []
     for _ in range(n):
         body = rng.choice(words).rstrip(".!:) ")
-        pairs.append(PreferencePair(prompt=rng.choice(words), chosen=f"{body} {rng.choice(FORMAL)}",
-                                    rejected=f"{body} {rng.choice(CASUAL)}"))
+        pairs.append(
+            PreferencePair(
+                prompt=rng.choice(words), chosen=f"{body} {rng.choice(FORMAL)}", rejected=f"{body} {rng.choice(CASUAL)}"
+            )
+        )
     return pairs
 
 
@@ -108,24 +111,34 @@ def text_path_agreement(text_rm: TextRewardModel, tokenizer, outputs, name: str)
             if tokenizer(text, add_special_tokens=False)["input_ids"] == out.token_ids[: t + 1]:
                 same_ids += 1
                 diffs.append(abs(float(scores[t]) - out.raw_rewards[name][t]))
-    return {"steps": steps, "steps_retokenised_identically": same_ids,
-            "max_abs_reward_diff_on_those": max(diffs) if diffs else None}
+    return {
+        "steps": steps,
+        "steps_retokenised_identically": same_ids,
+        "max_abs_reward_diff_on_those": max(diffs) if diffs else None,
+    }
 
 
 def bench_decoding(paths: dict[str, Path]) -> list[dict]:
     base = AutoModelForCausalLM.from_pretrained(paths["base"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(paths["base"])
     torch.manual_seed(0)
-    head = RewardHead(RewardHeadConfig(name="head", hidden_size=base.config.hidden_size,
-                                       base_signature=BaseModelSignature.of(base), calibration=Calibration()))
+    head = RewardHead(
+        RewardHeadConfig(
+            name="head",
+            hidden_size=base.config.hidden_size,
+            base_signature=BaseModelSignature.of(base),
+            calibration=Calibration(),
+        )
+    )
     rm = AutoModelForSequenceClassification.from_pretrained(paths["rm"]).eval()
     rm_other = AutoModelForSequenceClassification.from_pretrained(paths["rm_other"]).eval()
     rewards = {
         "head": HeadReward(head),
         "rm (cached)": CachedRewardModel(rm, name="rm (cached)"),
         "same rm (text path)": TextRewardModel(rm, tokenizer, name="same rm (text path)"),
-        "other-tokenizer rm (text path)": TextRewardModel(rm_other, AutoTokenizer.from_pretrained(paths["rm_other"]),
-                                                          name="other-tokenizer rm (text path)"),
+        "other-tokenizer rm (text path)": TextRewardModel(
+            rm_other, AutoTokenizer.from_pretrained(paths["rm_other"]), name="other-tokenizer rm (text path)"
+        ),
         "zero-shot (MiniLM)": ZeroShotReward("A formal, polite and careful answer.", name="zero-shot (MiniLM)"),
     }
     decoder = PandaDecoder(base, tokenizer, rewards=rewards)
@@ -140,8 +153,9 @@ def bench_decoding(paths: dict[str, Path]) -> list[dict]:
             print(f"  batch {batch}  {name:32s} {speed:8.1f} tok/s", file=sys.stderr)
         rows.append({"reward": "none (plain top-k argmax)", "batch": batch, "tokens_per_s": plain, "vs_plain": 1.0})
         if batch == 4:
-            agreement = text_path_agreement(rewards["same rm (text path)"], tokenizer, outputs["rm (cached)"],
-                                            "rm (cached)")
+            agreement = text_path_agreement(
+                rewards["same rm (text path)"], tokenizer, outputs["rm (cached)"], "rm (cached)"
+            )
     return rows, agreement
 
 
@@ -152,17 +166,41 @@ def bench_training(paths: dict[str, Path]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         for label in ("head, 2000 pairs (features computed)", "head, 2000 pairs (features from disk cache)"):
-            trained = train_reward_head((base, tokenizer), pairs, name="formal", cache_dir=cache,
-                                        config=RewardTrainingConfig(epochs=20, val_split=0.1))
+            trained = train_reward_head(
+                (base, tokenizer),
+                pairs,
+                name="formal",
+                cache_dir=cache,
+                config=RewardTrainingConfig(epochs=20, val_split=0.1),
+            )
             r = trained.report
-            rows.append({"what": label, "seconds": r.seconds, "feature_seconds": r.feature_seconds,
-                         "epochs": r.epochs_run, "val_accuracy": r.val_accuracy})
+            rows.append(
+                {
+                    "what": label,
+                    "seconds": r.seconds,
+                    "feature_seconds": r.feature_seconds,
+                    "epochs": r.epochs_run,
+                    "val_accuracy": r.val_accuracy,
+                }
+            )
             print(f"  {label}: {r.seconds:.1f}s", file=sys.stderr)
     with tempfile.TemporaryDirectory() as out:
-        r = train_reward_model(paths["base"], pairs[:200], out, name="formal",
-                               config=RewardTrainingConfig(epochs=1, lr=1e-4, batch_size=8, val_split=0.1))
-    rows.append({"what": "full reward model, 200 pairs, 1 epoch", "seconds": r.seconds, "feature_seconds": None,
-                 "epochs": r.epochs_run, "val_accuracy": r.val_accuracy})
+        r = train_reward_model(
+            paths["base"],
+            pairs[:200],
+            out,
+            name="formal",
+            config=RewardTrainingConfig(epochs=1, lr=1e-4, batch_size=8, val_split=0.1),
+        )
+    rows.append(
+        {
+            "what": "full reward model, 200 pairs, 1 epoch",
+            "seconds": r.seconds,
+            "feature_seconds": None,
+            "epochs": r.epochs_run,
+            "val_accuracy": r.val_accuracy,
+        }
+    )
     print(f"  full model: {r.seconds:.1f}s", file=sys.stderr)
     return rows
 
@@ -173,9 +211,11 @@ def print_tables(decoding: list[dict], agreement: dict, training: list[dict]) ->
     print("| --- | ---: | ---: | ---: |")
     for r in decoding:
         print(f"| {r['reward']} | {r['batch']} | {r['tokens_per_s']:.1f} | {r['vs_plain']:.2f}x |")
-    print(f"\nText path vs cached path, same reward model, on the cached path's batch-4 outputs: "
-          f"{agreement['steps_retokenised_identically']}/{agreement['steps']} prefixes re-tokenise to the generated "
-          f"ids; on those the rewards differ by at most {agreement['max_abs_reward_diff_on_those']:.2e}")
+    print(
+        f"\nText path vs cached path, same reward model, on the cached path's batch-4 outputs: "
+        f"{agreement['steps_retokenised_identically']}/{agreement['steps']} prefixes re-tokenise to the generated "
+        f"ids; on those the rewards differ by at most {agreement['max_abs_reward_diff_on_those']:.2e}"
+    )
     print("\nReward training on the benchmark base model\n")
     print("| what | seconds | of which features | epochs | val accuracy |")
     print("| --- | ---: | ---: | ---: | ---: |")
@@ -194,7 +234,7 @@ def main() -> None:
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{when}; {machine}; torch threads {torch.get_num_threads()}; base model {MODEL}")
     with tempfile.TemporaryDirectory() as root:
         paths = build_models(Path(root))
@@ -203,11 +243,21 @@ def main() -> None:
     print_tables(decoding, agreement, training)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"date": when, "machine": machine, "model": MODEL, "top_k": TOP_K,
-                                         "new_tokens": NEW_TOKENS, "decoding": decoding,
-                                         "text_path_agreement": agreement,
-                                         "training": training},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": when,
+                    "machine": machine,
+                    "model": MODEL,
+                    "top_k": TOP_K,
+                    "new_tokens": NEW_TOKENS,
+                    "decoding": decoding,
+                    "text_path_agreement": agreement,
+                    "training": training,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -38,9 +38,18 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = [
-    "How do magnets work?", "Give me a tip for sleeping better.", "What is rain?", "Explain taxes simply.",
-    "How do I learn to swim?", "Why do cats purr?", "What is a black hole?", "How do I bake bread?",
-    "Why is the sky blue?", "What makes a good password?", "How do vaccines work?", "What is inflation?",
+    "How do magnets work?",
+    "Give me a tip for sleeping better.",
+    "What is rain?",
+    "Explain taxes simply.",
+    "How do I learn to swim?",
+    "Why do cats purr?",
+    "What is a black hole?",
+    "How do I bake bread?",
+    "Why is the sky blue?",
+    "What makes a good password?",
+    "How do vaccines work?",
+    "What is inflation?",
 ]
 
 
@@ -60,9 +69,21 @@ def start_server(db: str, max_batch: int, args: argparse.Namespace, log: Path) -
     port = _free_port()
     extra = ["--embedder", args.embedder] if args.embedder else []
     with open(log, "wb") as out:
-        process = _cli("serve", "--db", db, "--port", str(port), "--max-batch", str(max_batch),
-                       "--requests-per-minute", "100000", *extra, threads=args.threads, stdout=out,
-                       stderr=subprocess.STDOUT)
+        process = _cli(
+            "serve",
+            "--db",
+            db,
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--requests-per-minute",
+            "100000",
+            *extra,
+            threads=args.threads,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -79,12 +100,20 @@ def start_server(db: str, max_batch: int, args: argparse.Namespace, log: Path) -
 
 def one_stream(url: str, key: str, user: str, question: str, max_tokens: int) -> tuple[float, float, int]:
     """(ttft_s, latency_s, completion_tokens) of one streamed completion."""
-    body = {"model": "panda-chat-demo", "user": user, "stream": True, "max_tokens": max_tokens, "temperature": 0,
-            "stream_options": {"include_usage": True}, "messages": [{"role": "user", "content": question}]}
+    body = {
+        "model": "panda-chat-demo",
+        "user": user,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": question}],
+    }
     started = time.perf_counter()
     ttft, tokens = None, 0
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600,
-                      headers={"Authorization": f"Bearer {key}"}) as response:
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=body, timeout=600, headers={"Authorization": f"Bearer {key}"}
+    ) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -119,9 +148,15 @@ def run_level(url: str, key: str, clients: int, rounds: int, max_tokens: int, ta
     ttfts, latencies = sorted(r[0] for r in results), sorted(r[1] for r in results)
     tokens = sum(r[2] for r in results)
     return {
-        "clients": clients, "requests": len(results), "tokens": tokens, "wall_s": wall, "tok_per_s": tokens / wall,
-        "ttft_p50_s": statistics.median(ttfts), "ttft_p99_s": _percentile(ttfts, 0.99),
-        "latency_p50_s": statistics.median(latencies), "latency_p99_s": _percentile(latencies, 0.99),
+        "clients": clients,
+        "requests": len(results),
+        "tokens": tokens,
+        "wall_s": wall,
+        "tok_per_s": tokens / wall,
+        "ttft_p50_s": statistics.median(ttfts),
+        "ttft_p99_s": _percentile(ttfts, 0.99),
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p99_s": _percentile(latencies, 0.99),
     }
 
 
@@ -147,19 +182,31 @@ def scheduler_levels(clients: list[int], max_tokens: int, threads: int) -> list[
     lam = LearnedLambda.load(demo_lambda_path())
     features = torch.rand(max(clients), lam.config.preference_dim)
     weights = [{"expert": 0.6, "concise": 0.4}, {"friendly": 0.7}, {"detailed": 0.5, "formal": 0.3}]
-    schedulers = {"batched": BatchScheduler(decoder, max_batch=32), "one-at-a-time": BatchScheduler(decoder, max_batch=1)}
+    schedulers = {
+        "batched": BatchScheduler(decoder, max_batch=32),
+        "one-at-a-time": BatchScheduler(decoder, max_batch=1),
+    }
     rows = []
     for count in clients:
         level = {}
         for mode, scheduler in schedulers.items():
             prompts = [f"Question {i}: {QUESTIONS[i % len(QUESTIONS)]}" for i in range(count)]
             started = time.perf_counter()
-            scheduler.generate(prompts, weights=[weights[i % 3] for i in range(count)], rewards=heads, lam=lam,
-                               preference_features=features[:count], max_new_tokens=max_tokens, stop_at_eos=False)
+            scheduler.generate(
+                prompts,
+                weights=[weights[i % 3] for i in range(count)],
+                rewards=heads,
+                lam=lam,
+                preference_features=features[:count],
+                max_new_tokens=max_tokens,
+                stop_at_eos=False,
+            )
             level[mode] = count * max_tokens / (time.perf_counter() - started)
         rows.append({"clients": count, **level, "speedup": level["batched"] / level["one-at-a-time"]})
-        print(f"  scheduler {count:>2} rows: {level['batched']:.1f} vs {level['one-at-a-time']:.1f} tok/s",
-              file=sys.stderr)
+        print(
+            f"  scheduler {count:>2} rows: {level['batched']:.1f} vs {level['one-at-a-time']:.1f} tok/s",
+            file=sys.stderr,
+        )
     for scheduler in schedulers.values():
         scheduler.close()
     return rows
@@ -179,8 +226,10 @@ def main() -> None:
     db = str(folder / "profiles.db")
     made = _cli("key", "create", "bench", "--all-users", "--db", db, "--json", stdout=subprocess.PIPE)
     key = json.loads(made.communicate(timeout=120)[0])["key"]
-    servers = {"batched": start_server(db, 32, args, folder / "batched.log"),
-               "one-at-a-time": start_server(db, 1, args, folder / "single.log")}
+    servers = {
+        "batched": start_server(db, 32, args, folder / "batched.log"),
+        "one-at-a-time": start_server(db, 1, args, folder / "single.log"),
+    }
     rows = []
     try:
         for mode, (_, url) in servers.items():  # warm-up: model, rewards and lambda loaded, first decode done
@@ -190,8 +239,13 @@ def main() -> None:
             for mode, (_, url) in servers.items():
                 level[mode] = run_level(url, key, clients, args.rounds, args.max_tokens, mode)
                 print(f"  {clients:>2} clients, {mode:<13} {level[mode]['tok_per_s']:7.1f} tok/s", file=sys.stderr)
-            rows.append({"clients": clients, **level,
-                         "speedup": level["batched"]["tok_per_s"] / level["one-at-a-time"]["tok_per_s"]})
+            rows.append(
+                {
+                    "clients": clients,
+                    **level,
+                    "speedup": level["batched"]["tok_per_s"] / level["one-at-a-time"]["tok_per_s"],
+                }
+            )
     finally:
         for process, _ in servers.values():
             process.terminate()
@@ -209,15 +263,28 @@ def main() -> None:
         for mode in ("batched", "one-at-a-time"):
             r = row[mode]
             speedup = f"{row['speedup']:.1f}x" if mode == "batched" else ""
-            print(f"| {row['clients']} | {mode} | {r['tok_per_s']:.1f} | {r['ttft_p50_s']:.2f} s | "
-                  f"{r['ttft_p99_s']:.2f} s | {r['latency_p50_s']:.2f} s | {r['latency_p99_s']:.2f} s | {speedup} |")
+            print(
+                f"| {row['clients']} | {mode} | {r['tok_per_s']:.1f} | {r['ttft_p50_s']:.2f} s | "
+                f"{r['ttft_p99_s']:.2f} s | {r['latency_p50_s']:.2f} s | {r['latency_p99_s']:.2f} s | {speedup} |"
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
-            "cpus": os.cpu_count(), "threads": args.threads, "rounds": args.rounds, "max_tokens": args.max_tokens,
-            "embedder": args.embedder or "default", "levels": rows, "scheduler_only": engine_rows,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "machine": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "threads": args.threads,
+                    "rounds": args.rounds,
+                    "max_tokens": args.max_tokens,
+                    "embedder": args.embedder or "default",
+                    "levels": rows,
+                    "scheduler_only": engine_rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,14 @@ from langchain_core.tools import tool
 from panda_chat import ChatPanda
 from profiles import ProfileStore
 
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-              ast.Pow: operator.pow, ast.USub: operator.neg}
+_OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+}
 
 
 def calculator(expression: str) -> str:
@@ -64,8 +70,9 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
     for user in ("carol", "dan"):
         print(f"--- {user} ---")
         question = "What is '(17 + 4) * 2'?"
-        state = agent.invoke({"messages": [("user", question)]},
-                             config={"configurable": {"user_id": user, "thread_id": f"{user}-math"}})
+        state = agent.invoke(
+            {"messages": [("user", question)]}, config={"configurable": {"user_id": user, "thread_id": f"{user}-math"}}
+        )
         for number, message in enumerate(state["messages"][1:], start=1):
             if isinstance(message, AIMessage) and message.tool_calls:
                 call = message.tool_calls[0]
@@ -80,11 +87,17 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("PANDA_CHAT_EXAMPLE_MODEL"),
-                        help="chat model folder [default: the embedded demo model]")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("PANDA_CHAT_EXAMPLE_MODEL"),
+        help="chat model folder [default: the embedded demo model]",
+    )
     parser.add_argument("--db", default=None, help="profile database [default: a temporary file]")
-    parser.add_argument("--embedder", default=os.environ.get("PANDA_CHAT_EMBEDDER"),
-                        help="'hashing' or a sentence-transformers path [default: all-MiniLM-L6-v2, packaged]")
+    parser.add_argument(
+        "--embedder",
+        default=os.environ.get("PANDA_CHAT_EMBEDDER"),
+        help="'hashing' or a sentence-transformers path [default: all-MiniLM-L6-v2, packaged]",
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

@@ -36,10 +36,12 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
     store.set_preference("bob", "verbosity", "detailed")
 
     llm = ChatPanda(model=model, store=store, max_tokens=max_tokens)
-    prompt = ChatPromptTemplate.from_messages([
-        ("system", "You are a helpful cooking assistant."),
-        ("human", "How do I make {dish}?"),
-    ])
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "You are a helpful cooking assistant."),
+            ("human", "How do I make {dish}?"),
+        ]
+    )
     chain = prompt | llm | StrOutputParser()
 
     for user in ("alice", "bob"):
@@ -54,11 +56,17 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("PANDA_CHAT_EXAMPLE_MODEL"),
-                        help="chat model folder [default: the embedded demo model]")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("PANDA_CHAT_EXAMPLE_MODEL"),
+        help="chat model folder [default: the embedded demo model]",
+    )
     parser.add_argument("--db", default=None, help="profile database [default: a temporary file]")
-    parser.add_argument("--embedder", default=os.environ.get("PANDA_CHAT_EMBEDDER"),
-                        help="'hashing' or a sentence-transformers path [default: all-MiniLM-L6-v2, packaged]")
+    parser.add_argument(
+        "--embedder",
+        default=os.environ.get("PANDA_CHAT_EMBEDDER"),
+        help="'hashing' or a sentence-transformers path [default: all-MiniLM-L6-v2, packaged]",
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

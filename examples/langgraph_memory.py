@@ -71,11 +71,17 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("PANDA_CHAT_EXAMPLE_MODEL"),
-                        help="chat model folder [default: the embedded demo model]")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("PANDA_CHAT_EXAMPLE_MODEL"),
+        help="chat model folder [default: the embedded demo model]",
+    )
     parser.add_argument("--db", default=None, help="profile database [default: a temporary file]")
-    parser.add_argument("--embedder", default=os.environ.get("PANDA_CHAT_EMBEDDER"),
-                        help="'hashing' or a sentence-transformers path [default: all-MiniLM-L6-v2, packaged]")
+    parser.add_argument(
+        "--embedder",
+        default=os.environ.get("PANDA_CHAT_EMBEDDER"),
+        help="'hashing' or a sentence-transformers path [default: all-MiniLM-L6-v2, packaged]",
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

@@ -61,8 +61,11 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
     after = ask_both(llm, QUESTION)
     for user, answer in after.items():
         print(f"[after]  {user}: {answer.content!r} ({steering(answer)})")
-        top = {d: v["top_pole"] for d, v in answer.response_metadata["personalization"]["dimensions"].items()
-               if v["confidence"] > 0}
+        top = {
+            d: v["top_pole"]
+            for d, v in answer.response_metadata["personalization"]["dimensions"].items()
+            if v["confidence"] > 0
+        }
         print(f"         inferred: {top}")
     print(f"same answer before: {before['alice'].content == before['bob'].content}")
     print(f"same answer after:  {after['alice'].content == after['bob'].content}")
@@ -71,11 +74,17 @@ def main(model: str | None, db: str, embedder: str | None, max_tokens: int) -> N
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("PANDA_CHAT_EXAMPLE_MODEL"),
-                        help="chat model folder [default: the embedded demo model]")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("PANDA_CHAT_EXAMPLE_MODEL"),
+        help="chat model folder [default: the embedded demo model]",
+    )
     parser.add_argument("--db", default=None, help="profile database [default: a temporary file]")
-    parser.add_argument("--embedder", default=os.environ.get("PANDA_CHAT_EMBEDDER"),
-                        help="'hashing' or a sentence-transformers path [default: all-MiniLM-L6-v2, packaged]")
+    parser.add_argument(
+        "--embedder",
+        default=os.environ.get("PANDA_CHAT_EMBEDDER"),
+        help="'hashing' or a sentence-transformers path [default: all-MiniLM-L6-v2, packaged]",
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

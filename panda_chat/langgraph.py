@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +86,7 @@ class PandaStore(BaseStore):
             return None
         return _item((("text", messages[-1].text),), user, kind, key, messages[-1].created_at)
 
-    def _put(self, user: str, kind: str, key: str, value: dict[str, Any] | None) -> None:
+    def _put(self, user: str, kind: str, key: str, value: Mapping[str, Any] | None) -> None:
         if kind == PREFERENCES:
             if value is None:
                 self.profiles.unset_preference(user, key)
@@ -96,8 +96,12 @@ class PandaStore(BaseStore):
                 raise ValueError(f"a preference item is {{'pole': <pole name>}}, got {value!r} for '{key}'")
             self.profiles.set_preference(user, key, pole)
             return
-        if value is not None and (not isinstance(value, dict) or set(value) != {"text"}
-                                  or not isinstance(value["text"], str) or not value["text"].strip()):
+        if value is not None and (
+            not isinstance(value, dict)
+            or set(value) != {"text"}
+            or not isinstance(value["text"], str)
+            or not value["text"].strip()
+        ):
             raise ValueError(f"a memory item is {{'text': <non-empty text>}}, got {value!r} for '{key}'")
         self.profiles.delete_conversation_key(user, _MEMORY_KEY + key)  # a put replaces the memory
         if value is not None:
@@ -122,26 +126,47 @@ class PandaStore(BaseStore):
     def _search_kind(self, user: str, kind: str, op: SearchOp) -> list[SearchItem]:
         namespace = ("users", user, kind)
         if kind == PREFERENCES:
-            return [SearchItem(namespace, dimension, {"pole": pole}, *_now_pair())
-                    for dimension, pole in sorted(self.profiles.explicit_preferences(user).items())]
+            return [
+                SearchItem(namespace, dimension, {"pole": pole}, *_now_pair())
+                for dimension, pole in sorted(self.profiles.explicit_preferences(user).items())
+            ]
         keys = self.profiles.conversation_keys(user, _MEMORY_KEY)
         if op.query:
             wanted = (op.offset + op.limit) * 4 + 8
             hits = self.profiles.search(user, op.query, k=wanted)
-            return [SearchItem(namespace, keys[hit.conversation_id][len(_MEMORY_KEY):], {"text": hit.text},
-                               hit.created_at, hit.created_at, score=hit.score)
-                    for hit in hits if hit.conversation_id in keys]
+            return [
+                SearchItem(
+                    namespace,
+                    keys[hit.conversation_id][len(_MEMORY_KEY) :],
+                    {"text": hit.text},
+                    hit.created_at,
+                    hit.created_at,
+                    score=hit.score,
+                )
+                for hit in hits
+                if hit.conversation_id in keys
+            ]
         items = []
         for conversation, key in sorted(keys.items()):
             messages = self.profiles.conversation_messages(conversation)
             if messages:
-                items.append(SearchItem(namespace, key[len(_MEMORY_KEY):], {"text": messages[-1].text},
-                                        messages[-1].created_at, messages[-1].created_at))
+                items.append(
+                    SearchItem(
+                        namespace,
+                        key[len(_MEMORY_KEY) :],
+                        {"text": messages[-1].text},
+                        messages[-1].created_at,
+                        messages[-1].created_at,
+                    )
+                )
         return items
 
     def _namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
-        spaces = [("users", summary.user_id, kind) for summary in self.profiles.list_users()
-                  for kind in (PREFERENCES, MEMORIES)]
+        spaces: list[tuple[str, ...]] = [
+            ("users", summary.user_id, kind)
+            for summary in self.profiles.list_users()
+            for kind in (PREFERENCES, MEMORIES)
+        ]
         for condition in op.match_conditions or ():
             size = len(condition.path)
             if condition.match_type == "prefix":
@@ -167,8 +192,7 @@ def _now_pair() -> tuple[datetime, datetime]:
     return now, now
 
 
-def _item(value: tuple[tuple[str, Any], ...], user: str, kind: str, key: str,
-          at: datetime | None = None) -> Item:
+def _item(value: tuple[tuple[str, Any], ...], user: str, kind: str, key: str, at: datetime | None = None) -> Item:
     when = at or datetime.now(UTC)
     return Item(value=dict(value), key=key, namespace=("users", user, kind), created_at=when, updated_at=when)
 

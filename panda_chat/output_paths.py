@@ -27,22 +27,25 @@ class OutputExistsError(FileExistsError):
     """The output path holds a file or a non-empty folder, and ``force`` was not given."""
 
 
-def check_output(path: str | os.PathLike[str], *, force: bool = False,
-                 kind: Literal["file", "folder"] = "file") -> Path:
+def check_output(
+    path: str | os.PathLike[str], *, force: bool = False, kind: Literal["file", "folder"] = "file"
+) -> Path:
     """Refuse ``path`` when writing it would overwrite something (see the module docstring); returns it as a Path."""
     path = Path(path).expanduser()
     if kind == "file":
         if path.is_dir():
             raise OutputExistsError(f"output {path} is a folder; give a file name")
         if path.exists() and not force:
-            raise OutputExistsError(f"output file {path} already exists; choose another name or pass --force "
-                                    "to replace it")
+            raise OutputExistsError(
+                f"output file {path} already exists; choose another name or pass --force to replace it"
+            )
     else:
         if path.exists() and not path.is_dir():
             raise OutputExistsError(f"output {path} is a file, not a folder; give a folder name")
         if path.is_dir() and any(path.iterdir()) and not force:
-            raise OutputExistsError(f"output folder {path} is not empty; choose a new folder or pass --force to "
-                                    "replace it")
+            raise OutputExistsError(
+                f"output folder {path} is not empty; choose a new folder or pass --force to replace it"
+            )
     return path
 
 

@@ -95,8 +95,9 @@ def check_model_path(path: str | Path, what: str = "model") -> None:
     if not local.exists() and _can_only_be_a_folder(path):
         raise ModelNotFoundError(f"{what} folder not found: {path} (give the folder that holds config.json)")
     if local.is_dir() and not (local / "config.json").is_file():
-        raise ModelNotFoundError(f"{path} is not a {what} folder: it holds no config.json (give the folder that "
-                                 "save_pretrained wrote)")
+        raise ModelNotFoundError(
+            f"{path} is not a {what} folder: it holds no config.json (give the folder that save_pretrained wrote)"
+        )
 
 
 def _load(kind: ModelKind, path: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:

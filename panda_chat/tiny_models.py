@@ -36,14 +36,60 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 
-_SUBJECTS = ["the cat", "a physicist", "my neighbour", "the old engine", "our team", "a student", "the river",
-             "this recipe", "the compiler", "a friendly robot", "the committee", "your garden"]
-_VERBS = ["explains", "measures", "cooks", "builds", "describes", "compares", "enjoys", "repairs", "questions",
-          "simplifies", "formalises", "summarises"]
-_OBJECTS = ["quantum tunnelling", "a simple soup", "the budget", "sorting algorithms", "the weather", "a bicycle",
-            "linear algebra", "bread dough", "the meeting notes", "photosynthesis", "a database index", "the rules"]
-_TAILS = ["in detail.", "briefly.", "with great care!", "for beginners.", "like an expert would.", "politely.",
-          "in plain words.", "step by step.", "formally, as required.", "with a smile :)"]
+_SUBJECTS = [
+    "the cat",
+    "a physicist",
+    "my neighbour",
+    "the old engine",
+    "our team",
+    "a student",
+    "the river",
+    "this recipe",
+    "the compiler",
+    "a friendly robot",
+    "the committee",
+    "your garden",
+]
+_VERBS = [
+    "explains",
+    "measures",
+    "cooks",
+    "builds",
+    "describes",
+    "compares",
+    "enjoys",
+    "repairs",
+    "questions",
+    "simplifies",
+    "formalises",
+    "summarises",
+]
+_OBJECTS = [
+    "quantum tunnelling",
+    "a simple soup",
+    "the budget",
+    "sorting algorithms",
+    "the weather",
+    "a bicycle",
+    "linear algebra",
+    "bread dough",
+    "the meeting notes",
+    "photosynthesis",
+    "a database index",
+    "the rules",
+]
+_TAILS = [
+    "in detail.",
+    "briefly.",
+    "with great care!",
+    "for beginners.",
+    "like an expert would.",
+    "politely.",
+    "in plain words.",
+    "step by step.",
+    "formally, as required.",
+    "with a smile :)",
+]
 
 
 def sample_corpus(n_sentences: int = 2000, seed: int = 0) -> list[str]:

@@ -13,7 +13,8 @@ tokens a step. Two exact ways avoid it; ``PrefixCache`` implements both behind o
 - **general** (the beam-search way): the model's own cache (sliding layers and all) is repeated k times along the
   batch for ONE ordinary one-token step of the k candidates, with the model's own masks from a 2D padding mask;
   then the chosen rows are kept (``Cache.reorder_cache``, what beam search uses, so recurrent and convolutional
-  states of hybrid models follow too). Costs k x the cache for one step, and works for whatever a tree mask cannot express:
+  states of hybrid models follow too). Costs k x the cache for one step, and works for whatever a tree mask cannot
+  express:
   ALiBi biases built from a 2D mask (Bloom) or from key slots (MPT), attention kinds nobody has checked.
 
 Which way a model takes is decided once per model by ``tree_path_problem``, a short check of the tree way against the
@@ -337,7 +338,7 @@ def tree_path_problem(
     kv = PrefixCache(model, "tree")
     try:
         kv.prefill(prompts, attention_mask)
-        for step in range(2):
+        for _step in range(2):
             candidates = draw(2, _CHECK_CANDIDATES)
             hidden = final_hidden(kv.candidates(candidates))
             for row in range(2):

@@ -71,11 +71,12 @@ def read_module(
         try:
             with safe_open(name, framework="pt") as f:
                 metadata = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()} if key in metadata else {}
+                state = {k: f.get_tensor(k) for k in f} if key in metadata else {}
         except Exception as error:  # safetensors raises its own error types for a truncated or corrupt file
             reason = " ".join(str(error).split()) or type(error).__name__
-            raise ValueError(f"{name} is not a readable {what} file (corrupt or truncated safetensors: "
-                             f"{reason}); re-create it") from error
+            raise ValueError(
+                f"{name} is not a readable {what} file (corrupt or truncated safetensors: {reason}); re-create it"
+            ) from error
     if key not in metadata:
         raise ValueError(f"{name} is not a panda-chat {what} (no {what} config in its metadata)")
     config = config_class.model_validate(json.loads(metadata[key]))

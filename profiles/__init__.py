@@ -27,9 +27,18 @@ _EXPORTS: dict[str, str] = {
     ),
     **dict.fromkeys(
         [
-            "CatalogError", "EmbedderError", "ImportFormatError", "InvalidInputError", "ProfileError",
-            "SchemaTooNewError", "UnknownDimensionError", "UnknownPoleError", "UnknownUserError", "UserExistsError",
-            "ForgetIncompleteError", "UserForgottenError",
+            "CatalogError",
+            "EmbedderError",
+            "ImportFormatError",
+            "InvalidInputError",
+            "ProfileError",
+            "SchemaTooNewError",
+            "UnknownDimensionError",
+            "UnknownPoleError",
+            "UnknownUserError",
+            "UserExistsError",
+            "ForgetIncompleteError",
+            "UserForgottenError",
         ],
         "profiles.errors",
     ),
@@ -38,7 +47,12 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["InferenceSettings", "PreferenceInference"], "profiles.inference"),
     **dict.fromkeys(
         [
-            "FeedbackPair", "ForgetReport", "ProfileStore", "SearchHit", "StoredMessage", "StoredRewardHead",
+            "FeedbackPair",
+            "ForgetReport",
+            "ProfileStore",
+            "SearchHit",
+            "StoredMessage",
+            "StoredRewardHead",
             "UserSummary",
         ],
         "profiles.store",
@@ -75,6 +89,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; keep in step with _EXPORTS
     from profiles.errors import (
         CatalogError,
         EmbedderError,
+        ForgetIncompleteError,
         ImportFormatError,
         InvalidInputError,
         ProfileError,
@@ -83,7 +98,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; keep in step with _EXPORTS
         UnknownPoleError,
         UnknownUserError,
         UserExistsError,
-        ForgetIncompleteError,
         UserForgottenError,
     )
     from profiles.exchange import HistoryLine, ProfileExport, parse_export, parse_history

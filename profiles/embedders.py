@@ -63,8 +63,9 @@ class SentenceTransformerEmbedder:
         else:
             location = str(model)
             if not Path(location).expanduser().exists() and _looks_local(location):
-                raise EmbedderError(f"embedder folder not found: {location} (give a sentence-transformers model "
-                                    "folder, or 'hashing')")
+                raise EmbedderError(
+                    f"embedder folder not found: {location} (give a sentence-transformers model folder, or 'hashing')"
+                )
             self.name = str(Path(location).resolve()) if Path(location).exists() else location
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -90,7 +91,10 @@ class SentenceTransformerEmbedder:
             torch.set_num_threads(self.num_threads)
         try:
             vectors = self.model.encode(
-                list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
                 show_progress_bar=False,
             )
         finally:

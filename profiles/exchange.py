@@ -98,7 +98,10 @@ def numbered_lines(lines: Iterable[str | bytes], *, source: str) -> Iterator[tup
             except UnicodeDecodeError as error:
                 raise ImportFormatError(
                     f"not valid UTF-8 (byte 0x{line[error.start]:02x} at column {error.start + 1}); "
-                    "save the file as UTF-8", source=source, line=number) from None
+                    "save the file as UTF-8",
+                    source=source,
+                    line=number,
+                ) from None
         yield number, line
 
 
@@ -166,8 +169,9 @@ class ExportedFeedback(_Record):
 
     @model_validator(mode="after")
     def _rating_or_pair(self) -> ExportedFeedback:
-        FeedbackInput(prompt=self.prompt, response=self.response, rating=self.rating, chosen=self.chosen,
-                      rejected=self.rejected)
+        FeedbackInput(
+            prompt=self.prompt, response=self.response, rating=self.rating, chosen=self.chosen, rejected=self.rejected
+        )
         if self.rating is not None and self.response is None and self.message_ref is None:
             raise ValueError("a rating needs the rated response (or the message_ref of a message in the file)")
         return self

@@ -109,8 +109,15 @@ class EmbeddingIndex:
         # faiss's stubs list neither SWIG keyword arguments nor the raw ``_c`` entry points.
         params = faiss.SearchParametersIVF(sel=selector, nprobe=1)  # type: ignore[call-arg]
         self._index.search_preassigned_c(  # type: ignore[attr-defined]
-            1, faiss.swig_ptr(x), k, faiss.swig_ptr(assign), faiss.swig_ptr(centroid_distances),
-            faiss.swig_ptr(distances), faiss.swig_ptr(labels), False, params,
+            1,
+            faiss.swig_ptr(x),
+            k,
+            faiss.swig_ptr(assign),
+            faiss.swig_ptr(centroid_distances),
+            faiss.swig_ptr(distances),
+            faiss.swig_ptr(labels),
+            False,
+            params,
         )
         return [
             (int(label & _MAX_MESSAGE_ID), float(distance))

@@ -174,9 +174,7 @@ class PreferenceInference:
             neutral_scores = self._scores(dimension.name, neutral)
             self._baselines[dimension.name] = neutral_scores.mean(axis=0)
             neutral_contrast = _contrast(neutral_scores - self._baselines[dimension.name])
-            self._margins[dimension.name] = float(
-                np.quantile(neutral_contrast, self.settings.neutral_margin_quantile)
-            )
+            self._margins[dimension.name] = float(np.quantile(neutral_contrast, self.settings.neutral_margin_quantile))
 
     def infer(
         self,
@@ -313,16 +311,26 @@ class PreferenceInference:
                 message_id = int(messages.ids[row])
                 evidence.append(
                     Evidence(
-                        message_id=message_id, text=found.get(message_id, ""), score=score, dimension=dimension,
-                        pole=pole, kind="message", created_at=_utc(messages.times[row]),
+                        message_id=message_id,
+                        text=found.get(message_id, ""),
+                        score=score,
+                        dimension=dimension,
+                        pole=pole,
+                        kind="message",
+                        created_at=_utc(messages.times[row]),
                     )
                 )
             else:
                 item = feedback[row - count]
                 evidence.append(
                     Evidence(
-                        message_id=item.message_id, text=item.text, score=score, dimension=dimension, pole=pole,
-                        kind="feedback", created_at=_utc(item.time),
+                        message_id=item.message_id,
+                        text=item.text,
+                        score=score,
+                        dimension=dimension,
+                        pole=pole,
+                        kind="feedback",
+                        created_at=_utc(item.time),
                     )
                 )
         return evidence

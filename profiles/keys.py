@@ -48,8 +48,14 @@ class KeyInfo(BaseModel):
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyInfo:
-        return cls(name=row.name, prefix=row.prefix, users=list(row.users), all_users=row.all_users,
-                   created_at=row.created_at, revoked=row.revoked_at is not None)
+        return cls(
+            name=row.name,
+            prefix=row.prefix,
+            users=list(row.users),
+            all_users=row.all_users,
+            created_at=row.created_at,
+            revoked=row.revoked_at is not None,
+        )
 
 
 def hash_key(secret: str) -> str:
@@ -77,8 +83,14 @@ class ApiKeys:
             raise InvalidInputError("give the users the key acts as (--user U, repeatable) or --all-users, not both")
         checked = sorted({validate_user_id(user, where="--user") for user in users})
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        row = ApiKey(name=name, key_hash=hash_key(secret), prefix=secret[: len(KEY_PREFIX) + 4], users=checked,
-                     all_users=all_users, created_at=datetime.now(UTC).replace(tzinfo=None))
+        row = ApiKey(
+            name=name,
+            key_hash=hash_key(secret),
+            prefix=secret[: len(KEY_PREFIX) + 4],
+            users=checked,
+            all_users=all_users,
+            created_at=datetime.now(UTC).replace(tzinfo=None),
+        )
         with Session(self._engine.execution_options(**WRITE_OPTIONS)) as session, session.begin():
             if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
                 raise InvalidInputError(f"a key named {name!r} already exists: pick another name or revoke it first")

@@ -59,7 +59,6 @@ from profiles.exchange import (
     as_utc,
 )
 from profiles.ids import validate_user_id
-from profiles.validation import DEFAULT_MAX_MESSAGE_CHARS, check_text_size, feedback_input
 from profiles.index import DEFAULT_NLIST, EmbeddingIndex, IndexHeader
 from profiles.inference import FeedbackRow, InferenceSettings, MessageRows, PreferenceInference
 from profiles.models import (
@@ -74,6 +73,7 @@ from profiles.models import (
     StoreState,
     User,
 )
+from profiles.validation import DEFAULT_MAX_MESSAGE_CHARS, check_text_size, feedback_input
 
 EmbedderSpec = Embedder | Callable[[list[str]], object] | str | os.PathLike[str] | None
 Progress = Callable[[int], None]
@@ -249,8 +249,11 @@ class ProfileStore:
         """Save the index cache if it grew enough to be worth rewriting, and release the database."""
         with self._lock:
             index = self._index
-            if index is not None and self.index_path is not None and \
-                    index.unsaved_vectors >= max(_RESAVE_MIN_VECTORS, index.ntotal // 20):
+            if (
+                index is not None
+                and self.index_path is not None
+                and index.unsaved_vectors >= max(_RESAVE_MIN_VECTORS, index.ntotal // 20)
+            ):
                 with self._read() as session:
                     state = session.get_one(StoreState, 1)
                 # Never write back vectors of a user another process has forgotten since this index was built.
@@ -301,7 +304,7 @@ class ProfileStore:
             raise UnknownUserError(user_id)
         return pk
 
-    def _ensure_user(self, session: Session, user_id: str, seen: int | None | _Unset = _UNSEEN) -> int:
+    def _ensure_user(self, session: Session, user_id: str, seen: int | _Unset | None = _UNSEEN) -> int:
         """The user's key inside a write transaction, creating a new user. ``seen`` is the key the caller read
         before slow work outside the transaction (embedding): when the user has been forgotten since (the key is
         gone or belongs to a re-created user), the write is refused, so a forget cannot be undone by a write that
@@ -344,7 +347,10 @@ class ProfileStore:
             ).all()
         return [
             UserSummary(
-                user_id=name, key=key, created_at=_from_db_time(created), messages=count,
+                user_id=name,
+                key=key,
+                created_at=_from_db_time(created),
+                messages=count,
                 last_message_at=_from_db_time(last) if last else None,
             )
             for key, name, created, count, last in rows
@@ -370,8 +376,12 @@ class ProfileStore:
         commits."""
         owned: dict[str, type[Conversation | Message | MessageEmbedding | Feedback | PreferenceSetting | RewardHead]]
         owned = {
-            "conversations": Conversation, "messages": Message, "embeddings": MessageEmbedding,
-            "feedback": Feedback, "preferences": PreferenceSetting, "reward_heads": RewardHead,
+            "conversations": Conversation,
+            "messages": Message,
+            "embeddings": MessageEmbedding,
+            "feedback": Feedback,
+            "preferences": PreferenceSetting,
+            "reward_heads": RewardHead,
         }
         with self._write() as session:
             pk = self._require_user(session, user_id)
@@ -396,8 +406,9 @@ class ProfileStore:
         with self._lock:
             index_entries, index_file = self._forget_in_index(pk, generation)
         wal = self.scrub(wait_s=wait_s, what=f"the deleted data of {user_id!r}")
-        return ForgetReport(user_id=user_id, deleted=deleted, index_entries=index_entries, index_file=index_file,
-                            wal=wal)
+        return ForgetReport(
+            user_id=user_id, deleted=deleted, index_entries=index_entries, index_file=index_file, wal=wal
+        )
 
     def scrub(self, *, wait_s: float | None = None, what: str = "deleted data") -> Literal["truncated", "none"]:
         """Move every committed change from the WAL into the database file and empty the WAL, so that deleted
@@ -472,13 +483,18 @@ class ProfileStore:
             raise InvalidInputError(f"a conversation key must be a string of 1 to 255 characters, got {key!r}")
         with self._write() if create else self._read() as session:  # a write holds SQLite's lock: no twin is made
             pk = self._ensure_user(session, user_id) if create else self._user_pk(session, user_id)
-            found = None if pk is None else session.scalar(
-                select(Conversation.id).where(Conversation.user_id == pk, Conversation.external_key == key)
+            found = (
+                None
+                if pk is None
+                else session.scalar(
+                    select(Conversation.id).where(Conversation.user_id == pk, Conversation.external_key == key)
+                )
             )
             if found is not None or not create:
                 return found
             return session.scalar(
-                insert(Conversation).values(user_id=pk, title=None, created_at=_now(), external_key=key)
+                insert(Conversation)
+                .values(user_id=pk, title=None, created_at=_now(), external_key=key)
                 .returning(Conversation.id)
             )
 
@@ -488,8 +504,11 @@ class ProfileStore:
             pk = self._user_pk(session, user_id)
             if pk is None:
                 return {}
-            rows = session.execute(select(Conversation.id, Conversation.external_key).where(
-                Conversation.user_id == pk, Conversation.external_key.is_not(None))).all()
+            rows = session.execute(
+                select(Conversation.id, Conversation.external_key).where(
+                    Conversation.user_id == pk, Conversation.external_key.is_not(None)
+                )
+            ).all()
         return {conversation: key for conversation, key in rows if key is not None and key.startswith(prefix)}
 
     def delete_conversation_key(self, user_id: str, key: str) -> bool:
@@ -498,8 +517,9 @@ class ProfileStore:
             pk = self._user_pk(session, user_id)
             if pk is None:
                 return False
-            result = session.execute(delete(Conversation).where(
-                Conversation.user_id == pk, Conversation.external_key == key))
+            result = session.execute(
+                delete(Conversation).where(Conversation.user_id == pk, Conversation.external_key == key)
+            )
             deleted = cast("CursorResult[Any]", result).rowcount  # DML statements return a CursorResult
             if deleted:  # the index cache is rebuilt without the deleted vectors on its next use
                 generation = self._bump_generation(session)
@@ -526,8 +546,10 @@ class ProfileStore:
         progress: Progress | None = None,
     ) -> list[StoredMessage]:
         """Store ``(role, text, created_at)`` messages in one conversation, atomically, embedding them in batches."""
-        lines = [HistoryLine(role=_check_role(role), text=self._check_size(_check_text(text)), created_at=created_at)
-                 for role, text, created_at in messages]
+        lines = [
+            HistoryLine(role=_check_role(role), text=self._check_size(_check_text(text)), created_at=created_at)
+            for role, text, created_at in messages
+        ]
         return self._store_messages(user_id, lines, conversation_id=conversation_id, progress=progress)
 
     def import_history(
@@ -576,32 +598,53 @@ class ProfileStore:
                     ).scalar_one()
                     conversations[line.conversation] = conversation
                 rows.append(
-                    {"conversation_id": conversation, "user_id": pk, "role": line.role, "text": line.text,
-                     "created_at": _to_db_time(line.created_at)}
+                    {
+                        "conversation_id": conversation,
+                        "user_id": pk,
+                        "role": line.role,
+                        "text": line.text,
+                        "created_at": _to_db_time(line.created_at),
+                    }
                 )
             ids = list(session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows))
             generation = self._bump_generation(session)
             session.execute(
                 insert(MessageEmbedding),
                 [
-                    {"message_id": message_id, "embedder": embedder.name, "user_id": pk, "dim": embedder.dim,
-                     "vector": vector.tobytes(), "generation": generation}
+                    {
+                        "message_id": message_id,
+                        "embedder": embedder.name,
+                        "user_id": pk,
+                        "dim": embedder.dim,
+                        "vector": vector.tobytes(),
+                        "generation": generation,
+                    }
                     for message_id, vector in zip(ids, vectors, strict=True)
                 ],
             )
         return [
-            StoredMessage(message_id=message_id, conversation_id=row["conversation_id"], role=row["role"],
-                          text=row["text"], created_at=_from_db_time(row["created_at"]))
+            StoredMessage(
+                message_id=message_id,
+                conversation_id=row["conversation_id"],
+                role=row["role"],
+                text=row["text"],
+                created_at=_from_db_time(row["created_at"]),
+            )
             for message_id, row in zip(ids, rows, strict=True)
         ]
 
     def conversation_messages(self, conversation_id: int) -> list[StoredMessage]:
         """A conversation's messages in order (empty for an unknown conversation)."""
         with self._read() as session:
-            rows = session.execute(
-                select(Message).where(Message.conversation_id == conversation_id)
-                .order_by(Message.created_at, Message.id)
-            ).scalars().all()
+            rows = (
+                session.execute(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id)
+                    .order_by(Message.created_at, Message.id)
+                )
+                .scalars()
+                .all()
+            )
             return [self._stored(message) for message in rows]
 
     def messages(self, user_id: str, *, limit: int | None = None) -> list[StoredMessage]:
@@ -615,8 +658,13 @@ class ProfileStore:
 
     @staticmethod
     def _stored(message: Message) -> StoredMessage:
-        return StoredMessage(message_id=message.id, conversation_id=message.conversation_id, role=message.role,
-                             text=message.text, created_at=_from_db_time(message.created_at))
+        return StoredMessage(
+            message_id=message.id,
+            conversation_id=message.conversation_id,
+            role=message.role,
+            text=message.text,
+            created_at=_from_db_time(message.created_at),
+        )
 
     # ----------------------------------------------------------------------------------------------- retrieval
 
@@ -664,9 +712,14 @@ class ProfileStore:
                 ).scalars()
             }
         return [
-            SearchHit(message_id=message_id, conversation_id=rows[message_id].conversation_id,
-                      role=rows[message_id].role, text=rows[message_id].text, score=score,
-                      created_at=_from_db_time(rows[message_id].created_at))
+            SearchHit(
+                message_id=message_id,
+                conversation_id=rows[message_id].conversation_id,
+                role=rows[message_id].role,
+                text=rows[message_id].text,
+                score=score,
+                created_at=_from_db_time(rows[message_id].created_at),
+            )
             for message_id, score in scored
             if message_id in rows
         ]
@@ -675,10 +728,14 @@ class ProfileStore:
         """PostgreSQL with the ``vector`` column (migration 0004, when the extension is available): retrieval runs
         in SQL there, shared by every server on the database; SQLite (and a PostgreSQL without pgvector) uses faiss."""
         if self._pgvector is None:
-            self._pgvector = self._engine.dialect.name == "postgresql" and self._read_scalar(
-                "SELECT count(*) FROM information_schema.columns "
-                "WHERE table_name = 'message_embeddings' AND column_name = 'embedding'"
-            ) > 0
+            self._pgvector = (
+                self._engine.dialect.name == "postgresql"
+                and self._read_scalar(
+                    "SELECT count(*) FROM information_schema.columns "
+                    "WHERE table_name = 'message_embeddings' AND column_name = 'embedding'"
+                )
+                > 0
+            )
         return self._pgvector
 
     def _read_scalar(self, sql: str, **params: Any) -> Any:
@@ -692,17 +749,27 @@ class ProfileStore:
         name, dim = self.embedder.name, int(vector.shape[0])
         with self._read() as session:
             unsynced = session.execute(
-                sql_text("SELECT message_id, vector FROM message_embeddings "
-                     "WHERE user_id = :user AND embedder = :embedder AND embedding IS NULL"),
+                sql_text(
+                    "SELECT message_id, vector FROM message_embeddings "
+                    "WHERE user_id = :user AND embedder = :embedder AND embedding IS NULL"
+                ),
                 {"user": user_pk, "embedder": name},
             ).all()
         if unsynced:
             with self._write() as session:
                 session.execute(
-                    sql_text("UPDATE message_embeddings SET embedding = CAST(:vector AS vector) "
-                         "WHERE message_id = :message AND embedder = :embedder AND embedding IS NULL"),
-                    [{"message": message, "embedder": name,
-                      "vector": _vector_literal(np.frombuffer(data, np.float32))} for message, data in unsynced],
+                    sql_text(
+                        "UPDATE message_embeddings SET embedding = CAST(:vector AS vector) "
+                        "WHERE message_id = :message AND embedder = :embedder AND embedding IS NULL"
+                    ),
+                    [
+                        {
+                            "message": message,
+                            "embedder": name,
+                            "vector": _vector_literal(np.frombuffer(data, np.float32)),
+                        }
+                        for message, data in unsynced
+                    ],
                 )
         self._ensure_hnsw_index(dim)
         distance = f"(embedding::vector({dim})) <#> CAST(:query AS vector({dim}))"  # the negated inner product
@@ -711,8 +778,11 @@ class ProfileStore:
         with self._read() as session:
             session.execute(sql_text(f"SET LOCAL hnsw.ef_search = {min(1000, max(40, 4 * k))}"))
             rows = session.execute(
-                sql_text(f"SELECT message_id, -({distance}) FROM message_embeddings WHERE {where} "
-                         f"ORDER BY {distance} LIMIT :k"), params,
+                sql_text(
+                    f"SELECT message_id, -({distance}) FROM message_embeddings WHERE {where} "
+                    f"ORDER BY {distance} LIMIT :k"
+                ),
+                params,
             ).all()
             # The HNSW index is filtered after its scan: for a user with few rows among many it can return fewer
             # than k of them. Then the user's rows are ranked exactly (the "+ 0" keeps the planner off the index).
@@ -720,8 +790,11 @@ class ProfileStore:
                 sql_text(f"SELECT count(*) FROM message_embeddings WHERE {where}"), params
             ) > len(rows):
                 rows = session.execute(
-                    sql_text(f"SELECT message_id, -({distance}) FROM message_embeddings WHERE {where} "
-                             f"ORDER BY ({distance}) + 0 LIMIT :k"), params,
+                    sql_text(
+                        f"SELECT message_id, -({distance}) FROM message_embeddings WHERE {where} "
+                        f"ORDER BY ({distance}) + 0 LIMIT :k"
+                    ),
+                    params,
                 ).all()
         return [(int(message), float(score)) for message, score in rows]
 
@@ -737,8 +810,9 @@ class ProfileStore:
                     f"USING hnsw ((embedding::vector({dim})) vector_ip_ops) WHERE dim = {dim}"
                 )
         except DBAPIError:  # another process created it at the same moment
-            if not self._read_scalar("SELECT count(*) FROM pg_indexes WHERE indexname = :name",
-                                     name=f"ix_message_embeddings_hnsw_{dim}"):
+            if not self._read_scalar(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = :name", name=f"ix_message_embeddings_hnsw_{dim}"
+            ):
                 raise
         self._hnsw_dims.add(dim)
 
@@ -753,9 +827,9 @@ class ProfileStore:
             missing = session.execute(
                 select(Message.id, Message.text).where(
                     Message.user_id == pk,
-                    ~select(MessageEmbedding.message_id).where(
-                        MessageEmbedding.message_id == Message.id, MessageEmbedding.embedder == embedder.name
-                    ).exists(),
+                    ~select(MessageEmbedding.message_id)
+                    .where(MessageEmbedding.message_id == Message.id, MessageEmbedding.embedder == embedder.name)
+                    .exists(),
                 )
             ).all()
         if not missing:
@@ -768,8 +842,14 @@ class ProfileStore:
             session.execute(
                 insert(MessageEmbedding).prefix_with("OR IGNORE", dialect="sqlite"),
                 [
-                    {"message_id": row.id, "embedder": embedder.name, "user_id": pk, "dim": embedder.dim,
-                     "vector": vector.tobytes(), "generation": generation}
+                    {
+                        "message_id": row.id,
+                        "embedder": embedder.name,
+                        "user_id": pk,
+                        "dim": embedder.dim,
+                        "vector": vector.tobytes(),
+                        "generation": generation,
+                    }
                     for row, vector in zip(missing, vectors, strict=True)
                 ],
             )
@@ -786,8 +866,13 @@ class ProfileStore:
         embedder = self.embedder
         with self._read() as session:
             state = session.get_one(StoreState, 1)
-            expected = IndexHeader(store_uuid=state.store_uuid, embedder=embedder.name, dim=embedder.dim,
-                                   nlist=self._nlist, generation=state.generation)
+            expected = IndexHeader(
+                store_uuid=state.store_uuid,
+                embedder=embedder.name,
+                dim=embedder.dim,
+                nlist=self._nlist,
+                generation=state.generation,
+            )
             if self._index is None and self.index_path is not None:
                 self._index = EmbeddingIndex.load(self.index_path, expected)
             index = self._index
@@ -808,8 +893,15 @@ class ProfileStore:
             embedder = self.embedder
             with self._read() as session:
                 state = session.get_one(StoreState, 1)
-                index = EmbeddingIndex(IndexHeader(store_uuid=state.store_uuid, embedder=embedder.name,
-                                                   dim=embedder.dim, nlist=self._nlist, generation=state.generation))
+                index = EmbeddingIndex(
+                    IndexHeader(
+                        store_uuid=state.store_uuid,
+                        embedder=embedder.name,
+                        dim=embedder.dim,
+                        nlist=self._nlist,
+                        generation=state.generation,
+                    )
+                )
                 self._add_rows(index, session, MessageEmbedding.generation <= state.generation)
             if self.index_path is not None:
                 index.save(self.index_path)
@@ -818,14 +910,22 @@ class ProfileStore:
 
     def _add_rows(self, index: EmbeddingIndex, session: Session, condition: Any) -> None:
         """Stream stored vectors into the index in chunks (Core rows, not ORM objects: this reads millions)."""
-        result = session.connection().execution_options(yield_per=50_000).execute(
-            select(MessageEmbedding.user_id, MessageEmbedding.message_id, MessageEmbedding.vector)
-            .where(MessageEmbedding.embedder == index.header.embedder, condition)
+        result = (
+            session.connection()
+            .execution_options(yield_per=50_000)
+            .execute(
+                select(MessageEmbedding.user_id, MessageEmbedding.message_id, MessageEmbedding.vector).where(
+                    MessageEmbedding.embedder == index.header.embedder, condition
+                )
+            )
         )
         for chunk in result.partitions():
             users, messages, vectors = zip(*chunk, strict=True)
-            index.add(np.array(users, np.int64), np.array(messages, np.int64),
-                      np.frombuffer(b"".join(vectors), np.float32).reshape(len(chunk), -1))
+            index.add(
+                np.array(users, np.int64),
+                np.array(messages, np.int64),
+                np.frombuffer(b"".join(vectors), np.float32).reshape(len(chunk), -1),
+            )
 
     # ---------------------------------------------------------------------------------------------- inference
 
@@ -840,17 +940,21 @@ class ProfileStore:
         with self._read() as session:
             rows = session.execute(
                 select(Message.id, Message.created_at, MessageEmbedding.vector)
-                .join(MessageEmbedding, (MessageEmbedding.message_id == Message.id)
-                      & (MessageEmbedding.embedder == embedder.name))
+                .join(
+                    MessageEmbedding,
+                    (MessageEmbedding.message_id == Message.id) & (MessageEmbedding.embedder == embedder.name),
+                )
                 .where(Message.user_id == pk, Message.role == "user")
                 .order_by(Message.created_at.desc())
                 .limit(limit)
             ).all()
             feedback = session.execute(select(Feedback).where(Feedback.user_id == pk)).scalars().all()
             feedback_rows = [self._feedback_row(item, embedder) for item in feedback]
-            explicit = dict(session.execute(
-                select(PreferenceSetting.dimension, PreferenceSetting.pole).where(PreferenceSetting.user_id == pk)
-            ).all())
+            explicit = dict(
+                session.execute(
+                    select(PreferenceSetting.dimension, PreferenceSetting.pole).where(PreferenceSetting.user_id == pk)
+                ).all()
+            )
         explicit = {dimension: pole for dimension, pole in explicit.items() if dimension in self.catalog.names}
         if rows:
             messages = MessageRows(
@@ -862,15 +966,22 @@ class ProfileStore:
             messages = MessageRows.empty(embedder.dim)
         query_vector = self._query_vector(query) if query else None
         return self.inference.infer(
-            user_id, messages, feedback=feedback_rows, explicit=explicit, query=query, query_vector=query_vector,
+            user_id,
+            messages,
+            feedback=feedback_rows,
+            explicit=explicit,
+            query=query,
+            query_vector=query_vector,
             texts=lambda ids: self._texts(pk, ids),
         )
 
     def _texts(self, user_pk: int, message_ids: list[int]) -> dict[int, str]:
         with self._read() as session:
-            return dict(session.execute(
-                select(Message.id, Message.text).where(Message.user_id == user_pk, Message.id.in_(message_ids))
-            ).all())
+            return dict(
+                session.execute(
+                    select(Message.id, Message.text).where(Message.user_id == user_pk, Message.id.in_(message_ids))
+                ).all()
+            )
 
     def _feedback_row(self, item: Feedback, embedder: Embedder) -> FeedbackRow:
         """Feedback as inference needs it; vectors are re-embedded if they were stored under another embedder."""
@@ -881,10 +992,14 @@ class ProfileStore:
             vectors = encode_normalised(embedder, texts)
         pair = item.chosen is not None
         return FeedbackRow(
-            feedback_id=item.id, message_id=item.message_id, time=as_utc(item.created_at).timestamp(),
+            feedback_id=item.id,
+            message_id=item.message_id,
+            time=as_utc(item.created_at).timestamp(),
             text=item.chosen if item.chosen is not None else item.response or "",
-            prompt=vectors[0], positive=vectors[1],
-            negative=vectors[2] if pair else None, rating=1.0 if pair else float(item.rating or 0.0),
+            prompt=vectors[0],
+            positive=vectors[1],
+            negative=vectors[2] if pair else None,
+            rating=1.0 if pair else float(item.rating or 0.0),
         )
 
     @staticmethod
@@ -900,27 +1015,37 @@ class ProfileStore:
         self.catalog.dimension(dimension).pole(pole)
         with self._write() as session:
             pk = self._ensure_user(session, user_id)
-            session.execute(delete(PreferenceSetting).where(
-                PreferenceSetting.user_id == pk, PreferenceSetting.dimension == dimension))
-            session.execute(insert(PreferenceSetting).values(
-                user_id=pk, dimension=dimension, pole=pole, updated_at=_now()))
+            session.execute(
+                delete(PreferenceSetting).where(
+                    PreferenceSetting.user_id == pk, PreferenceSetting.dimension == dimension
+                )
+            )
+            session.execute(
+                insert(PreferenceSetting).values(user_id=pk, dimension=dimension, pole=pole, updated_at=_now())
+            )
 
     def unset_preference(self, user_id: str, dimension: str) -> bool:
         """Remove an explicit setting; returns whether there was one."""
         self.catalog.dimension(dimension)
         with self._write() as session:
             pk = self._require_user(session, user_id)
-            result = session.execute(delete(PreferenceSetting).where(
-                PreferenceSetting.user_id == pk, PreferenceSetting.dimension == dimension))
+            result = session.execute(
+                delete(PreferenceSetting).where(
+                    PreferenceSetting.user_id == pk, PreferenceSetting.dimension == dimension
+                )
+            )
             return bool(cast("CursorResult[Any]", result).rowcount)  # DML statements return a CursorResult
 
     def explicit_preferences(self, user_id: str) -> dict[str, str]:
         with self._read() as session:
             pk = self._require_user(session, user_id)
-            return dict(session.execute(
-                select(PreferenceSetting.dimension, PreferenceSetting.pole)
-                .where(PreferenceSetting.user_id == pk).order_by(PreferenceSetting.dimension)
-            ).all())
+            return dict(
+                session.execute(
+                    select(PreferenceSetting.dimension, PreferenceSetting.pole)
+                    .where(PreferenceSetting.user_id == pk)
+                    .order_by(PreferenceSetting.dimension)
+                ).all()
+            )
 
     # ------------------------------------------------------------------------------------------------ feedback
 
@@ -939,8 +1064,12 @@ class ProfileStore:
         ``rejected`` pair. Returns the feedback id. Feedback moves the inferred preferences. The rules are
         ``profiles.validation.FeedbackInput``, the same for the CLI and import files."""
         item = feedback_input(prompt=prompt, response=response, rating=rating, chosen=chosen, rejected=rejected)
-        for what, text in (("prompt", prompt), ("response", response), ("chosen response", chosen),
-                           ("rejected response", rejected)):
+        for what, text in (
+            ("prompt", prompt),
+            ("response", response),
+            ("chosen response", chosen),
+            ("rejected response", rejected),
+        ):
             if text is not None:
                 self._check_size(text, what)
         is_pair, rating = item.is_pair, item.rating
@@ -958,24 +1087,44 @@ class ProfileStore:
         vectors = encode_normalised(self.embedder, texts)
         with self._write() as session:
             pk = self._ensure_user(session, user_id, pk)
-            return session.execute(insert(Feedback).values(
-                user_id=pk, message_id=message_id, prompt=prompt, response=response,
-                rating=None if rating is None else float(rating), chosen=chosen, rejected=rejected, created_at=_now(),
-                embedder=self.embedder.name, vectors=vectors.tobytes(),
-            ).returning(Feedback.id)).scalar_one()
+            return session.execute(
+                insert(Feedback)
+                .values(
+                    user_id=pk,
+                    message_id=message_id,
+                    prompt=prompt,
+                    response=response,
+                    rating=None if rating is None else float(rating),
+                    chosen=chosen,
+                    rejected=rejected,
+                    created_at=_now(),
+                    embedder=self.embedder.name,
+                    vectors=vectors.tobytes(),
+                )
+                .returning(Feedback.id)
+            ).scalar_one()
 
     def feedback_pairs(self, user_id: str) -> list[FeedbackPair]:
         """Preference pairs for training a per-user reward: every chosen/rejected pair, plus, for ratings of the
         same prompt, each better-rated response over each worse-rated one."""
         with self._read() as session:
             pk = self._require_user(session, user_id)
-            items = session.execute(
-                select(Feedback).where(Feedback.user_id == pk).order_by(Feedback.created_at, Feedback.id)
-            ).scalars().all()
+            items = (
+                session.execute(
+                    select(Feedback).where(Feedback.user_id == pk).order_by(Feedback.created_at, Feedback.id)
+                )
+                .scalars()
+                .all()
+            )
         pairs = [
-            FeedbackPair(prompt=item.prompt, chosen=item.chosen, rejected=item.rejected,
-                         created_at=_from_db_time(item.created_at))
-            for item in items if item.chosen is not None
+            FeedbackPair(
+                prompt=item.prompt,
+                chosen=item.chosen,
+                rejected=item.rejected,
+                created_at=_from_db_time(item.created_at),
+            )
+            for item in items
+            if item.chosen is not None
         ]
         rated: dict[str, list[tuple[float, Feedback]]] = {}
         for item in items:
@@ -985,15 +1134,27 @@ class ProfileStore:
             for better_rating, better in group:
                 for worse_rating, worse in group:
                     if better_rating > worse_rating and better.response != worse.response:
-                        pairs.append(FeedbackPair(
-                            prompt=prompt, chosen=better.response, rejected=worse.response,
-                            created_at=_from_db_time(max(better.created_at, worse.created_at))))
+                        pairs.append(
+                            FeedbackPair(
+                                prompt=prompt,
+                                chosen=better.response,
+                                rejected=worse.response,
+                                created_at=_from_db_time(max(better.created_at, worse.created_at)),
+                            )
+                        )
         return pairs
 
     # ------------------------------------------------------------------------------------------- reward heads
 
-    def save_reward_head(self, user_id: str, name: str, data: bytes, meta: dict[str, Any] | None = None, *,
-                         expected_key: int | None = None) -> None:
+    def save_reward_head(
+        self,
+        user_id: str,
+        name: str,
+        data: bytes,
+        meta: dict[str, Any] | None = None,
+        *,
+        expected_key: int | None = None,
+    ) -> None:
         """Store (or replace) a learned reward head for the user. ``expected_key``: the user's ``user_key`` read
         before the head was trained; when the user has been forgotten since, ``UserForgottenError`` and nothing is
         stored (training takes minutes: a forget meanwhile must not be undone)."""
@@ -1001,19 +1162,28 @@ class ProfileStore:
         with self._write() as session:
             pk = self._ensure_user(session, user_id, expected_key)
             session.execute(delete(RewardHead).where(RewardHead.user_id == pk, RewardHead.name == name))
-            session.execute(insert(RewardHead).values(
-                user_id=pk, name=name, data=bytes(data), meta=dict(meta or {}), created_at=_now()))
+            session.execute(
+                insert(RewardHead).values(
+                    user_id=pk, name=name, data=bytes(data), meta=dict(meta or {}), created_at=_now()
+                )
+            )
 
     def reward_heads(self, user_id: str) -> list[StoredRewardHead]:
         with self._read() as session:
             pk = self._user_pk(session, user_id)
             if pk is None:
                 return []
-            heads = session.execute(
-                select(RewardHead).where(RewardHead.user_id == pk).order_by(RewardHead.name)
-            ).scalars().all()
-            return [StoredRewardHead(name=head.name, data=head.data, meta=head.meta,
-                                     created_at=_from_db_time(head.created_at)) for head in heads]
+            heads = (
+                session.execute(select(RewardHead).where(RewardHead.user_id == pk).order_by(RewardHead.name))
+                .scalars()
+                .all()
+            )
+            return [
+                StoredRewardHead(
+                    name=head.name, data=head.data, meta=head.meta, created_at=_from_db_time(head.created_at)
+                )
+                for head in heads
+            ]
 
     def delete_reward_head(self, user_id: str, name: str) -> bool:
         with self._write() as session:
@@ -1028,52 +1198,84 @@ class ProfileStore:
         with self._read() as session:
             pk = self._require_user(session, user_id)
             user = session.get_one(User, pk)
-            conversations = session.execute(
-                select(Conversation).where(Conversation.user_id == pk).order_by(Conversation.id)
-            ).scalars().all()
-            messages = session.execute(
-                select(Message).where(Message.user_id == pk).order_by(Message.conversation_id, Message.created_at,
-                                                                      Message.id)
-            ).scalars().all()
-            feedback = session.execute(
-                select(Feedback).where(Feedback.user_id == pk).order_by(Feedback.created_at, Feedback.id)
-            ).scalars().all()
-            settings = session.execute(
-                select(PreferenceSetting).where(PreferenceSetting.user_id == pk).order_by(PreferenceSetting.dimension)
-            ).scalars().all()
-            heads = session.execute(
-                select(RewardHead).where(RewardHead.user_id == pk).order_by(RewardHead.name)
-            ).scalars().all()
+            conversations = (
+                session.execute(select(Conversation).where(Conversation.user_id == pk).order_by(Conversation.id))
+                .scalars()
+                .all()
+            )
+            messages = (
+                session.execute(
+                    select(Message)
+                    .where(Message.user_id == pk)
+                    .order_by(Message.conversation_id, Message.created_at, Message.id)
+                )
+                .scalars()
+                .all()
+            )
+            feedback = (
+                session.execute(
+                    select(Feedback).where(Feedback.user_id == pk).order_by(Feedback.created_at, Feedback.id)
+                )
+                .scalars()
+                .all()
+            )
+            settings = (
+                session.execute(
+                    select(PreferenceSetting)
+                    .where(PreferenceSetting.user_id == pk)
+                    .order_by(PreferenceSetting.dimension)
+                )
+                .scalars()
+                .all()
+            )
+            heads = (
+                session.execute(select(RewardHead).where(RewardHead.user_id == pk).order_by(RewardHead.name))
+                .scalars()
+                .all()
+            )
             refs: dict[int, int] = {}
             by_conversation: dict[int, list[ExportedMessage]] = {conversation.id: [] for conversation in conversations}
             for message in messages:
                 refs[message.id] = len(refs) + 1
-                by_conversation[message.conversation_id].append(ExportedMessage(
-                    ref=refs[message.id], role=message.role, text=message.text, created_at=message.created_at))
+                by_conversation[message.conversation_id].append(
+                    ExportedMessage(
+                        ref=refs[message.id], role=message.role, text=message.text, created_at=message.created_at
+                    )
+                )
             return ProfileExport(
                 user_id=user.name,
                 created_at=user.created_at,
                 conversations=[
-                    ExportedConversation(title=conversation.title, created_at=conversation.created_at,
-                                         messages=by_conversation[conversation.id])
+                    ExportedConversation(
+                        title=conversation.title,
+                        created_at=conversation.created_at,
+                        messages=by_conversation[conversation.id],
+                    )
                     for conversation in conversations
                 ],
                 feedback=[
-                    ExportedFeedback(prompt=item.prompt, response=item.response, rating=item.rating,
-                                     chosen=item.chosen, rejected=item.rejected,
-                                     message_ref=refs.get(item.message_id) if item.message_id else None,
-                                     created_at=item.created_at)
+                    ExportedFeedback(
+                        prompt=item.prompt,
+                        response=item.response,
+                        rating=item.rating,
+                        chosen=item.chosen,
+                        rejected=item.rejected,
+                        message_ref=refs.get(item.message_id) if item.message_id else None,
+                        created_at=item.created_at,
+                    )
                     for item in feedback
                 ],
-                preferences=[ExportedSetting(dimension=item.dimension, pole=item.pole, updated_at=item.updated_at)
-                             for item in settings],
-                reward_heads=[ExportedRewardHead(name=head.name, data=head.data, meta=head.meta,
-                                                 created_at=head.created_at) for head in heads],
+                preferences=[
+                    ExportedSetting(dimension=item.dimension, pole=item.pole, updated_at=item.updated_at)
+                    for item in settings
+                ],
+                reward_heads=[
+                    ExportedRewardHead(name=head.name, data=head.data, meta=head.meta, created_at=head.created_at)
+                    for head in heads
+                ],
             )
 
-    def import_user(
-        self, data: ProfileExport, *, user_id: str | None = None, progress: Progress | None = None
-    ) -> str:
+    def import_user(self, data: ProfileExport, *, user_id: str | None = None, progress: Progress | None = None) -> str:
         """Create a user from an export (as ``user_id`` when given), atomically. Refuses an existing user and
         settings the catalog does not know. Returns the user id."""
         name = validate_user_id(user_id, where="the user id to import as") if user_id is not None else data.user_id
@@ -1089,49 +1291,92 @@ class ProfileStore:
                     self._check_size(text, f"feedback {number}")
         message_vectors = self._embed([message.text for message in messages], progress)
         feedback_vectors = [
-            encode_normalised(self.embedder, [item.prompt, item.chosen, item.rejected or ""] if item.chosen
-                              is not None else [item.prompt, item.response or ""])
+            encode_normalised(
+                self.embedder,
+                [item.prompt, item.chosen, item.rejected or ""]
+                if item.chosen is not None
+                else [item.prompt, item.response or ""],
+            )
             for item in data.feedback
         ]
         embedder = self.embedder
         with self._write() as session:
             if self._user_pk(session, name) is not None:
                 raise UserExistsError(name)
-            pk = session.scalar(insert(User).values(name=name, created_at=_to_db_time(data.created_at))
-                                .returning(User.id))
+            pk = session.scalar(
+                insert(User).values(name=name, created_at=_to_db_time(data.created_at)).returning(User.id)
+            )
             generation = self._bump_generation(session)
             ids: dict[int, int] = {}
             for conversation in data.conversations:
-                conversation_id = session.scalar(insert(Conversation).values(
-                    user_id=pk, title=conversation.title, created_at=_to_db_time(conversation.created_at)
-                ).returning(Conversation.id))
+                conversation_id = session.scalar(
+                    insert(Conversation)
+                    .values(user_id=pk, title=conversation.title, created_at=_to_db_time(conversation.created_at))
+                    .returning(Conversation.id)
+                )
                 if not conversation.messages:
                     continue
                 new_ids = session.scalars(
                     insert(Message).returning(Message.id, sort_by_parameter_order=True),
-                    [{"conversation_id": conversation_id, "user_id": pk, "role": message.role, "text": message.text,
-                      "created_at": _to_db_time(message.created_at)} for message in conversation.messages],
+                    [
+                        {
+                            "conversation_id": conversation_id,
+                            "user_id": pk,
+                            "role": message.role,
+                            "text": message.text,
+                            "created_at": _to_db_time(message.created_at),
+                        }
+                        for message in conversation.messages
+                    ],
                 )
                 ids.update(zip((message.ref for message in conversation.messages), new_ids, strict=True))
             if messages:
-                session.execute(insert(MessageEmbedding), [
-                    {"message_id": ids[message.ref], "embedder": embedder.name, "user_id": pk, "dim": embedder.dim,
-                     "vector": vector.tobytes(), "generation": generation}
-                    for message, vector in zip(messages, message_vectors, strict=True)
-                ])
+                session.execute(
+                    insert(MessageEmbedding),
+                    [
+                        {
+                            "message_id": ids[message.ref],
+                            "embedder": embedder.name,
+                            "user_id": pk,
+                            "dim": embedder.dim,
+                            "vector": vector.tobytes(),
+                            "generation": generation,
+                        }
+                        for message, vector in zip(messages, message_vectors, strict=True)
+                    ],
+                )
             for item, vectors in zip(data.feedback, feedback_vectors, strict=True):
-                session.execute(insert(Feedback).values(
-                    user_id=pk, message_id=ids.get(item.message_ref) if item.message_ref else None,
-                    prompt=item.prompt, response=item.response, rating=item.rating, chosen=item.chosen,
-                    rejected=item.rejected, created_at=_to_db_time(item.created_at), embedder=embedder.name,
-                    vectors=vectors.tobytes(),
-                ))
+                session.execute(
+                    insert(Feedback).values(
+                        user_id=pk,
+                        message_id=ids.get(item.message_ref) if item.message_ref else None,
+                        prompt=item.prompt,
+                        response=item.response,
+                        rating=item.rating,
+                        chosen=item.chosen,
+                        rejected=item.rejected,
+                        created_at=_to_db_time(item.created_at),
+                        embedder=embedder.name,
+                        vectors=vectors.tobytes(),
+                    )
+                )
             for setting in data.preferences:
-                session.execute(insert(PreferenceSetting).values(
-                    user_id=pk, dimension=setting.dimension, pole=setting.pole,
-                    updated_at=_to_db_time(setting.updated_at)))
+                session.execute(
+                    insert(PreferenceSetting).values(
+                        user_id=pk,
+                        dimension=setting.dimension,
+                        pole=setting.pole,
+                        updated_at=_to_db_time(setting.updated_at),
+                    )
+                )
             for head in data.reward_heads:
-                session.execute(insert(RewardHead).values(
-                    user_id=pk, name=head.name, data=head.data, meta=head.meta,
-                    created_at=_to_db_time(head.created_at)))
+                session.execute(
+                    insert(RewardHead).values(
+                        user_id=pk,
+                        name=head.name,
+                        data=head.data,
+                        meta=head.meta,
+                        created_at=_to_db_time(head.created_at),
+                    )
+                )
         return name

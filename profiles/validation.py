@@ -63,8 +63,11 @@ class FeedbackInput(BaseModel):
 
     def texts(self) -> list[str]:
         """The texts the store embeds: prompt, then chosen and rejected, or the rated response."""
-        return [self.prompt, self.chosen or "", self.rejected or ""] if self.is_pair else [self.prompt,
-                                                                                            self.response or ""]
+        return (
+            [self.prompt, self.chosen or "", self.rejected or ""]
+            if self.is_pair
+            else [self.prompt, self.response or ""]
+        )
 
 
 def feedback_input(**fields: object) -> FeedbackInput:
@@ -83,8 +86,10 @@ def first_error(error: object) -> str:
     where = ".".join(str(part) for part in first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
     if first.get("type") in {"less_than_equal", "greater_than_equal", "finite_number"} and "rating" in where:
-        return (f"{where} {first.get('input')} is out of range; use a number from {MIN_RATING:g} (bad) to "
-                f"{MAX_RATING:g} (good)")
+        return (
+            f"{where} {first.get('input')} is out of range; use a number from {MIN_RATING:g} (bad) to "
+            f"{MAX_RATING:g} (good)"
+        )
     return f"{where}: {message}" if where else message
 
 

@@ -11,10 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
+import torch
 
-from panda_chat.tiny_models import TinyModelSet, build_tiny_model_set  # noqa: E402
-
+from panda_chat.tiny_models import TinyModelSet, build_tiny_model_set
 
 
 @pytest.fixture(scope="session")
@@ -30,4 +29,4 @@ def _one_torch_thread():
     Set before every test, because CLI commands with ``--threads`` change the process-wide setting.
     """
     torch.set_num_threads(1)
-    yield
+    return

@@ -83,8 +83,7 @@ def test_a_model_without_heads_says_so_once_or_builds_them(model_copy, tmp_path,
             assert llm.invoke("Hi").response_metadata["personalization"]["reward_kinds"] == ["zero_shot"]
 
         fresh = shutil.copytree(model_copy, tmp_path / "model2")
-        builder = ChatPanda(model=str(fresh), store=store, user_id="ann", max_tokens=3, device="cpu",
-                            build_heads=True)
+        builder = ChatPanda(model=str(fresh), store=store, user_id="ann", max_tokens=3, device="cpu", build_heads=True)
         answer = builder.invoke("Hi")
     assert answer.response_metadata["personalization"]["reward_kinds"] == ["head"]
     built = list((tmp_path / "user-heads").glob(f"*/{MANIFEST_FILE}"))

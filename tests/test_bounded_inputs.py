@@ -45,8 +45,9 @@ def test_a_prompt_longer_than_the_context_is_refused_before_decoding(short_model
 
 
 def test_generate_cli_says_the_prompt_is_too_long(short_model: Path) -> None:
-    result = CliRunner().invoke(main, ["generate", "word " * 500, "--base", str(short_model), "--device", "cpu",
-                                       "--max-new-tokens", "4"])
+    result = CliRunner().invoke(
+        main, ["generate", "word " * 500, "--base", str(short_model), "--device", "cpu", "--max-new-tokens", "4"]
+    )
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("Error: prompt 0 has")
 
@@ -56,8 +57,14 @@ def _render(turns: list[Turn]) -> str:
 
 
 def test_fit_turns_drops_the_oldest_turns_and_keeps_the_system_message() -> None:
-    turns = [Turn("system", "be kind"), Turn("user", "q1 " * 20), Turn("assistant", "a1 " * 20),
-             Turn("user", "q2"), Turn("assistant", "a2"), Turn("user", "q3")]
+    turns = [
+        Turn("system", "be kind"),
+        Turn("user", "q1 " * 20),
+        Turn("assistant", "a1 " * 20),
+        Turn("user", "q2"),
+        Turn("assistant", "a2"),
+        Turn("user", "q3"),
+    ]
     prompt, dropped = fit_turns(turns, _render, lambda text: len(text.split()), budget=10)
     assert dropped == 2 and prompt == _render([turns[0], *turns[3:]])
     assert fit_turns(turns, _render, lambda text: len(text.split()), budget=None) == (_render(turns), 0)
@@ -68,8 +75,15 @@ def test_fit_turns_drops_the_oldest_turns_and_keeps_the_system_message() -> None
 def test_chat_model_drops_old_turns_with_a_note(short_model: Path, tmp_path: Path) -> None:
     from panda_chat.chat_model import ChatPanda
 
-    llm = ChatPanda(model=str(short_model), store=tmp_path / "p.db", user_id="alice", max_tokens=4, device="cpu",
-                    record=False, personalize=False)
+    llm = ChatPanda(
+        model=str(short_model),
+        store=tmp_path / "p.db",
+        user_id="alice",
+        max_tokens=4,
+        device="cpu",
+        record=False,
+        personalize=False,
+    )
     history = [SystemMessage("Answer briefly.")]
     for index in range(8):
         history += [HumanMessage(f"question number {index} about bread dough"), AIMessage("it rises " * 4)]
@@ -90,8 +104,11 @@ def test_the_store_refuses_a_message_over_its_size_limit(tmp_path: Path) -> None
         assert not store.has_user("alice")
         store.add_message("alice", "user", "x" * 100)
     with pytest.raises(ImportFormatError, match=r"big\.jsonl, line 2: text is 101 characters"):
-        parse_history(['{"role": "user", "text": "ok"}', '{"role": "user", "text": "' + "y" * 101 + '"}'],
-                      source="big.jsonl", max_chars=100)
+        parse_history(
+            ['{"role": "user", "text": "ok"}', '{"role": "user", "text": "' + "y" * 101 + '"}'],
+            source="big.jsonl",
+            max_chars=100,
+        )
 
 
 def test_a_rating_out_of_range_is_refused_by_the_api_the_cli_and_an_import(tmp_path: Path) -> None:
@@ -102,18 +119,37 @@ def test_a_rating_out_of_range_is_refused_by_the_api_the_cli_and_an_import(tmp_p
             store.add_feedback("alice", prompt="p", response="r", rating=50)
         store.add_feedback("alice", prompt="p", response="r", rating=1)
         exported = store.export_user("alice").to_json()
-    result = CliRunner().invoke(main, ["profile", "--db", str(db), "--embedder", "hashing", "feedback", "alice",
-                                       "--prompt", "p", "--response", "r", "--rating", "50"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "profile",
+            "--db",
+            str(db),
+            "--embedder",
+            "hashing",
+            "feedback",
+            "alice",
+            "--prompt",
+            "p",
+            "--response",
+            "r",
+            "--rating",
+            "50",
+        ],
+    )
     assert result.exit_code == 1 and "is out of range" in result.output
     tampered = tmp_path / "tampered.json"
     tampered.write_text(exported.replace('"rating": 1.0', '"rating": 50.0'))
-    result = CliRunner().invoke(main, ["profile", "--db", str(db), "--embedder", "hashing", "import",
-                                       str(tampered), "--as", "alice2"])
+    result = CliRunner().invoke(
+        main, ["profile", "--db", str(db), "--embedder", "hashing", "import", str(tampered), "--as", "alice2"]
+    )
     assert result.exit_code == 1 and "tampered.json, line" in result.output and "out of range" in result.output
 
 
-@pytest.mark.parametrize("arguments", [["context", "alice", "q", "-k", "0"], ["show", "alice", "--evidence", "-1"],
-                                       ["forget", "alice", "--wait", "-1"]])
+@pytest.mark.parametrize(
+    "arguments",
+    [["context", "alice", "q", "-k", "0"], ["show", "alice", "--evidence", "-1"], ["forget", "alice", "--wait", "-1"]],
+)
 def test_numeric_options_are_checked(tmp_path: Path, arguments: list[str]) -> None:
     result = CliRunner().invoke(main, ["profile", "--db", str(tmp_path / "p.db"), *arguments])
     assert result.exit_code == 2 and "Invalid value" in result.output
@@ -124,8 +160,7 @@ def test_profile_log_reads_long_text_from_stdin(tmp_path: Path) -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["profile", "--db", str(db), "create", "alice"]).exit_code == 0
     text = "a long pasted text " * 2000
-    result = runner.invoke(main, ["profile", "--db", str(db), "--embedder", "hashing", "log", "alice", "-"],
-                           input=text)
+    result = runner.invoke(main, ["profile", "--db", str(db), "--embedder", "hashing", "log", "alice", "-"], input=text)
     assert result.exit_code == 0, result.output
     with ProfileStore(db, embedder=HashingEmbedder()) as store:
         assert [m.text for m in store.messages("alice")] == [text]

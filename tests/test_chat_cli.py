@@ -9,8 +9,22 @@ from profiles import ProfileStore
 
 
 def run_chat(tiny_models, db, lines: list[str], *extra: str):
-    args = ["chat", "--user", "alice", "--model", str(tiny_models.base), "--db", str(db), "--embedder", "hashing",
-            "--max-tokens", "6", "--device", "cpu", *extra]
+    args = [
+        "chat",
+        "--user",
+        "alice",
+        "--model",
+        str(tiny_models.base),
+        "--db",
+        str(db),
+        "--embedder",
+        "hashing",
+        "--max-tokens",
+        "6",
+        "--device",
+        "cpu",
+        *extra,
+    ]
     return CliRunner().invoke(main, args, input="".join(line + "\n" for line in lines))
 
 
@@ -54,8 +68,21 @@ def test_reset_starts_a_new_conversation_and_no_record_stores_nothing(tiny_model
 
 
 def test_a_wrong_model_folder_is_one_line_error(tiny_models, tmp_path):
-    result = CliRunner().invoke(main, ["chat", "--user", "a", "--model", str(tmp_path / "nope"), "--db",
-                                       str(tmp_path / "p.db"), "--embedder", "hashing"], input="hi\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "chat",
+            "--user",
+            "a",
+            "--model",
+            str(tmp_path / "nope"),
+            "--db",
+            str(tmp_path / "p.db"),
+            "--embedder",
+            "hashing",
+        ],
+        input="hi\n",
+    )
     assert result.exit_code != 0
     assert "Error:" in result.output and "Traceback" not in result.output
 

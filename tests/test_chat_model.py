@@ -98,8 +98,13 @@ def test_stop_sequences_cut_the_answer(quiet):
 
 
 def _params(llm: ChatPanda) -> dict:
-    return {"model": llm.model_name, "store": llm.store, "user_id": llm.user_id, "max_tokens": llm.max_tokens,
-            "device": llm.device}
+    return {
+        "model": llm.model_name,
+        "store": llm.store,
+        "user_id": llm.user_id,
+        "max_tokens": llm.max_tokens,
+        "device": llm.device,
+    }
 
 
 def test_unknown_call_arguments_are_refused(llm):
@@ -148,11 +153,14 @@ def test_preferences_steer_the_answer_and_metadata_says_how(llm, store):
     store.set_preference("alice", "verbosity", "concise")
     steered = ChatPanda(**{**_params(llm), "lam": 50.0, "record": False}).invoke("Tell me about bread dough")
     plain = ChatPanda(**{**_params(llm), "lam": 50.0, "record": False, "personalize": False}).invoke(
-        "Tell me about bread dough")
+        "Tell me about bread dough"
+    )
     personalization = steered.response_metadata["personalization"]
     assert personalization["mode"] == "steered"
     assert {(s["reward"], s["weight"]) for s in personalization["steering"]} == {
-        ("verbosity.concise", 1.0), ("verbosity.detailed", -1.0)}
+        ("verbosity.concise", 1.0),
+        ("verbosity.detailed", -1.0),
+    }
     assert personalization["reward_kinds"] == ["zero_shot"]  # no head configured for the tiny model
     assert personalization["lambda"]["value"] == 50.0
     assert plain.response_metadata["personalization"]["mode"] == "neutral"
@@ -170,7 +178,11 @@ def test_recording_stores_each_turn_once_across_a_conversation(llm, store):
     history = [HumanMessage("h1"), AIMessage(first.content), HumanMessage("h2")]
     second = llm.invoke(history, config=config)
     assert stored_turns(store, conversation) == [
-        ("user", "h1"), ("assistant", first.content), ("user", "h2"), ("assistant", second.content)]
+        ("user", "h1"),
+        ("assistant", first.content),
+        ("user", "h2"),
+        ("assistant", second.content),
+    ]
     retry = llm.invoke(history, config=config)  # the same call again: h2 is not stored twice
     assert [text for role, text in stored_turns(store, conversation) if role == "user"] == ["h1", "h2"]
     assert stored_turns(store, conversation)[-1] == ("assistant", retry.content)
@@ -183,8 +195,9 @@ def test_record_false_stores_nothing(llm, store):
 
 def test_plain_decoding_without_recording_never_opens_the_store(tiny_models, tmp_path):
     db = tmp_path / "never-created.db"
-    result = ChatPanda(model=str(tiny_models.base), store=str(db), record=False, personalize=False, max_tokens=3,
-                       device="cpu").invoke("Hello")
+    result = ChatPanda(
+        model=str(tiny_models.base), store=str(db), record=False, personalize=False, max_tokens=3, device="cpu"
+    ).invoke("Hello")
     assert result.content and result.response_metadata["personalization"]["mode"] == "neutral"
     assert not db.exists()
 
@@ -282,8 +295,7 @@ async def test_astream_matches_invoke(quiet):
 
 def test_many_chat_models_share_one_copy_of_the_weights(llm, tiny_models, store):
     started = time.perf_counter()
-    models = [ChatPanda(model=str(tiny_models.base), store=store, user_id=f"u{i}", device="cpu")
-              for i in range(500)]
+    models = [ChatPanda(model=str(tiny_models.base), store=store, user_id=f"u{i}", device="cpu") for i in range(500)]
     assert time.perf_counter() - started < 2.0  # constructing loads nothing
     llm.invoke("Hello")
     models[0].invoke("Hello", max_tokens=2)
@@ -314,9 +326,11 @@ def test_token_counts_use_the_models_own_tokenizer(llm, tiny_models):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
     assert llm.get_num_tokens("the cat explains quantum tunnelling") == len(
-        tokenizer.encode("the cat explains quantum tunnelling", add_special_tokens=False))
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                           add_generation_prompt=True)
+        tokenizer.encode("the cat explains quantum tunnelling", add_special_tokens=False)
+    )
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert llm.get_num_tokens_from_messages([HumanMessage("hi")]) == len(tokenizer(prompt)["input_ids"])
 
 

@@ -34,6 +34,7 @@ async def test_cancelling_ainvoke_stops_the_decode_within_a_step_and_frees_the_m
         with pytest.raises(asyncio.CancelledError):
             await task
         at_cancel = len(steps)
+
         def take_and_give_back() -> bool:
             if not runtime.lock.acquire(timeout=30):
                 return False
@@ -50,8 +51,9 @@ async def test_cancelling_ainvoke_stops_the_decode_within_a_step_and_frees_the_m
 
 def test_the_cache_key_carries_the_profile_version(tiny_models, store):
     cache = InMemoryCache()
-    llm = ChatPanda(model=str(tiny_models.base), store=store, user_id="kim", max_tokens=4, device="cpu",
-                    record=False, cache=cache)
+    llm = ChatPanda(
+        model=str(tiny_models.base), store=store, user_id="kim", max_tokens=4, device="cpu", record=False, cache=cache
+    )
     first = llm.invoke("Explain rivers")
     assert llm.invoke("Explain rivers").content == first.content
     hits = len(cache._cache)

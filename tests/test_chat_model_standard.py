@@ -7,6 +7,8 @@ only (no images, audio, PDFs: those tests skip).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
@@ -28,7 +30,7 @@ def standard_setup(tiny_models, tmp_path_factory):
 
 
 class _Params:
-    setup: dict = {}
+    setup: ClassVar[dict] = {}
 
     @pytest.fixture(autouse=True)
     def _use_tiny_models(self, standard_setup):
@@ -43,8 +45,14 @@ class _Params:
         setup = self.setup
         # call_bias: a random tiny model never prefers a call by itself, and the agent-loop test expects one under
         # tool_choice="auto"; max_tool_rounds=1 then makes it answer once the tool's result is in.
-        return {"model": setup["model"], "store": setup["store"], "device": "cpu", "user_id": "standard-suite",
-                "call_bias": 100.0, "max_tool_rounds": 1}
+        return {
+            "model": setup["model"],
+            "store": setup["store"],
+            "device": "cpu",
+            "user_id": "standard-suite",
+            "call_bias": 100.0,
+            "max_tool_rounds": 1,
+        }
 
     @property
     def has_tool_calling(self) -> bool:

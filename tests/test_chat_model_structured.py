@@ -65,10 +65,14 @@ def _string(draw) -> dict:
 
 
 _leaves = st.one_of(
-    _integer(), _number(), _string(),
-    st.just({"type": "boolean"}), st.just({"type": "null"}),
+    _integer(),
+    _number(),
+    _string(),
+    st.just({"type": "boolean"}),
+    st.just({"type": "null"}),
     st.lists(st.sampled_from(["red", "green", "blue", 3, None]), min_size=1, max_size=3, unique=True).map(
-        lambda values: {"enum": values}),
+        lambda values: {"enum": values}
+    ),
     st.sampled_from(["fixed", 7, True]).map(lambda value: {"const": value}),
 )
 
@@ -95,8 +99,9 @@ def _composite(children: st.SearchStrategy) -> st.SearchStrategy:
 schemas = st.recursive(_leaves, _composite, max_leaves=6)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(schema=schemas, seed=st.integers(0, 1000))
 def test_random_schemas_always_give_valid_instances(llm, schema, seed):
     _, value = decode(llm, {"type": "object", "properties": {"answer": schema}, "required": ["answer"]}, seed)
@@ -122,8 +127,11 @@ def test_bounds_lengths_and_patterns_hold_in_every_sampled_answer(llm):
 
 
 def test_string_values_never_start_with_whitespace(llm):
-    schema = {"type": "object", "properties": {"a": {"type": "string", "minLength": 1}, "b": {"type": "string"}},
-              "required": ["a", "b"]}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string", "minLength": 1}, "b": {"type": "string"}},
+        "required": ["a", "b"],
+    }
     for seed in range(5):
         _, value = decode(llm, schema, seed)
         assert all(not text[:1].isspace() for text in value.values())

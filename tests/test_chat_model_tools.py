@@ -50,8 +50,7 @@ def llm(tiny_models, store):
 def test_any_and_a_named_choice_always_call_with_arguments_that_validate(llm):
     schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in openai_tools([add, book])}
     for seed in range(3):
-        message = llm.bind_tools([add, book], tool_choice="any").invoke("Book for 3 on fri", temperature=1.0,
-                                                                       seed=seed)
+        message = llm.bind_tools([add, book], tool_choice="any").invoke("Book for 3 on fri", temperature=1.0, seed=seed)
         (call,) = message.tool_calls
         assert call["name"] in schemas and call["id"].startswith("call_") and message.content == ""
         jsonschema.validate(call["args"], schemas[call["name"]])
@@ -77,20 +76,24 @@ def test_none_never_calls_and_auto_follows_the_likelihood(llm):
 
 
 def test_a_bad_tool_choice_fails_at_bind_time(llm):
-    with pytest.raises(ValueError, match="tool_choice must be.*add"):
+    with pytest.raises(ValueError, match=r"tool_choice must be.*add"):
         llm.bind_tools([add], tool_choice="subtract")
 
 
 def test_calls_and_results_are_rendered_back_into_the_prompt(llm):
     call = {"name": "add", "args": {"a": 2, "b": 49}, "id": "call_1"}
-    history = [HumanMessage("What is 2 plus 49?"), AIMessage("", tool_calls=[call]),
-               ToolMessage("51", tool_call_id="call_1")]
+    history = [
+        HumanMessage("What is 2 plus 49?"),
+        AIMessage("", tool_calls=[call]),
+        ToolMessage("51", tool_call_id="call_1"),
+    ]
     options = llm._options(None, {"tools": openai_tools([add])})
     prompt = llm._render(to_turns(history), llm._runtime(options), options)
     assert '{"name": "add", "arguments": {"a": 2, "b": 49}}' in prompt
     assert "51" in prompt and "You can call these tools" in prompt and '"add"' in prompt
-    assert "You can call these tools" not in llm._render(to_turns(history), llm._runtime(options),
-                                                          llm._options(None, {}))
+    assert "You can call these tools" not in llm._render(
+        to_turns(history), llm._runtime(options), llm._options(None, {})
+    )
 
 
 QWEN_LIKE = (
@@ -114,8 +117,11 @@ def test_a_template_with_tool_support_renders_tools_calls_and_results_itself(llm
     message = native.bind_tools([add], tool_choice="any").invoke("Add 4 and 5")
     assert set(message.tool_calls[0]["args"].values()) <= {4, 5}
     options = native._options(None, {"tools": openai_tools([add])})
-    prompt = native._render(to_turns([HumanMessage("Add 4 and 5"), message,
-                                      ToolMessage("9", tool_call_id=message.tool_calls[0]["id"])]), runtime, options)
+    prompt = native._render(
+        to_turns([HumanMessage("Add 4 and 5"), message, ToolMessage("9", tool_call_id=message.tool_calls[0]["id"])]),
+        runtime,
+        options,
+    )
     assert prompt.startswith("<|system|>Tools: add")
     args = message.tool_calls[0]["args"]
     assert f'<tool_call>{{"name": "add", "arguments": {{"a": {args["a"]}, "b": {args["b"]}}}}}</tool_call>' in prompt
@@ -171,8 +177,9 @@ def test_langgraph_prebuilt_agent_loop_finishes(llm):
 
         eager = llm.model_copy(update={"call_bias": 100.0, "max_tool_rounds": 2})
         agent = create_react_agent(eager, [add], prompt=SystemMessage("You add numbers."))
-    state = agent.invoke({"messages": [("user", "Add 1 and 2, then 3 and 4")]},
-                         config={"configurable": {"user_id": "lee"}})
+    state = agent.invoke(
+        {"messages": [("user", "Add 1 and 2, then 3 and 4")]}, config={"configurable": {"user_id": "lee"}}
+    )
     final = state["messages"][-1]
     assert isinstance(final, AIMessage) and not final.tool_calls and final.content
     assert final.response_metadata["user_id"] == "lee"

@@ -28,24 +28,37 @@ def test_invalid_utf8_in_a_history_file_names_the_file_and_line(tmp_path: Path) 
     history.write_bytes(b'{"role": "user", "text": "fine"}\n{"role": "user", "text": "caf\xe9"}\n')
     runner = CliRunner()
     runner.invoke(main, ["profile", "--db", str(db), "create", "alice"])
-    result = runner.invoke(main, ["profile", "--db", str(db), "--embedder", "hashing", "import-history", "alice",
-                                  str(history)])
+    result = runner.invoke(
+        main, ["profile", "--db", str(db), "--embedder", "hashing", "import-history", "alice", str(history)]
+    )
     _one_line_error(result, "chats.jsonl, line 2", "not valid UTF-8", "0xe9")
 
 
 def test_invalid_utf8_in_reward_pairs_names_the_file_and_line(tmp_path: Path, tiny_models) -> None:
     data = tmp_path / "pairs.jsonl"
     data.write_bytes(b'{"prompt": "p", "chosen": "a", "rejected": "b"}\n\xff\xfe\n')
-    result = CliRunner().invoke(main, ["reward", "train", "--base", str(tiny_models.base), "--data", str(data),
-                                       "--out", str(tmp_path / "h.safetensors")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "reward",
+            "train",
+            "--base",
+            str(tiny_models.base),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "h.safetensors"),
+        ],
+    )
     _one_line_error(result, "pairs.jsonl, line 2", "not valid UTF-8")
 
 
 def test_a_corrupt_reward_file_names_the_file_and_the_reward(tmp_path: Path, tiny_models) -> None:
     head = tmp_path / "formal.safetensors"
     head.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
-    result = CliRunner().invoke(main, ["generate", "hi", "--base", str(tiny_models.base), "--device", "cpu",
-                                       "--reward", f"formal={head}"])
+    result = CliRunner().invoke(
+        main, ["generate", "hi", "--base", str(tiny_models.base), "--device", "cpu", "--reward", f"formal={head}"]
+    )
     _one_line_error(result, "reward 'formal'", str(head), "corrupt")
 
 
@@ -89,17 +102,47 @@ def test_demo_with_a_missing_embedder_is_one_line() -> None:
 
 
 def test_chat_with_a_bad_embedder_fails_before_the_first_prompt(tmp_path: Path, tiny_models) -> None:
-    result = CliRunner().invoke(main, ["chat", "--user", "alice", "--model", str(tiny_models.base), "--db",
-                                       str(tmp_path / "p.db"), "--embedder", "/nonexistent"], input="hello\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "chat",
+            "--user",
+            "alice",
+            "--model",
+            str(tiny_models.base),
+            "--db",
+            str(tmp_path / "p.db"),
+            "--embedder",
+            "/nonexistent",
+        ],
+        input="hello\n",
+    )
     _one_line_error(result, "/nonexistent")
     assert "panda>" not in result.output and "chatting as" not in result.output
 
 
 def test_chat_no_record_then_good_writes_nothing(tmp_path: Path, tiny_models) -> None:
     db = tmp_path / "p.db"
-    result = CliRunner().invoke(main, ["chat", "--user", "alice", "--model", str(tiny_models.base), "--db", str(db),
-                                       "--embedder", "hashing", "--max-tokens", "3", "--device", "cpu",
-                                       "--no-record"], input="Hello\n/good\n/prefer\n/prefer 1\n/train\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "chat",
+            "--user",
+            "alice",
+            "--model",
+            str(tiny_models.base),
+            "--db",
+            str(db),
+            "--embedder",
+            "hashing",
+            "--max-tokens",
+            "3",
+            "--device",
+            "cpu",
+            "--no-record",
+        ],
+        input="Hello\n/good\n/prefer\n/prefer 1\n/train\n",
+    )
     assert result.exit_code == 0, result.output
     assert "not stored" in result.output
     with ProfileStore(db, embedder=HashingEmbedder()) as store:
@@ -107,9 +150,25 @@ def test_chat_no_record_then_good_writes_nothing(tmp_path: Path, tiny_models) ->
 
 
 def test_a_failed_chat_turn_makes_the_exit_code_non_zero(tmp_path: Path, tiny_models) -> None:
-    result = CliRunner().invoke(main, ["chat", "--user", "alice", "--model", str(tiny_models.base), "--db",
-                                       str(tmp_path / "p.db"), "--embedder", "hashing", "--max-tokens", "3",
-                                       "--device", "cpu"], input="word " * 3000 + "\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "chat",
+            "--user",
+            "alice",
+            "--model",
+            str(tiny_models.base),
+            "--db",
+            str(tmp_path / "p.db"),
+            "--embedder",
+            "hashing",
+            "--max-tokens",
+            "3",
+            "--device",
+            "cpu",
+        ],
+        input="word " * 3000 + "\n",
+    )
     assert result.exit_code == 1 and "1 turn(s) failed" in result.output
 
 
@@ -129,13 +188,28 @@ def test_a_tampered_import_with_a_duplicate_setting_is_one_line(tmp_path: Path) 
 
 def test_reward_train_refuses_a_non_empty_folder_unless_forced(tmp_path: Path, tiny_models) -> None:
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "good answer", "rejected": "bad"}) + "\n"
-                            for i in range(8)))
+    data.write_text(
+        "".join(json.dumps({"prompt": f"q{i}", "chosen": "good answer", "rejected": "bad"}) + "\n" for i in range(8))
+    )
     out = tmp_path / "base-copy"
     out.mkdir()
     (out / "config.json").write_text('{"precious": true}')
-    command = ["reward", "train", "--base", str(tiny_models.base), "--data", str(data), "--out", str(out),
-               "--kind", "model", "--epochs", "1", "--val-split", "0"]
+    command = [
+        "reward",
+        "train",
+        "--base",
+        str(tiny_models.base),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--kind",
+        "model",
+        "--epochs",
+        "1",
+        "--val-split",
+        "0",
+    ]
     _one_line_error(CliRunner().invoke(main, command), "not empty", "--force")
     assert (out / "config.json").read_text() == '{"precious": true}'
     result = CliRunner().invoke(main, [*command, "--force"])
@@ -149,8 +223,11 @@ def test_profile_export_never_overwrites_without_force(tmp_path: Path) -> None:
     runner = CliRunner()
     runner.invoke(main, ["profile", "--db", str(db), "create", "alice"])
     out.write_text("an older export")
-    _one_line_error(runner.invoke(main, ["profile", "--db", str(db), "export", "alice", "-o", str(out)]),
-                    "already exists", "--force")
+    _one_line_error(
+        runner.invoke(main, ["profile", "--db", str(db), "export", "alice", "-o", str(out)]),
+        "already exists",
+        "--force",
+    )
     assert out.read_text() == "an older export"
     result = runner.invoke(main, ["profile", "--db", str(db), "export", "alice", "-o", str(out), "--force"])
     assert result.exit_code == 0 and json.loads(out.read_text())["user_id"] == "alice"
@@ -175,8 +252,9 @@ def test_atomic_outputs_leave_the_old_output_when_writing_fails(tmp_path: Path) 
     with pytest.raises(OutputExistsError):
         atomic_folder(folder).__enter__()
     with pytest.raises(RuntimeError):
-        _crash_while_writing(atomic_folder(folder, force=True),
-                             lambda temporary: (temporary / "weights").write_text("half"))
+        _crash_while_writing(
+            atomic_folder(folder, force=True), lambda temporary: (temporary / "weights").write_text("half")
+        )
     assert (folder / "weights").read_text() == "old"
     with atomic_folder(folder, force=True) as temporary:
         (temporary / "weights").write_text("new")
@@ -190,8 +268,21 @@ def test_reward_train_with_a_mistyped_local_base_fails_at_once(tmp_path: Path, m
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
     for kind in ("head", "model"):
-        result = CliRunner().invoke(main, ["reward", "train", "--base", "models/bsae", "--data", str(data),
-                                           "--out", str(tmp_path / f"out-{kind}"), "--kind", kind])
+        result = CliRunner().invoke(
+            main,
+            [
+                "reward",
+                "train",
+                "--base",
+                "models/bsae",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / f"out-{kind}"),
+                "--kind",
+                kind,
+            ],
+        )
         _one_line_error(result, "base model folder not found: models/bsae")
 
 

@@ -7,7 +7,7 @@ import torch
 
 from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.reference import reference_generate
-from panda_chat.rewards.base import CandidateBatch, Calibration
+from panda_chat.rewards.base import Calibration, CandidateBatch
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
 from panda_chat.rewards.reward_model import CachedRewardModel
 
@@ -62,7 +62,7 @@ def reference_calibrations(decoder: PandaDecoder) -> dict:
 def test_cached_tree_paths_choose_the_reference_loop_tokens(decoder, weights):
     outputs = decoder.generate(PROMPTS, weights=weights, lam=LAM, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
     unsteered = decoder.generate(PROMPTS, weights=weights, lam=0.0, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
-    for prompt, output, plain in zip(PROMPTS, outputs, unsteered):
+    for prompt, output, _plain in zip(PROMPTS, outputs, unsteered):
         expected = reference_generate(
             decoder.model,
             decoder.tokenizer(prompt)["input_ids"],
@@ -141,8 +141,9 @@ def test_reward_model_cache_holds_one_prefix_not_k(decoder):
     prompt_slots, new_tokens = batch.input_ids.shape[1], 16
     peaks = {}
     for k in (2, 8):
-        decoder.generate(PROMPTS, rewards={"rm": rm}, weights={"rm": 1.0}, top_k=k, max_new_tokens=new_tokens,
-                         stop_at_eos=False)
+        decoder.generate(
+            PROMPTS, rewards={"rm": rm}, weights={"rm": 1.0}, top_k=k, max_new_tokens=new_tokens, stop_at_eos=False
+        )
         session = rm.sessions[-1]
         # After the last step: B rows (never B * k), the prompt plus the tokens chosen so far.
         assert session.cache_shape == (len(PROMPTS), kv_heads, prompt_slots + new_tokens, head_dim)
@@ -158,12 +159,15 @@ def test_reward_model_session_scores_candidates_like_reencoding(decoder):
     batch = decoder.encode_prompts(PROMPTS)
     session = rm.start(batch)
     candidates = torch.tensor([[5, 77, 300], [9, 10, 11], [400, 3, 120]])
-    scores = session.score(CandidateBatch(step=0, candidate_ids=candidates, generated_ids=[[], [], []],
-                                          active=torch.ones(3, dtype=torch.bool)))
+    scores = session.score(
+        CandidateBatch(
+            step=0, candidate_ids=candidates, generated_ids=[[], [], []], active=torch.ones(3, dtype=torch.bool)
+        )
+    )
     for row, prompt in enumerate(PROMPTS):
         ids = decoder.tokenizer(prompt)["input_ids"]
         for j, token in enumerate(candidates[row].tolist()):
             with torch.inference_mode():
-                hidden = rm.model.base_model(input_ids=torch.tensor([ids + [token]])).last_hidden_state[0, -1]
+                hidden = rm.model.base_model(input_ids=torch.tensor([[*ids, token]])).last_hidden_state[0, -1]
                 expected = rm.model.score(hidden).item()
             assert scores[row, j].item() == pytest.approx(expected, abs=1e-5)

@@ -6,12 +6,12 @@ import threading
 
 import pytest
 import torch
+from test_decoding import make_head
 
 from panda_chat.decoding import PandaDecoder
 from panda_chat.lam.base import ConstantLambda
 from panda_chat.registry import ModelRegistry
-from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
-from test_decoding import make_head
+from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 
 PROMPTS = ["The cat", "A student compares linear algebra", "Your garden enjoys the weather politely. It took 7"]
 
@@ -98,7 +98,11 @@ def test_rows_end_at_eos_independently(decoder, drop_rows):
     stopper = EosAfter(eos, from_step=[3, 30, 10], drop_rows=drop_rows)
     weights = {"eos_after": 1.0}  # no head here: k is the whole vocabulary, so EOS is always a candidate
     outputs = decoder.generate(
-        prompts, rewards={"eos_after": stopper}, weights=weights, lam=1.0, top_k=len(decoder.tokenizer),
+        prompts,
+        rewards={"eos_after": stopper},
+        weights=weights,
+        lam=1.0,
+        top_k=len(decoder.tokenizer),
         max_new_tokens=20,
     )
     assert [o.finish_reason for o in outputs] == ["eos", "length", "eos"]
@@ -110,13 +114,23 @@ def test_rows_end_at_eos_independently(decoder, drop_rows):
     for i, prompt in enumerate(prompts):
         alone = EosAfter(eos, from_step=[stopper.from_step[i]])
         (single,) = decoder.generate(
-            prompt, rewards={"eos_after": alone}, weights=weights, lam=1.0, top_k=len(decoder.tokenizer),
+            prompt,
+            rewards={"eos_after": alone},
+            weights=weights,
+            lam=1.0,
+            top_k=len(decoder.tokenizer),
             max_new_tokens=20,
         )
         assert single.token_ids == outputs[i].token_ids
     # Without stop_at_eos, the EOS token is just another token.
-    kept = decoder.generate(prompts[0], rewards={"eos_after": EosAfter(eos, [3])}, weights=weights,
-                            top_k=len(decoder.tokenizer), max_new_tokens=6, stop_at_eos=False)[0]
+    kept = decoder.generate(
+        prompts[0],
+        rewards={"eos_after": EosAfter(eos, [3])},
+        weights=weights,
+        top_k=len(decoder.tokenizer),
+        max_new_tokens=6,
+        stop_at_eos=False,
+    )[0]
     assert kept.finish_reason == "length" and len(kept.token_ids) == 6
 
 
@@ -151,8 +165,9 @@ def test_weights_default_to_every_reward_and_missing_names_weigh_zero(decoder):
     b = decoder.generate(PROMPTS[1], weights=everything, lam=1.0, max_new_tokens=10)[0]
     assert a.token_ids == b.token_ids and set(a.raw_rewards) == set(everything)
     c = decoder.generate(PROMPTS[1], weights={"formal": 1.0}, lam=1.0, max_new_tokens=10)[0]
-    d = decoder.generate(PROMPTS[1], weights={"formal": 1.0, "simple": 0.0, "helpful": 0.0}, lam=1.0,
-                         max_new_tokens=10)[0]
+    d = decoder.generate(
+        PROMPTS[1], weights={"formal": 1.0, "simple": 0.0, "helpful": 0.0}, lam=1.0, max_new_tokens=10
+    )[0]
     assert c.token_ids == d.token_ids and set(c.raw_rewards) == {"formal"}  # unweighted rewards are not scored
 
 
@@ -161,14 +176,19 @@ def test_half_precision_decodes_with_heads_and_reward_models(tiny_models, dtype)
     registry = ModelRegistry()
     float_model = registry.causal_lm(tiny_models.base, device="cpu", dtype="float32").model
     dec = PandaDecoder.from_pretrained(
-        tiny_models.base, rewards={"formal": make_head(float_model), "helpful": str(tiny_models.reward_model)},
-        device="auto", dtype=dtype, registry=registry,
+        tiny_models.base,
+        rewards={"formal": make_head(float_model), "helpful": str(tiny_models.reward_model)},
+        device="auto",
+        dtype=dtype,
+        registry=registry,
     )
-    assert dec.model.dtype == getattr(torch, dtype) and dec.device.type == ("cuda" if torch.cuda.is_available()
-                                                                            else "cpu")
+    assert dec.model.dtype == getattr(torch, dtype) and dec.device.type == (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
     assert dec.rewards["helpful"].model.dtype == dec.model.dtype
-    outputs = dec.generate(PROMPTS, weights={"formal": 1.0, "helpful": 1.0}, lam=1.0, max_new_tokens=8,
-                           stop_at_eos=False)
+    outputs = dec.generate(
+        PROMPTS, weights={"formal": 1.0, "helpful": 1.0}, lam=1.0, max_new_tokens=8, stop_at_eos=False
+    )
     assert all(len(o.token_ids) == 8 and all(r == r for r in o.rewards) for o in outputs)
 
 

@@ -49,8 +49,9 @@ def test_options_object_and_keywords_decode_the_same(decoder):
     by_keywords = decoder.generate(PROMPTS, max_new_tokens=12, top_k=4, greedy=False, seed=5, **STEER)
     options = DecodingOptions(max_new_tokens=12, top_k=4, greedy=False, seed=5)
     by_options = decoder.generate(PROMPTS, options=options, **STEER)
-    overridden = decoder.generate(PROMPTS, options=DecodingOptions(max_new_tokens=3, top_k=4, greedy=False),
-                                  max_new_tokens=12, seed=5, **STEER)
+    overridden = decoder.generate(
+        PROMPTS, options=DecodingOptions(max_new_tokens=3, top_k=4, greedy=False), max_new_tokens=12, seed=5, **STEER
+    )
     streamed = decoder.stream(PROMPTS[0], options=options, **STEER)
     assert [o.token_ids for o in by_keywords] == [o.token_ids for o in by_options] == [o.token_ids for o in overridden]
     (alone,) = decoder.generate(PROMPTS[0], max_new_tokens=12, top_k=4, greedy=False, seed=5, **STEER)

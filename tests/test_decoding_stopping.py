@@ -27,8 +27,11 @@ def stop_string_from(decoder: PandaDecoder, outputs: list, row: int) -> str:
     for start in range(3, len(ids) - 3):
         for n in (2, 3):
             piece = decoder.tokenizer.decode(ids[start : start + n])
-            plain = len(piece) >= 3 and piece.strip() == piece and all(c.isascii() and (c.isalnum() or c == " ")
-                                                                      for c in piece)
+            plain = (
+                len(piece) >= 3
+                and piece.strip() == piece
+                and all(c.isascii() and (c.isalnum() or c == " ") for c in piece)
+            )
             if (
                 plain
                 and len(decoder.tokenizer(piece)["input_ids"]) >= 2
@@ -94,8 +97,14 @@ def test_batched_token_callback_gives_each_rows_text(decoder):
     received: dict[int, list[str]] = {i: [] for i in range(len(PROMPTS))}
     full = decoder.generate(PROMPTS, max_new_tokens=20, stop_at_eos=False, **STEER)
     stop = stop_string_from(decoder, full, row=2)
-    outputs = decoder.generate(PROMPTS, max_new_tokens=20, stop_at_eos=False, stop=stop,
-                               on_token=lambda row, piece: received[row].append(piece), **STEER)
+    outputs = decoder.generate(
+        PROMPTS,
+        max_new_tokens=20,
+        stop_at_eos=False,
+        stop=stop,
+        on_token=lambda row, piece: received[row].append(piece),
+        **STEER,
+    )
     assert ["".join(received[i]) for i in range(len(PROMPTS))] == [o.text for o in outputs]
     assert outputs[2].finish_reason == "stop"
 

@@ -45,13 +45,14 @@ def test_base_model_follows_the_chat_template_and_stops_at_eos(base) -> None:
     stopped = 0
     prompts = DialogueCorpus(0).prompts(4, split="heldout")
     for prompt in prompts:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
         assert text.endswith("<|assistant|>")
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=160, do_sample=False)
-        new = out[0, ids["input_ids"].shape[1]:].tolist()
+        new = out[0, ids["input_ids"].shape[1] :].tolist()
         stopped += int(new[-1] == tokenizer.eos_token_id)
         answer = tokenizer.decode(new, skip_special_tokens=True)
         assert len(answer.split()) >= 5

@@ -27,9 +27,13 @@ def _digest(path: Path) -> str:
 
 
 def _weights(out: Path) -> dict[str, str]:
-    files = [out / "base" / "model.safetensors", out / "base" / "tokenizer.json",
-             *(out / "heads").glob("*.safetensors"), *(out / "reward_models").glob("*/model.safetensors"),
-             out / "lambda.safetensors"]
+    files = [
+        out / "base" / "model.safetensors",
+        out / "base" / "tokenizer.json",
+        *(out / "heads").glob("*.safetensors"),
+        *(out / "reward_models").glob("*/model.safetensors"),
+        out / "lambda.safetensors",
+    ]
     return {str(p.relative_to(out)): _digest(p) for p in files}
 
 
@@ -59,8 +63,11 @@ def test_quick_recipe_writes_loadable_models_cards_and_report(quick_runs: tuple[
     assert {h["pole"] for h in report["heads"]} == set(POLES)
     assert all(0.0 <= h["heldout_accuracy"] <= 1.0 for h in report["heads"])
     assert report["base"]["parameters"] > 0 and report["file_sizes_bytes"]["base/model.safetensors"] > 0
-    for card in (out / "base" / "README.md", out / "heads" / "README.md",
-                 out / report["reward_model"]["folder"] / "README.md"):
+    for card in (
+        out / "base" / "README.md",
+        out / "heads" / "README.md",
+        out / report["reward_model"]["folder"] / "README.md",
+    ):
         text = card.read_text()
         assert "## Data" in text and "Reproduce" in text
 

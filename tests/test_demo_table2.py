@@ -21,12 +21,21 @@ def test_a_table2_user_wants_one_pole_fully(pole: str) -> None:
 
 def test_run_pole_measures_every_method_and_the_lambda_curve() -> None:
     decoder = PandaDecoder.from_pretrained(
-        str(demo_model_dir()), rewards={p: str(h) for p, h in demo_head_paths().items()}, device="cpu",
+        str(demo_model_dir()),
+        rewards={p: str(h) for p, h in demo_head_paths().items()},
+        device="cpu",
         dtype="float32",
     )
     questions = DialogueCorpus(0).prompts(2, split="heldout")
-    result = run_pole(decoder, "formal", questions, LearnedLambda.load(demo_lambda_path()),
-                      resolve_embedder("hashing"), max_new_tokens=6, progress=False)
+    result = run_pole(
+        decoder,
+        "formal",
+        questions,
+        LearnedLambda.load(demo_lambda_path()),
+        resolve_embedder("hashing"),
+        max_new_tokens=6,
+        progress=False,
+    )
     assert [r["method"] for r in result["eval"]["results"]] == ["greedy", "args", "panda"]
     assert [c["lam"] for c in result["curve"]] == [0.0, *CURVE_GRID]
     assert len(result["failure_examples"]) == 2

@@ -23,8 +23,9 @@ PROMPTS = ["Tell me how the cat cooks a simple soup.", "Explain the budget", "Ou
 def decoder(tiny_models):
     model = AutoModelForCausalLM.from_pretrained(tiny_models.base).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_models.base)
-    head = train_reward_head((model, tokenizer), formality_pairs(150), name="formal",
-                             config=RewardTrainingConfig(epochs=4)).head
+    head = train_reward_head(
+        (model, tokenizer), formality_pairs(150), name="formal", config=RewardTrainingConfig(epochs=4)
+    ).head
     return PandaDecoder(model, tokenizer, rewards={"formal": head, "rm": tiny_models.reward_model})
 
 
@@ -40,8 +41,14 @@ def test_selection_rule_by_hand():
     assert objective.value(mild, unguided) == pytest.approx(0.3)
     assert objective.value(strong, unguided) == pytest.approx(-1.5)
     assert objective.fluency_loss(strong, unguided) == pytest.approx(1.75)
-    grid = PromptGrid(prompt="p", unguided=None, unguided_score=unguided, outputs=["o-mild", "o-strong"],
-                      scores=[mild, strong], values=[objective.value(s, unguided) for s in (mild, strong)])
+    grid = PromptGrid(
+        prompt="p",
+        unguided=None,
+        unguided_score=unguided,
+        outputs=["o-mild", "o-strong"],
+        scores=[mild, strong],
+        values=[objective.value(s, unguided) for s in (mild, strong)],
+    )
     choice = LambdaCandidateSet([0.5, 4.0], objective).choose(grid)
     assert (choice.index, choice.label, choice.output) == (0, "0.5", "o-mild")  # not the largest lambda
     # with fluency ignored, the higher reward wins
@@ -73,7 +80,8 @@ def test_scorer_reproduces_the_decoders_rewards_and_nll(decoder):
 def test_candidate_set_decodes_rows_together_and_keeps_the_best(decoder):
     lambdas = [0.5, 2.0, ExponentialDecayLambda(4.0, 0.8)]
     choices = LambdaCandidateSet(lambdas, SelectionObjective(beta=0.5), max_rows=8).generate(
-        decoder, PROMPTS, max_new_tokens=6)
+        decoder, PROMPTS, max_new_tokens=6
+    )
     for prompt, choice in zip(PROMPTS, choices):
         grid = choice.grid
         assert len(grid.outputs) == 3 and choice.value == max(grid.values)
@@ -100,8 +108,16 @@ def test_fit_lambda_reports_grid_oracle_and_learned_values(decoder, tmp_path):
 def test_evaluate_builds_the_method_table(decoder):
     grid = schedule_grid([0.0, 2.0])
     lam_model, _ = fit_lambda(decoder, PROMPTS, grid, max_new_tokens=4, measure=False)
-    report = evaluate(decoder, PROMPTS, ["greedy", "args", "panda", "panda-set"], lam_grid=[1.0, 3.0],
-                      lambda_model=lam_model, embedder="hashing", max_new_tokens=4, top_k=5)
+    report = evaluate(
+        decoder,
+        PROMPTS,
+        ["greedy", "args", "panda", "panda-set"],
+        lam_grid=[1.0, 3.0],
+        lambda_model=lam_model,
+        embedder="hashing",
+        max_new_tokens=4,
+        top_k=5,
+    )
     by_method = {r.method: r for r in report.results}
     assert list(by_method) == ["greedy", "args", "panda", "panda-set"]
     assert by_method["greedy"].mean_objective == 0.0 and by_method["greedy"].mean_fluency_loss == 0.0

@@ -36,9 +36,21 @@ def outputs(tiny_models, tmp_path_factory) -> dict[str, str]:
     for name in ("chain", "two_users", "agent_loop", "langgraph_memory"):
         db = tmp_path_factory.mktemp(name) / "profiles.db"
         running[name] = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / f"{name}.py"), *model_args, "--db", str(db), "--embedder", "hashing",
-             "--max-tokens", "8"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            [
+                sys.executable,
+                str(EXAMPLES / f"{name}.py"),
+                *model_args,
+                "--db",
+                str(db),
+                "--embedder",
+                "hashing",
+                "--max-tokens",
+                "8",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
     results = {}
     for name, process in running.items():
@@ -78,6 +90,8 @@ def test_agent_loop_runs_tools_and_answers_two_users_in_their_styles(outputs):
 def test_langgraph_chatbot_keeps_one_thread_and_its_memories(outputs):
     out = output_of(outputs, "langgraph_memory")
     assert out.count("bot:  ") == 3
-    assert "memories: ['I am a physicist working on lasers', 'I love detailed explanations']" in out \
+    assert (
+        "memories: ['I am a physicist working on lasers', 'I love detailed explanations']" in out
         or "memories: ['I love detailed explanations', 'I am a physicist working on lasers']" in out
+    )
     assert "thread turns stored: 6" in out

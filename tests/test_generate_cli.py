@@ -26,19 +26,45 @@ def run(*args, stdin=None):
 
 
 def test_json_output_matches_the_python_api(tiny_models, head_file):
-    args = ["--base", tiny_models.base, "--reward", f"formal={head_file}", "--reward", f"helpful={tiny_models.reward_model}",
-            "--weight", "formal=1", "--weight", "helpful=0.5", "--lam", "2", "--top-k", "8",
-            "--max-new-tokens", "12", "--device", "cpu", "--dtype", "float32"]
+    args = [
+        "--base",
+        tiny_models.base,
+        "--reward",
+        f"formal={head_file}",
+        "--reward",
+        f"helpful={tiny_models.reward_model}",
+        "--weight",
+        "formal=1",
+        "--weight",
+        "helpful=0.5",
+        "--lam",
+        "2",
+        "--top-k",
+        "8",
+        "--max-new-tokens",
+        "12",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
     result = run(PROMPT, *args, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     decoder = PandaDecoder.from_pretrained(
-        tiny_models.base, rewards={"formal": str(head_file), "helpful": str(tiny_models.reward_model)},
-        device="cpu", dtype="float32",
+        tiny_models.base,
+        rewards={"formal": str(head_file), "helpful": str(tiny_models.reward_model)},
+        device="cpu",
+        dtype="float32",
     )
     # the prompt is a user message: wrapped in the model's chat template, as ChatPanda wraps one
-    (expected,) = decoder.generate(prompt_text(decoder.tokenizer, PROMPT), weights={"formal": 1.0, "helpful": 0.5},
-                                   lam=2.0, top_k=8, max_new_tokens=12)
+    (expected,) = decoder.generate(
+        prompt_text(decoder.tokenizer, PROMPT),
+        weights={"formal": 1.0, "helpful": 0.5},
+        lam=2.0,
+        top_k=8,
+        max_new_tokens=12,
+    )
     assert data["token_ids"] == expected.token_ids and data["text"] == expected.text
     assert data["rewards"] == pytest.approx(expected.rewards, abs=1e-5)
     assert set(data["raw_rewards"]) == {"formal", "helpful"} and data["lambdas"] == [2.0] * len(data["token_ids"])
@@ -66,15 +92,30 @@ def test_raw_feeds_plain_text_and_zero_shot_rewards_are_accepted(tiny_models, he
 
 
 def test_sampling_with_a_seed_is_reproducible(tiny_models, head_file):
-    args = [PROMPT, "--base", tiny_models.base, "--reward", f"formal={head_file}", "--sample", "--seed", "5",
-            "--temperature", "1.3", "--max-new-tokens", "10", "--device", "cpu", "--json"]
+    args = [
+        PROMPT,
+        "--base",
+        tiny_models.base,
+        "--reward",
+        f"formal={head_file}",
+        "--sample",
+        "--seed",
+        "5",
+        "--temperature",
+        "1.3",
+        "--max-new-tokens",
+        "10",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     first, again = run(*args), run(*args)
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["token_ids"] == json.loads(again.stdout)["token_ids"]
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    ("extra", "message"),
     [
         (["--reward", "formal"], "expected NAME=VALUE"),
         (["--weight", "formal=lots"], "must be a number"),

@@ -11,8 +11,16 @@ import subprocess
 import sys
 
 HEAVY = [
-    "torch", "transformers", "faiss", "sqlalchemy", "alembic", "langchain_core", "sentence_transformers",
-    "panda_chat.rewards", "panda_chat.decoding", "profiles.store",
+    "torch",
+    "transformers",
+    "faiss",
+    "sqlalchemy",
+    "alembic",
+    "langchain_core",
+    "sentence_transformers",
+    "panda_chat.rewards",
+    "panda_chat.decoding",
+    "profiles.store",
 ]
 
 # Runs in a fresh interpreter: print every command path's --help (walking the whole command tree, groups included),

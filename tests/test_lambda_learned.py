@@ -9,11 +9,14 @@ from panda_chat.lam.learned import LambdaTrainingSet, LearnedLambda, inverse_sof
 from panda_chat.lam.schedules import ExponentialDecayLambda, LinearDecayLambda, parse_lambda, schedule_grid
 
 
-
 def _context(prompt_features, preference_features=None):
     n = prompt_features.shape[0]
-    return LambdaContext(prompts=["p"] * n, prompt_lengths=torch.full((n,), 5), prompt_features=prompt_features,
-                         preference_features=preference_features)
+    return LambdaContext(
+        prompts=["p"] * n,
+        prompt_lengths=torch.full((n,), 5),
+        prompt_features=prompt_features,
+        preference_features=preference_features,
+    )
 
 
 def test_schedules_by_hand():
@@ -29,7 +32,7 @@ def test_schedules_by_hand():
     assert parse_lambda("lin:2:0:10") == LinearDecayLambda(2.0, 0.0, 10)
     with pytest.raises(ValueError, match="bad lambda"):
         parse_lambda("fast")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="decay"):
         ExponentialDecayLambda(start=1.0, decay=1.5)
 
 
@@ -44,6 +47,7 @@ def _features(n, dim, seed):
 
 def test_ridge_recovers_a_prompt_dependent_optimum():
     """Best lambda known: softplus(3 * x0 - 1) for every step. Ridge fits it on held-out prompts."""
+
     def best(x):
         return [ExponentialDecayLambda(float(torch.nn.functional.softplus(3 * r[0] - 1))) for r in x]
 
@@ -58,13 +62,15 @@ def test_ridge_recovers_a_prompt_dependent_optimum():
 
 def test_mlp_recovers_prompt_dependent_decay():
     """Best schedule known: start 1 + 1.5 * x0, decay 0.8 + 0.2 * x1 (prompt-dependent decay needs the MLP)."""
+
     def best(x):
         return [ExponentialDecayLambda(1 + 1.5 * float(r[0]), 0.8 + 0.2 * float(r[1])) for r in x]
 
     train, test = _features(120, 4, 2), _features(30, 4, 3)
     model = LearnedLambda.fit(LambdaTrainingSet(train, best(train), horizon=12), kind="mlp", epochs=800)
-    errors = [float((model(_context(test), t) - torch.tensor([s.at(t) for s in best(test)])).abs().mean())
-              for t in range(12)]
+    errors = [
+        float((model(_context(test), t) - torch.tensor([s.at(t) for s in best(test)])).abs().mean()) for t in range(12)
+    ]
     assert max(errors) < 0.1
     baseline = LearnedLambda.fit(LambdaTrainingSet(train, best(train), horizon=12), kind="ridge")
     ridge_err = float((baseline(_context(test), 11) - torch.tensor([s.at(11) for s in best(test)])).abs().mean())
@@ -75,8 +81,9 @@ def test_preference_features_condition_lambda_and_file_round_trip(tmp_path):
     prompts = _features(60, 3, 4)
     prefs = _features(60, 2, 5)
     best = [ExponentialDecayLambda(0.5 + 2 * float(p[1])) for p in prefs]
-    model = LearnedLambda.fit(LambdaTrainingSet(prompts, best, horizon=4, preference_features=prefs),
-                              kind="ridge", ridge_alpha=1e-3)
+    model = LearnedLambda.fit(
+        LambdaTrainingSet(prompts, best, horizon=4, preference_features=prefs), kind="ridge", ridge_alpha=1e-3
+    )
     pref = torch.tensor([[0.5, 0.0], [0.5, 1.0]])
     lam = model(_context(torch.full((2, 3), 0.5), pref), 2)
     assert lam[1] - lam[0] == pytest.approx(2.0, abs=0.15)

@@ -53,10 +53,12 @@ def test_a_checkpointed_thread_is_one_conversation_without_duplicates(llm, store
 
 def test_the_same_thread_id_for_two_users_is_two_conversations_and_forget_takes_them(llm, store):
     # two apps (two checkpointers: a LangGraph thread id is global to its checkpointer) with the same thread id
-    chatbot(llm, InMemorySaver()).invoke({"messages": [HumanMessage("hi")]},
-                                         {"configurable": {"user_id": "kim", "thread_id": "shared"}})
-    chatbot(llm, InMemorySaver()).invoke({"messages": [HumanMessage("hey")]},
-                                         {"configurable": {"user_id": "lee", "thread_id": "shared"}})
+    chatbot(llm, InMemorySaver()).invoke(
+        {"messages": [HumanMessage("hi")]}, {"configurable": {"user_id": "kim", "thread_id": "shared"}}
+    )
+    chatbot(llm, InMemorySaver()).invoke(
+        {"messages": [HumanMessage("hey")]}, {"configurable": {"user_id": "lee", "thread_id": "shared"}}
+    )
     kim, lee = (store.conversation_for_key(u, "shared", create=False) for u in ("kim", "lee"))
     assert kim != lee and next(text for _, _, text in rows(store, "lee")) == "hey"
     store.forget("kim")
@@ -74,7 +76,7 @@ async def test_the_graph_user_reaches_the_model_in_every_entry_point(llm, store)
         seen.append((await llm.ainvoke(messages)).response_metadata["user_id"])
         seen.extend(m.response_metadata["user_id"] for m in llm.batch([messages, messages]))
         seen.extend(m.response_metadata["user_id"] for m in await llm.abatch([messages]))
-        last = [chunk for chunk in llm.stream(messages)][-1]
+        last = list(llm.stream(messages))[-1]
         seen.append(last.response_metadata["user_id"])
         async for chunk in llm.astream(messages):
             if chunk.response_metadata.get("user_id"):
@@ -105,8 +107,7 @@ def test_runnable_with_message_history_stores_each_turn_once(llm, store):
 
 def test_a_string_conversation_id_and_replayed_histories_without_any_id(llm, store):
     first = llm.invoke("hello", conversation_id="thread-abc", user_id="bo")
-    again = llm.invoke([HumanMessage("hello"), first, HumanMessage("more")], conversation_id="thread-abc",
-                       user_id="bo")
+    again = llm.invoke([HumanMessage("hello"), first, HumanMessage("more")], conversation_id="thread-abc", user_id="bo")
     assert first.response_metadata["conversation_id"] == again.response_metadata["conversation_id"]
     history = [HumanMessage("new topic")]
     history.append(llm.invoke(history, user_id="cy"))

@@ -53,6 +53,9 @@ def test_every_panda_chat_module_sits_in_a_layer():
     layers = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")["layers"]
     named = {module for layer in layers for module in layer.replace(":", "|").split("|")}
     package = ROOT / "panda_chat"
-    modules = {f"panda_chat.{path.name.removesuffix('.py')}" for path in package.iterdir()
-               if (path.suffix == ".py" and path.name != "__init__.py") or (path / "__init__.py").exists()}
+    modules = {
+        f"panda_chat.{path.name.removesuffix('.py')}"
+        for path in package.iterdir()
+        if (path.suffix == ".py" and path.name != "__init__.py") or (path / "__init__.py").exists()
+    }
     assert modules - {name.strip() for name in named} == set()

@@ -114,9 +114,12 @@ def test_family_decodes_exactly_like_its_own_forward(family: Family, path: str, 
     # lambda = 0 through the candidate forward, and no reward at all: the model's own greedy decoding.
     encoded = decoder.encode_prompts(prompts)
     expected = model.generate(
-        input_ids=encoded.input_ids, attention_mask=encoded.attention_mask, do_sample=False,
-        max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-    )[:, encoded.input_ids.shape[1]:].tolist()
+        input_ids=encoded.input_ids,
+        attention_mask=encoded.attention_mask,
+        do_sample=False,
+        max_new_tokens=NEW_TOKENS,
+        min_new_tokens=NEW_TOKENS,
+    )[:, encoded.input_ids.shape[1] :].tolist()
     through_candidates = decoder.generate(prompts, weights={"head": 1.0}, lam=_zero, **options)
     unsteered = decoder.generate(prompts, lam=0.0, **options)
     assert [o.token_ids for o in through_candidates] == expected
@@ -125,9 +128,7 @@ def test_family_decodes_exactly_like_its_own_forward(family: Family, path: str, 
     # Seeded sampling: the very draws of the naive sampler, steered and unsteered.
     for lam, seed in ((1.0, 3), (0.0, 4)):
         (sampled,) = decoder.generate(prompts[1], weights=weights, lam=lam, greedy=False, seed=seed, **options)
-        assert_same_as_reference(
-            model, decoder, rewards, prompts[1:2], [sampled], lam=lam, temperature=1.0, seed=seed
-        )
+        assert_same_as_reference(model, decoder, rewards, prompts[1:2], [sampled], lam=lam, temperature=1.0, seed=seed)
 
 
 @pytest.mark.parametrize("name", ["llama", "bloom", "mpt"])
@@ -136,8 +137,9 @@ def test_bfloat16_smoke_run_on_each_path(name: str, tokenizer):
     family = FAMILY_BY_NAME[name]
     _, decoder, _ = build(family, tokenizer, "auto", dtype=torch.bfloat16)
     assert decoder.path == family.path
-    outputs = decoder.generate(prompts_for(len(tokenizer)), weights=WEIGHTS, lam=LAM, top_k=TOP_K,
-                               max_new_tokens=4, stop_at_eos=False)
+    outputs = decoder.generate(
+        prompts_for(len(tokenizer)), weights=WEIGHTS, lam=LAM, top_k=TOP_K, max_new_tokens=4, stop_at_eos=False
+    )
     for output in outputs:
         assert len(output.token_ids) == 4
         assert all(torch.isfinite(torch.tensor(values)).all() for values in output.raw_rewards.values())
@@ -167,10 +169,16 @@ def test_both_paths_prefill_to_the_same_logits_and_prompt_features(name: str, to
     decoder = PandaDecoder(model, tokenizer)
     batch = decoder.encode_prompts(prompts_for(len(tokenizer)))
     with torch.inference_mode():
-        own = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    position_ids=prefill_position_ids(batch.attention_mask)).logits[:, -1]
-        results = {path: BasePolicy(model, path).prefill(batch.input_ids, batch.attention_mask)
-                   for path in ("tree", "general") if path == "general" or decoder.path == "tree"}
+        own = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=prefill_position_ids(batch.attention_mask),
+        ).logits[:, -1]
+        results = {
+            path: BasePolicy(model, path).prefill(batch.input_ids, batch.attention_mask)
+            for path in ("tree", "general")
+            if path == "general" or decoder.path == "tree"
+        }
     for logits, features in results.values():
         torch.testing.assert_close(logits, own, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(features, results["general"][1], atol=1e-5, rtol=1e-4)

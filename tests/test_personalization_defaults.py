@@ -36,7 +36,7 @@ def test_default_chat_panda_steers_a_user_with_history(store):
     tops = {name: dim["top_pole"] for name, dim in personalization["dimensions"].items()}
     assert tops == {"expertise": "elementary", "verbosity": "concise", "tone": "friendly"}
     # the question was recorded, and is not what the preferences were inferred from
-    assert [m.text for m in store.conversation_messages(answer.response_metadata["conversation_id"])][0] == QUESTION
+    assert next(m.text for m in store.conversation_messages(answer.response_metadata["conversation_id"])) == QUESTION
     new_user = ChatPanda(store=store, user_id="nobody", max_tokens=24, device="cpu").invoke([HumanMessage(QUESTION)])
     assert new_user.response_metadata["personalization"]["mode"] == "neutral"
     assert answer.content != new_user.content

@@ -50,13 +50,22 @@ def _head_file(path, signature: BaseModelSignature, hidden: int):
 
 
 def _catalog(head_path: str) -> PreferenceCatalog:
-    return PreferenceCatalog(dimensions=[
-        Dimension(name="tone", poles=[
-            Pole(name="friendly", description="A warm, friendly answer.", examples=["be nice"],
-                 reward=RewardSpec(kind="head", path=head_path)),
-            Pole(name="formal", description="A formal, precise answer.", examples=["be formal"]),
-        ]),
-    ])
+    return PreferenceCatalog(
+        dimensions=[
+            Dimension(
+                name="tone",
+                poles=[
+                    Pole(
+                        name="friendly",
+                        description="A warm, friendly answer.",
+                        examples=["be nice"],
+                        reward=RewardSpec(kind="head", path=head_path),
+                    ),
+                    Pole(name="formal", description="A formal, precise answer.", examples=["be formal"]),
+                ],
+            ),
+        ]
+    )
 
 
 def _context(catalog, weights, confidence=1.0):
@@ -126,7 +135,8 @@ def test_a_neutral_context_plans_plain_decoding(tiny_lm, tmp_path):
     model, tokenizer = tiny_lm
     catalog = _catalog(str(tmp_path / "unused.safetensors"))
     plan = Personalizer(catalog, PoleRewards(model, tokenizer, embedder=HashingEmbedder())).plan(
-        PreferenceContext.neutral(catalog, "bob"))
+        PreferenceContext.neutral(catalog, "bob")
+    )
     assert plan.mode == "neutral" and plan.weights == {} and plan.rewards == {} and plan.lam == 0.0
 
 
@@ -134,8 +144,10 @@ def test_model_rewards_replace_only_zero_shot_poles(tmp_path):
     from panda_chat.personalize import with_model_rewards
 
     catalog = _catalog(str(tmp_path / "configured.safetensors"))
-    shipped = {"friendly": RewardSpec(kind="head", path="shipped-friendly"),
-               "formal": RewardSpec(kind="head", path="shipped-formal")}
+    shipped = {
+        "friendly": RewardSpec(kind="head", path="shipped-friendly"),
+        "formal": RewardSpec(kind="head", path="shipped-formal"),
+    }
     replaced = with_model_rewards(catalog, shipped)
     friendly, formal = replaced.dimensions[0].poles
     assert friendly.reward.path == str(tmp_path / "configured.safetensors")  # configured explicitly: kept

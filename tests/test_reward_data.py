@@ -20,8 +20,12 @@ def test_prompt_form_and_dialogue_form_are_both_read():
     lines = [
         json.dumps({"prompt": "Why is the sky blue?", "chosen": "Rayleigh scattering.", "rejected": "It is."}),
         "",
-        json.dumps({"chosen": "\n\nHuman: Hi there\n\nAssistant: Hello, how can I help?",
-                    "rejected": "\n\nHuman: Hi there\n\nAssistant: What."}),
+        json.dumps(
+            {
+                "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello, how can I help?",
+                "rejected": "\n\nHuman: Hi there\n\nAssistant: What.",
+            }
+        ),
     ]
     pairs = parse_pair_lines(lines)
     assert pairs[0] == PreferencePair(prompt="Why is the sky blue?", chosen="Rayleigh scattering.", rejected="It is.")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from panda_chat.rewards.base import CandidateBatch, Calibration
+from panda_chat.rewards.base import Calibration, CandidateBatch
 from panda_chat.rewards.heads import (
     BaseModelSignature,
     HeadMismatchError,
@@ -12,14 +12,17 @@ from panda_chat.rewards.heads import (
     RewardHead,
     RewardHeadConfig,
 )
-from panda_chat.tiny_models import build_causal_lm, train_tokenizer, sample_corpus
+from panda_chat.tiny_models import build_causal_lm, sample_corpus, train_tokenizer
 
 
 def _head_for(model, kind="linear"):
     torch.manual_seed(0)
     cfg = RewardHeadConfig(
-        name="formal", kind=kind, hidden_size=model.config.hidden_size,
-        base_signature=BaseModelSignature.of(model), calibration=Calibration(mean=0.5, std=2.0),
+        name="formal",
+        kind=kind,
+        hidden_size=model.config.hidden_size,
+        base_signature=BaseModelSignature.of(model),
+        calibration=Calibration(mean=0.5, std=2.0),
     )
     return RewardHead(cfg)
 
@@ -64,8 +67,13 @@ def test_head_reward_scores_each_candidate_hidden_state(tiny_models):
     source = HeadReward(head)
     assert source.needs_base_hidden and source.calibration.mean == 0.5
     hidden = torch.randn(2, 4, model.config.hidden_size)
-    batch = CandidateBatch(step=0, candidate_ids=torch.zeros(2, 4, dtype=torch.long), generated_ids=[[], []],
-                           active=torch.ones(2, dtype=torch.bool), base_hidden=hidden)
+    batch = CandidateBatch(
+        step=0,
+        candidate_ids=torch.zeros(2, 4, dtype=torch.long),
+        generated_ids=[[], []],
+        active=torch.ones(2, dtype=torch.bool),
+        base_hidden=hidden,
+    )
     scores = source.start(prompts=None).score(batch)
     assert scores.shape == (2, 4)
     assert torch.allclose(scores, head(hidden))

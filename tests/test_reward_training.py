@@ -33,8 +33,11 @@ def formality_pairs(n: int, seed: int = 0) -> list[PreferencePair]:
     for _ in range(n):
         prompt = f"Tell me how {rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}."
         body = f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}"
-        pairs.append(PreferencePair(prompt=prompt, chosen=f"{body} {rng.choice(FORMAL)}",
-                                    rejected=f"{body} {rng.choice(CASUAL)}"))
+        pairs.append(
+            PreferencePair(
+                prompt=prompt, chosen=f"{body} {rng.choice(FORMAL)}", rejected=f"{body} {rng.choice(CASUAL)}"
+            )
+        )
     return pairs
 
 
@@ -61,8 +64,9 @@ def test_head_reaches_high_held_out_accuracy_and_saves_calibration(base, tmp_pat
     with torch.no_grad():
         chosen = head(featurizer([p.prompt for p in val], [p.chosen for p in val]))
         rejected = head(featurizer([p.prompt for p in val], [p.rejected for p in val]))
-        train_rewards = head(featurizer([p.prompt for p in train] * 2,
-                                        [p.chosen for p in train] + [p.rejected for p in train]))
+        train_rewards = head(
+            featurizer([p.prompt for p in train] * 2, [p.chosen for p in train] + [p.rejected for p in train])
+        )
     assert float((chosen > rejected).float().mean()) == pytest.approx(report.val_accuracy)
 
     # Calibration: the head's mean/std over the training responses, stored in the file; normalising centres them.
@@ -78,7 +82,8 @@ def test_head_trained_for_one_base_refuses_another(base, tmp_path):
     trained = train_reward_head(base, formality_pairs(40), name="formal", config=RewardTrainingConfig(epochs=2))
     head = RewardHead.load(trained.head.save(tmp_path / "h.safetensors"))
     other = AutoModelForCausalLM.from_pretrained(
-        build_causal_lm(tmp_path / "b", train_tokenizer(sample_corpus(), vocab_size=512), seed=7))
+        build_causal_lm(tmp_path / "b", train_tokenizer(sample_corpus(), vocab_size=512), seed=7)
+    )
     with pytest.raises(HeadMismatchError, match="another base model"):
         head.check_base(other)
 
@@ -86,8 +91,10 @@ def test_head_trained_for_one_base_refuses_another(base, tmp_path):
 def test_unlearnable_labels_stay_near_chance(base):
     """A guard that the accuracy test can fail: random labels give no held-out signal."""
     rng = random.Random(1)
-    pairs = [p if rng.random() < 0.5 else PreferencePair(prompt=p.prompt, chosen=p.rejected, rejected=p.chosen)
-             for p in formality_pairs(300, seed=3)]
+    pairs = [
+        p if rng.random() < 0.5 else PreferencePair(prompt=p.prompt, chosen=p.rejected, rejected=p.chosen)
+        for p in formality_pairs(300, seed=3)
+    ]
     report = train_reward_head(base, pairs, name="noise", config=RewardTrainingConfig(val_split=0.3)).report
     assert report.val_accuracy < 0.75
 
@@ -116,7 +123,10 @@ def test_split_and_loss_basics():
 def test_full_reward_model_training_saves_a_loadable_calibrated_folder(tiny_models, tmp_path):
     out = tmp_path / "rm"
     report = train_reward_model(
-        tiny_models.base, formality_pairs(80), out, name="formal",
+        tiny_models.base,
+        formality_pairs(80),
+        out,
+        name="formal",
         config=RewardTrainingConfig(epochs=2, lr=1e-3, batch_size=16, val_split=0.25),
     )
     assert report.kind == "model" and report.val_pairs == 20 and report.val_accuracy >= 0.9

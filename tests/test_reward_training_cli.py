@@ -13,19 +13,50 @@ from panda_chat.rewards.heads import RewardHead
 from profiles.store import ProfileStore
 
 
-
 def test_head_training_prints_accuracy_and_json(tiny_models, tmp_path):
     data = write_pairs(formality_pairs(120), tmp_path / "pairs.jsonl")
     out = tmp_path / "formal.safetensors"
-    result = CliRunner().invoke(main, ["reward", "train", "--base", str(tiny_models.base), "--data", str(data),
-                                       "--out", str(out), "--val-split", "0.25", "--epochs", "8"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "reward",
+            "train",
+            "--base",
+            str(tiny_models.base),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--val-split",
+            "0.25",
+            "--epochs",
+            "8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "validation accuracy: " in result.output and "30 held out" in result.output
     head = RewardHead.load(out)
     assert head.config.name == "formal" and head.config.training["val_pairs"] == 30
 
-    result = CliRunner().invoke(main, ["reward", "train", "--base", str(tiny_models.base), "--data", str(data),
-                                       "--out", str(out), "--force", "--json", "--head-type", "mlp", "--epochs", "3"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "reward",
+            "train",
+            "--base",
+            str(tiny_models.base),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--force",
+            "--json",
+            "--head-type",
+            "mlp",
+            "--epochs",
+            "3",
+        ],
+    )
     report = json.loads(result.stdout)
     assert {"val_accuracy", "train_pairs", "val_pairs", "seconds", "out"} <= report.keys()
     assert report["train_pairs"] == 108 and report["out"] == str(out) and 0 <= report["val_accuracy"] <= 1
@@ -33,8 +64,24 @@ def test_head_training_prints_accuracy_and_json(tiny_models, tmp_path):
 
 def test_model_training_writes_a_folder(tiny_models, tmp_path):
     data = write_pairs(formality_pairs(16), tmp_path / "pairs.jsonl")
-    result = CliRunner().invoke(main, ["reward", "train", "--base", str(tiny_models.base), "--data", str(data),
-                                       "--out", str(tmp_path / "rm"), "--kind", "model", "--epochs", "1", "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "reward",
+            "train",
+            "--base",
+            str(tiny_models.base),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "rm"),
+            "--kind",
+            "model",
+            "--epochs",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["kind"] == "model"
     assert RewardModelInfo.load(tmp_path / "rm").training["train_pairs"] == 14
@@ -45,8 +92,23 @@ def test_from_feedback_trains_and_stores_the_users_head(tiny_models, tmp_path):
     with ProfileStore(db, embedder="hashing") as store:
         for pair in formality_pairs(40, seed=5):
             store.add_feedback("alice", prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected)
-    result = CliRunner().invoke(main, ["reward", "train", "--base", str(tiny_models.base), "--from-feedback", "alice",
-                                       "--db", str(db), "--name", "alice-style", "--epochs", "3"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "reward",
+            "train",
+            "--base",
+            str(tiny_models.base),
+            "--from-feedback",
+            "alice",
+            "--db",
+            str(db),
+            "--name",
+            "alice-style",
+            "--epochs",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "user 'alice' reward head 'alice-style'" in result.output
     with ProfileStore(db, embedder="hashing") as store:

@@ -16,7 +16,6 @@ from panda_chat.rewards.text_reward_model import TextRewardModel
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head, train_reward_model
 
 
-
 @pytest.fixture(scope="module")
 def base(tiny_models):
     model = AutoModelForCausalLM.from_pretrained(tiny_models.base).eval()
@@ -45,8 +44,9 @@ def test_training_features_are_what_the_decoder_scores(base, formal_head):
     # the calibration measured in training is what the decoder steers with: (raw - mean) / std
     calibration = formal_head.config.calibration
     assert calibration.std != 1.0 and calibration.mean != 0.0
-    assert torch.allclose(torch.tensor(out.rewards), calibration.normalise(torch.tensor(out.raw_rewards["formal"])),
-                          atol=1e-5)
+    assert torch.allclose(
+        torch.tensor(out.rewards), calibration.normalise(torch.tensor(out.raw_rewards["formal"])), atol=1e-5
+    )
 
 
 def test_head_bytes_round_trip(formal_head):
@@ -60,8 +60,13 @@ def test_head_bytes_round_trip(formal_head):
 
 def test_trained_reward_model_loads_with_its_calibration(tiny_models, base, tmp_path):
     out = tmp_path / "rm"
-    report = train_reward_model(tiny_models.base, formality_pairs(24), out, name="formal",
-                                config=RewardTrainingConfig(epochs=1, lr=1e-3, batch_size=8))
+    report = train_reward_model(
+        tiny_models.base,
+        formality_pairs(24),
+        out,
+        name="formal",
+        config=RewardTrainingConfig(epochs=1, lr=1e-3, batch_size=8),
+    )
     source = load_reward("formal", out, *base)
     assert isinstance(source, CachedRewardModel)
     assert source.calibration == report.calibration == RewardModelInfo.load(out).calibration

@@ -29,8 +29,9 @@ def test_feedback_trains_a_head_that_moves_the_next_answer_its_way(store):
     assert "user_head" not in before.response_metadata["personalization"]["reward_kinds"]
     for pair in DialogueCorpus(3).preference_pairs("formal", 24):
         store.add_feedback("fay", prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected)
-    train_user_reward_head(store, "fay", (runtime.decoder.model, runtime.tokenizer),
-                           config=RewardTrainingConfig(epochs=10))
+    train_user_reward_head(
+        store, "fay", (runtime.decoder.model, runtime.tokenizer), config=RewardTrainingConfig(epochs=10)
+    )
     after = llm.invoke(QUESTION)
     steering = after.response_metadata["personalization"]["steering"]
     mine = [s for s in steering if s["kind"] == "user_head"]

@@ -52,8 +52,10 @@ def test_every_store_method_that_creates_a_user_refuses_a_bad_id(tmp_path: Path)
 
 
 def _export_text(user_id: str) -> str:
-    return json.dumps({"format": "panda-chat/profile", "version": 1, "user_id": user_id,
-                       "created_at": "2024-01-01T00:00:00Z"}, indent=2)
+    return json.dumps(
+        {"format": "panda-chat/profile", "version": 1, "user_id": user_id, "created_at": "2024-01-01T00:00:00Z"},
+        indent=2,
+    )
 
 
 def test_an_export_with_a_bad_id_is_refused_naming_the_file_and_line(tmp_path: Path) -> None:
@@ -87,8 +89,9 @@ def test_cli_refuses_a_bad_positional_id_before_opening_the_store(tmp_path: Path
 
 
 def test_chat_with_an_empty_user_exits_before_the_first_prompt(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["chat", "--user", "", "--db", str(tmp_path / "p.db"), "--embedder",
-                                       "hashing"], input="hello\n")
+    result = CliRunner().invoke(
+        main, ["chat", "--user", "", "--db", str(tmp_path / "p.db"), "--embedder", "hashing"], input="hello\n"
+    )
     assert result.exit_code == 2 and "user id is empty" in result.output and "panda>" not in result.output
 
 
@@ -112,8 +115,10 @@ ids = st.text(min_size=0, max_size=12) | st.text(alphabet=st.characters(codec="u
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ids)
 def test_any_id_is_refused_or_round_trips_through_create_export_import_and_forget(user_id: str) -> None:
-    with tempfile.TemporaryDirectory() as folder, ProfileStore(Path(folder) / "p.db",
-                                                               embedder=HashingEmbedder()) as store:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        ProfileStore(Path(folder) / "p.db", embedder=HashingEmbedder()) as store,
+    ):
         if not is_valid_user_id(user_id):
             with pytest.raises(InvalidUserIdError):
                 store.create_user(user_id)

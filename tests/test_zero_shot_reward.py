@@ -24,21 +24,31 @@ def _batch(tokenizer, prefixes, candidate_words, active=None):
 
 
 def _prompts(tokenizer, texts):
-    return PromptBatch(texts=texts, input_ids=torch.zeros(len(texts), 1, dtype=torch.long),
-                       attention_mask=torch.ones(len(texts), 1, dtype=torch.long), tokenizer=tokenizer)
+    return PromptBatch(
+        texts=texts,
+        input_ids=torch.zeros(len(texts), 1, dtype=torch.long),
+        attention_mask=torch.ones(len(texts), 1, dtype=torch.long),
+        tokenizer=tokenizer,
+    )
 
 
 def test_candidate_texts_are_prefix_plus_candidate(tokenizer):
     batch = _batch(tokenizer, ["The cat", "A robot"], [[" the", " a"], [" cooks", " builds"]])
     texts = candidate_texts(tokenizer, batch)
-    assert texts == [[tokenizer.decode(batch.generated_ids[0] + [t]) for t in batch.candidate_ids[0].tolist()],
-                     [tokenizer.decode(batch.generated_ids[1] + [t]) for t in batch.candidate_ids[1].tolist()]]
+    assert texts == [
+        [tokenizer.decode(batch.generated_ids[0] + [t]) for t in batch.candidate_ids[0].tolist()],
+        [tokenizer.decode(batch.generated_ids[1] + [t]) for t in batch.candidate_ids[1].tolist()],
+    ]
     assert texts[0][0].startswith("The cat")
 
 
 def test_text_rewards_score_active_rows_only_in_one_call(tokenizer):
-    batch = _batch(tokenizer, ["The cat", "A robot", "My neighbour"],
-                   [[" the", " a"], [" cooks", " builds"], [" enjoys", " repairs"]], active=[True, False, True])
+    batch = _batch(
+        tokenizer,
+        ["The cat", "A robot", "My neighbour"],
+        [[" the", " a"], [" cooks", " builds"], [" enjoys", " repairs"]],
+        active=[True, False, True],
+    )
     calls = []
 
     def score(rows, texts):
@@ -56,12 +66,17 @@ def test_zero_shot_prefers_candidates_closer_to_the_description(tokenizer):
 
     def embed(texts):  # counts words about food vs machines: a transparent embedder
         calls.append(len(texts))
-        return np.array([[sum(w in t for w in ("soup", "recipe", "cooks")), sum(w in t for w in ("engine", "builds")),
-                          0.1] for t in texts])
+        return np.array(
+            [
+                [sum(w in t for w in ("soup", "recipe", "cooks")), sum(w in t for w in ("engine", "builds")), 0.1]
+                for t in texts
+            ]
+        )
 
     reward = ZeroShotReward("a recipe for soup", name="food", embedder=embed)
-    batch = _batch(tokenizer, ["The chef", "The chef"], [[" cooks", " builds"], [" builds", " cooks"]],
-                   active=[True, True])
+    batch = _batch(
+        tokenizer, ["The chef", "The chef"], [[" cooks", " builds"], [" builds", " cooks"]], active=[True, True]
+    )
     calls.clear()
     scores = reward.start(_prompts(tokenizer, ["p", "q"])).score(batch)
     assert calls == [4]  # all B*k candidate texts in one encode call
@@ -84,8 +99,9 @@ def test_zero_shot_calibration_and_inactive_rows(tokenizer):
 
 def test_default_embedder_ranks_a_matching_text_higher():
     reward = ZeroShotReward("A friendly, warm and cheerful answer.", name="friendly")
-    scores = reward.score_texts(["Hi there! Happy to help, have a lovely day :)",
-                                 "Pursuant to section 4, the request is denied."])
+    scores = reward.score_texts(
+        ["Hi there! Happy to help, have a lovely day :)", "Pursuant to section 4, the request is denied."]
+    )
     assert scores[0] > scores[1]
 
 

@@ -15,39 +15,42 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004'
-down_revision = '0003'
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('api_keys',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('name', sa.String(length=64), nullable=False),
-    sa.Column('key_hash', sa.String(length=64), nullable=False),
-    sa.Column('prefix', sa.String(length=16), nullable=False),
-    sa.Column('users', sa.JSON(), nullable=False),
-    sa.Column('all_users', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sa.DateTime(), nullable=False),
-    sa.Column('revoked_at', sa.DateTime(), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
-    sa.UniqueConstraint('name', name=op.f('uq_api_keys_name')),
-    sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash')),
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
+        sa.Column("prefix", sa.String(length=16), nullable=False),
+        sa.Column("users", sa.JSON(), nullable=False),
+        sa.Column("all_users", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("name", name=op.f("uq_api_keys_name")),
+        sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
     )
     bind = op.get_bind()
-    if bind.dialect.name == 'postgresql' and bind.execute(
-        sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-    ).scalar():
-        op.execute('CREATE EXTENSION IF NOT EXISTS vector')
-        op.execute('ALTER TABLE message_embeddings ADD COLUMN embedding vector')
-        op.execute('CREATE INDEX ix_message_embeddings_unsynced ON message_embeddings (user_id) '
-                   'WHERE embedding IS NULL')
+    if (
+        bind.dialect.name == "postgresql"
+        and bind.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).scalar()
+    ):
+        op.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        op.execute("ALTER TABLE message_embeddings ADD COLUMN embedding vector")
+        op.execute(
+            "CREATE INDEX ix_message_embeddings_unsynced ON message_embeddings (user_id) WHERE embedding IS NULL"
+        )
 
 
 def downgrade() -> None:
     bind = op.get_bind()
-    if bind.dialect.name == 'postgresql':
-        op.execute('DROP INDEX IF EXISTS ix_message_embeddings_unsynced')
-        op.execute('ALTER TABLE message_embeddings DROP COLUMN IF EXISTS embedding')
-    op.drop_table('api_keys')
+    if bind.dialect.name == "postgresql":
+        op.execute("DROP INDEX IF EXISTS ix_message_embeddings_unsynced")
+        op.execute("ALTER TABLE message_embeddings DROP COLUMN IF EXISTS embedding")
+    op.drop_table("api_keys")

@@ -12,7 +12,7 @@ has no tool support sees them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,14 +110,22 @@ def to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
     return turns
 
 
-def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
+def _openai_call(call: Mapping[str, Any]) -> dict[str, Any]:
     """A LangChain tool call in the layout chat templates expect (arguments as an object)."""
-    return {"id": call.get("id") or "", "type": "function",
-            "function": {"name": call["name"], "arguments": dict(call.get("args") or {})}}
+    return {
+        "id": call.get("id") or "",
+        "type": "function",
+        "function": {"name": call["name"], "arguments": dict(call.get("args") or {})},
+    }
 
 
-def render_prompt(turns: Sequence[Turn], tokenizer: Any, chat_template: str | None = None,
-                  tools: Sequence[dict[str, Any]] | None = None, add_generation_prompt: bool = True) -> str:
+def render_prompt(
+    turns: Sequence[Turn],
+    tokenizer: Any,
+    chat_template: str | None = None,
+    tools: Sequence[dict[str, Any]] | None = None,
+    add_generation_prompt: bool = True,
+) -> str:
     """The prompt text the model continues: the turns rendered by the chat template, ending with the assistant cue.
 
     ``tokenizer`` is a Hugging Face tokenizer; ``chat_template`` (a Jinja string) replaces the tokenizer's own;

@@ -28,7 +28,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from langchain_core.callbacks import (
@@ -39,6 +39,7 @@ from langchain_core.callbacks import (
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
@@ -72,8 +73,18 @@ from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
 
 # Call arguments ChatPanda understands besides LangChain's own; anything else is refused (a typo would be ignored).
 _CALL_OPTIONS = {
-    "user_id", "conversation_id", "model", "max_tokens", "temperature", "top_k", "seed", "response_format", "stream",
-    "tools", "tool_choice", "parallel_tool_calls",
+    "user_id",
+    "conversation_id",
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_k",
+    "seed",
+    "response_format",
+    "stream",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 }
 # Standard LangChain constructor arguments that mean nothing for a local model; accepted and ignored.
 _IGNORED_STANDARD_PARAMS = {"api_key", "base_url", "timeout", "max_retries"}
@@ -138,8 +149,13 @@ class _Answer:
 
     @classmethod
     def of(cls, output: GenerationOutput) -> _Answer:
-        return cls(output.text, _FINISH_REASONS[output.finish_reason], output.prompt_tokens,
-                   output.completion_tokens, output.lambdas)
+        return cls(
+            output.text,
+            _FINISH_REASONS[output.finish_reason],
+            output.prompt_tokens,
+            output.completion_tokens,
+            output.lambdas,
+        )
 
 
 class _Cancelled(Exception):
@@ -211,12 +227,20 @@ class ChatPanda(BaseChatModel):
     def _llm_type(self) -> str:
         return "panda-chat"
 
-    def _resolve_model_profile(self) -> dict[str, Any]:
+    def _resolve_model_profile(self) -> ModelProfile:
         """What agents may rely on: text in and out, tool calling with tool choice, and native structured output
         (``create_agent(response_format=...)`` then asks for a JSON answer instead of a forced extra tool)."""
-        return {"text_inputs": True, "text_outputs": True, "image_inputs": False, "audio_inputs": False,
-                "pdf_inputs": False, "video_inputs": False, "tool_calling": True, "tool_choice": True,
-                "structured_output": True}
+        return {
+            "text_inputs": True,
+            "text_outputs": True,
+            "image_inputs": False,
+            "audio_inputs": False,
+            "pdf_inputs": False,
+            "video_inputs": False,
+            "tool_calling": True,
+            "tool_choice": True,
+            "structured_output": True,
+        }
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
@@ -286,27 +310,54 @@ class ChatPanda(BaseChatModel):
         if "conversation_id" not in merged:
             # a LangGraph thread (checkpointer) or a RunnableWithMessageHistory session is one stored conversation
             keys = [configurable.get("thread_id"), configurable.get("session_id")]
-            for value in (configurable.get("conversation_id"), metadata.get("conversation_id"),
-                          *(str(key) for key in keys if key is not None)):
+            for value in (
+                configurable.get("conversation_id"),
+                metadata.get("conversation_id"),
+                *(str(key) for key in keys if key is not None),
+            ):
                 if value is not None:
                     merged["conversation_id"] = value
                     break
         return merged
 
-    def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
-               stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
         return super().invoke(input, config, stop=stop, **self._with_config_options(config, kwargs))
 
-    async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
-                      stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
         return await super().ainvoke(input, config, stop=stop, **self._with_config_options(config, kwargs))
 
-    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
-               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
         yield from super().stream(input, config, stop=stop, **self._with_config_options(config, kwargs))
 
-    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
-                      stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
         async for chunk in super().astream(input, config, stop=stop, **self._with_config_options(config, kwargs)):
             yield chunk
 
@@ -317,8 +368,10 @@ class ChatPanda(BaseChatModel):
         tools = list(kwargs.get("tools") or [])
         return _CallOptions(
             model=str(kwargs.get("model") or self.model_name or default_model_path()),
-            user_id=validate_user_id(kwargs["user_id"] if "user_id" in kwargs else self.user_id,
-                                     where="user_id" if "user_id" in kwargs else "ChatPanda.user_id"),
+            user_id=validate_user_id(
+                kwargs.get("user_id", self.user_id),
+                where="user_id" if "user_id" in kwargs else "ChatPanda.user_id",
+            ),
             conversation_id=kwargs.get("conversation_id"),
             max_tokens=int(kwargs.get("max_tokens") or self.max_tokens),
             temperature=float(kwargs.get("temperature", self.temperature)),
@@ -338,16 +391,26 @@ class ChatPanda(BaseChatModel):
 
     # ----------------------------------------------------------------------------------------------- preparing
 
-    def _prepare(self, messages: Sequence[BaseMessage], options: _CallOptions, runtime: ModelRuntime,
-                 user_id: str | None = None, conversation_id: str | int | None = None) -> _Row:
+    def _prepare(
+        self,
+        messages: Sequence[BaseMessage],
+        options: _CallOptions,
+        runtime: ModelRuntime,
+        user_id: str | None = None,
+        conversation_id: str | int | None = None,
+    ) -> _Row:
         """Prompt, recording of the new human turns, and the personalisation plan of one conversation."""
         user_id = options.user_id if user_id is None else validate_user_id(user_id)
         conversation_id = conversation_id if conversation_id is not None else options.conversation_id
         turns = to_turns(messages)
         if options.response_format is not None:
             turns = _with_json_instruction(turns, options.response_format)
-        prompt, dropped = fit_turns(turns, lambda kept: self._render(kept, runtime, options),
-                                    lambda text: len(runtime.prompt_ids(text)), _prompt_budget(runtime, options))
+        prompt, dropped = fit_turns(
+            turns,
+            lambda kept: self._render(kept, runtime, options),
+            lambda text: len(runtime.prompt_ids(text)),
+            _prompt_budget(runtime, options),
+        )
         query = _last_human_text(messages)
         if not (self.record or self.personalize):  # plain decoding, nothing stored: the store is never opened
             context = PreferenceContext.neutral(PreferenceCatalog.default(), user_id, query)
@@ -366,8 +429,9 @@ class ChatPanda(BaseChatModel):
         tool_format = ToolFormat.of(runtime.tokenizer, self.chat_template)
         tools = options.tools if options.calls_tools else None
         shown = tool_format.prompt_turns(turns, tools)
-        return render_prompt(shown, runtime.tokenizer, self.chat_template,
-                             tools=tools if tool_format.template_tools else None)
+        return render_prompt(
+            shown, runtime.tokenizer, self.chat_template, tools=tools if tool_format.template_tools else None
+        )
 
     def _personalizer(self, runtime: ModelRuntime, catalog: PreferenceCatalog, embedder: Any) -> Personalizer:
         """The catalog with the model's own rewards (if it ships any), and the lambda: ``lam`` when set, else the
@@ -384,7 +448,8 @@ class ChatPanda(BaseChatModel):
 
     def _finish(self, row: _Row, answer: _Answer, options: _CallOptions) -> tuple[dict, dict]:
         """Record the answer; return (usage_metadata, response_metadata) for the message."""
-        if self.record and row.conversation_id is not None and not answer.tool_calls:
+        # with ``record`` the conversation is the stored one ``record_incoming`` returned (an integer id)
+        if self.record and isinstance(row.conversation_id, int) and not answer.tool_calls:
             self._profiles().record_answer(row.user_id, row.conversation_id, answer.text)
         usage = {
             "input_tokens": answer.prompt_tokens,
@@ -400,33 +465,54 @@ class ChatPanda(BaseChatModel):
             "personalization": row.plan.summary(answer.lambdas),
         }
         if row.dropped_turns:
-            metadata["context"] = {"dropped_turns": row.dropped_turns,
-                                   "note": f"the {row.dropped_turns} oldest history turn(s) did not fit the model's "
-                                           "context and were left out of the prompt (system messages kept)"}
+            metadata["context"] = {
+                "dropped_turns": row.dropped_turns,
+                "note": f"the {row.dropped_turns} oldest history turn(s) did not fit the model's "
+                "context and were left out of the prompt (system messages kept)",
+            }
         return usage, metadata
 
     # ------------------------------------------------------------------------------------------------ decoding
 
-    def _decode(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
-                emit: Callable[[int, str], None] | None,
-                cancelled: threading.Event | None = None) -> list[_Answer]:
+    def _decode(
+        self,
+        runtime: ModelRuntime,
+        rows: list[_Row],
+        options: _CallOptions,
+        emit: Callable[[int, str], None] | None,
+        cancelled: threading.Event | None = None,
+    ) -> list[_Answer]:
         """Answer every row: one padded decode, constrained to the JSON schema for structured output; with tools
         bound, each row calls a tool or answers (``_decode_tools``). ``cancelled`` stops the decode within a step."""
         if options.calls_tools:
             return [self._decode_tools(runtime, row, options, cancelled) for row in rows]
         return self._decode_answers(runtime, rows, options, emit, cancelled)
 
-    def _decode_answers(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
-                        emit: Callable[[int, str], None] | None, cancelled: threading.Event | None) -> list[_Answer]:
+    def _decode_answers(
+        self,
+        runtime: ModelRuntime,
+        rows: list[_Row],
+        options: _CallOptions,
+        emit: Callable[[int, str], None] | None,
+        cancelled: threading.Event | None,
+    ) -> list[_Answer]:
         """Answers: JSON for the response format when there is one, else text."""
         if options.response_format is not None:
             schema = json_schema_of(options.response_format)
             return self._decode_json(runtime, rows, options, schema, emit, cancelled)
         return self._decode_text(runtime, rows, options, emit, cancelled)
 
-    def _generate_rows(self, runtime: ModelRuntime, prompts: list[str], rows: list[_Row], options: _CallOptions,
-                       emit: Callable[[int, str], None] | None, cancelled: threading.Event | None,
-                       constraint: JsonConstraint | None = None, stop: list[str] | None = None) -> list:
+    def _generate_rows(
+        self,
+        runtime: ModelRuntime,
+        prompts: list[str],
+        rows: list[_Row],
+        options: _CallOptions,
+        emit: Callable[[int, str], None] | None,
+        cancelled: threading.Event | None,
+        constraint: JsonConstraint | None = None,
+        stop: list[str] | None = None,
+    ) -> list:
         """One PANDA decode of ``prompts`` with each row's steering (the one place ChatPanda calls the decoder)."""
         rewards: dict = {}
         for row in rows:
@@ -449,8 +535,9 @@ class ChatPanda(BaseChatModel):
                     emit(row, piece)
 
             try:  # ``cancelled`` is read by the scheduler thread at every step, so the rows go at the next step
-                return runtime.scheduler.generate(prompts, max_new_tokens=options.max_tokens, on_token=on_token,
-                                                  cancelled=cancelled, **common)
+                return runtime.scheduler.generate(
+                    prompts, max_new_tokens=options.max_tokens, on_token=on_token, cancelled=cancelled, **common
+                )
             except RequestCancelled as error:
                 raise _Cancelled() from error
 
@@ -460,24 +547,46 @@ class ChatPanda(BaseChatModel):
             return constraint(active, generated)
 
         with runtime.lock:  # constrained decodes run on their own (the scheduler has no per-row token filter)
-            return runtime.decoder.generate(prompts, max_new_tokens=constraint.hard_limit, on_token=emit,
-                                            token_filter=token_filter, **common)
+            return runtime.decoder.generate(
+                prompts, max_new_tokens=constraint.hard_limit, on_token=emit, token_filter=token_filter, **common
+            )
 
-    def _decode_text(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
-                     emit: Callable[[int, str], None] | None, cancelled: threading.Event | None) -> list[_Answer]:
+    def _decode_text(
+        self,
+        runtime: ModelRuntime,
+        rows: list[_Row],
+        options: _CallOptions,
+        emit: Callable[[int, str], None] | None,
+        cancelled: threading.Event | None,
+    ) -> list[_Answer]:
         outputs = self._generate_rows(runtime, [row.prompt for row in rows], rows, options, emit, cancelled)
         return [_Answer.of(output) for output in outputs]
 
-    def _decode_json(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions, schema: dict[str, Any],
-                     emit: Callable[[int, str], None] | None, cancelled: threading.Event | None,
-                     prefix: str = "", separators: dict[str, Any] | None = None) -> list[_Answer]:
+    def _decode_json(
+        self,
+        runtime: ModelRuntime,
+        rows: list[_Row],
+        options: _CallOptions,
+        schema: dict[str, Any],
+        emit: Callable[[int, str], None] | None,
+        cancelled: threading.Event | None,
+        prefix: str = "",
+        separators: dict[str, Any] | None = None,
+    ) -> list[_Answer]:
         """JSON for ``schema`` (after ``prefix``), every token constrained to it (see ``structured``)."""
         grammar = compile_schema(schema, separators)
-        constraint = JsonConstraint(runtime.tokenizer, [grammar] * len(rows), runtime.decoder.vocab_size,
-                                    options.max_tokens, schema_size=len(json.dumps(schema)),
-                                    sources=[_last_human_text(row.messages) for row in rows], copy_bias=self.copy_bias)
-        outputs = self._generate_rows(runtime, [row.prompt + prefix for row in rows], rows, options, emit,
-                                      cancelled, constraint, stop=[])
+        constraint = JsonConstraint(
+            runtime.tokenizer,
+            [grammar] * len(rows),
+            runtime.decoder.vocab_size,
+            options.max_tokens,
+            schema_size=len(json.dumps(schema)),
+            sources=[_last_human_text(row.messages) for row in rows],
+            copy_bias=self.copy_bias,
+        )
+        outputs = self._generate_rows(
+            runtime, [row.prompt + prefix for row in rows], rows, options, emit, cancelled, constraint, stop=[]
+        )
         answers = []
         for index, output in enumerate(outputs):
             answer = _Answer.of(output)
@@ -485,8 +594,9 @@ class ChatPanda(BaseChatModel):
             answers.append(answer)
         return answers
 
-    def _decode_tools(self, runtime: ModelRuntime, row: _Row, options: _CallOptions,
-                      cancelled: threading.Event | None) -> _Answer:
+    def _decode_tools(
+        self, runtime: ModelRuntime, row: _Row, options: _CallOptions, cancelled: threading.Event | None
+    ) -> _Answer:
         """Call a tool or answer: ``auto`` lets the model's likelihood decide (and stops after ``max_tool_rounds``
         calls, or a call repeating one already made since the user spoke); ``any`` or a name always calls."""
         tool_format = ToolFormat.of(runtime.tokenizer, self.chat_template)
@@ -495,12 +605,19 @@ class ChatPanda(BaseChatModel):
         if choice == AUTO and (len(made) >= self.max_tool_rounds or not self._prefers_call(runtime, row, tool_format)):
             return self._decode_answers(runtime, [row], options, None, cancelled)[0]
         schema = call_schema(options.tools, None if choice in (ANY, AUTO) else choice, tool_format.arguments_key)
-        answer = self._decode_json(runtime, [row], options, schema, None, cancelled, prefix=tool_format.opening,
-                                   separators=tool_format.separators)[0]
+        answer = self._decode_json(
+            runtime,
+            [row],
+            options,
+            schema,
+            None,
+            cancelled,
+            prefix=tool_format.opening,
+            separators=tool_format.separators,
+        )[0]
         call = parse_call(answer.text)
         if choice == AUTO and any(
-            past["function"]["name"] == call["name"] and past["function"]["arguments"] == call["args"]
-            for past in made
+            past["function"]["name"] == call["name"] and past["function"]["arguments"] == call["args"] for past in made
         ):  # the result of this very call is already in the conversation: answer with it
             return self._decode_answers(runtime, [row], options, None, cancelled)[0]
         answer.text, answer.tool_calls = "", [call]
@@ -518,8 +635,14 @@ class ChatPanda(BaseChatModel):
             return False
         return bool(logprobs[ids[common]] + self.call_bias >= logprobs.max())
 
-    def _stream_decode(self, runtime: ModelRuntime, rows: list[_Row], options: _CallOptions,
-                       put: Callable[[tuple], None], cancelled: threading.Event) -> None:
+    def _stream_decode(
+        self,
+        runtime: ModelRuntime,
+        rows: list[_Row],
+        options: _CallOptions,
+        put: Callable[[tuple], None],
+        cancelled: threading.Event,
+    ) -> None:
         """Run ``_decode`` (in a worker thread), handing ("piece", row, text), then ("done", answers) or
         ("error", exception) to ``put``."""
 
@@ -531,22 +654,33 @@ class ChatPanda(BaseChatModel):
 
         try:
             put(("done", self._decode(runtime, rows, options, emit, cancelled)))
-        except BaseException as error:  # handed to the consumer thread, which re-raises it
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer thread, which re-raises it
             put(("error", error))
 
     # ------------------------------------------------------------------------------------ BaseChatModel methods
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, *,
-                  _cancelled: threading.Event | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        *,
+        _cancelled: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         options = self._options(stop, kwargs)
         runtime = self._runtime(options)
         row = self._prepare(messages, options, runtime)
         answer = self._decode(runtime, [row], options, None, _cancelled)[0]
         return _chat_result(answer, *self._finish(row, answer, options))
 
-    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
         options = self._options(stop, kwargs)
         if options.calls_tools:  # a tool call is known whole only once decoded: one chunk
             yield _as_chunk(self._generate(messages, stop, run_manager, **kwargs))
@@ -573,8 +707,13 @@ class ChatPanda(BaseChatModel):
         finally:
             cancelled.set()
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         # the whole call (store reads and writes, decoding) runs in a worker thread: the event loop never blocks.
         # Cancelling the awaiting task stops the decode at its next step, which releases the model.
         cancelled = threading.Event()
@@ -588,9 +727,13 @@ class ChatPanda(BaseChatModel):
             work.add_done_callback(lambda done: done.cancelled() or done.exception())  # the _Cancelled it ends with
             raise
 
-    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
-                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
         options = self._options(stop, kwargs)
         if options.calls_tools:  # a tool call is known whole only once decoded: one chunk
             yield _as_chunk(await self._agenerate(messages, stop, run_manager, **kwargs))
@@ -631,8 +774,14 @@ class ChatPanda(BaseChatModel):
         cache_in_use = self.cache is not False and (self.cache is not None or get_llm_cache() is not None)
         return not cache_in_use and not kwargs.get("tools")
 
-    def batch(self, inputs: list[LanguageModelInput], config: RunnableConfig | list[RunnableConfig] | None = None,
-              *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
         """Answer every input in one padded decode; inputs may belong to different users (per-input config).
 
         ``max_concurrency`` in the config caps the rows of one decode (the inputs are decoded in chunks of it).
@@ -690,9 +839,14 @@ class ChatPanda(BaseChatModel):
                 results[index] = result.generations[0].message
         return results
 
-    async def abatch(self, inputs: list[LanguageModelInput],
-                     config: RunnableConfig | list[RunnableConfig] | None = None, *,
-                     return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
         """``batch`` in a worker thread: one padded decode, and the event loop stays free."""
         if not inputs:
             return []
@@ -701,20 +855,31 @@ class ChatPanda(BaseChatModel):
             return await super().abatch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
         return await asyncio.to_thread(self.batch, inputs, configs, return_exceptions=return_exceptions, **kwargs)
 
-    def _start_run(self, input_: LanguageModelInput, config: RunnableConfig, stop: list[str] | None,
-                   kwargs: dict[str, Any]) -> tuple[CallbackManagerForLLMRun, list[BaseMessage]]:
+    def _start_run(
+        self, input_: LanguageModelInput, config: RunnableConfig, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[CallbackManagerForLLMRun, list[BaseMessage]]:
         """Open one input's LangChain run (callbacks, tags, metadata), as ``BaseChatModel.generate`` does."""
         messages = self._convert_input(input_).to_messages()
         call = self._with_config_options(config, kwargs)
         params = {**self._get_invocation_params(stop=stop, **call), **call}
         inheritable_metadata = {**(config.get("metadata") or {}), **self._get_ls_params(stop=stop, **call)}
         callback_manager = CallbackManager.configure(
-            config.get("callbacks"), self.callbacks, self.verbose, config.get("tags"), self.tags,
-            inheritable_metadata, self.metadata,
+            config.get("callbacks"),
+            self.callbacks,
+            self.verbose,
+            config.get("tags"),
+            self.tags,
+            inheritable_metadata,
+            self.metadata,
         )
         run_manager = callback_manager.on_chat_model_start(
-            self._serialized, [messages], invocation_params=params, options={"stop": stop},
-            name=config.get("run_name"), run_id=config.get("run_id"), batch_size=1,
+            self._serialized,
+            [messages],
+            invocation_params=params,
+            options={"stop": stop},
+            name=config.get("run_name"),
+            run_id=config.get("run_id"),
+            batch_size=1,
         )[0]
         return run_manager, messages
 
@@ -765,8 +930,9 @@ class ChatPanda(BaseChatModel):
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         if isinstance(schema, dict):
             schema = json_schema_of(schema)  # OpenAI's {"type": "json_schema", "json_schema": ...} envelope too
-        response_format = convert_to_json_schema(schema) if schema is not None and not _is_plain_schema(schema) \
-            else (schema or {})
+        response_format = (
+            convert_to_json_schema(schema) if schema is not None and not _is_plain_schema(schema) else (schema or {})
+        )
         llm = self.bind(
             response_format=response_format,
             ls_structured_output_format={"kwargs": {"method": method, "strict": strict}, "schema": schema},
@@ -790,8 +956,11 @@ class ChatPanda(BaseChatModel):
 
 def _is_plain_schema(schema: Any) -> bool:
     """A JSON schema dict that needs no conversion (one without a title is not a function description)."""
-    return isinstance(schema, dict) and "title" not in schema and ("type" in schema or "properties" in schema
-                                                                    or "anyOf" in schema or "oneOf" in schema)
+    return (
+        isinstance(schema, dict)
+        and "title" not in schema
+        and ("type" in schema or "properties" in schema or "anyOf" in schema or "oneOf" in schema)
+    )
 
 
 def _prompt_budget(runtime: ModelRuntime, options: _CallOptions) -> int | None:
@@ -824,29 +993,35 @@ def _last_human_text(messages: Sequence[BaseMessage]) -> str | None:
 
 
 def _chat_result(answer: _Answer, usage: dict, metadata: dict) -> ChatResult:
-    message = AIMessage(content=answer.text, tool_calls=answer.tool_calls, usage_metadata=usage,
-                        response_metadata=metadata)
-    return ChatResult(generations=[ChatGeneration(message=message, generation_info={
-        "finish_reason": answer.finish_reason})])
+    message = AIMessage(
+        content=answer.text, tool_calls=answer.tool_calls, usage_metadata=usage, response_metadata=metadata
+    )
+    return ChatResult(
+        generations=[ChatGeneration(message=message, generation_info={"finish_reason": answer.finish_reason})]
+    )
 
 
 def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
     """A whole answer (text or tool calls) as one final stream chunk."""
-    message = result.generations[0].message
-    return ChatGenerationChunk(message=AIMessageChunk(
-        content=message.content, usage_metadata=message.usage_metadata, response_metadata=message.response_metadata,
-        tool_call_chunks=[
-            {"name": call["name"], "args": json.dumps(call["args"]), "id": call["id"], "index": index}
-            for index, call in enumerate(message.tool_calls)
-        ],
-        chunk_position="last",
-    ))
+    message = cast(AIMessage, result.generations[0].message)  # ChatPanda's generations hold AIMessages
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content=message.content,
+            usage_metadata=message.usage_metadata,
+            response_metadata=message.response_metadata,
+            tool_call_chunks=[
+                {"name": call["name"], "args": json.dumps(call["args"]), "id": call["id"], "index": index}
+                for index, call in enumerate(message.tool_calls)
+            ],
+            chunk_position="last",
+        )
+    )
 
 
 def _last_chunk(answer: _Answer, usage: dict, metadata: dict) -> ChatGenerationChunk:
-    return ChatGenerationChunk(message=AIMessageChunk(
-        content="", usage_metadata=usage, response_metadata=metadata, chunk_position="last"
-    ))
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata, chunk_position="last")
+    )
 
 
 def _token_emitter(rows: list[_Row]) -> Callable[[int, str], None] | None:

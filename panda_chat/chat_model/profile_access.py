@@ -63,8 +63,7 @@ class ProfileAccess:
     def neutral(self, user_id: str, query: str | None) -> PreferenceContext:
         return PreferenceContext.neutral(self.catalog, user_id, query)
 
-    def record_incoming(self, user_id: str, conversation_id: str | int | None,
-                        messages: Sequence[BaseMessage]) -> int:
+    def record_incoming(self, user_id: str, conversation_id: str | int | None, messages: Sequence[BaseMessage]) -> int:
         """Store the turns of ``messages`` the conversation lacks (see ``recording``); returns the conversation id.
 
         ``conversation_id``: the store's integer id, or any string (a LangGraph thread id, a session id) that names
@@ -83,12 +82,12 @@ class ProfileAccess:
             conversation = self.store.new_conversation(user_id)
         turns = new_turns(stored, incoming)
         if turns:
-            self.store.add_messages(user_id, [(role, text, None) for role, text in turns],
-                                    conversation_id=conversation)
+            self.store.add_messages(user_id, [(role, text, None) for role, text in turns], conversation_id=conversation)
         return conversation
 
-    def _conversation(self, user_id: str, conversation_id: str | int | None,
-                      incoming: list[tuple[str, str]]) -> int | None:
+    def _conversation(
+        self, user_id: str, conversation_id: str | int | None, incoming: list[tuple[str, str]]
+    ) -> int | None:
         """The stored conversation a call belongs to (None: a new one)."""
         if isinstance(conversation_id, str):
             return self.store.conversation_for_key(user_id, conversation_id)
@@ -119,8 +118,10 @@ class ProfileAccess:
         parts = (
             sorted(self.store.explicit_preferences(user_id).items()),
             len(self.store.feedback_pairs(user_id)),
-            sorted((head.name, str(head.created_at), hashlib.sha256(head.data).hexdigest())
-                   for head in self.store.reward_heads(user_id)),
+            sorted(
+                (head.name, str(head.created_at), hashlib.sha256(head.data).hexdigest())
+                for head in self.store.reward_heads(user_id)
+            ),
             [round(value, 2) for value in self.store.preferences(user_id).vector],
         )
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]

@@ -43,8 +43,10 @@ def continues(stored: Sequence[Turn], incoming: Sequence[Turn]) -> bool:
     stored, incoming = list(stored), list(incoming)
     if not stored or len(incoming) < 2:
         return False
-    return any(incoming[index] == stored[-1] and _agrees_before(stored, incoming, index)
-               for index in range(len(incoming) - 2, -1, -1))
+    return any(
+        incoming[index] == stored[-1] and _agrees_before(stored, incoming, index)
+        for index in range(len(incoming) - 2, -1, -1)
+    )
 
 
 def _agrees_before(stored: list[Turn], incoming: list[Turn], index: int) -> bool:

@@ -115,7 +115,9 @@ class ModelRuntime:
                 warnings.warn(
                     f"no reward heads for {self.path}: its poles are scored by the zero-shot text reward (about 100x "
                     f"slower than heads); build them once with `{command}` (or ChatPanda(build_heads=True))",
-                    RuntimeWarning, stacklevel=4)
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
                 return
             from panda_chat.demo.corpus import style_pair_source
             from panda_chat.rewards.bootstrap import bootstrap_heads
@@ -123,11 +125,21 @@ class ModelRuntime:
 
             model = self.decoder.model
             out = user_heads_dir(self.path, BaseModelSignature.of(model).model_dump_json())
-            print(f"panda-chat: no reward heads for {self.path}; building them once into {out} "
-                  "(ChatPanda(build_heads=False) turns this off)", file=sys.stderr, flush=True)
-            bootstrap_heads(model, self.tokenizer, out, catalog=catalog, base_model=self.path,
-                            pair_source=style_pair_source(pairs_per_pole=200, heldout_per_pole=40),
-                            progress=sys.stderr.isatty())
+            print(
+                f"panda-chat: no reward heads for {self.path}; building them once into {out} "
+                "(ChatPanda(build_heads=False) turns this off)",
+                file=sys.stderr,
+                flush=True,
+            )
+            bootstrap_heads(
+                model,
+                self.tokenizer,
+                out,
+                catalog=catalog,
+                base_model=self.path,
+                pair_source=style_pair_source(pairs_per_pole=200, heldout_per_pole=40),
+                progress=sys.stderr.isatty(),
+            )
             self.defaults = ModelDefaults.for_model(self.path, model)
 
     def prompt_ids(self, text: str) -> list[int]:
@@ -171,8 +183,9 @@ class ModelRuntime:
                 suffix = ids[shared:]
                 predictions = [last]
                 if len(suffix) > 1:
-                    own = model(input_ids=torch.tensor([suffix[:-1]], device=device),
-                                cache=copy.deepcopy(cache), use_cache=True)
+                    own = model(
+                        input_ids=torch.tensor([suffix[:-1]], device=device), cache=copy.deepcopy(cache), use_cache=True
+                    )
                     predictions.extend(own.logits[0].float())
                 logprobs = torch.log_softmax(torch.stack(predictions), dim=-1)
                 scores.append(sum(float(logprobs[j, suffix[j]]) for j in range(start - shared, len(suffix))))
@@ -194,10 +207,11 @@ def model_runtime(path: str | Path, device: str = "auto", dtype: str = "auto") -
         runtime = _runtimes.get(key)
     if runtime is not None:
         return runtime
-    decoder = PandaDecoder.from_pretrained(canonical, device=resolved_device, dtype=resolved_dtype,
-                                           registry=shared_registry())
+    decoder = PandaDecoder.from_pretrained(
+        canonical, device=resolved_device, dtype=resolved_dtype, registry=shared_registry()
+    )
     with _runtimes_lock:
         return _runtimes.setdefault(
-            key, ModelRuntime(path=canonical, decoder=decoder,
-                              defaults=ModelDefaults.for_model(canonical, decoder.model))
+            key,
+            ModelRuntime(path=canonical, decoder=decoder, defaults=ModelDefaults.for_model(canonical, decoder.model)),
         )

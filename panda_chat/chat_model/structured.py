@@ -12,7 +12,8 @@ Two rules on top of the schema, because small models need them:
 - a string never starts with whitespace (BPE vocabularies favour " word" tokens right after a quote);
 - closing pressure: once a string has had ``max_tokens`` tokens, or the answer has made ``max_tokens`` free choices
   (steps where the grammar allowed more than one token), the allowed tokens that close
-  something (a quote, a brace, a bracket, the end; else a comma, which ends a number) are preferred, so a model that would ramble still finishes a
+  something (a quote, a brace, a bracket, the end; else a comma, which ends a number) are preferred,
+  so a model that would ramble still finishes a
   valid instance within ``hard_limit`` tokens.
 """
 
@@ -24,7 +25,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import llguidance
 import llguidance.hf
@@ -98,8 +99,10 @@ def compile_schema(schema: dict[str, Any], separators: dict[str, Any] | None = N
     OpenAI's strict mode does): JSON Schema would allow any extra key, and a model would write some.
     """
     try:
-        return llguidance.LLMatcher.grammar_from_json_schema(_closed(schema),
-                                                             defaults={**COMPACT, **(separators or {})})
+        return llguidance.LLMatcher.grammar_from_json_schema(
+            _closed(schema),
+            defaults=cast(Any, {**COMPACT, **(separators or {})}),  # a JsonCompileOptions dict
+        )
     except Exception as error:  # llguidance raises ValueError/RuntimeError with its own message
         raise SchemaError(f"structured output cannot follow this JSON schema: {error}") from error
 
@@ -138,7 +141,7 @@ class _RowState:
 
     @property
     def value(self) -> bytes:
-        return bytes(self.written[self.value_start:])
+        return bytes(self.written[self.value_start :])
 
 
 def _closed(schema: Any) -> Any:
@@ -147,8 +150,10 @@ def _closed(schema: Any) -> Any:
         return [_closed(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    closed = {key: (value if key in ("const", "enum", "default", "examples") else _closed(value))
-              for key, value in schema.items()}
+    closed = {
+        key: (value if key in ("const", "enum", "default", "examples") else _closed(value))
+        for key, value in schema.items()
+    }
     if "properties" in schema and "additionalProperties" not in schema and "patternProperties" not in schema:
         closed["additionalProperties"] = False
     return closed
@@ -162,8 +167,16 @@ class JsonConstraint:
     its own. Quoted spans of the source, when there are any, are what is copied.
     """
 
-    def __init__(self, tokenizer: Any, grammars: Sequence[str | None], vocab_width: int, max_tokens: int,
-                 schema_size: int = 0, sources: Sequence[str | None] | None = None, copy_bias: float = 0.0):
+    def __init__(
+        self,
+        tokenizer: Any,
+        grammars: Sequence[str | None],
+        vocab_width: int,
+        max_tokens: int,
+        schema_size: int = 0,
+        sources: Sequence[str | None] | None = None,
+        copy_bias: float = 0.0,
+    ):
         self.vocab = vocabulary(tokenizer)
         self.width = vocab_width
         self.max_tokens = max_tokens
@@ -200,7 +213,7 @@ class JsonConstraint:
 
     def _row_scores(self, row: int, matcher: llguidance.LLMatcher, ids: list[int]) -> torch.Tensor:
         state = self.states[row]
-        for token in ids[state.consumed:]:
+        for token in ids[state.consumed :]:
             if not matcher.consume_token(token):
                 raise SchemaError(f"structured output left its grammar: {matcher.get_error()}")
             state.feed(self.vocab.token_bytes[token] if token < len(self.vocab.token_bytes) else b"")

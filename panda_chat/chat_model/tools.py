@@ -31,9 +31,14 @@ from panda_chat.chat_model.messages import Turn, render_prompt
 _PROBE_TOOL = "probe_tool_7f3a"
 _PROBE_ARG = "probe_arg_7f3a"
 _PROBE_RESULT = "probe_result_7f3a"
-_PROBE_SPEC = {"type": "function", "function": {
-    "name": _PROBE_TOOL, "description": "probe",
-    "parameters": {"type": "object", "properties": {_PROBE_ARG: {"type": "string"}}, "required": [_PROBE_ARG]}}}
+_PROBE_SPEC = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_TOOL,
+        "description": "probe",
+        "parameters": {"type": "object", "properties": {_PROBE_ARG: {"type": "string"}}, "required": [_PROBE_ARG]},
+    },
+}
 
 ANY = "any"
 AUTO = "auto"
@@ -64,8 +69,9 @@ def tool_choice_of(choice: Any, tools: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def call_schema(tools: Sequence[dict[str, Any]], only: str | None = None,
-                arguments_key: str = "arguments") -> dict[str, Any]:
+def call_schema(
+    tools: Sequence[dict[str, Any]], only: str | None = None, arguments_key: str = "arguments"
+) -> dict[str, Any]:
     """The JSON schema of one call to any of ``tools`` (or to the tool named ``only``)."""
     branches = []
     for tool in tools:
@@ -74,12 +80,14 @@ def call_schema(tools: Sequence[dict[str, Any]], only: str | None = None,
             continue
         parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
         parameters.setdefault("type", "object")
-        branches.append({
-            "type": "object",
-            "properties": {"name": {"const": function["name"]}, arguments_key: parameters},
-            "required": ["name", arguments_key],
-            "additionalProperties": False,
-        })
+        branches.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": function["name"]}, arguments_key: parameters},
+                "required": ["name", arguments_key],
+                "additionalProperties": False,
+            }
+        )
     return branches[0] if len(branches) == 1 else {"anyOf": branches}
 
 
@@ -131,20 +139,29 @@ class ToolFormat:
         plain = render([user]) or ""
         with_tools = render([user], tools=[_PROBE_SPEC]) or ""
         template_tools = _PROBE_TOOL in with_tools and _PROBE_TOOL not in plain
-        call = {"id": "call_probe", "type": "function",
-                "function": {"name": _PROBE_TOOL, "arguments": {_PROBE_ARG: "v"}}}
+        call = {
+            "id": "call_probe",
+            "type": "function",
+            "function": {"name": _PROBE_TOOL, "arguments": {_PROBE_ARG: "v"}},
+        }
         called = render([user, Turn("assistant", "", tool_calls=(call,))], add_generation_prompt=False) or ""
         opening, separators, template_calls, arguments_key = "", {}, False, "arguments"
         if _PROBE_TOOL in called and called.startswith(plain):
-            found = _call_json(called[len(plain):])
+            found = _call_json(called[len(plain) :])
             if found is not None:
                 opening, body, value = found
                 template_calls = True
                 arguments_key = next((key for key in value if key != "name"), "arguments")
-                separators = {"item_separator": ", " if '", "' in body else ",",
-                              "key_separator": ": " if '": ' in body else ":"}
-        result = render([user, Turn("assistant", "x"), Turn("tool", _PROBE_RESULT, tool_call_id="call_probe",
-                                                            name=_PROBE_TOOL)]) or ""
+                separators = {
+                    "item_separator": ", " if '", "' in body else ",",
+                    "key_separator": ": " if '": ' in body else ":",
+                }
+        result = (
+            render(
+                [user, Turn("assistant", "x"), Turn("tool", _PROBE_RESULT, tool_call_id="call_probe", name=_PROBE_TOOL)]
+            )
+            or ""
+        )
         return cls(template_tools, template_calls, _PROBE_RESULT in result, opening, separators, arguments_key)
 
     def prompt_turns(self, turns: Sequence[Turn], tools: Sequence[dict[str, Any]] | None) -> list[Turn]:

@@ -19,22 +19,34 @@ from panda_chat import __version__
 # Command name -> ("module:attribute" of its click command, the one-line help `panda-chat --help` prints).
 # A new command is one line here; tests/test_docs.py checks the help matches the command's own and the README names it.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "chat": ("panda_chat.cli.chat:chat",
-             "Chat in the terminal with answers personalised to USER; /help lists the commands."),
-    "demo": ("panda_chat.cli.demo:demo",
-             "Two users, the same questions, different answers: PANDA on the embedded demo models, offline."),
-    "eval": ("panda_chat.cli.eval:eval_command",
-             "Decode a prompt set with several methods and print rep-2/3/4, diversity, coherence, avg reward and J."),
-    "generate": ("panda_chat.cli.generate:generate",
-                 "Generate an answer to PROMPT, steered token by token toward the given rewards (PANDA)."),
+    "chat": (
+        "panda_chat.cli.chat:chat",
+        "Chat in the terminal with answers personalised to USER; /help lists the commands.",
+    ),
+    "demo": (
+        "panda_chat.cli.demo:demo",
+        "Two users, the same questions, different answers: PANDA on the embedded demo models, offline.",
+    ),
+    "eval": (
+        "panda_chat.cli.eval:eval_command",
+        "Decode a prompt set with several methods and print rep-2/3/4, diversity, coherence, avg reward and J.",
+    ),
+    "generate": (
+        "panda_chat.cli.generate:generate",
+        "Generate an answer to PROMPT, steered token by token toward the given rewards (PANDA).",
+    ),
     "key": ("panda_chat.cli.key:key", "Create, list and revoke the server's API keys."),
     "lambda": ("panda_chat.cli.lambda_fit:lambda_group", "Fit the learned, context-aware lambda."),
-    "profile": ("panda_chat.cli.profile:profile",
-                "Manage user profiles: history, inferred and explicit preferences, feedback, export and deletion."),
+    "profile": (
+        "panda_chat.cli.profile:profile",
+        "Manage user profiles: history, inferred and explicit preferences, feedback, export and deletion.",
+    ),
     "reward": ("panda_chat.cli.reward:reward", "Train reward models (Bradley-Terry heads or full models)."),
-    "serve": ("panda_chat.cli.serve:serve",
-              "Serve /v1/chat/completions (OpenAI's API) for every user of the profile database; create API keys with "
-              "`panda-chat key create`."),
+    "serve": (
+        "panda_chat.cli.serve:serve",
+        "Serve /v1/chat/completions (OpenAI's API) for every user of the profile database; create API keys with "
+        "`panda-chat key create`.",
+    ),
 }
 
 

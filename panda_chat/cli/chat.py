@@ -132,7 +132,7 @@ class ChatSession:
         if choice not in ("1", "2"):
             click.echo("choose 1 or 2")
             return
-        chosen, rejected = (self.alternatives if choice == "1" else self.alternatives[::-1])
+        chosen, rejected = self.alternatives if choice == "1" else self.alternatives[::-1]
         if not self.record:
             self.alternatives = []
             click.echo("not stored: this chat runs with --no-record, so feedback is not kept either")
@@ -151,16 +151,21 @@ class ChatSession:
             return "not trained: this chat runs with --no-record, so nothing is saved to your profile"
         pairs = len(self.store.feedback_pairs(self.user))
         if pairs < MIN_TRAIN_PAIRS:
-            return (f"your head needs {MIN_TRAIN_PAIRS} feedback pairs, you have {pairs}: use /prefer (or /good "
-                    "and /bad on answers to the same question)")
+            return (
+                f"your head needs {MIN_TRAIN_PAIRS} feedback pairs, you have {pairs}: use /prefer (or /good "
+                "and /bad on answers to the same question)"
+            )
         runtime = model_runtime(self.llm.model_name or default_model(), device=self.llm.device, dtype=self.llm.dtype)
         with runtime.lock:  # no decode runs while the head's features are computed on the same model
-            trained = train_user_reward_head(self.store, self.user, (runtime.decoder.model, runtime.tokenizer),
-                                             min_pairs=MIN_TRAIN_PAIRS)
+            trained = train_user_reward_head(
+                self.store, self.user, (runtime.decoder.model, runtime.tokenizer), min_pairs=MIN_TRAIN_PAIRS
+            )
         accuracy = trained.report.val_accuracy
-        return (f"your reward head is trained on {pairs} feedback pairs"
-                + (f" (held-out accuracy {accuracy:.2f})" if accuracy is not None else "")
-                + ": it steers your next answers")
+        return (
+            f"your reward head is trained on {pairs} feedback pairs"
+            + (f" (held-out accuracy {accuracy:.2f})" if accuracy is not None else "")
+            + ": it steers your next answers"
+        )
 
     def retrain_in_background(self) -> None:
         """After new feedback: retrain the user's head in a background thread once there are enough pairs."""
@@ -195,7 +200,8 @@ def steering_line(personalization: dict[str, Any]) -> str:
     steering = [s for s in personalization.get("steering", []) if s["weight"] > 0]
     if not steering:
         return {"unguided": "preferences known, but no reward for this model: not steered"}.get(
-            personalization.get("mode", ""), "not steered yet: no confident preference")
+            personalization.get("mode", ""), "not steered yet: no confident preference"
+        )
     return "steered toward " + ", ".join(f"{s['pole']} ({s['dimension']}, {s['weight']:.2f})" for s in steering)
 
 
@@ -224,32 +230,71 @@ def handle(session: ChatSession, line: str) -> bool:
 
 
 @click.command("chat")
-@click.option("--user", required=True, callback=user_id_callback,
-              help="Whose profile steers the answers (created on first use).")
+@click.option(
+    "--user", required=True, callback=user_id_callback, help="Whose profile steers the answers (created on first use)."
+)
 @click.option("--model", default=None, metavar="DIR", help="Base chat model folder or hub id [default: demo model].")
-@click.option("--db", envvar="PANDA_CHAT_DB", metavar="URL",
-              help="Profile database: a SQLAlchemy URL or a SQLite file [env: PANDA_CHAT_DB; default: user data dir].")
-@click.option("--embedder", envvar="PANDA_CHAT_EMBEDDER", metavar="MODEL",
-              help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER].")
-@click.option("--catalog", envvar="PANDA_CHAT_CATALOG", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Preference catalog file (TOML or YAML) [env: PANDA_CHAT_CATALOG].")
+@click.option(
+    "--db",
+    envvar="PANDA_CHAT_DB",
+    metavar="URL",
+    help="Profile database: a SQLAlchemy URL or a SQLite file [env: PANDA_CHAT_DB; default: user data dir].",
+)
+@click.option(
+    "--embedder",
+    envvar="PANDA_CHAT_EMBEDDER",
+    metavar="MODEL",
+    help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER].",
+)
+@click.option(
+    "--catalog",
+    envvar="PANDA_CHAT_CATALOG",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Preference catalog file (TOML or YAML) [env: PANDA_CHAT_CATALOG].",
+)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
-              help="0 is greedy; more samples from the re-scored candidates.")
-@click.option("--lam", type=click.FloatRange(min=0.0), default=None,
-              help="Constant lambda [default: the model's fitted lambda, else 1].")
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="0 is greedy; more samples from the re-scored candidates.",
+)
+@click.option(
+    "--lam",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Constant lambda [default: the model's fitted lambda, else 1].",
+)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True)
+@click.option(
+    "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True
+)
 @click.option("--record/--no-record", default=True, show_default=True, help="Store the conversation in the profile.")
-@click.option("--build-heads", is_flag=True,
-              help="A model with no reward heads: build them now (once, into the user data directory) instead of "
-                   "steering with the slow zero-shot text reward.")
+@click.option(
+    "--build-heads",
+    is_flag=True,
+    help="A model with no reward heads: build them now (once, into the user data directory) instead of "
+    "steering with the slow zero-shot text reward.",
+)
 @friendly_errors
-def chat(user: str, model: str | None, db: str | None, embedder: str | None, catalog: str | None, max_tokens: int,
-         top_k: int, temperature: float, lam: float | None, device: str, dtype: str, record: bool,
-         build_heads: bool) -> None:
+def chat(
+    user: str,
+    model: str | None,
+    db: str | None,
+    embedder: str | None,
+    catalog: str | None,
+    max_tokens: int,
+    top_k: int,
+    temperature: float,
+    lam: float | None,
+    device: str,
+    dtype: str,
+    record: bool,
+    build_heads: bool,
+) -> None:
     """Chat in the terminal with answers personalised to USER; /help lists the commands.
 
     The whole configuration (user id, database, embedder, model) is checked before the first prompt, so a bad one
@@ -261,9 +306,19 @@ def chat(user: str, model: str | None, db: str | None, embedder: str | None, cat
     failed_turns = 0
     try:
         store.embedder  # noqa: B018 - load the embedder now: a wrong --embedder fails before the first question
-        llm = ChatPanda(model=model, user_id=user, store=store, max_tokens=max_tokens, top_k=top_k,
-                        temperature=temperature, lam=lam, device=device, dtype=dtype, record=record,
-                        build_heads=build_heads)
+        llm = ChatPanda(
+            model=model,
+            user_id=user,
+            store=store,
+            max_tokens=max_tokens,
+            top_k=top_k,
+            temperature=temperature,
+            lam=lam,
+            device=device,
+            dtype=dtype,
+            record=record,
+            build_heads=build_heads,
+        )
         llm.get_num_tokens("load")  # load the model now, so a wrong --model fails before the first question
         session = ChatSession(llm=llm, store=store, user=user, record=record)
         click.echo(f"chatting as {user} ({HELP})")

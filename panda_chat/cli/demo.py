@@ -57,16 +57,28 @@ def _wrap(label: str, text: str) -> str:
 
 
 @click.command("demo")
-@click.option("--questions", "n_questions", default=3, show_default=True, type=click.IntRange(1, 20),
-              help="How many questions both users ask.")
+@click.option(
+    "--questions",
+    "n_questions",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="How many questions both users ask.",
+)
 @click.option("--max-tokens", default=100, show_default=True, type=click.IntRange(8, 512))
 @click.option("--seed", default=0, show_default=True, help="Picks the questions.")
-@click.option("--heldout", is_flag=True,
-              help="Ask about topics the demo LM never saw (Table 2's topics): the style is steered, the content "
-                   "is made up. Default: topics it was trained on, labelled as such.")
-@click.option("--embedder", default=None,
-              help="Profile-store embedder (default: all-MiniLM-L6-v2 from the installed package; 'hashing' for "
-                   "a dependency-free one).")
+@click.option(
+    "--heldout",
+    is_flag=True,
+    help="Ask about topics the demo LM never saw (Table 2's topics): the style is steered, the content "
+    "is made up. Default: topics it was trained on, labelled as such.",
+)
+@click.option(
+    "--embedder",
+    default=None,
+    help="Profile-store embedder (default: all-MiniLM-L6-v2 from the installed package; 'hashing' for "
+    "a dependency-free one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (users, questions, answers, rewards).")
 @friendly_errors
 def demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: str | None, as_json: bool) -> None:
@@ -84,8 +96,9 @@ def demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: 
         click.echo(f"done in {time.perf_counter() - started:.1f} s")
 
 
-def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: str | None,
-             echo: Callable[..., None]) -> dict:
+def run_demo(
+    n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: str | None, echo: Callable[..., None]
+) -> dict:
     """Run the demo, printing as it goes through ``echo``; returns the ``--json`` object."""
     from langchain_core.messages import HumanMessage
 
@@ -104,8 +117,10 @@ def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedd
     try:
         store = ProfileStore(workdir / "profiles.sqlite", catalog=demo_catalog(), embedder=embedder)
         store.embedder  # noqa: B018 - load it now: a wrong --embedder fails before anything is printed
-        echo(f"panda-chat demo: base model {model_dir}\ntemporary profile store {workdir}; "
-             "ChatPanda with its default settings (every turn recorded, the model's own heads and lambda)\n")
+        echo(
+            f"panda-chat demo: base model {model_dir}\ntemporary profile store {workdir}; "
+            "ChatPanda with its default settings (every turn recorded, the model's own heads and lambda)\n"
+        )
         inferred: dict[str, dict[str, str]] = {}
         for user, history in DEMO_HISTORIES.items():
             store.add_messages(user, [("user", text, None) for text in history])
@@ -113,18 +128,24 @@ def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedd
             echo(f"== {user}: {len(history)} past messages")
             for name, pref in context.dimensions.items():
                 weights = ", ".join(f"{pole} {w:.2f}" for pole, w in pref.weights.items())
-                echo(f"  {name:<10} -> {pref.top_pole:<10} ({weights}; confidence {pref.confidence:.2f}, "
-                     f"{pref.source})")
+                echo(
+                    f"  {name:<10} -> {pref.top_pole:<10} ({weights}; confidence {pref.confidence:.2f}, {pref.source})"
+                )
             for item in context.evidence[:4]:
-                echo(f"  evidence  {item.pole:<10} {item.score:.2f}  \"{item.text}\"")
+                echo(f'  evidence  {item.pole:<10} {item.score:.2f}  "{item.text}"')
             echo("")
-            inferred[user] = {name: pref.top_pole for name, pref in context.dimensions.items()
-                              if pref.confidence > 0 and pref.top_pole is not None}
+            inferred[user] = {
+                name: pref.top_pole
+                for name, pref in context.dimensions.items()
+                if pref.confidence > 0 and pref.top_pole is not None
+            }
             result["users"].append({"user_id": user, "inferred": inferred[user]})
 
         unguided = ChatPanda(model=model_dir, store=store, personalize=False, record=False, max_tokens=max_tokens)
-        steered = {user: ChatPanda(model=model_dir, user_id=user, store=store, max_tokens=max_tokens)
-                   for user in DEMO_HISTORIES}  # the defaults: record=True, the model's manifest heads and lambda
+        steered = {
+            user: ChatPanda(model=model_dir, user_id=user, store=store, max_tokens=max_tokens)
+            for user in DEMO_HISTORIES
+        }  # the defaults: record=True, the model's manifest heads and lambda
         scorer = DemoRewardScorer(model_dir, demo_head_paths())
         shown = [pole for pole in POLES if pole in scorer.poles]
         echo("rewards: calibrated head scores per pole (0 = an average answer, +1 = one std toward the pole)\n")
@@ -151,33 +172,46 @@ def run_demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedd
                     extra += f"  | moved toward {', '.join(toward) or 'none'} of its inferred poles"
                     if answer == answers["unguided"]:
                         leaning = _dimensions_leaning(rewards["unguided"], inferred[label], DIMENSIONS)
-                        extra += (f"  | steering did not change this answer, which already leans toward "
-                                  f"{', '.join(leaning) or 'none'} of its inferred poles")
+                        extra += (
+                            f"  | steering did not change this answer, which already leans toward "
+                            f"{', '.join(leaning) or 'none'} of its inferred poles"
+                        )
                 echo(" " * 13 + line + extra)
                 entry["answers"].append({"who": label, "text": answer, "rewards": rewards[label]})
             result["questions"].append(entry)
             echo("")
         store.close()
-        result["moved_toward_inferred"] = {"answers": moved, "of": total, "rule": "on at least 2 of 3 dimensions, "
-                                           "the reward margin of the inferred pole over its opposite is larger "
-                                           "than the unguided answer's"}
-        echo(f"measured: {moved} of {total} personalised answers move toward their user's inferred pole on at "
-             "least 2 of 3 dimensions (vs the unguided answer)")
+        result["moved_toward_inferred"] = {
+            "answers": moved,
+            "of": total,
+            "rule": "on at least 2 of 3 dimensions, "
+            "the reward margin of the inferred pole over its opposite is larger "
+            "than the unguided answer's",
+        }
+        echo(
+            f"measured: {moved} of {total} personalised answers move toward their user's inferred pole on at "
+            "least 2 of 3 dimensions (vs the unguided answer)"
+        )
         return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _dimensions_leaning(rewards: dict[str, float], inferred: dict[str, str],
-                        dimensions: dict[str, tuple[str, str]]) -> list[str]:
+def _dimensions_leaning(
+    rewards: dict[str, float], inferred: dict[str, str], dimensions: dict[str, tuple[str, str]]
+) -> list[str]:
     """The inferred poles an answer already favours: the pole's reward is above its opposite's. An unchanged
     answer that leans the user's way on every dimension left steering nothing to do; one that does not, missed."""
-    return [pole for dimension, pole in inferred.items() if dimension in dimensions
-            and rewards[pole] > rewards[next(p for p in dimensions[dimension] if p != pole)]]
+    return [
+        pole
+        for dimension, pole in inferred.items()
+        if dimension in dimensions and rewards[pole] > rewards[next(p for p in dimensions[dimension] if p != pole)]
+    ]
 
 
-def _dimensions_moved(own: dict[str, float], unguided: dict[str, float], inferred: dict[str, str],
-                      dimensions: dict[str, tuple[str, str]]) -> list[str]:
+def _dimensions_moved(
+    own: dict[str, float], unguided: dict[str, float], inferred: dict[str, str], dimensions: dict[str, tuple[str, str]]
+) -> list[str]:
     """The inferred poles this answer moved toward: the pole's reward margin over its opposite grew vs unguided."""
     toward = []
     for dimension, pole in inferred.items():

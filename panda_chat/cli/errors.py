@@ -31,7 +31,7 @@ def friendly_errors(command: F) -> F:
             return command(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
-        except Exception as error:  # noqa: BLE001 - the CLI boundary: every failure becomes one readable line
+        except Exception as error:
             if os.environ.get("PANDA_CHAT_DEBUG"):
                 raise
             raise click.ClickException(one_line(error)) from error

@@ -26,6 +26,7 @@ from panda_chat.cli.options import (
 )
 from panda_chat.output_paths import check_output, write_text
 
+
 def load_decoder(base: str, rewards: dict, device: str, dtype: str, threads: int | None = None):
     from transformers.utils import logging
 
@@ -41,25 +42,59 @@ def decoder_options(command):
     """The options every decoding command of this module family shares."""
     options = [
         click.option("--base", required=True, help="Base causal LM folder (or hub name when online)."),
-        click.option("--reward", "rewards", multiple=True, metavar="NAME=PATH",
-                     help="A reward head file, a reward-model folder, or zero-shot:DESCRIPTION. Repeatable."),
-        click.option("--weight", "weights", multiple=True, metavar="NAME=W",
-                     help="Reward weights (default 1 each); per-prompt weights in a JSONL prompt file win."),
-        click.option("--prompts", "prompts_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="Prompts: one per line, or JSONL {prompt, weights?, preference_features?}."),
+        click.option(
+            "--reward",
+            "rewards",
+            multiple=True,
+            metavar="NAME=PATH",
+            help="A reward head file, a reward-model folder, or zero-shot:DESCRIPTION. Repeatable.",
+        ),
+        click.option(
+            "--weight",
+            "weights",
+            multiple=True,
+            metavar="NAME=W",
+            help="Reward weights (default 1 each); per-prompt weights in a JSONL prompt file win.",
+        ),
+        click.option(
+            "--prompts",
+            "prompts_path",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Prompts: one per line, or JSONL {prompt, weights?, preference_features?}.",
+        ),
         click.option("--no-chat-template", is_flag=True, help="Feed prompts as raw text, not as a chat user turn."),
-        click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True,
-                     help="Weight of the fluency loss in J = reward gain - beta * fluency loss."),
-        click.option("--gamma", type=click.FloatRange(min=0), default=1.0, show_default=True,
-                     help="Weight of degeneration (repeated n-grams) inside the fluency loss."),
+        click.option(
+            "--beta",
+            type=click.FloatRange(min=0),
+            default=1.0,
+            show_default=True,
+            help="Weight of the fluency loss in J = reward gain - beta * fluency loss.",
+        ),
+        click.option(
+            "--gamma",
+            type=click.FloatRange(min=0),
+            default=1.0,
+            show_default=True,
+            help="Weight of degeneration (repeated n-grams) inside the fluency loss.",
+        ),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True),
         click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True),
-        click.option("--max-rows", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="Rows per decoding batch (prompts x lambdas)."),
+        click.option(
+            "--max-rows",
+            type=click.IntRange(min=1),
+            default=64,
+            show_default=True,
+            help="Rows per decoding batch (prompts x lambdas).",
+        ),
         embedder_option,
         device_option,
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine)."),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).",
+        ),
         dtype_option,
     ]
     for option in reversed(options):
@@ -69,21 +104,54 @@ def decoder_options(command):
 
 @click.command("eval")
 @decoder_options
-@click.option("--methods", default="greedy,args,panda-set", show_default=True,
-              help="Comma-separated: greedy, args, panda (needs --lambda-model), panda-set.")
-@click.option("--lam-grid", default="0.5,1,2,4", show_default=True,
-              help="Constant lambdas for ARGS and the PANDA candidate set.")
-@click.option("--lambda-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A learned lambda file from `panda-chat lambda fit` (method panda).")
+@click.option(
+    "--methods",
+    default="greedy,args,panda-set",
+    show_default=True,
+    help="Comma-separated: greedy, args, panda (needs --lambda-model), panda-set.",
+)
+@click.option(
+    "--lam-grid", default="0.5,1,2,4", show_default=True, help="Constant lambdas for ARGS and the PANDA candidate set."
+)
+@click.option(
+    "--lambda-model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A learned lambda file from `panda-chat lambda fit` (method panda).",
+)
 @click.option("--no-coherence", is_flag=True, help="Skip coherence (no sentence embedder needed).")
-@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the full report (metrics and every response) here; an existing file needs --force.")
+@click.option(
+    "--json-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the full report (metrics and every response) here; an existing file needs --force.",
+)
 @force_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of the table.")
 @friendly_errors
-def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max_new_tokens, top_k, max_rows,
-                 embedder, device, threads, dtype, methods, lam_grid, lambda_model, no_coherence, json_out,
-                 force, as_json) -> None:
+def eval_command(
+    base,
+    rewards,
+    weights,
+    prompts_path,
+    no_chat_template,
+    beta,
+    gamma,
+    max_new_tokens,
+    top_k,
+    max_rows,
+    embedder,
+    device,
+    threads,
+    dtype,
+    methods,
+    lam_grid,
+    lambda_model,
+    no_coherence,
+    json_out,
+    force,
+    as_json,
+) -> None:
     """Decode a prompt set with several methods and print rep-2/3/4, diversity, coherence, avg reward and J."""
     from panda_chat.evaluation.objective import SelectionObjective
     from panda_chat.evaluation.prompts import load_prompts
@@ -97,12 +165,21 @@ def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, g
     prompt_set = load_prompts(prompts_path)
     decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
     report = evaluate(
-        decoder, prompt_set.prompts, method_list, lam_grid=grid,
+        decoder,
+        prompt_set.prompts,
+        method_list,
+        lam_grid=grid,
         lambda_model=LearnedLambda.load(lambda_model) if lambda_model else None,
         objective=SelectionObjective(beta=beta, gamma=gamma),
-        weights=prompt_set.weights or reward_weights(weights), preference_features=prompt_set.preference_features,
-        embedder=embedder, with_coherence=not no_coherence, chat_template=not no_chat_template,
-        max_new_tokens=max_new_tokens, top_k=top_k, max_rows=max_rows, progress=not as_json and sys.stderr.isatty(),
+        weights=prompt_set.weights or reward_weights(weights),
+        preference_features=prompt_set.preference_features,
+        embedder=embedder,
+        with_coherence=not no_coherence,
+        chat_template=not no_chat_template,
+        max_new_tokens=max_new_tokens,
+        top_k=top_k,
+        max_rows=max_rows,
+        progress=not as_json and sys.stderr.isatty(),
     )
     payload = report.model_dump(mode="json")
     if json_out is not None:
@@ -111,7 +188,9 @@ def eval_command(base, rewards, weights, prompts_path, no_chat_template, beta, g
         click.echo(json.dumps(payload | {"json_out": str(json_out) if json_out else None}))
         return
     click.echo(report.markdown())
-    click.echo(f"\n{report.prompts} prompts, {report.max_new_tokens} new tokens, top-k {report.top_k}, "
-               f"beta {report.beta:g}, gamma {report.gamma:g}; {report.seconds:.1f}s")
+    click.echo(
+        f"\n{report.prompts} prompts, {report.max_new_tokens} new tokens, top-k {report.top_k}, "
+        f"beta {report.beta:g}, gamma {report.gamma:g}; {report.seconds:.1f}s"
+    )
     if json_out is not None:
         click.echo(f"report: {json_out}")

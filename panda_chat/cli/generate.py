@@ -34,11 +34,20 @@ from panda_chat.cli.options import (
 @click.command("generate")
 @click.argument("prompt", required=False)
 @click.option("--base", required=True, help="Base causal LM: a local folder (or a hub name when online).")
-@click.option("--reward", "rewards", multiple=True, metavar="NAME=PATH",
-              help="A reward: a head file (.safetensors), a reward-model folder, or zero-shot:DESCRIPTION. "
-                   "Repeat for several.")
-@click.option("--weight", "weights", multiple=True, metavar="NAME=W",
-              help="Weight of a reward (default: 1 for every reward; a reward without --weight then gets 0).")
+@click.option(
+    "--reward",
+    "rewards",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="A reward: a head file (.safetensors), a reward-model folder, or zero-shot:DESCRIPTION. Repeat for several.",
+)
+@click.option(
+    "--weight",
+    "weights",
+    multiple=True,
+    metavar="NAME=W",
+    help="Weight of a reward (default: 1 for every reward; a reward without --weight then gets 0).",
+)
 @click.option("--lam", type=float, default=1.0, show_default=True, help="lambda: how strongly the rewards steer.")
 @click.option("--top-k", type=int, default=10, show_default=True, help="Candidates per step.")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
@@ -53,8 +62,25 @@ from panda_chat.cli.options import (
 @embedder_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (ids, rewards, timing) instead of text.")
 @friendly_errors
-def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy, temperature, seed, stop,
-             ignore_eos, device, dtype, raw, embedder, as_json) -> None:
+def generate(
+    prompt,
+    base,
+    rewards,
+    weights,
+    lam,
+    top_k,
+    max_new_tokens,
+    greedy,
+    temperature,
+    seed,
+    stop,
+    ignore_eos,
+    device,
+    dtype,
+    raw,
+    embedder,
+    as_json,
+) -> None:
     """Generate an answer to PROMPT, steered token by token toward the given rewards (PANDA)."""
     from panda_chat.decoding import DecodingOptions, PandaDecoder  # imported here: `panda-chat --help` stays fast
     from panda_chat.rewards.features import prompt_text
@@ -76,8 +102,15 @@ def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy,
     def print_piece(row: int, piece: str) -> None:
         click.echo(piece, nl=False)
 
-    options = DecodingOptions(top_k=top_k, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
-                              seed=seed, stop_at_eos=not ignore_eos, stop=tuple(stop))
+    options = DecodingOptions(
+        top_k=top_k,
+        max_new_tokens=max_new_tokens,
+        greedy=greedy,
+        temperature=temperature,
+        seed=seed,
+        stop_at_eos=not ignore_eos,
+        stop=tuple(stop),
+    )
     (output,) = decoder.generate(
         fed,
         weights=weight_values,
@@ -96,9 +129,18 @@ def generate(prompt, base, rewards, weights, lam, top_k, max_new_tokens, greedy,
         "tokens_per_s": round(output.completion_tokens / output.elapsed_s, 2) if output.elapsed_s > 0 else None,
     }
     result["settings"] = {
-        "base": str(base), "rewards": parse_assignments("--reward", rewards), "weights": weight_values,
-        "chat_template": fed != prompt, "lam": lam, "top_k": top_k,
-        "max_new_tokens": max_new_tokens, "greedy": greedy, "temperature": temperature, "seed": seed,
-        "stop": list(stop), "device": str(decoder.device), "dtype": str(decoder.model.dtype).replace("torch.", ""),
+        "base": str(base),
+        "rewards": parse_assignments("--reward", rewards),
+        "weights": weight_values,
+        "chat_template": fed != prompt,
+        "lam": lam,
+        "top_k": top_k,
+        "max_new_tokens": max_new_tokens,
+        "greedy": greedy,
+        "temperature": temperature,
+        "seed": seed,
+        "stop": list(stop),
+        "device": str(decoder.device),
+        "dtype": str(decoder.model.dtype).replace("torch.", ""),
     }
     click.echo(json.dumps(result, ensure_ascii=False))

@@ -8,8 +8,9 @@ import click
 
 from panda_chat.cli.errors import friendly_errors
 
-_db_option = click.option("--db", default=None, help="Profile database URL or SQLite path (default: $PANDA_CHAT_DB "
-                                                     "or the per-user database).")
+_db_option = click.option(
+    "--db", default=None, help="Profile database URL or SQLite path (default: $PANDA_CHAT_DB or the per-user database)."
+)
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
@@ -38,8 +39,10 @@ def create(name: str, users: tuple[str, ...], all_users: bool, db: str | None, a
         click.echo(json.dumps({"key": secret, "name": info.name, "users": info.users, "all_users": info.all_users}))
         return
     click.echo(secret)
-    click.echo(f"(key {info.name!r} for {'every user' if info.all_users else ', '.join(info.users)}; "
-               "it is shown only now)", err=True)
+    click.echo(
+        f"(key {info.name!r} for {'every user' if info.all_users else ', '.join(info.users)}; it is shown only now)",
+        err=True,
+    )
 
 
 @key.command("list")

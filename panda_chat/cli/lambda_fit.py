@@ -27,8 +27,12 @@ def lambda_group() -> None:
 
 @lambda_group.command("fit")
 @decoder_options
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the lambda model (.safetensors); an existing file needs --force.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the lambda model (.safetensors); an existing file needs --force.",
+)
 @force_option
 @click.option("--starts", default="0,0.5,1,2,4", show_default=True, help="Schedule starting lambdas.")
 @click.option("--decays", default="1,0.95,0.9", show_default=True, help="Per-step decays (1 = constant).")
@@ -37,8 +41,30 @@ def lambda_group() -> None:
 @click.option("--no-measure", is_flag=True, help="Skip decoding the prompts with the fitted model afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit report as one JSON object.")
 @friendly_errors
-def fit(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max_new_tokens, top_k, max_rows, embedder,
-        device, threads, dtype, out, force, starts, decays, kind, ridge_alpha, no_measure, as_json) -> None:
+def fit(
+    base,
+    rewards,
+    weights,
+    prompts_path,
+    no_chat_template,
+    beta,
+    gamma,
+    max_new_tokens,
+    top_k,
+    max_rows,
+    embedder,
+    device,
+    threads,
+    dtype,
+    out,
+    force,
+    starts,
+    decays,
+    kind,
+    ridge_alpha,
+    no_measure,
+    as_json,
+) -> None:
     """Decode a grid of lambda schedules per prompt, keep each prompt's best by J, fit lambda(x, t) to it."""
     from panda_chat.evaluation.lambda_fitting import fit_lambda
     from panda_chat.evaluation.objective import SelectionObjective
@@ -55,10 +81,19 @@ def fit(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max
     decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
     texts = prompt_set.prompts if no_chat_template else [prompt_text(decoder.tokenizer, p) for p in prompt_set.prompts]
     model, report = fit_lambda(
-        decoder, texts, grid, max_new_tokens=max_new_tokens, objective=SelectionObjective(beta=beta, gamma=gamma),
-        weights=prompt_set.weights or reward_weights(weights), preference_features=prompt_set.preference_features,
-        kind=kind, ridge_alpha=ridge_alpha, max_rows=max_rows, measure=not no_measure,
-        progress=not as_json and sys.stderr.isatty(), top_k=top_k,
+        decoder,
+        texts,
+        grid,
+        max_new_tokens=max_new_tokens,
+        objective=SelectionObjective(beta=beta, gamma=gamma),
+        weights=prompt_set.weights or reward_weights(weights),
+        preference_features=prompt_set.preference_features,
+        kind=kind,
+        ridge_alpha=ridge_alpha,
+        max_rows=max_rows,
+        measure=not no_measure,
+        progress=not as_json and sys.stderr.isatty(),
+        top_k=top_k,
     )
     with atomic_file(out, force=force) as temporary:
         model.save(temporary)
@@ -66,11 +101,14 @@ def fit(base, rewards, weights, prompts_path, no_chat_template, beta, gamma, max
     if as_json:
         click.echo(report.model_dump_json())
         return
-    click.echo(f"fitted a {kind} lambda on {report.prompts} prompts x {len(report.grid)} schedules "
-               f"in {report.seconds:.1f}s")
+    click.echo(
+        f"fitted a {kind} lambda on {report.prompts} prompts x {len(report.grid)} schedules in {report.seconds:.1f}s"
+    )
     click.echo("mean J per schedule: " + ", ".join(f"{k}={v:.3f}" for k, v in report.mean_value.items()))
-    click.echo(f"best fixed schedule: {report.best_fixed} (mean J {report.best_fixed_value:.3f}); "
-               f"per-prompt oracle: {report.oracle_value:.3f}")
+    click.echo(
+        f"best fixed schedule: {report.best_fixed} (mean J {report.best_fixed_value:.3f}); "
+        f"per-prompt oracle: {report.oracle_value:.3f}"
+    )
     if report.learned_value is not None:
         click.echo(f"learned lambda, decoding the same prompts: mean J {report.learned_value:.3f}")
     click.echo(f"saved: {report.out}")

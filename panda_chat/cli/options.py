@@ -19,14 +19,26 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 # Shared option decorators: each application makes a fresh click.Option, so one decorator serves every command.
 device_option = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
-dtype_option = click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
-                            help="Weights' dtype (auto: the model's own, float32 on CPU).")
-db_option = click.option("--db", envvar="PANDA_CHAT_DB", metavar="URL",
-                         help="Profile database: a SQLAlchemy URL or a SQLite file "
-                              "[env: PANDA_CHAT_DB; default: user data dir].")
-embedder_option = click.option("--embedder", envvar="PANDA_CHAT_EMBEDDER", metavar="MODEL",
-                               help="Sentence embedder: a sentence-transformers path, or 'hashing' "
-                                    "[env: PANDA_CHAT_EMBEDDER; default: all-MiniLM-L6-v2].")
+dtype_option = click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default="auto",
+    show_default=True,
+    help="Weights' dtype (auto: the model's own, float32 on CPU).",
+)
+db_option = click.option(
+    "--db",
+    envvar="PANDA_CHAT_DB",
+    metavar="URL",
+    help="Profile database: a SQLAlchemy URL or a SQLite file [env: PANDA_CHAT_DB; default: user data dir].",
+)
+embedder_option = click.option(
+    "--embedder",
+    envvar="PANDA_CHAT_EMBEDDER",
+    metavar="MODEL",
+    help="Sentence embedder: a sentence-transformers path, or 'hashing' "
+    "[env: PANDA_CHAT_EMBEDDER; default: all-MiniLM-L6-v2].",
+)
 
 
 def parse_assignments(option: str, values: tuple[str, ...]) -> dict[str, str]:
@@ -57,7 +69,7 @@ def reward_specs(values: tuple[str, ...], embedder: str | None = None) -> dict:
         if value.startswith(ZERO_SHOT_PREFIX):
             from panda_chat.rewards.zero_shot import ZeroShotReward
 
-            specs[name] = ZeroShotReward(value[len(ZERO_SHOT_PREFIX):], name=name, embedder=embedder)
+            specs[name] = ZeroShotReward(value[len(ZERO_SHOT_PREFIX) :], name=name, embedder=embedder)
         else:
             specs[name] = value
     if not specs:
@@ -73,7 +85,9 @@ def reward_weights(values: tuple[str, ...]) -> dict[str, float] | None:
         try:
             weights[name] = float(value)
         except ValueError:
-            raise click.BadParameter(f"weight of '{name}' must be a number, got '{value}'", param_hint="--weight")
+            raise click.BadParameter(
+                f"weight of '{name}' must be a number, got '{value}'", param_hint="--weight"
+            ) from None
     return weights
 
 
@@ -90,5 +104,4 @@ def user_id_callback(context: click.Context, parameter: click.Parameter, value: 
         raise click.BadParameter(str(error), ctx=context, param=parameter) from None
 
 
-force_option = click.option(
-    "--force", is_flag=True, help="Replace an existing output file or non-empty output folder.")
+force_option = click.option("--force", is_flag=True, help="Replace an existing output file or non-empty output folder.")

@@ -96,13 +96,26 @@ def _shown(user_id: str) -> str:
 
 
 @click.group("profile")
-@click.option("--db", envvar="PANDA_CHAT_DB", metavar="URL",
-              help="Database: a SQLAlchemy URL or a SQLite file path [env: PANDA_CHAT_DB; default: user data dir].")
-@click.option("--embedder", envvar="PANDA_CHAT_EMBEDDER", metavar="MODEL",
-              help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER; default: "
-                   "all-MiniLM-L6-v2, offline].")
-@click.option("--catalog", envvar="PANDA_CHAT_CATALOG", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Preference catalog file (TOML or YAML) adding dimensions [env: PANDA_CHAT_CATALOG].")
+@click.option(
+    "--db",
+    envvar="PANDA_CHAT_DB",
+    metavar="URL",
+    help="Database: a SQLAlchemy URL or a SQLite file path [env: PANDA_CHAT_DB; default: user data dir].",
+)
+@click.option(
+    "--embedder",
+    envvar="PANDA_CHAT_EMBEDDER",
+    metavar="MODEL",
+    help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER; default: "
+    "all-MiniLM-L6-v2, offline].",
+)
+@click.option(
+    "--catalog",
+    envvar="PANDA_CHAT_CATALOG",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Preference catalog file (TOML or YAML) adding dimensions [env: PANDA_CHAT_CATALOG].",
+)
 @click.pass_context
 def profile(context: click.Context, db: str | None, embedder: str | None, catalog: str | None) -> None:
     """Manage user profiles: history, inferred and explicit preferences, feedback, export and deletion."""
@@ -140,8 +153,9 @@ def list_users(context: click.Context, as_json: bool) -> None:
 def _format_context(preferences: PreferenceContext, explicit: dict[str, str], evidence: int) -> list[str]:
     lines = []
     for name, dimension in preferences.dimensions.items():
-        poles = " / ".join(f"{pole} {weight:.2f}" for pole, weight in
-                           sorted(dimension.weights.items(), key=lambda item: -item[1]))
+        poles = " / ".join(
+            f"{pole} {weight:.2f}" for pole, weight in sorted(dimension.weights.items(), key=lambda item: -item[1])
+        )
         note = f"explicit: {explicit[name]}" if name in explicit else dimension.source
         lines.append(f"  {name:<12} {poles:<36} confidence {dimension.confidence:.2f}  ({note})")
     shown = preferences.evidence[:evidence]
@@ -157,8 +171,9 @@ def _format_context(preferences: PreferenceContext, explicit: dict[str, str], ev
 
 @profile.command("show")
 @user_argument
-@click.option("--evidence", "evidence", type=click.IntRange(min=0), default=6, show_default=True,
-              help="Evidence items to print.")
+@click.option(
+    "--evidence", "evidence", type=click.IntRange(min=0), default=6, show_default=True, help="Evidence items to print."
+)
 @json_option
 @click.pass_context
 @friendly_errors
@@ -169,8 +184,14 @@ def show(context: click.Context, user: str, evidence: int, as_json: bool) -> Non
     explicit = store.explicit_preferences(user)
     preferences = store.preferences(user)
     if as_json:
-        _print_json({"user_id": user, "explicit": explicit, "preferences": preferences.model_dump(mode="json"),
-                     "vector_layout": store.catalog.vector_layout()})
+        _print_json(
+            {
+                "user_id": user,
+                "explicit": explicit,
+                "preferences": preferences.model_dump(mode="json"),
+                "vector_layout": store.catalog.vector_layout(),
+            }
+        )
         return
     click.echo(f"{user}")
     for line in _format_context(preferences, explicit, evidence):
@@ -182,12 +203,23 @@ def show(context: click.Context, user: str, evidence: int, as_json: bool) -> Non
 @click.argument("text", required=False)
 @click.option("--role", type=click.Choice(["user", "assistant", "system"]), default="user", show_default=True)
 @click.option("--conversation", type=int, default=None, help="Add to this conversation (default: a new one).")
-@click.option("--at", "created_at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
-              default=None, help="When it was said (UTC; default: now).")
+@click.option(
+    "--at",
+    "created_at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]),
+    default=None,
+    help="When it was said (UTC; default: now).",
+)
 @click.pass_context
 @friendly_errors
-def log(context: click.Context, user: str, text: str | None, role: str, conversation: int | None,
-        created_at: datetime | None) -> None:
+def log(
+    context: click.Context,
+    user: str,
+    text: str | None,
+    role: str,
+    conversation: int | None,
+    created_at: datetime | None,
+) -> None:
     """Record one message of USER's history: TEXT, or stdin when TEXT is missing or "-" (for long text)."""
     if text is None or text == "-":
         if sys.stdin.isatty():
@@ -233,8 +265,14 @@ def context_command(context: click.Context, user: str, query: str, k: int, as_js
     hits = store.search(user, query, k=k)
     preferences = store.preferences(user, query=query)
     if as_json:
-        _print_json({"user_id": user, "query": query, "retrieved": [hit.model_dump(mode="json") for hit in hits],
-                     "preferences": preferences.model_dump(mode="json")})
+        _print_json(
+            {
+                "user_id": user,
+                "query": query,
+                "retrieved": [hit.model_dump(mode="json") for hit in hits],
+                "preferences": preferences.model_dump(mode="json"),
+            }
+        )
         return
     click.echo("retrieved:")
     for hit in hits:
@@ -291,20 +329,34 @@ def unset_preference(context: click.Context, user: str, dimension: str) -> None:
 @click.option("--rating", type=float, help="From -1 (bad) to 1 (good).")
 @click.pass_context
 @friendly_errors
-def feedback(context: click.Context, user: str, prompt: str, chosen: str | None, rejected: str | None,
-             response: str | None, message_id: int | None, rating: float | None) -> None:
+def feedback(
+    context: click.Context,
+    user: str,
+    prompt: str,
+    chosen: str | None,
+    rejected: str | None,
+    response: str | None,
+    message_id: int | None,
+    rating: float | None,
+) -> None:
     """Record feedback: --chosen/--rejected, or --rating of a --response or --message."""
     store = _store(context)
     _existing_user(store, user)
-    feedback_id = store.add_feedback(user, prompt=prompt, response=response, rating=rating, chosen=chosen,
-                                     rejected=rejected, message_id=message_id)
+    feedback_id = store.add_feedback(
+        user, prompt=prompt, response=response, rating=rating, chosen=chosen, rejected=rejected, message_id=message_id
+    )
     click.echo(f"feedback {feedback_id} recorded for {user}")
 
 
 @profile.command("export")
 @user_argument
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
-              help="File (default: stdout). Written under a temporary name, then renamed; readable by you only.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="File (default: stdout). Written under a temporary name, then renamed; readable by you only.",
+)
 @force_option
 @click.pass_context
 @friendly_errors
@@ -321,8 +373,9 @@ def export(context: click.Context, user: str, output: str, force: bool) -> None:
 
 @profile.command("import")
 @click.argument("file", type=click.File("rb"))
-@click.option("--as", "user_id", default=None, callback=user_id_callback,
-              help="Import under this user id instead of the file's.")
+@click.option(
+    "--as", "user_id", default=None, callback=user_id_callback, help="Import under this user id instead of the file's."
+)
 @click.pass_context
 @friendly_errors
 def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
@@ -338,22 +391,33 @@ def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
             name = _store(context).import_user(data, user_id=user_id, progress=update)
     except (UnknownDimensionError, UnknownPoleError, InvalidInputError) as error:  # content the store refuses
         raise InvalidInputError(f"{source}: {error}") from error
-    click.echo(f"imported {name}: {count} messages, {len(data.feedback)} feedback, "
-               f"{len(data.preferences)} settings, {len(data.reward_heads)} reward heads")
+    click.echo(
+        f"imported {name}: {count} messages, {len(data.feedback)} feedback, "
+        f"{len(data.preferences)} settings, {len(data.reward_heads)} reward heads"
+    )
 
 
 @profile.command("forget")
 @click.argument("user", required=False)
-@click.option("--key", type=int, default=None,
-              help="Name the user by database key (see `profile list --json`), e.g. an id that cannot be typed.")
+@click.option(
+    "--key",
+    type=int,
+    default=None,
+    help="Name the user by database key (see `profile list --json`), e.g. an id that cannot be typed.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--wait", type=click.FloatRange(min=0), default=None,
-              help="Seconds to wait for other readers before failing [default: 10].")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait for other readers before failing [default: 10].",
+)
 @json_option
 @click.pass_context
 @friendly_errors
-def forget(context: click.Context, user: str | None, key: int | None, yes: bool, wait: float | None,
-           as_json: bool) -> None:
+def forget(
+    context: click.Context, user: str | None, key: int | None, yes: bool, wait: float | None, as_json: bool
+) -> None:
     """Delete USER and everything derived from them (messages, embeddings, index entries, feedback, settings,
     reward heads), verify that nothing remains in any file, and fail (exit 1) if it cannot."""
     if (user is None) == (key is None):
@@ -373,23 +437,32 @@ def forget(context: click.Context, user: str | None, key: int | None, yes: bool,
         _print_json(report.model_dump(mode="json"))
         return
     counts = ", ".join(f"{count} {name}" for name, count in report.deleted.items())
-    index = {"rewritten": "index cache rewritten", "deleted": "index cache deleted (rebuilt on next search)",
-             "none": "no index cache file"}[report.index_file]
+    index = {
+        "rewritten": "index cache rewritten",
+        "deleted": "index cache deleted (rebuilt on next search)",
+        "none": "no index cache file",
+    }[report.index_file]
     wal = "; WAL emptied" if report.wal == "truncated" else ""
-    click.echo(f"forgot {_shown(user)}: {counts}, {report.index_entries} index entries; {index}{wal}; "
-               "nothing remains")
+    click.echo(f"forgot {_shown(user)}: {counts}, {report.index_entries} index entries; {index}{wal}; nothing remains")
 
 
 @profile.command("scrub")
-@click.option("--wait", type=click.FloatRange(min=0), default=None,
-              help="Seconds to wait for other readers [default: the store's forget wait, 10].")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait for other readers [default: the store's forget wait, 10].",
+)
 @click.pass_context
 @friendly_errors
 def scrub(context: click.Context, wait: float | None) -> None:
     """Finish a forget that other readers held up: copy the WAL into the database file and empty it."""
     result = _store(context).scrub(wait_s=wait)
-    click.echo("WAL emptied: deleted data remains in no file" if result == "truncated"
-               else "nothing to do: this database has no WAL file")
+    click.echo(
+        "WAL emptied: deleted data remains in no file"
+        if result == "truncated"
+        else "nothing to do: this database has no WAL file"
+    )
 
 
 @profile.command("dimensions")

@@ -29,37 +29,90 @@ def reward() -> None:
 
 @reward.command("train")
 @click.option("--base", required=True, help="Base model folder (or hub name) the reward is for.")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path),
-              help='JSONL preference pairs: {"prompt", "chosen", "rejected"} or HH-RLHF {"chosen", "rejected"}.')
-@click.option("--from-feedback", "user_id", callback=user_id_callback,
-              help="Train on this user's feedback pairs from the profile store.")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='JSONL preference pairs: {"prompt", "chosen", "rejected"} or HH-RLHF {"chosen", "rejected"}.',
+)
+@click.option(
+    "--from-feedback",
+    "user_id",
+    callback=user_id_callback,
+    help="Train on this user's feedback pairs from the profile store.",
+)
 @db_option
 @click.option("--store", "store_alias", hidden=True, help="Deprecated: use --db.")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Head file (.safetensors) or reward-model folder (--kind model). Optional with --from-feedback. "
-                   "An existing file or non-empty folder is refused unless --force.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Head file (.safetensors) or reward-model folder (--kind model). Optional with --from-feedback. "
+    "An existing file or non-empty folder is refused unless --force.",
+)
 @force_option
-@click.option("--kind", type=click.Choice(["head", "model"]), default="head", show_default=True,
-              help="A head on the frozen base model's hidden states, or a fine-tuned sequence classifier.")
+@click.option(
+    "--kind",
+    type=click.Choice(["head", "model"]),
+    default="head",
+    show_default=True,
+    help="A head on the frozen base model's hidden states, or a fine-tuned sequence classifier.",
+)
 @click.option("--name", default=None, help="Reward name (default: the output file's stem, or 'feedback').")
 @click.option("--description", default="", help="What the reward prefers, in words (stored with it).")
 @click.option("--head-type", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: 20 for a head, 3 for a model.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Default: 1e-2 for a head, 2e-5 for a model.")
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Default: 1e-2 for a head, 2e-5 for a model.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: 64 for a head, 8 for a model.")
 @click.option("--val-split", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Epochs without better validation accuracy.")
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Epochs without better validation accuracy.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep head features on disk here (keyed by data and base model).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep head features on disk here (keyed by data and base model).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the training report) and nothing else.")
 @friendly_errors
-def train(base, data_path, user_id, db, store_alias, out, force, kind, name, description, head_type, epochs, lr,
-          batch_size, val_split, patience, seed, cache_dir, threads, as_json) -> None:
+def train(
+    base,
+    data_path,
+    user_id,
+    db,
+    store_alias,
+    out,
+    force,
+    kind,
+    name,
+    description,
+    head_type,
+    epochs,
+    lr,
+    batch_size,
+    val_split,
+    patience,
+    seed,
+    cache_dir,
+    threads,
+    as_json,
+) -> None:
     """Train a reward with the Bradley-Terry loss -log sigmoid(r(x, y_w) - r(x, y_l))."""
     from panda_chat.rewards.data import load_pairs  # torch: imported when the command runs, never for --help
     from panda_chat.rewards.training import (
@@ -96,22 +149,31 @@ def train(base, data_path, user_id, db, store_alias, out, force, kind, name, des
         from profiles.store import ProfileStore
 
         with ProfileStore(db if db is not None else store_alias) as store:
-            trained = train_user_reward_head(store, user_id, base, name=name or "feedback",
-                                             description=description, config=config, progress=progress)
+            trained = train_user_reward_head(
+                store, user_id, base, name=name or "feedback", description=description, config=config, progress=progress
+            )
         report = trained.report
         if out is not None:
             report.out = _save_head(trained.head, out, force)
     elif kind == "head":
         pairs = load_pairs(data_path)
-        trained = train_reward_head(base, pairs, name=name or out.stem, description=description, config=config,
-                                    cache_dir=cache_dir, progress=progress)
+        trained = train_reward_head(
+            base,
+            pairs,
+            name=name or out.stem,
+            description=description,
+            config=config,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
         report = trained.report
         report.out = _save_head(trained.head, out, force)
     else:
         pairs = load_pairs(data_path)
         with atomic_folder(out, force=force) as folder:
-            report = train_reward_model(base, pairs, folder, name=name or out.name, description=description,
-                                        config=config, progress=progress)
+            report = train_reward_model(
+                base, pairs, folder, name=name or out.name, description=description, config=config, progress=progress
+            )
         report.out = str(out)
     _print_report(report, as_json, user_id)
 
@@ -127,10 +189,14 @@ def _print_report(report: RewardTrainingReport, as_json: bool, user_id: str | No
         click.echo(json.dumps(report.model_dump(mode="json") | {"user_id": user_id}))
         return
     acc = "n/a (no held-out pairs)" if report.val_accuracy is None else f"{report.val_accuracy:.3f}"
-    click.echo(f"trained {report.kind} '{report.name}' on {report.train_pairs} pairs "
-               f"({report.val_pairs} held out) in {report.seconds:.1f}s")
-    click.echo(f"validation accuracy: {acc}  (train {report.train_accuracy:.3f}; best epoch {report.best_epoch} "
-               f"of {report.epochs_run})")
+    click.echo(
+        f"trained {report.kind} '{report.name}' on {report.train_pairs} pairs "
+        f"({report.val_pairs} held out) in {report.seconds:.1f}s"
+    )
+    click.echo(
+        f"validation accuracy: {acc}  (train {report.train_accuracy:.3f}; best epoch {report.best_epoch} "
+        f"of {report.epochs_run})"
+    )
     click.echo(f"calibration: mean {report.calibration.mean:.4f}, std {report.calibration.std:.4f}")
     if user_id is not None:
         click.echo(f"saved to the profile store as user '{user_id}' reward head '{report.name}'")
@@ -157,17 +223,35 @@ def _quiet_transformers() -> None:
 
 @reward.command("bootstrap")
 @click.option("--base", required=True, help="Base model folder (or hub name) to build the heads for.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the heads and their manifest (default: the model folder when it is a local folder, "
-                   "else the user data directory keyed by the model's identity: where ChatPanda looks).")
-@click.option("--catalog", "catalog_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Preference catalog (TOML/YAML); poles the style corpus does not know become "
-                                 "heads from their description and examples.")
-@click.option("--pairs", type=click.IntRange(min=10), default=400, show_default=True,
-              help="Style-corpus pairs per pole (and a quarter as many on held-out topics).")
-@click.option("--self-pairs", type=click.IntRange(min=0), default=None,
-              help="Pairs per pole the model writes itself when asked for each pole (default: 16 for a model "
-                   "with a chat template, else 0; kept only where the corpus head agrees the model followed).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the heads and their manifest (default: the model folder when it is a local folder, "
+    "else the user data directory keyed by the model's identity: where ChatPanda looks).",
+)
+@click.option(
+    "--catalog",
+    "catalog_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Preference catalog (TOML/YAML); poles the style corpus does not know become "
+    "heads from their description and examples.",
+)
+@click.option(
+    "--pairs",
+    type=click.IntRange(min=10),
+    default=400,
+    show_default=True,
+    help="Style-corpus pairs per pole (and a quarter as many on held-out topics).",
+)
+@click.option(
+    "--self-pairs",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Pairs per pole the model writes itself when asked for each pole (default: 16 for a model "
+    "with a chat template, else 0; kept only where the corpus head agrees the model followed).",
+)
 @click.option("--force", is_flag=True, help="Replace heads already bootstrapped into --out.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -198,15 +282,23 @@ def bootstrap(base, out, catalog_path, pairs, self_pairs, force, threads, seed, 
     else:
         existing = out.exists() and any(out.iterdir())
     if existing and not force:
-        raise click.UsageError(f"{out} already holds {'a heads manifest' if out == local else 'files'}; "
-                               "pass --force to replace them")
+        raise click.UsageError(
+            f"{out} already holds {'a heads manifest' if out == local else 'files'}; pass --force to replace them"
+        )
     if self_pairs is None:
         self_pairs = 16 if getattr(tokenizer, "chat_template", None) else 0
     progress = not as_json and sys.stderr.isatty()
     report = bootstrap_heads(
-        model, tokenizer, out, catalog=catalog, base_model=name, self_pairs=self_pairs, progress=progress,
+        model,
+        tokenizer,
+        out,
+        catalog=catalog,
+        base_model=name,
+        self_pairs=self_pairs,
+        progress=progress,
         pair_source=style_pair_source(seed, pairs_per_pole=pairs, heldout_per_pole=max(pairs // 4, 10)),
-        config=default_head_config(seed), log=(lambda line: None) if as_json else click.echo,
+        config=default_head_config(seed),
+        log=(lambda line: None) if as_json else click.echo,
     )
     if as_json:
         click.echo(report.model_dump_json())

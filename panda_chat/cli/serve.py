@@ -11,35 +11,78 @@ from panda_chat.cli.errors import friendly_errors
 
 @click.command("serve")
 @click.option("--model", default=None, help="Base model folder or hub id (default: the embedded demo model).")
-@click.option("--db", default=None, help="Profile database URL or SQLite path (default: $PANDA_CHAT_DB or the "
-                                         "per-user database). Several servers may share one PostgreSQL.")
-@click.option("--embedder", default=None, help="The store's embedder (default: all-MiniLM-L6-v2; 'hashing' is a "
-                                               "fast stand-in for tests).")
+@click.option(
+    "--db",
+    default=None,
+    help="Profile database URL or SQLite path (default: $PANDA_CHAT_DB or the "
+    "per-user database). Several servers may share one PostgreSQL.",
+)
+@click.option(
+    "--embedder",
+    default=None,
+    help="The store's embedder (default: all-MiniLM-L6-v2; 'hashing' is a fast stand-in for tests).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
-@click.option("--max-batch", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Rows decoded together (1: one request at a time).")
-@click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(min=1),
-              help="The most tokens one request may ask for.")
+@click.option(
+    "--max-batch",
+    default=32,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows decoded together (1: one request at a time).",
+)
+@click.option(
+    "--max-tokens",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="The most tokens one request may ask for.",
+)
 @click.option("--max-prompt-tokens", default=4096, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-body-bytes", default=1_000_000, show_default=True, type=click.IntRange(min=1))
-@click.option("--requests-per-minute", default=600, show_default=True, type=click.IntRange(min=1),
-              help="Per API key, per server process.")
+@click.option(
+    "--requests-per-minute",
+    default=600,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Per API key, per server process.",
+)
 @click.option("--access-log", is_flag=True, help="Log every request line (paths name users: off by default).")
 @friendly_errors
-def serve(model: str | None, db: str | None, embedder: str | None, host: str, port: int, device: str, dtype: str, max_batch: int,
-          max_tokens: int, max_prompt_tokens: int, max_body_bytes: int, requests_per_minute: int,
-          access_log: bool) -> None:
+def serve(
+    model: str | None,
+    db: str | None,
+    embedder: str | None,
+    host: str,
+    port: int,
+    device: str,
+    dtype: str,
+    max_batch: int,
+    max_tokens: int,
+    max_prompt_tokens: int,
+    max_body_bytes: int,
+    requests_per_minute: int,
+    access_log: bool,
+) -> None:
     """Serve /v1/chat/completions (OpenAI's API) for every user of the profile database; create API keys with
     `panda-chat key create`."""
     import uvicorn
 
     from panda_chat.server import ServerSettings, create_app
 
-    settings = ServerSettings(model=model, db=db, embedder=embedder, device=device, dtype=dtype, max_batch=max_batch,
-                              max_tokens=max_tokens, max_prompt_tokens=max_prompt_tokens,
-                              max_body_bytes=max_body_bytes, requests_per_minute=requests_per_minute)
+    settings = ServerSettings(
+        model=model,
+        db=db,
+        embedder=embedder,
+        device=device,
+        dtype=dtype,
+        max_batch=max_batch,
+        max_tokens=max_tokens,
+        max_prompt_tokens=max_prompt_tokens,
+        max_body_bytes=max_body_bytes,
+        requests_per_minute=requests_per_minute,
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")

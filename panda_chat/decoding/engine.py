@@ -270,8 +270,15 @@ class PandaDecoder:
         """
         options = DecodingOptions.of(options, **overrides)
         run = self._run(
-            prompts, options, weights, lam, add_special_tokens, rewards, preference_features,
-            track_text=on_token is not None, token_filter=token_filter,
+            prompts,
+            options,
+            weights,
+            lam,
+            add_special_tokens,
+            rewards,
+            preference_features,
+            track_text=on_token is not None,
+            token_filter=token_filter,
         )
         while True:
             try:

@@ -39,8 +39,11 @@ def check_prompt_lengths(lengths: Sequence[int], max_new_tokens: int, limit: int
     for index, length in enumerate(lengths):
         if length + max_new_tokens > limit:
             room = limit - max_new_tokens
-            fix = (f"shorten it to at most {room} tokens or lower max_new_tokens" if room > 0
-                   else f"lower max_new_tokens below {limit}")
+            fix = (
+                f"shorten it to at most {room} tokens or lower max_new_tokens"
+                if room > 0
+                else f"lower max_new_tokens below {limit}"
+            )
             raise PromptTooLongError(
                 f"prompt {index} has {length} tokens and max_new_tokens is {max_new_tokens}, but the model reads "
                 f"at most {limit} positions: {fix}"

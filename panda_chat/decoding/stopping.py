@@ -76,6 +76,8 @@ class RowState:
         if self.finish_reason is None:
             raise RuntimeError("the row is still decoding: it has no finish reason yet")
         return self.finish_reason
+
+
 class StopTracker:
     """Per-row stopping and text for one batch.
 

@@ -53,7 +53,9 @@ class BaseLMReport(BaseModel):
     seconds: float
 
 
-def encode_dialogue(tokenizer: PreTrainedTokenizerFast, dialogue: Dialogue, max_length: int) -> tuple[list[int], list[int]]:
+def encode_dialogue(
+    tokenizer: PreTrainedTokenizerFast, dialogue: Dialogue, max_length: int
+) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one dialogue; labels are IGNORE_INDEX except on the answer and its closing EOS.
 
     The prompt is encoded exactly as the decoder encodes it (chat template with a generation prompt), so the
@@ -91,8 +93,9 @@ def lr_at(step: int, config: BaseLMConfig) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
 
 
-def mean_answer_loss(model: LlamaForCausalLM, encoded: Sequence[tuple[list[int], list[int]]], pad_id: int,
-                     batch_size: int = 32) -> float:
+def mean_answer_loss(
+    model: LlamaForCausalLM, encoded: Sequence[tuple[list[int], list[int]]], pad_id: int, batch_size: int = 32
+) -> float:
     """Token-weighted mean cross-entropy over the answer tokens of ``encoded`` dialogues."""
     model.eval()
     total, count = 0.0, 0
@@ -130,8 +133,7 @@ def train_base_lm(
     pad_id = tokenizer.pad_token_id
     encoded = [encode_dialogue(tokenizer, d, config.max_length) for d in train]
     heldout_encoded = [encode_dialogue(tokenizer, d, config.max_length) for d in heldout]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                  betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
     rng = random.Random(seed)
     losses: list[float] = []
     tokens = 0

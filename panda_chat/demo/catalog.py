@@ -20,7 +20,8 @@ def demo_catalog() -> PreferenceCatalog:
     for dimension in default.dimensions:
         poles = [
             pole.model_copy(update={"reward": RewardSpec(kind="head", path=str(heads[pole.name]))})
-            if pole.name in heads else pole
+            if pole.name in heads
+            else pole
             for pole in dimension.poles
         ]
         dimensions.append(dimension.model_copy(update={"poles": poles}))

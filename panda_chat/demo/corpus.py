@@ -61,7 +61,9 @@ class StyleSpec:
     @classmethod
     def all(cls) -> list[StyleSpec]:
         """The 8 combinations, in a fixed order."""
-        return [cls(e, v, t) for e in DIMENSIONS["expertise"] for v in DIMENSIONS["verbosity"] for t in DIMENSIONS["tone"]]
+        return [
+            cls(e, v, t) for e in DIMENSIONS["expertise"] for v in DIMENSIONS["verbosity"] for t in DIMENSIONS["tone"]
+        ]
 
     @classmethod
     def random(cls, rng: random.Random) -> StyleSpec:
@@ -179,55 +181,115 @@ POLE_UTTERANCES: dict[str, tuple[str, ...]] = {
 
 # --- answer phrases: (style pole[s]) -> alternatives ------------------------------------------------------------
 
-_FRIENDLY_OPENERS = ("Great question!", "Oh, I love this one!", "Happy to help!", "Sure thing!", "Good one!",
-                     "Ooh, fun topic!", "Absolutely, let's dig in!")
-_FORMAL_OPENERS = ("Certainly.", "Thank you for the question.", "The answer is as follows.", "Good day.",
-                   "An explanation follows.", "This question can be answered as follows.")
-_FRIENDLY_CLOSERS = ("Hope that helps, and have fun with it!", "Let me know if you want more!", "You've got this!",
-                     "Enjoy exploring it!", "Happy learning, friend!", "Give it a try and tell me how it goes!")
-_FORMAL_CLOSERS = ("I trust this clarifies the matter.", "Further details can be provided upon request.",
-                   "This concludes the explanation.", "Kind regards.",
-                   ("Should further clarification be required, it can be provided."), "It is hoped that this answer is of use.")
+_FRIENDLY_OPENERS = (
+    "Great question!",
+    "Oh, I love this one!",
+    "Happy to help!",
+    "Sure thing!",
+    "Good one!",
+    "Ooh, fun topic!",
+    "Absolutely, let's dig in!",
+)
+_FORMAL_OPENERS = (
+    "Certainly.",
+    "Thank you for the question.",
+    "The answer is as follows.",
+    "Good day.",
+    "An explanation follows.",
+    "This question can be answered as follows.",
+)
+_FRIENDLY_CLOSERS = (
+    "Hope that helps, and have fun with it!",
+    "Let me know if you want more!",
+    "You've got this!",
+    "Enjoy exploring it!",
+    "Happy learning, friend!",
+    "Give it a try and tell me how it goes!",
+)
+_FORMAL_CLOSERS = (
+    "I trust this clarifies the matter.",
+    "Further details can be provided upon request.",
+    "This concludes the explanation.",
+    "Kind regards.",
+    ("Should further clarification be required, it can be provided."),
+    "It is hoped that this answer is of use.",
+)
 _FRIENDLY_LEADS = ("Sure thing, ", "Oh, easy one: ", "Great question, so ", "Happy to help: ", "Good one, ")
 _FORMAL_LEADS = ("In short, ", "Briefly stated, ", "To summarise, ", "Put concisely, ", "In brief, ")
 
 _CORE = {
-    ("elementary", "friendly"): ("Here's the simple idea: {simple}.", "In simple words, {simple}.",
-                                 "You can think of it this way: {simple}.", "So basically, {simple}."),
-    ("elementary", "formal"): ("The simple idea is this: {simple}.", "In plain terms, {simple}.",
-                               "Put simply, {simple}.", "The basic principle is that {simple}."),
-    ("expert", "friendly"): ("Here's the technical picture: {expert}.", "So, technically, {expert}.",
-                             "You'll like the precise version: {expert}.", "In your terms, {expert}."),
-    ("expert", "formal"): ("Technically, {expert}.", "In precise terms, {expert}.",
-                           "From a {field} standpoint, {expert}.", "Formally, {expert}."),
+    ("elementary", "friendly"): (
+        "Here's the simple idea: {simple}.",
+        "In simple words, {simple}.",
+        "You can think of it this way: {simple}.",
+        "So basically, {simple}.",
+    ),
+    ("elementary", "formal"): (
+        "The simple idea is this: {simple}.",
+        "In plain terms, {simple}.",
+        "Put simply, {simple}.",
+        "The basic principle is that {simple}.",
+    ),
+    ("expert", "friendly"): (
+        "Here's the technical picture: {expert}.",
+        "So, technically, {expert}.",
+        "You'll like the precise version: {expert}.",
+        "In your terms, {expert}.",
+    ),
+    ("expert", "formal"): (
+        "Technically, {expert}.",
+        "In precise terms, {expert}.",
+        "From a {field} standpoint, {expert}.",
+        "Formally, {expert}.",
+    ),
 }
 _SECOND = {
-    ("elementary", "friendly"): ("You can picture it {analogy}.", "It's a bit {analogy}.",
-                                 "Imagine it {analogy}, and you've got it."),
-    ("elementary", "formal"): ("It may be pictured {analogy}.", "It is somewhat {analogy}.",
-                               "A helpful picture is {analogy}."),
-    ("expert", "friendly"): ("Here's a number you'll want: {fact}.", "Quantitatively, you'll find {fact}.",
-                             "A handy figure for you: {fact}."),
-    ("expert", "formal"): ("A useful reference figure: {fact}.", "Quantitatively, {fact}.",
-                           "For calibration, note that {fact}."),
+    ("elementary", "friendly"): (
+        "You can picture it {analogy}.",
+        "It's a bit {analogy}.",
+        "Imagine it {analogy}, and you've got it.",
+    ),
+    ("elementary", "formal"): (
+        "It may be pictured {analogy}.",
+        "It is somewhat {analogy}.",
+        "A helpful picture is {analogy}.",
+    ),
+    ("expert", "friendly"): (
+        "Here's a number you'll want: {fact}.",
+        "Quantitatively, you'll find {fact}.",
+        "A handy figure for you: {fact}.",
+    ),
+    ("expert", "formal"): (
+        "A useful reference figure: {fact}.",
+        "Quantitatively, {fact}.",
+        "For calibration, note that {fact}.",
+    ),
 }
 _EXTRA = {
-    ("elementary", "friendly"): ("You don't need any fancy words to get the main idea.",
-                                 "You can spot this in everyday life if you look for it.",
-                                 "Once you see it once, you'll notice it everywhere.",
-                                 "It's much easier than it sounds, I promise."),
-    ("elementary", "formal"): ("No specialised vocabulary is required to grasp the main idea.",
-                               "The same effect can be observed in everyday life.",
-                               "Once it has been observed, it is easy to recognise elsewhere.",
-                               "The idea is simpler than it may first appear."),
-    ("expert", "friendly"): ("You'll see this modelled explicitly in the {field} literature.",
-                             "If you design around it, you'll want to measure the parameters yourself.",
-                             "You'll find the edge cases depend on boundary conditions, so check them.",
-                             "You can derive the rest from first principles if you like."),
-    ("expert", "formal"): ("The mechanism is well characterised in the {field} literature.",
-                           "Practitioners in {field} model this explicitly when designing around it.",
-                           "Edge cases depend on boundary conditions, which should be measured.",
-                           "The remaining behaviour follows from first principles."),
+    ("elementary", "friendly"): (
+        "You don't need any fancy words to get the main idea.",
+        "You can spot this in everyday life if you look for it.",
+        "Once you see it once, you'll notice it everywhere.",
+        "It's much easier than it sounds, I promise.",
+    ),
+    ("elementary", "formal"): (
+        "No specialised vocabulary is required to grasp the main idea.",
+        "The same effect can be observed in everyday life.",
+        "Once it has been observed, it is easy to recognise elsewhere.",
+        "The idea is simpler than it may first appear.",
+    ),
+    ("expert", "friendly"): (
+        "You'll see this modelled explicitly in the {field} literature.",
+        "If you design around it, you'll want to measure the parameters yourself.",
+        "You'll find the edge cases depend on boundary conditions, so check them.",
+        "You can derive the rest from first principles if you like.",
+    ),
+    ("expert", "formal"): (
+        "The mechanism is well characterised in the {field} literature.",
+        "Practitioners in {field} model this explicitly when designing around it.",
+        "Edge cases depend on boundary conditions, which should be measured.",
+        "The remaining behaviour follows from first principles.",
+    ),
 }
 
 
@@ -258,8 +320,13 @@ class DialogueCorpus:
         does not depend on the style, which is what makes a preference pair differ in one dimension only.
         """
         rng = random.Random(phrase_seed)
-        fields = {"simple": topic.simple, "analogy": topic.analogy, "expert": topic.expert, "fact": topic.fact,
-                  "field": topic.field}
+        fields = {
+            "simple": topic.simple,
+            "analogy": topic.analogy,
+            "expert": topic.expert,
+            "fact": topic.fact,
+            "field": topic.field,
+        }
         level, tone = style.expertise, style.tone
         core_choice, second_choice, extra_choice, order_choice = rng.random(), rng.random(), rng.random(), rng.random()
         opener_choice, closer_choice, lead_choice, concise_long = rng.random(), rng.random(), rng.random(), rng.random()
@@ -290,8 +357,9 @@ class DialogueCorpus:
 
     def dialogue(self, topic: Topic, style: StyleSpec, rng: random.Random) -> Dialogue:
         question = self.question(topic, rng)
-        return Dialogue(topic=topic, question=question, answer=self.answer(topic, style, rng.getrandbits(32)),
-                        style=style)
+        return Dialogue(
+            topic=topic, question=question, answer=self.answer(topic, style, rng.getrandbits(32)), style=style
+        )
 
     def dialogues(self, n: int, split: Split = "train") -> list[Dialogue]:
         """``n`` dialogues on ``split``'s topics, styles uniform over the 8 combinations (the base model's mixture)."""
@@ -308,7 +376,8 @@ class DialogueCorpus:
     # -- preference pairs ---------------------------------------------------------------------------------------
 
     def preference_pairs(self, pole: str, n: int, split: Split = "train") -> list[PreferencePair]:
-        """``n`` pairs for ``pole``: chosen has the pole, rejected the opposite pole; other dimensions and phrasing equal."""
+        """``n`` pairs for ``pole``: chosen has the pole, rejected the opposite pole; other dimensions and phrasing
+        equal."""
         rng = self._rng("pairs", pole, split)
         topics = topics_in(split)
         pairs = []
@@ -317,11 +386,13 @@ class DialogueCorpus:
             style = StyleSpec.random(rng).with_pole(pole)
             question = self.question(topic, rng)
             phrase_seed = rng.getrandbits(32)
-            pairs.append(PreferencePair(
-                prompt=question,
-                chosen=self.answer(topic, style, phrase_seed),
-                rejected=self.answer(topic, style.with_pole(opposite_pole(pole)), phrase_seed),
-            ))
+            pairs.append(
+                PreferencePair(
+                    prompt=question,
+                    chosen=self.answer(topic, style, phrase_seed),
+                    rejected=self.answer(topic, style.with_pole(opposite_pole(pole)), phrase_seed),
+                )
+            )
         return pairs
 
     def prefix_pairs(self, pole: str, n: int, split: Split = "train") -> list[PreferencePair]:
@@ -373,7 +444,9 @@ def style_pair_source(seed: int = 0, pairs_per_pole: int = 400, heldout_per_pole
     def pairs_for(pole: str) -> tuple[list[PreferencePair], list[PreferencePair]] | None:
         if pole not in POLES:
             return None
-        return (corpus.preference_pairs(pole, pairs_per_pole),
-                corpus.preference_pairs(pole, heldout_per_pole, split="heldout"))
+        return (
+            corpus.preference_pairs(pole, pairs_per_pole),
+            corpus.preference_pairs(pole, heldout_per_pole, split="heldout"),
+        )
 
     return pairs_for

@@ -38,8 +38,16 @@ class LambdaStageConfig(BaseModel):
     prompts: int = Field(default=64, gt=1)
     max_new_tokens: int = Field(default=64, gt=0)
     # (start, decay) schedules: decay 1 is a constant lambda (ARGS)
-    grid: list[tuple[float, float]] = [(0.25, 1.0), (0.5, 1.0), (1.0, 1.0), (1.5, 1.0), (2.0, 1.0),
-                                       (2.0, 0.95), (3.0, 0.95), (4.0, 0.9)]
+    grid: list[tuple[float, float]] = [
+        (0.25, 1.0),
+        (0.5, 1.0),
+        (1.0, 1.0),
+        (1.5, 1.0),
+        (2.0, 1.0),
+        (2.0, 0.95),
+        (3.0, 0.95),
+        (4.0, 0.9),
+    ]
     beta: float = Field(default=1.0, ge=0)
     top_k: int = Field(default=10, gt=0)
     kind: Literal["ridge", "mlp"] = "ridge"
@@ -57,15 +65,19 @@ class SyntheticUser(BaseModel):
         """Reward weights as ChatPanda's personalizer computes them for this profile."""
         weights: dict[str, float] = {}
         for dimension, pole in self.poles.items():
-            weights.update(pole_steering({p: float(p == pole) for p in DIMENSIONS[dimension]},
-                                         self.confidence[dimension]))
+            weights.update(
+                pole_steering({p: float(p == pole) for p in DIMENSIONS[dimension]}, self.confidence[dimension])
+            )
         return weights
 
     def vector(self, catalog: PreferenceCatalog) -> list[float]:
         """The profile's ``PreferenceContext.vector`` for this user (what a learned lambda reads)."""
         dims = {
-            d.name: DimensionPreference(weights={p: float(p == self.poles[d.name]) for p in d.pole_names},
-                                        confidence=self.confidence[d.name], source="inferred")
+            d.name: DimensionPreference(
+                weights={p: float(p == self.poles[d.name]) for p in d.pole_names},
+                confidence=self.confidence[d.name],
+                source="inferred",
+            )
             for d in catalog.dimensions
         }
         return context_vector(catalog, dims)
@@ -74,31 +86,41 @@ class SyntheticUser(BaseModel):
 def synthetic_users(n: int, seed: int, min_confidence: float) -> list[SyntheticUser]:
     rng = random.Random(f"{seed}/lambda-users")
     return [
-        SyntheticUser(poles={d: rng.choice(p) for d, p in DIMENSIONS.items()},
-                      confidence={d: round(rng.uniform(min_confidence, 1.0), 3) for d in DIMENSIONS})
+        SyntheticUser(
+            poles={d: rng.choice(p) for d, p in DIMENSIONS.items()},
+            confidence={d: round(rng.uniform(min_confidence, 1.0), 3) for d in DIMENSIONS},
+        )
         for _ in range(n)
     ]
 
 
 def chat_prompts(tokenizer, questions: list[str]) -> list[str]:
     """Questions as the decoder sees them: the chat template with a generation prompt."""
-    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                          tokenize=False) for q in questions]
+    return [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+        for q in questions
+    ]
 
 
-def fit_demo_lambda(decoder: PandaDecoder, corpus: DialogueCorpus, config: LambdaStageConfig,
-                    progress: bool = True) -> tuple[LearnedLambda, LambdaFitReport, list[SyntheticUser]]:
+def fit_demo_lambda(
+    decoder: PandaDecoder, corpus: DialogueCorpus, config: LambdaStageConfig, progress: bool = True
+) -> tuple[LearnedLambda, LambdaFitReport, list[SyntheticUser]]:
     """Fit lambda on training-topic prompts, each with a synthetic user's weights and preference vector."""
     catalog = PreferenceCatalog.default()
     questions = corpus.prompts(config.prompts, split="train")
     users = synthetic_users(config.prompts, corpus.seed, config.min_confidence)
     features = torch.tensor([u.vector(catalog) for u in users], dtype=torch.float32)
     model, report = fit_lambda(
-        decoder, chat_prompts(decoder.tokenizer, questions),
+        decoder,
+        chat_prompts(decoder.tokenizer, questions),
         [ExponentialDecayLambda(start, decay) for start, decay in config.grid],
-        max_new_tokens=config.max_new_tokens, objective=SelectionObjective(beta=config.beta),
-        weights=[u.steering() for u in users], preference_features=features, kind=config.kind,
+        max_new_tokens=config.max_new_tokens,
+        objective=SelectionObjective(beta=config.beta),
+        weights=[u.steering() for u in users],
+        preference_features=features,
+        kind=config.kind,
         ridge_alpha=config.ridge_alpha,
-        progress=progress, top_k=config.top_k,
+        progress=progress,
+        top_k=config.top_k,
     )
     return model, report, users

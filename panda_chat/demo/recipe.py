@@ -41,10 +41,10 @@ from panda_chat.demo.base_lm import BaseLMConfig, BaseLMReport, train_base_lm
 from panda_chat.demo.cards import write_cards
 from panda_chat.demo.corpus import DialogueCorpus, style_pair_source
 from panda_chat.demo.lambda_stage import LambdaStageConfig, fit_demo_lambda
+from panda_chat.rewards.bootstrap import bootstrap_heads, default_head_config
 from panda_chat.rewards.data import PreferencePair
 from panda_chat.rewards.features import ResponseFeaturizer, encode_response
 from panda_chat.rewards.heads import RewardHead
-from panda_chat.rewards.bootstrap import bootstrap_heads, default_head_config
 from panda_chat.rewards.manifest import MANIFEST_FILE, HeadsManifest, LambdaEntry
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_model
 from panda_chat.tiny_models import train_tokenizer
@@ -77,18 +77,42 @@ class RecipeConfig(BaseModel):
     @classmethod
     def quick(cls, seed: int = 0) -> RecipeConfig:
         return cls(
-            seed=seed, vocab_size=400, tokenizer_dialogues=300, train_dialogues=300, heldout_dialogues=20,
-            base=BaseLMConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              num_key_value_heads=1, steps=6, batch_size=8, warmup_steps=2, max_length=96),
-            head_pairs_per_pole=24, heldout_pairs_per_pole=16, head_epochs=3, reward_model_pairs=12,
-            reward_model_epochs=1, sample_prompts=2,
+            seed=seed,
+            vocab_size=400,
+            tokenizer_dialogues=300,
+            train_dialogues=300,
+            heldout_dialogues=20,
+            base=BaseLMConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                steps=6,
+                batch_size=8,
+                warmup_steps=2,
+                max_length=96,
+            ),
+            head_pairs_per_pole=24,
+            heldout_pairs_per_pole=16,
+            head_epochs=3,
+            reward_model_pairs=12,
+            reward_model_epochs=1,
+            sample_prompts=2,
             lambda_fit=LambdaStageConfig(prompts=4, max_new_tokens=8, grid=[(1.0, 1.0), (4.0, 1.0), (4.0, 0.9)]),
         )
 
 
 # The settings a trained base LM depends on (``--reuse-base`` checks them).
-_BASE_FIELDS = {"seed", "vocab_size", "tokenizer_dialogues", "train_dialogues", "heldout_dialogues", "base",
-                "sample_prompts"}
+_BASE_FIELDS = {
+    "seed",
+    "vocab_size",
+    "tokenizer_dialogues",
+    "train_dialogues",
+    "heldout_dialogues",
+    "base",
+    "sample_prompts",
+}
 
 
 class HeadResult(BaseModel):
@@ -170,17 +194,19 @@ def reward_model_accuracy(folder: Path, pairs: list[PreferencePair], batch_size:
     return correct / len(pairs)
 
 
-def greedy_samples(model, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
-                   max_new_tokens: int = 120) -> list[dict[str, str]]:
+def greedy_samples(
+    model, tokenizer: PreTrainedTokenizerFast, prompts: list[str], max_new_tokens: int = 120
+) -> list[dict[str, str]]:
     """The base LM's unguided greedy answers (for the model card: what the model does on its own)."""
     samples = []
     for prompt in prompts:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-        answer = cast(str, tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))  # one row
+        answer = cast(str, tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))  # one row
         samples.append({"prompt": prompt, "answer": answer})
     return samples
 
@@ -191,8 +217,11 @@ def train_tokenizer_on(corpus: DialogueCorpus, config: RecipeConfig) -> PreTrain
 
 def _file_sizes(out: Path) -> dict[str, int]:
     """Size of every file under ``out`` (the report itself, the loader's Python files and caches excluded)."""
-    return {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*"))
-            if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts and p.name != REPORT_FILE}
+    return {
+        str(p.relative_to(out)): p.stat().st_size
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts and p.name != REPORT_FILE
+    }
 
 
 def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reuse_base: bool = False) -> RecipeReport:
@@ -228,22 +257,35 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
     else:
         _stage("base LM")
         shutil.rmtree(base_dir, ignore_errors=True)
-        model, base_report = train_base_lm(tokenizer, train, heldout, config.base, seed=config.seed,
-                                           progress=progress)
+        model, base_report = train_base_lm(tokenizer, train, heldout, config.base, seed=config.seed, progress=progress)
         model.save_pretrained(base_dir)
         tokenizer.save_pretrained(base_dir)
         samples = greedy_samples(model, tokenizer, corpus.prompts(config.sample_prompts, split="heldout"))
-        base_record.write_text(json.dumps({
-            "config": config.model_dump(mode="json", include=_BASE_FIELDS),
-            "report": base_report.model_dump(mode="json"), "samples": samples,
-        }, indent=2) + "\n", encoding="utf-8")
+        base_record.write_text(
+            json.dumps(
+                {
+                    "config": config.model_dump(mode="json", include=_BASE_FIELDS),
+                    "report": base_report.model_dump(mode="json"),
+                    "samples": samples,
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
     _stage("reward heads (token-level, panda_chat.rewards.bootstrap)")
     featurizer = ResponseFeaturizer(model, tokenizer, batch_size=32)
     head_config = default_head_config(config.seed).model_copy(
-        update={"epochs": config.head_epochs, "head_kind": config.head_kind})
+        update={"epochs": config.head_epochs, "head_kind": config.head_kind}
+    )
     booted = bootstrap_heads(
-        model, tokenizer, out, base_model="panda_chat/demo/models/base", config=head_config, progress=progress,
+        model,
+        tokenizer,
+        out,
+        base_model="panda_chat/demo/models/base",
+        config=head_config,
+        progress=progress,
         pair_source=style_pair_source(config.seed, config.head_pairs_per_pole, config.heldout_pairs_per_pole),
     )
     heads: list[HeadResult] = []
@@ -251,32 +293,51 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
         pole = pole_report.pole
         head = RewardHead.load(out / pole_report.path)
         _, prefixes = heldout_pairs(corpus, pole, config.heldout_pairs_per_pole)
-        heads.append(HeadResult(
-            pole=pole, file=pole_report.path, train_pairs=pole_report.train_pairs,
-            val_accuracy=head.config.training.get("val_accuracy"),
-            heldout_accuracy=pole_report.accuracy or 0.0,
-            heldout_prefix_accuracy=head_accuracy(head, featurizer, prefixes),
-            heldout_partial_accuracy=pole_report.partial_accuracy,
-            seconds=pole_report.seconds,
-        ))
+        heads.append(
+            HeadResult(
+                pole=pole,
+                file=pole_report.path,
+                train_pairs=pole_report.train_pairs,
+                val_accuracy=head.config.training.get("val_accuracy"),
+                heldout_accuracy=pole_report.accuracy or 0.0,
+                heldout_prefix_accuracy=head_accuracy(head, featurizer, prefixes),
+                heldout_partial_accuracy=pole_report.partial_accuracy,
+                seconds=pole_report.seconds,
+            )
+        )
 
     _stage(f"full reward model ({config.reward_model_pole})")
     rm_started = time.perf_counter()
     rm_dir = out / "reward_models" / config.reward_model_pole
     pole = config.reward_model_pole
-    rm_pairs = corpus.preference_pairs(pole, config.reward_model_pairs) + corpus.prefix_pairs(pole, config.reward_model_pairs)
+    rm_pairs = corpus.preference_pairs(pole, config.reward_model_pairs) + corpus.prefix_pairs(
+        pole, config.reward_model_pairs
+    )
     rm_report = train_reward_model(
-        base_dir, rm_pairs, rm_dir, name=pole, progress=progress,
+        base_dir,
+        rm_pairs,
+        rm_dir,
+        name=pole,
+        progress=progress,
         description=f"Full Bradley-Terry reward model for '{pole}' answers, fine-tuned from the demo base LM",
-        config=RewardTrainingConfig(epochs=config.reward_model_epochs, lr=config.reward_model_lr, batch_size=16,
-                                    seed=config.seed, patience=config.reward_model_epochs),
+        config=RewardTrainingConfig(
+            epochs=config.reward_model_epochs,
+            lr=config.reward_model_lr,
+            batch_size=16,
+            seed=config.seed,
+            patience=config.reward_model_epochs,
+        ),
     )
     complete, _ = heldout_pairs(corpus, pole, config.heldout_pairs_per_pole)
     reward_model = RewardModelResult(
-        pole=pole, folder=str(rm_dir.relative_to(out)),
+        pole=pole,
+        folder=str(rm_dir.relative_to(out)),
         parameters=sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(rm_dir).parameters()),
-        train_pairs=rm_report.train_pairs, epochs=rm_report.epochs_run, lr=config.reward_model_lr,
-        val_accuracy=rm_report.val_accuracy, heldout_accuracy=reward_model_accuracy(rm_dir, complete),
+        train_pairs=rm_report.train_pairs,
+        epochs=rm_report.epochs_run,
+        lr=config.reward_model_lr,
+        val_accuracy=rm_report.val_accuracy,
+        heldout_accuracy=reward_model_accuracy(rm_dir, complete),
         seconds=time.perf_counter() - rm_started,
     )
 
@@ -284,17 +345,30 @@ def run_recipe(out: str | Path, config: RecipeConfig, progress: bool = True, reu
     decoder = PandaDecoder(model, tokenizer, rewards={h.pole: str(out / h.file) for h in heads})
     lam_model, lam_report, _ = fit_demo_lambda(decoder, corpus, config.lambda_fit, progress=progress)
     lam_model.save(out / LAMBDA_FILE)
-    lambda_fit = {"file": LAMBDA_FILE, "config": config.lambda_fit.model_dump(mode="json"),
-                  **lam_report.model_dump(mode="json", exclude={"out"})}
+    lambda_fit = {
+        "file": LAMBDA_FILE,
+        "config": config.lambda_fit.model_dump(mode="json"),
+        **lam_report.model_dump(mode="json", exclude={"out"}),
+    }
     (out / LAMBDA_FILE).with_suffix(".json").write_text(json.dumps(lambda_fit, indent=2) + "\n", encoding="utf-8")
 
     write_demo_manifest(out)
 
     report = RecipeReport(
-        config=config, torch_version=torch.__version__, threads=torch.get_num_threads(),
-        tokenizer_vocab=len(tokenizer), corpus_train_dialogues=len(train),
-        corpus_distinct_answers=len({d.answer for d in train}), base=base_report, base_samples=samples, heads=heads,
-        reward_model=reward_model, lambda_fit=lambda_fit, file_sizes_bytes={}, base_reused=reused, total_seconds=0.0,
+        config=config,
+        torch_version=torch.__version__,
+        threads=torch.get_num_threads(),
+        tokenizer_vocab=len(tokenizer),
+        corpus_train_dialogues=len(train),
+        corpus_distinct_answers=len({d.answer for d in train}),
+        base=base_report,
+        base_samples=samples,
+        heads=heads,
+        reward_model=reward_model,
+        lambda_fit=lambda_fit,
+        file_sizes_bytes={},
+        base_reused=reused,
+        total_seconds=0.0,
     )
     report.total_seconds = time.perf_counter() - started + (base_report.seconds if reused else 0.0)
     _stage("model cards")
@@ -320,19 +394,25 @@ def write_demo_manifest(out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m panda_chat.demo.recipe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="folder to write the models into (the shipped ones: "
-                                                     "panda_chat/demo/models)")
+    parser.add_argument(
+        "--out", required=True, help="folder to write the models into (the shipped ones: panda_chat/demo/models)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny model, few examples: seconds, for tests")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (torch.set_num_threads)")
-    parser.add_argument("--reuse-base", action="store_true",
-                        help="keep the base LM already trained into --out with the same settings; redo the rest")
+    parser.add_argument(
+        "--reuse-base",
+        action="store_true",
+        help="keep the base LM already trained into --out with the same settings; redo the rest",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = RecipeConfig.quick(args.seed) if args.quick else RecipeConfig(seed=args.seed)
     report = run_recipe(args.out, config, reuse_base=args.reuse_base)
-    print(f"[recipe] done in {report.total_seconds:.0f} s; base LM held-out loss {report.base.heldout_loss:.3f}; "
-          + ", ".join(f"{h.pole} {h.heldout_accuracy:.3f}" for h in report.heads))
+    print(
+        f"[recipe] done in {report.total_seconds:.0f} s; base LM held-out loss {report.base.heldout_loss:.3f}; "
+        + ", ".join(f"{h.pole} {h.heldout_accuracy:.3f}" for h in report.heads)
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ Besides the table, one wide grid of constant lambdas per pole gives the curves: 
 diversity (the paper's trade-off), and the largest lambda's answers are kept as the failure case (Figure 5).
 Figure 3 compares the context-aware lambda with the best fixed one per pole.
 
-Outputs: ``table2.md`` (tables and examples), ``table2.json`` (every number and response), ``table2_reward_vs_lambda.png``,
+Outputs: ``table2.md`` (tables and examples), ``table2.json`` (every number and response),
+``table2_reward_vs_lambda.png``,
 ``table2_reward_vs_diversity.png``, ``table2_context_vs_fixed.png``.
 """
 
@@ -45,40 +46,80 @@ def user_for(pole: str) -> SyntheticUser:
     """A user who wants ``pole`` with confidence 1 and has no preference on the other dimensions."""
     dimension = dimension_of(pole)
     return SyntheticUser(
-        poles={d: (pole if d == dimension else p) for d, p in
-               (("expertise", "elementary"), ("verbosity", "concise"), ("tone", "friendly"))},
+        poles={
+            d: (pole if d == dimension else p)
+            for d, p in (("expertise", "elementary"), ("verbosity", "concise"), ("tone", "friendly"))
+        },
         confidence={d: (1.0 if d == dimension else 0.0) for d in ("expertise", "verbosity", "tone")},
     )
 
 
-def run_pole(decoder: PandaDecoder, pole: str, questions: list[str], lam_model: LearnedLambda, embedder,
-             max_new_tokens: int, progress: bool) -> dict:
+def run_pole(
+    decoder: PandaDecoder,
+    pole: str,
+    questions: list[str],
+    lam_model: LearnedLambda,
+    embedder,
+    max_new_tokens: int,
+    progress: bool,
+) -> dict:
     user = user_for(pole)
     weights = user.steering()
     features = torch.tensor([user.vector(PreferenceCatalog.default())] * len(questions), dtype=torch.float32)
     report = evaluate(
-        decoder, questions, ("greedy", "args", "panda"), lam_grid=ARGS_GRID, lambda_model=lam_model,
-        objective=SelectionObjective(), weights=weights, preference_features=features, embedder=embedder,
-        max_new_tokens=max_new_tokens, progress=progress,
+        decoder,
+        questions,
+        ("greedy", "args", "panda"),
+        lam_grid=ARGS_GRID,
+        lambda_model=lam_model,
+        objective=SelectionObjective(),
+        weights=weights,
+        preference_features=features,
+        embedder=embedder,
+        max_new_tokens=max_new_tokens,
+        progress=progress,
     )
     # the curves: one wide grid of constant lambdas (row 0 of each prompt is the unguided answer)
-    grids = decode_lambda_grid(decoder, chat_prompts(decoder.tokenizer, questions), list(CURVE_GRID),
-                               weights=weights, preference_features=features, max_new_tokens=max_new_tokens,
-                               top_k=10, greedy=True)
+    grids = decode_lambda_grid(
+        decoder,
+        chat_prompts(decoder.tokenizer, questions),
+        list(CURVE_GRID),
+        weights=weights,
+        preference_features=features,
+        max_new_tokens=max_new_tokens,
+        top_k=10,
+        greedy=True,
+    )
     curve = []
     for j, lam in enumerate((0.0, *CURVE_GRID)):
         outs = [g.unguided if j == 0 else g.outputs[j - 1] for g in grids]
         scores = [g.unguided_score if j == 0 else g.scores[j - 1] for g in grids]
-        metrics = generation_metrics(questions, [o.text for o in outs], [s.reward for s in scores],
-                                     with_coherence=False)
-        curve.append({"lam": lam, "avg_reward": metrics.avg_reward, "diversity": metrics.diversity,
-                      "rep_2": metrics.rep_2, "rep_4": metrics.rep_4,
-                      "mean_objective": 0.0 if j == 0 else sum(g.values[j - 1] for g in grids) / len(grids)})
+        metrics = generation_metrics(
+            questions, [o.text for o in outs], [s.reward for s in scores], with_coherence=False
+        )
+        curve.append(
+            {
+                "lam": lam,
+                "avg_reward": metrics.avg_reward,
+                "diversity": metrics.diversity,
+                "rep_2": metrics.rep_2,
+                "rep_4": metrics.rep_4,
+                "mean_objective": 0.0 if j == 0 else sum(g.values[j - 1] for g in grids) / len(grids),
+            }
+        )
     worst = max(CURVE_GRID)
-    failure = [{"prompt": q, "unguided": g.unguided.text, "steered": g.outputs[-1].text}
-               for q, g in zip(questions[:3], grids[:3])]
-    return {"pole": pole, "weights": weights, "eval": report.model_dump(mode="json"), "curve": curve,
-            "failure_lambda": worst, "failure_examples": failure}
+    failure = [
+        {"prompt": q, "unguided": g.unguided.text, "steered": g.outputs[-1].text}
+        for q, g in zip(questions[:3], grids[:3])
+    ]
+    return {
+        "pole": pole,
+        "weights": weights,
+        "eval": report.model_dump(mode="json"),
+        "curve": curve,
+        "failure_lambda": worst,
+        "failure_examples": failure,
+    }
 
 
 def _method(result: dict, name: str) -> dict:
@@ -89,13 +130,16 @@ def markdown(results: list[dict], meta: dict) -> str:
     lines = [
         "# Table 2 on the embedded demo models",
         "",
-        (f"{meta['prompts']} held-out prompts per preference (topics never seen in training), greedy decoding, top-k "
-        f"{meta['top_k']}, up to {meta['max_new_tokens']} new tokens; reward = the preference's calibrated head "
-        "score (weight +1) plus the opposite pole's (weight -1), read at the complete response's last token. "
-        "ARGS is the best constant lambda of "
-        f"{{{', '.join(f'{v:g}' for v in ARGS_GRID)}}} chosen on these prompts by J = reward gain - fluency loss. "
-        f"Coherence: cosine similarity of prompt and response embeddings. Measured in {meta['seconds']:.0f} s on "
-         "CPU by `python -m panda_chat.demo.table2` (the same `evaluate` that `panda-chat eval` runs)."),
+        (
+            f"{meta['prompts']} held-out prompts per preference (topics never seen in training), greedy decoding, "
+            "top-k "
+            f"{meta['top_k']}, up to {meta['max_new_tokens']} new tokens; reward = the preference's calibrated head "
+            "score (weight +1) plus the opposite pole's (weight -1), read at the complete response's last token. "
+            "ARGS is the best constant lambda of "
+            f"{{{', '.join(f'{v:g}' for v in ARGS_GRID)}}} chosen on these prompts by J = reward gain - fluency loss. "
+            f"Coherence: cosine similarity of prompt and response embeddings. Measured in {meta['seconds']:.0f} s on "
+            "CPU by `python -m panda_chat.demo.table2` (the same `evaluate` that `panda-chat eval` runs)."
+        ),
         "",
         "| preference | method | lambda | rep-2 | rep-3 | rep-4 | diversity | coherence | avg reward | J |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -104,29 +148,53 @@ def markdown(results: list[dict], meta: dict) -> str:
         for r in res["eval"]["results"]:
             m = r["metrics"]
             coh = "n/a" if m["coherence"] is None else f"{m['coherence']:.3f}"
-            lines.append(f"| {res['pole']} | {r['method']} | {r['lam']} | {m['rep_2']:.2f} | {m['rep_3']:.2f} | "
-                         f"{m['rep_4']:.2f} | {m['diversity']:.3f} | {coh} | {m['avg_reward']:.3f} | "
-                         f"{r['mean_objective']:.3f} |")
-    lines += ["", "## Figure 3: context-aware vs fixed lambda (mean J and reward on the same prompts)", "",
-              "| preference | ARGS lambda | ARGS reward | PANDA reward | ARGS J | PANDA J |",
-              "| --- | --- | ---: | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {res['pole']} | {r['method']} | {r['lam']} | {m['rep_2']:.2f} | {m['rep_3']:.2f} | "
+                f"{m['rep_4']:.2f} | {m['diversity']:.3f} | {coh} | {m['avg_reward']:.3f} | "
+                f"{r['mean_objective']:.3f} |"
+            )
+    lines += [
+        "",
+        "## Figure 3: context-aware vs fixed lambda (mean J and reward on the same prompts)",
+        "",
+        "| preference | ARGS lambda | ARGS reward | PANDA reward | ARGS J | PANDA J |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for res in results:
         a, p = _method(res, "args"), _method(res, "panda")
-        lines.append(f"| {res['pole']} | {a['lam']} | {a['metrics']['avg_reward']:.3f} | "
-                     f"{p['metrics']['avg_reward']:.3f} | {a['mean_objective']:.3f} | {p['mean_objective']:.3f} |")
-    lines += ["", "## Reward and diversity vs a constant lambda", "",
-              "| preference | " + " | ".join(f"lambda {c['lam']:g}" for c in results[0]["curve"]) + " |",
-              "| --- | " + " | ".join("---:" for _ in results[0]["curve"]) + " |"]
+        lines.append(
+            f"| {res['pole']} | {a['lam']} | {a['metrics']['avg_reward']:.3f} | "
+            f"{p['metrics']['avg_reward']:.3f} | {a['mean_objective']:.3f} | {p['mean_objective']:.3f} |"
+        )
+    lines += [
+        "",
+        "## Reward and diversity vs a constant lambda",
+        "",
+        "| preference | " + " | ".join(f"lambda {c['lam']:g}" for c in results[0]["curve"]) + " |",
+        "| --- | " + " | ".join("---:" for _ in results[0]["curve"]) + " |",
+    ]
     for res in results:
-        lines.append(f"| {res['pole']} | " + " | ".join(
-            f"{c['avg_reward']:.2f} / {c['diversity']:.2f}" for c in res["curve"]) + " |")
-    lines += ["", "(each cell: avg reward / diversity)", "",
-              f"## Figure 5: too large a lambda (lambda = {results[0]['failure_lambda']:g})", ""]
+        lines.append(
+            f"| {res['pole']} | "
+            + " | ".join(f"{c['avg_reward']:.2f} / {c['diversity']:.2f}" for c in res["curve"])
+            + " |"
+        )
+    lines += [
+        "",
+        "(each cell: avg reward / diversity)",
+        "",
+        f"## Figure 5: too large a lambda (lambda = {results[0]['failure_lambda']:g})",
+        "",
+    ]
     for res in results:
         example = res["failure_examples"][0]
-        lines += [f"**{res['pole']}**, prompt: {example['prompt']}", "",
-                  f"- unguided: {example['unguided']}", f"- lambda {res['failure_lambda']:g}: {example['steered']}",
-                  ""]
+        lines += [
+            f"**{res['pole']}**, prompt: {example['prompt']}",
+            "",
+            f"- unguided: {example['unguided']}",
+            f"- lambda {res['failure_lambda']:g}: {example['steered']}",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -153,12 +221,23 @@ def plots(results: list[dict], out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for res in results:
-        line = ax.plot([c["diversity"] for c in res["curve"]], [c["avg_reward"] for c in res["curve"]],
-                       marker="o", label=res["pole"])
+        line = ax.plot(
+            [c["diversity"] for c in res["curve"]],
+            [c["avg_reward"] for c in res["curve"]],
+            marker="o",
+            label=res["pole"],
+        )
         for name, marker in (("args", "s"), ("panda", "*")):
             m = _method(res, name)["metrics"]
-            ax.scatter([m["diversity"]], [m["avg_reward"]], marker=marker, s=110, color=line[0].get_color(),
-                       edgecolors="black", zorder=3)
+            ax.scatter(
+                [m["diversity"]],
+                [m["avg_reward"]],
+                marker=marker,
+                s=110,
+                color=line[0].get_color(),
+                edgecolors="black",
+                zorder=3,
+            )
     ax.set_xlabel("diversity")
     ax.set_ylabel("average reward")
     ax.set_title("Reward vs diversity: constant-lambda curve; square = ARGS, star = PANDA")
@@ -171,10 +250,11 @@ def plots(results: list[dict], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     poles = [r["pole"] for r in results]
     xs = list(range(len(poles)))
-    for offset, name, label in ((-0.2, "args", "fixed lambda (ARGS, best of grid)"),
-                                (0.2, "panda", "context-aware lambda (PANDA)")):
-        ax.bar([x + offset for x in xs], [_method(r, name)["mean_objective"] for r in results], width=0.4,
-               label=label)
+    for offset, name, label in (
+        (-0.2, "args", "fixed lambda (ARGS, best of grid)"),
+        (0.2, "panda", "context-aware lambda (PANDA)"),
+    ):
+        ax.bar([x + offset for x in xs], [_method(r, name)["mean_objective"] for r in results], width=0.4, label=label)
     ax.set_xticks(list(xs), poles)
     ax.set_ylabel("mean J (reward gain - fluency loss)")
     ax.set_title("Context-aware vs fixed lambda")
@@ -204,19 +284,26 @@ def main(argv: list[str] | None = None) -> None:
 
     embedder = resolve_embedder(args.embedder)
     heads = demo_head_paths()
-    decoder = PandaDecoder.from_pretrained(str(demo_model_dir()), rewards={p: str(h) for p, h in heads.items()},
-                                           device="cpu", dtype="float32")
+    decoder = PandaDecoder.from_pretrained(
+        str(demo_model_dir()), rewards={p: str(h) for p, h in heads.items()}, device="cpu", dtype="float32"
+    )
     lam_model = LearnedLambda.load(demo_lambda_path())
     questions = DialogueCorpus(args.seed).prompts(args.prompts, split="heldout")
     results = []
     for pole in [p.strip() for p in args.poles.split(",") if p.strip()]:
         print(f"[table2] {pole} (vs {opposite_pole(pole)})", flush=True)
         results.append(run_pole(decoder, pole, questions, lam_model, embedder, args.max_new_tokens, progress=True))
-    meta = {"prompts": len(questions), "seed": args.seed, "top_k": 10, "max_new_tokens": args.max_new_tokens,
-            "args_grid": list(ARGS_GRID), "curve_grid": list(CURVE_GRID), "threads": args.threads,
-            "seconds": time.perf_counter() - started}
-    (out / "table2.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n",
-                                     encoding="utf-8")
+    meta = {
+        "prompts": len(questions),
+        "seed": args.seed,
+        "top_k": 10,
+        "max_new_tokens": args.max_new_tokens,
+        "args_grid": list(ARGS_GRID),
+        "curve_grid": list(CURVE_GRID),
+        "threads": args.threads,
+        "seconds": time.perf_counter() - started,
+    }
+    (out / "table2.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")
     (out / "table2.md").write_text(markdown(results, meta), encoding="utf-8")
     for path in plots(results, out):
         print(f"[table2] wrote {path}")

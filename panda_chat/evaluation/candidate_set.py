@@ -90,16 +90,23 @@ def decode_lambda_grid(
         prefs = None
         if preference_features is not None:
             prefs = preference_features[start : start + chunk].repeat_interleave(per_prompt, dim=0)
-        outputs = decoder.generate(rows, weights=row_weights, lam=row_lambdas * len(part),
-                                   preference_features=prefs, **decode_options)
+        outputs = decoder.generate(
+            rows, weights=row_weights, lam=row_lambdas * len(part), preference_features=prefs, **decode_options
+        )
         scored = scorer.score(rows, outputs, weights=row_weights)
         for i, prompt in enumerate(part):
             outs = outputs[i * per_prompt : (i + 1) * per_prompt]
             scs = scored[i * per_prompt : (i + 1) * per_prompt]
-            grids.append(PromptGrid(
-                prompt=prompt, unguided=outs[0], unguided_score=scs[0], outputs=outs[1:], scores=scs[1:],
-                values=[objective.value(s, scs[0]) for s in scs[1:]],
-            ))
+            grids.append(
+                PromptGrid(
+                    prompt=prompt,
+                    unguided=outs[0],
+                    unguided_score=scs[0],
+                    outputs=outs[1:],
+                    scores=scs[1:],
+                    values=[objective.value(s, scs[0]) for s in scs[1:]],
+                )
+            )
         if progress is not None:
             progress.update(len(part))
     return grids
@@ -119,8 +126,9 @@ class CandidateSetChoice:
 class LambdaCandidateSet:
     """Decode lambda_1..lambda_M for each prompt and keep the response with the largest J (see module docstring)."""
 
-    def __init__(self, lambdas: Sequence[LambdaChoice], objective: SelectionObjective | None = None,
-                 max_rows: int = 64):
+    def __init__(
+        self, lambdas: Sequence[LambdaChoice], objective: SelectionObjective | None = None, max_rows: int = 64
+    ):
         if not lambdas:
             raise ValueError("the lambda candidate set is empty")
         self.lambdas = list(lambdas)
@@ -129,11 +137,17 @@ class LambdaCandidateSet:
 
     def generate(self, decoder: PandaDecoder, prompts: Sequence[str], **options) -> list[CandidateSetChoice]:
         """``options``: weights, preference_features, scorer, progress and ``PandaDecoder.generate`` options."""
-        grids = decode_lambda_grid(decoder, prompts, self.lambdas, objective=self.objective, max_rows=self.max_rows,
-                                   **options)
+        grids = decode_lambda_grid(
+            decoder, prompts, self.lambdas, objective=self.objective, max_rows=self.max_rows, **options
+        )
         return [self.choose(grid) for grid in grids]
 
     def choose(self, grid: PromptGrid) -> CandidateSetChoice:
         best = grid.best
-        return CandidateSetChoice(output=grid.outputs[best], index=best, label=lambda_label(self.lambdas[best]),
-                                  value=grid.values[best], grid=grid)
+        return CandidateSetChoice(
+            output=grid.outputs[best],
+            index=best,
+            label=lambda_label(self.lambdas[best]),
+            value=grid.values[best],
+            grid=grid,
+        )

@@ -88,8 +88,17 @@ def fit_lambda(
     labels = [lambda_label(s) for s in grid]
     bar = tqdm(total=len(prompts), desc="lambda grid", unit="prompt", disable=not progress)
     grids = decode_lambda_grid(
-        decoder, prompts, list(grid), objective=objective, weights=weights, preference_features=preference_features,
-        max_rows=max_rows, scorer=scorer, progress=bar, max_new_tokens=max_new_tokens, **decode_options,
+        decoder,
+        prompts,
+        list(grid),
+        objective=objective,
+        weights=weights,
+        preference_features=preference_features,
+        max_rows=max_rows,
+        scorer=scorer,
+        progress=bar,
+        max_new_tokens=max_new_tokens,
+        **decode_options,
     )
     bar.close()
     values = torch.tensor([g.values for g in grids])  # (N, M)
@@ -99,28 +108,55 @@ def fit_lambda(
 
     features = prompt_features(decoder, prompts)
     model = LearnedLambda.fit(
-        LambdaTrainingSet(features, [grid[i] for i in best], horizon=max_new_tokens,
-                          preference_features=preference_features),
-        kind=kind, ridge_alpha=ridge_alpha, base_model=str(getattr(decoder.model.config, "_name_or_path", "")),
+        LambdaTrainingSet(
+            features, [grid[i] for i in best], horizon=max_new_tokens, preference_features=preference_features
+        ),
+        kind=kind,
+        ridge_alpha=ridge_alpha,
+        base_model=str(getattr(decoder.model.config, "_name_or_path", "")),
     )
     learned_value = None
     if measure:
         learned = decode_lambda_grid(
-            decoder, prompts, [model], objective=objective, weights=weights, preference_features=preference_features,
-            max_rows=max_rows, scorer=scorer, max_new_tokens=max_new_tokens, **decode_options,
+            decoder,
+            prompts,
+            [model],
+            objective=objective,
+            weights=weights,
+            preference_features=preference_features,
+            max_rows=max_rows,
+            scorer=scorer,
+            max_new_tokens=max_new_tokens,
+            **decode_options,
         )
         learned_value = sum(g.values[0] for g in learned) / len(learned)
     counts = Counter(labels[i] for i in best)
     report = LambdaFitReport(
-        prompts=len(prompts), max_new_tokens=max_new_tokens, beta=objective.beta, gamma=objective.gamma, grid=labels,
+        prompts=len(prompts),
+        max_new_tokens=max_new_tokens,
+        beta=objective.beta,
+        gamma=objective.gamma,
+        grid=labels,
         mean_value={label: float(v) for label, v in zip(labels, mean)},
         best_counts={label: counts.get(label, 0) for label in labels},
-        best_fixed=labels[fixed], best_fixed_value=float(mean[fixed]),
-        oracle_value=float(values.max(1).values.mean()), learned_value=learned_value,
-        kind=kind, train_rmse=float(model.config.training["train_rmse"]), seconds=time.perf_counter() - started,
+        best_fixed=labels[fixed],
+        best_fixed_value=float(mean[fixed]),
+        oracle_value=float(values.max(1).values.mean()),
+        learned_value=learned_value,
+        kind=kind,
+        train_rmse=float(model.config.training["train_rmse"]),
+        seconds=time.perf_counter() - started,
     )
-    model.config = model.config.model_copy(update={"training": model.config.training | {
-        "objective": {"beta": objective.beta, "gamma": objective.gamma}, "grid": labels,
-        "best_fixed": report.best_fixed, "oracle_value": report.oracle_value, "learned_value": learned_value,
-    }})
+    model.config = model.config.model_copy(
+        update={
+            "training": model.config.training
+            | {
+                "objective": {"beta": objective.beta, "gamma": objective.gamma},
+                "grid": labels,
+                "best_fixed": report.best_fixed,
+                "oracle_value": report.oracle_value,
+                "learned_value": learned_value,
+            }
+        }
+    )
     return model, report

@@ -56,14 +56,18 @@ class EvaluationReport(BaseModel):
 
     def markdown(self) -> str:
         """The method x metric table."""
-        lines = ["| method | lambda | rep-2 | rep-3 | rep-4 | diversity | coherence | avg reward | J |",
-                 "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines = [
+            "| method | lambda | rep-2 | rep-3 | rep-4 | diversity | coherence | avg reward | J |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in self.results:
             m = r.metrics
             coherence = "n/a" if m.coherence is None else f"{m.coherence:.3f}"
             reward = "n/a" if m.avg_reward is None else f"{m.avg_reward:.3f}"
-            lines.append(f"| {r.method} | {r.lam} | {m.rep_2:.2f} | {m.rep_3:.2f} | {m.rep_4:.2f} | "
-                         f"{m.diversity:.3f} | {coherence} | {reward} | {r.mean_objective:.3f} |")
+            lines.append(
+                f"| {r.method} | {r.lam} | {m.rep_2:.2f} | {m.rep_3:.2f} | {m.rep_4:.2f} | "
+                f"{m.diversity:.3f} | {coherence} | {reward} | {r.mean_objective:.3f} |"
+            )
         return "\n".join(lines)
 
 
@@ -101,22 +105,42 @@ def evaluate(
     objective = objective or SelectionObjective()
     texts = [prompt_text(decoder.tokenizer, p) for p in prompts] if chat_template else list(prompts)
     scorer = ResponseScorer(decoder)
-    options: dict[str, Any] = dict(objective=objective, weights=weights, preference_features=preference_features,
-                                   max_rows=max_rows, scorer=scorer, max_new_tokens=max_new_tokens, top_k=top_k,
-                                   greedy=True)
+    options: dict[str, Any] = dict(
+        objective=objective,
+        weights=weights,
+        preference_features=preference_features,
+        max_rows=max_rows,
+        scorer=scorer,
+        max_new_tokens=max_new_tokens,
+        top_k=top_k,
+        greedy=True,
+    )
     if with_coherence:
         from profiles.embedders import resolve_embedder
 
         embedder = resolve_embedder(embedder)  # load once for every method
 
-    def row(method: str, lam: str, outputs, scores: list[ScoredResponse], values: list[float],
-            unguided: list[ScoredResponse]) -> MethodResult:
+    def row(
+        method: str,
+        lam: str,
+        outputs,
+        scores: list[ScoredResponse],
+        values: list[float],
+        unguided: list[ScoredResponse],
+    ) -> MethodResult:
         responses = [o.text for o in outputs]
-        metrics = generation_metrics(prompts, responses, [s.reward for s in scores], embedder=embedder,
-                                     with_coherence=with_coherence)
+        metrics = generation_metrics(
+            prompts, responses, [s.reward for s in scores], embedder=embedder, with_coherence=with_coherence
+        )
         fluency = [objective.fluency_loss(s, u) for s, u in zip(scores, unguided)]
-        return MethodResult(method=method, lam=lam, metrics=metrics, mean_objective=sum(values) / len(values),
-                            mean_fluency_loss=sum(fluency) / len(fluency), responses=responses)
+        return MethodResult(
+            method=method,
+            lam=lam,
+            metrics=metrics,
+            mean_objective=sum(values) / len(values),
+            mean_fluency_loss=sum(fluency) / len(fluency),
+            responses=responses,
+        )
 
     results: list[MethodResult] = []
     grid_lambdas = [float(v) for v in lam_grid]
@@ -130,21 +154,43 @@ def evaluate(
         elif method == "args":
             means = [sum(g.values[j] for g in grids) / len(grids) for j in range(len(grid_lambdas))]
             j = select_best(means)
-            results.append(row("args", lambda_label(grid_lambdas[j]), [g.outputs[j] for g in grids],
-                               [g.scores[j] for g in grids], [g.values[j] for g in grids], unguided))
+            results.append(
+                row(
+                    "args",
+                    lambda_label(grid_lambdas[j]),
+                    [g.outputs[j] for g in grids],
+                    [g.scores[j] for g in grids],
+                    [g.values[j] for g in grids],
+                    unguided,
+                )
+            )
         elif method == "panda-set":
             best = [g.best for g in grids]
-            results.append(row("panda-set", "candidate set", [g.outputs[b] for g, b in zip(grids, best)],
-                               [g.scores[b] for g, b in zip(grids, best)],
-                               [g.values[b] for g, b in zip(grids, best)], unguided))
+            results.append(
+                row(
+                    "panda-set",
+                    "candidate set",
+                    [g.outputs[b] for g, b in zip(grids, best)],
+                    [g.scores[b] for g, b in zip(grids, best)],
+                    [g.values[b] for g, b in zip(grids, best)],
+                    unguided,
+                )
+            )
         elif lambda_model is not None:  # panda (checked above): the learned lambda decodes once more; J is measured
             # against the same unguided responses
             learned = decode_lambda_grid(decoder, texts, [lambda_model], **options)
             scores = [g.scores[0] for g in learned]
             values = [objective.value(s, u) for s, u in zip(scores, unguided)]
-            results.append(row("panda", lambda_label(lambda_model), [g.outputs[0] for g in learned], scores, values,
-                               unguided))
+            results.append(
+                row("panda", lambda_label(lambda_model), [g.outputs[0] for g in learned], scores, values, unguided)
+            )
     return EvaluationReport(
-        prompts=len(prompts), max_new_tokens=max_new_tokens, top_k=top_k, beta=objective.beta, gamma=objective.gamma,
-        lam_grid=[lambda_label(v) for v in grid_lambdas], results=results, seconds=time.perf_counter() - started,
+        prompts=len(prompts),
+        max_new_tokens=max_new_tokens,
+        top_k=top_k,
+        beta=objective.beta,
+        gamma=objective.gamma,
+        lam_grid=[lambda_label(v) for v in grid_lambdas],
+        results=results,
+        seconds=time.perf_counter() - started,
     )

@@ -38,8 +38,9 @@ class ResponseScorer:
         self.decoder = decoder
         self.batch_size = batch_size
 
-    def score(self, prompts: Sequence[str], outputs: Sequence[GenerationOutput],
-              weights: Weights = None) -> list[ScoredResponse]:
+    def score(
+        self, prompts: Sequence[str], outputs: Sequence[GenerationOutput], weights: Weights = None
+    ) -> list[ScoredResponse]:
         """One ``ScoredResponse`` per (prompt, output); ``weights`` as in ``PandaDecoder.generate``."""
         if len(prompts) != len(outputs):
             raise ValueError("one output per prompt is needed")
@@ -51,8 +52,9 @@ class ResponseScorer:
         return scored
 
     @torch.inference_mode()
-    def _score_chunk(self, prompts: list[str], outputs: list[GenerationOutput],
-                     weights: Weights) -> list[ScoredResponse]:
+    def _score_chunk(
+        self, prompts: list[str], outputs: list[GenerationOutput], weights: Weights
+    ) -> list[ScoredResponse]:
         decoder, model = self.decoder, self.decoder.model
         device = decoder.device
         batch = decoder.encode_prompts(prompts)
@@ -78,10 +80,14 @@ class ResponseScorer:
             last = len(r) - 1
             if last >= 1 and r[-1] in eos:
                 last -= 1
-            result.append(ScoredResponse(
-                reward=rewards[last] if last >= 0 else 0.0, nll=n, degeneration=degeneration(o.text),
-                token_rewards=rewards,
-            ))
+            result.append(
+                ScoredResponse(
+                    reward=rewards[last] if last >= 0 else 0.0,
+                    nll=n,
+                    degeneration=degeneration(o.text),
+                    token_rewards=rewards,
+                )
+            )
         return result
 
     def _hidden_states(self, sequences: list[list[int]]) -> torch.Tensor:
@@ -113,12 +119,16 @@ class ResponseScorer:
             tokens = torch.tensor([r[t] if t < len(r) else pad for r in responses], device=device)
             base_hidden = None
             if needs_hidden:
-                positions = torch.tensor([len(p) + min(t, max(len(r) - 1, 0)) for p, r in zip(prompt_ids, responses)],
-                                         device=hidden.device)
+                positions = torch.tensor(
+                    [len(p) + min(t, max(len(r) - 1, 0)) for p, r in zip(prompt_ids, responses)], device=hidden.device
+                )
                 base_hidden = hidden[torch.arange(size, device=hidden.device), positions][:, None, :]
             candidates = CandidateBatch(
-                step=t, candidate_ids=tokens[:, None], generated_ids=[r[:t] for r in responses],
-                active=torch.tensor(active, device=device), base_hidden=base_hidden,
+                step=t,
+                candidate_ids=tokens[:, None],
+                generated_ids=[r[:t] for r in responses],
+                active=torch.tensor(active, device=device),
+                base_hidden=base_hidden,
             )
             raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # (B, 1, R)
             combined = plan.combine(raw)[:, 0].tolist()

@@ -6,9 +6,9 @@ from panda_chat.lam.schedules import ExponentialDecayLambda, LinearDecayLambda, 
 
 __all__ = [
     "ConstantLambda",
+    "ExponentialDecayLambda",
     "LambdaContext",
     "LambdaFunction",
-    "ExponentialDecayLambda",
     "LambdaTrainingSet",
     "LearnedLambda",
     "LinearDecayLambda",

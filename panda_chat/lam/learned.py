@@ -107,8 +107,9 @@ class LearnedLambda(nn.Module):
             self.net = nn.Sequential(nn.Linear(d, config.hidden_size), nn.GELU(), nn.Linear(config.hidden_size, 1))
 
     # ----- prediction ---------------------------------------------------------------------------------------------
-    def features(self, prompt_features: torch.Tensor, steps: torch.Tensor,
-                 preference_features: torch.Tensor | None = None) -> torch.Tensor:
+    def features(
+        self, prompt_features: torch.Tensor, steps: torch.Tensor, preference_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(N, D) raw (unstandardised) feature rows; a model fitted with preferences fills missing ones with the
         training mean (an average user)."""
         prompt_features = prompt_features.float().cpu()
@@ -127,7 +128,8 @@ class LearnedLambda(nn.Module):
             preference_features = preference_features.float().cpu()
             if preference_features.shape[-1] != p:
                 raise ValueError(
-                    f"the lambda model expects {p} preference features, got {preference_features.shape[-1]}")
+                    f"the lambda model expects {p} preference features, got {preference_features.shape[-1]}"
+                )
             parts.append(preference_features)
         parts.append(step_features(steps.cpu()))
         return torch.cat(parts, dim=-1)
@@ -164,8 +166,11 @@ class LearnedLambda(nn.Module):
         """Fit to the targets lambda_best(i)(t) of every (prompt i, step t) row of ``data``."""
         prompt_feats, steps, prefs, targets = data.rows()
         config = LearnedLambdaConfig(
-            kind=kind, prompt_dim=prompt_feats.shape[1], preference_dim=0 if prefs is None else prefs.shape[1],
-            hidden_size=hidden_size, base_model=base_model,
+            kind=kind,
+            prompt_dim=prompt_feats.shape[1],
+            preference_dim=0 if prefs is None else prefs.shape[1],
+            hidden_size=hidden_size,
+            base_model=base_model,
         )
         model = cls(config)
         x = model.features(prompt_feats, steps, prefs)
@@ -179,10 +184,17 @@ class LearnedLambda(nn.Module):
             model._fit_mlp(z, targets, epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed)
         with torch.no_grad():
             rmse = float(torch.sqrt(F.mse_loss(model.predict(x), targets)))
-        model.config = config.model_copy(update={"training": {
-            "prompts": int(data.prompt_features.shape[0]), "rows": int(x.shape[0]), "horizon": data.horizon,
-            "train_rmse": rmse, "ridge_alpha": ridge_alpha if kind == "ridge" else None,
-        }})
+        model.config = config.model_copy(
+            update={
+                "training": {
+                    "prompts": int(data.prompt_features.shape[0]),
+                    "rows": int(x.shape[0]),
+                    "horizon": data.horizon,
+                    "train_rmse": rmse,
+                    "ridge_alpha": ridge_alpha if kind == "ridge" else None,
+                }
+            }
+        )
         return model.eval()
 
     def _fit_ridge(self, z: torch.Tensor, targets: torch.Tensor, alpha: float) -> None:
@@ -197,8 +209,9 @@ class LearnedLambda(nn.Module):
             self.net.weight.copy_(w.float().unsqueeze(0))
             self.net.bias.fill_(float(y.mean()))
 
-    def _fit_mlp(self, z: torch.Tensor, targets: torch.Tensor, epochs: int, lr: float, weight_decay: float,
-                 seed: int) -> None:
+    def _fit_mlp(
+        self, z: torch.Tensor, targets: torch.Tensor, epochs: int, lr: float, weight_decay: float, seed: int
+    ) -> None:
         """Full-batch AdamW on the squared error of lambda (the rows are few: one per prompt and step)."""
         torch.manual_seed(seed)
         if not isinstance(self.net, nn.Sequential):

@@ -83,4 +83,3 @@ def parse_lambda(spec: str) -> LambdaFunction:
     except ValueError as exc:
         raise ValueError(f"bad lambda {spec!r}: {exc}") from exc
     raise ValueError(f"bad lambda {spec!r}: expected a number, 'exp:START:DECAY' or 'lin:START:END:STEPS'")
-

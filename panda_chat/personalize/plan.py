@@ -89,11 +89,14 @@ class PersonalizationPlan(BaseModel):
 
     def explain(self) -> str:
         """A few lines a person can read: which preferences are in play, how strongly, and why."""
-        lines = [f"user {self.user_id}: " + {
-            "steered": "answers are steered by these preferences",
-            "neutral": "no confident preference yet, answers are not steered",
-            "unguided": "preferences known, but no reward could be built for this model: answers are not steered",
-        }[self.mode]]
+        lines = [
+            f"user {self.user_id}: "
+            + {
+                "steered": "answers are steered by these preferences",
+                "neutral": "no confident preference yet, answers are not steered",
+                "unguided": "preferences known, but no reward could be built for this model: answers are not steered",
+            }[self.mode]
+        ]
         for name, pref in self.context.dimensions.items():
             weights = ", ".join(f"{pole} {weight:.2f}" for pole, weight in pref.weights.items())
             lines.append(f"  {name}: {weights} (confidence {pref.confidence:.2f}, {pref.source})")
@@ -103,7 +106,7 @@ class PersonalizationPlan(BaseModel):
         if self.mode == "steered":
             lines.append(f"  lambda: {self.lambda_kind}")
         for item in self.context.evidence[:3]:
-            lines.append(f"  because you said: \"{item.text[:80]}\" ({item.dimension} -> {item.pole})")
+            lines.append(f'  because you said: "{item.text[:80]}" ({item.dimension} -> {item.pole})')
         return "\n".join(lines)
 
 
@@ -120,7 +123,8 @@ def with_model_rewards(catalog: PreferenceCatalog, rewards: Mapping[str, RewardS
     for dimension in catalog.dimensions:
         poles = [
             pole.model_copy(update={"reward": rewards[pole.name]})
-            if pole.reward.kind == "zero_shot" and pole.name in rewards else pole
+            if pole.reward.kind == "zero_shot" and pole.name in rewards
+            else pole
             for pole in dimension.poles
         ]
         dimensions.append(dimension.model_copy(update={"poles": poles}))
@@ -166,20 +170,32 @@ class Personalizer:
                     continue
                 weights[built.name] = weight
                 rewards[built.name] = built.source
-                poles.append(PoleSteering(
-                    dimension=dimension.name, pole=pole_name, reward=built.name, weight=weight, kind=built.kind,
-                    note=built.note,
-                ))
+                poles.append(
+                    PoleSteering(
+                        dimension=dimension.name,
+                        pole=pole_name,
+                        reward=built.name,
+                        weight=weight,
+                        kind=built.kind,
+                        note=built.note,
+                    )
+                )
         for head in user_heads:
             weight = head.weight * self.strength
             if abs(weight) < MIN_STEERING:
                 continue
             weights[head.name] = weight
             rewards[head.name] = head.source
-            poles.append(PoleSteering(
-                dimension="user", pole=head.head_name, reward=head.name, weight=weight, kind="user_head",
-                note=f"your own head, trained on {head.pairs} feedback pair(s)",
-            ))
+            poles.append(
+                PoleSteering(
+                    dimension="user",
+                    pole=head.head_name,
+                    reward=head.name,
+                    weight=weight,
+                    kind="user_head",
+                    note=f"your own head, trained on {head.pairs} feedback pair(s)",
+                )
+            )
         mode: PlanMode = "steered" if weights else ("unguided" if wanted else "neutral")
         return PersonalizationPlan(
             user_id=context.user_id,

@@ -78,7 +78,7 @@ class PoleRewards:
         try:
             source = ZeroShotReward(pole.description, name=name, embedder=self.embedder)
             source.calibrated_on(calibration_texts(catalog))
-        except Exception as error:  # an embedder that cannot load (no packaged model, no hub): steer nothing
+        except Exception as error:  # noqa: BLE001 - an embedder that cannot load (no packaged model, no hub): steer nothing
             reason = f"the zero-shot reward could not be built ({type(error).__name__}: {error})"
             note = f"{note}; {reason}" if note else reason
             warnings.warn(f"pole '{name}' will not be steered: {note}", RuntimeWarning, stacklevel=3)
@@ -120,6 +120,13 @@ def user_head_rewards(user_id: str, stored, model) -> tuple[list[UserHeadReward]
             continue
         pairs = int(meta.get("train_pairs") or 0) + int(meta.get("val_pairs") or 0)
         name = f"user:{user_id}:{item.name}"
-        rewards.append(UserHeadReward(name=name, head_name=item.name, source=HeadReward(head, name=name),
-                                      pairs=pairs, weight=pairs / (pairs + USER_HEAD_PAIRS_FOR_HALF)))
+        rewards.append(
+            UserHeadReward(
+                name=name,
+                head_name=item.name,
+                source=HeadReward(head, name=name),
+                pairs=pairs,
+                weight=pairs / (pairs + USER_HEAD_PAIRS_FOR_HALF),
+            )
+        )
     return rewards, notes

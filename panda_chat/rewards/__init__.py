@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 
 _LAZY_EXPORTS = {
     "CachedRewardModel": "panda_chat.rewards.reward_model",
@@ -40,11 +40,14 @@ _LAZY_EXPORTS = {
 __all__ = ["CandidateBatch", "Calibration", "PromptBatch", "RewardSession", "RewardSource", *_LAZY_EXPORTS]
 
 if TYPE_CHECKING:
+    from panda_chat.rewards.bootstrap import bootstrap_heads
     from panda_chat.rewards.calibration import RewardModelInfo, calibrate
     from panda_chat.rewards.data import PairDataError, PreferencePair, load_pairs
     from panda_chat.rewards.loading import TokenizerMismatchError, load_reward, load_rewards
+    from panda_chat.rewards.manifest import HeadsManifest
     from panda_chat.rewards.reward_model import CachedRewardModel
     from panda_chat.rewards.text_reward_model import TextRewardModel
+    from panda_chat.rewards.token_level import PrefixFeaturizer, train_token_reward_head
     from panda_chat.rewards.training import (
         PairwiseRewardTrainer,
         RewardTrainingConfig,
@@ -54,9 +57,6 @@ if TYPE_CHECKING:
         train_reward_model,
         train_user_reward_head,
     )
-    from panda_chat.rewards.bootstrap import bootstrap_heads
-    from panda_chat.rewards.manifest import HeadsManifest
-    from panda_chat.rewards.token_level import PrefixFeaturizer, train_token_reward_head
     from panda_chat.rewards.zero_shot import ZeroShotReward
 
 

@@ -61,7 +61,7 @@ class RewardSession(ABC):
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
         """Raw rewards r([x, y<t, z]) for every candidate z: a float tensor of shape (B, k)."""
 
-    def commit(self, chosen: torch.Tensor) -> None:
+    def commit(self, chosen: torch.Tensor) -> None:  # noqa: B027 - an optional hook, a no-op for stateless sources
         """Record the chosen candidate index per row, shape (B,). Stateless sources ignore it."""
 
     # True when the session implements ``select_rows``. The decoder drops finished rows from the batch only when

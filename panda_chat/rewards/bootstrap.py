@@ -46,8 +46,7 @@ HEADS_FOLDER = "heads"
 
 def default_head_config(seed: int = 0) -> RewardTrainingConfig:
     """A small MLP head: on the demo model it reads partial answers better than a linear one (0.83 vs 0.77)."""
-    return RewardTrainingConfig(epochs=40, lr=3e-3, head_kind="mlp", mlp_size=128, patience=5, seed=seed,
-                                val_split=0.0)
+    return RewardTrainingConfig(epochs=40, lr=3e-3, head_kind="mlp", mlp_size=128, patience=5, seed=seed, val_split=0.0)
 
 
 class PoleReport(BaseModel):
@@ -75,17 +74,23 @@ class BootstrapReport(BaseModel):
 def _generate_styled(model, tokenizer, question: str, description: str, max_new_tokens: int) -> str:
     """The model's own greedy answer to ``question`` when asked for the style ``description``."""
     text = prompt_text(tokenizer, f"{question}\n\n(Answer in this style: {description})")
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=not (tokenizer.bos_token
-                                                                      and text.startswith(tokenizer.bos_token)))
+    ids = tokenizer(
+        text, return_tensors="pt", add_special_tokens=not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))
+    )
     device = next(model.parameters()).device
     with torch.no_grad():
-        out = model.generate(**{k: v.to(device) for k, v in ids.items()}, max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        out = model.generate(
+            **{k: v.to(device) for k, v in ids.items()},
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def self_written_pairs(model, tokenizer, questions: Sequence[str], pole: Pole, others: Sequence[Pole],
-                       max_new_tokens: int = 48) -> list[PreferencePair]:
+def self_written_pairs(
+    model, tokenizer, questions: Sequence[str], pole: Pole, others: Sequence[Pole], max_new_tokens: int = 48
+) -> list[PreferencePair]:
     """Pairs the model writes itself: the answer asked in ``pole``'s style is chosen over one in another pole's."""
     pairs = []
     for i, question in enumerate(questions):
@@ -111,15 +116,20 @@ def words_head(model, tokenizer, dimension: Dimension, pole: Pole, name: str, so
         return featurizer(prompts, texts)
 
     own = features([pole.description, *pole.examples])
-    rest = features([t for other in dimension.poles if other.name != pole.name
-                     for t in (other.description, *other.examples)])
+    rest = features(
+        [t for other in dimension.poles if other.name != pole.name for t in (other.description, *other.examples)]
+    )
     reference = features(neutral[1:] + neutral[:1])  # neutral texts as answers to other neutral questions
     every = torch.cat([own, rest, reference])
     mean, std = every.mean(0), every.std(0, unbiased=False).clamp_min(1e-6)
     direction = ((own - mean) / std).mean(0) - ((rest - mean) / std).mean(0)
     direction = direction / direction.norm().clamp_min(1e-6)
     config = RewardHeadConfig(
-        name=name, description=pole.description, kind="linear", hidden_size=int(own.shape[1]), base_model=source,
+        name=name,
+        description=pole.description,
+        kind="linear",
+        hidden_size=int(own.shape[1]),
+        base_model=source,
         base_signature=BaseModelSignature.of(model),
     )
     head = RewardHead(config)
@@ -129,9 +139,16 @@ def words_head(model, tokenizer, dimension: Dimension, pole: Pole, name: str, so
         head.net.weight.copy_((direction / std)[None, :])
         head.net.bias.fill_(float(-(direction / std) @ mean))
         calibration = calibrate(head(reference))
-    head.config = config.model_copy(update={"calibration": calibration, "training": {
-        "objective": "direction from words (description + examples vs the other poles')",
-        "pole_texts": 1 + len(pole.examples), "calibrated_on": "neutral texts"}})
+    head.config = config.model_copy(
+        update={
+            "calibration": calibration,
+            "training": {
+                "objective": "direction from words (description + examples vs the other poles')",
+                "pole_texts": 1 + len(pole.examples),
+                "calibrated_on": "neutral texts",
+            },
+        }
+    )
     return head.eval()
 
 
@@ -171,16 +188,28 @@ def bootstrap_heads(
         if not found or not found[0]:
             head = words_head(model, tokenizer, dimension, pole, name, base_model)
             head.save(path)
-            report = PoleReport(dimension=dimension.name, pole=pole.name, source="words",
-                                path=str(path.relative_to(out)), seconds=time.perf_counter() - pole_started)
+            report = PoleReport(
+                dimension=dimension.name,
+                pole=pole.name,
+                source="words",
+                path=str(path.relative_to(out)),
+                seconds=time.perf_counter() - pole_started,
+            )
         else:
             train_pairs, heldout = found
             train, val = split_pairs(train_pairs, 0.1, config.seed)
             train_features = featurizer.pairs(train, seed=config.seed)
             val_features = featurizer.pairs(val, seed=config.seed + 1)
-            trained = fit_token_head(train_features, val_features, name=name, signature=signature,
-                                     source=base_model, description=pole.description, config=config,
-                                     pair_counts=(len(train), len(val)))
+            trained = fit_token_head(
+                train_features,
+                val_features,
+                name=name,
+                signature=signature,
+                source=base_model,
+                description=pole.description,
+                config=config,
+                pair_counts=(len(train), len(val)),
+            )
             source, kept = "corpus", 0
             if self_pairs > 0:
                 others = [p for p in dimension.poles if p.name != pole.name]
@@ -194,28 +223,56 @@ def bootstrap_heads(
                     if followed:
                         extra = featurizer.pairs(followed, seed=config.seed + 3)
                         train_features = type(train_features).cat([train_features, extra], featurizer.hidden_size)
-                        trained = fit_token_head(train_features, val_features, name=name, signature=signature,
-                                                 source=base_model, description=pole.description, config=config,
-                                                 pair_counts=(len(train) + kept, len(val)),
-                                                 training_extra={"self_pairs": kept})
+                        trained = fit_token_head(
+                            train_features,
+                            val_features,
+                            name=name,
+                            signature=signature,
+                            source=base_model,
+                            description=pole.description,
+                            config=config,
+                            pair_counts=(len(train) + kept, len(val)),
+                            training_extra={"self_pairs": kept},
+                        )
                         source = "corpus+self"
-            accuracy, partial = pair_accuracy(trained.head, featurizer.pairs(heldout, seed=config.seed + 4)) \
-                if heldout else (trained.report.accuracy, trained.report.partial_accuracy)
+            accuracy, partial = (
+                pair_accuracy(trained.head, featurizer.pairs(heldout, seed=config.seed + 4))
+                if heldout
+                else (trained.report.accuracy, trained.report.partial_accuracy)
+            )
             trained.head.save(path)
-            report = PoleReport(dimension=dimension.name, pole=pole.name, source=source,
-                                path=str(path.relative_to(out)), train_pairs=len(train), self_pairs=kept,
-                                heldout_pairs=len(heldout), accuracy=accuracy, partial_accuracy=partial,
-                                seconds=time.perf_counter() - pole_started)
+            report = PoleReport(
+                dimension=dimension.name,
+                pole=pole.name,
+                source=source,
+                path=str(path.relative_to(out)),
+                train_pairs=len(train),
+                self_pairs=kept,
+                heldout_pairs=len(heldout),
+                accuracy=accuracy,
+                partial_accuracy=partial,
+                seconds=time.perf_counter() - pole_started,
+            )
         poles.append(report)
-        manifest.heads[pole.name] = HeadEntry(dimension=dimension.name, path=report.path, source=report.source,
-                                              accuracy=report.accuracy, partial_accuracy=report.partial_accuracy)
+        manifest.heads[pole.name] = HeadEntry(
+            dimension=dimension.name,
+            path=report.path,
+            source=report.source,
+            accuracy=report.accuracy,
+            partial_accuracy=report.partial_accuracy,
+        )
         log(_pole_line(report))
     bar.close()
     manifest.seconds = time.perf_counter() - started
     manifest_path = manifest.save(out)
-    return BootstrapReport(base_model=base_model, out=str(out), manifest=str(manifest_path), poles=poles,
-                           seconds=manifest.seconds, settings={"self_pairs": self_pairs, "max_prefixes": max_prefixes,
-                                                               "head_kind": config.head_kind})
+    return BootstrapReport(
+        base_model=base_model,
+        out=str(out),
+        manifest=str(manifest_path),
+        poles=poles,
+        seconds=manifest.seconds,
+        settings={"self_pairs": self_pairs, "max_prefixes": max_prefixes, "head_kind": config.head_kind},
+    )
 
 
 def _pole_line(report: PoleReport) -> str:
@@ -223,6 +280,9 @@ def _pole_line(report: PoleReport) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
     name = f"{report.dimension}.{report.pole}"
-    return (f"{name:<22} {report.source:<12} held-out accuracy: complete "
-            f"{fmt(report.accuracy)}, partial {fmt(report.partial_accuracy)} ({report.train_pairs} pairs"
-            + (f", {report.self_pairs} self-written" if report.self_pairs else "") + f"; {report.seconds:.1f}s)")
+    return (
+        f"{name:<22} {report.source:<12} held-out accuracy: complete "
+        f"{fmt(report.accuracy)}, partial {fmt(report.partial_accuracy)} ({report.train_pairs} pairs"
+        + (f", {report.self_pairs} self-written" if report.self_pairs else "")
+        + f"; {report.seconds:.1f}s)"
+    )

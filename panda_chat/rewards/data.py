@@ -73,14 +73,15 @@ def split_dialogue(chosen: str, rejected: str) -> PreferencePair:
     cut_c, cut_r = chosen.rfind(_ASSISTANT), rejected.rfind(_ASSISTANT)
     if cut_c < 0 or cut_r < 0:
         raise ValueError(
-            f"a dialogue without a prompt must contain an '{_ASSISTANT}' turn in both 'chosen' and 'rejected'")
+            f"a dialogue without a prompt must contain an '{_ASSISTANT}' turn in both 'chosen' and 'rejected'"
+        )
     head_c, head_r = chosen[:cut_c], rejected[:cut_r]
     if head_c.strip() != head_r.strip():
         raise ValueError("'chosen' and 'rejected' dialogues differ before their last 'Assistant:' turn")
     return PreferencePair(
         prompt=_prompt_of(head_c),
-        chosen=chosen[cut_c + len(_ASSISTANT):].strip(),
-        rejected=rejected[cut_r + len(_ASSISTANT):].strip(),
+        chosen=chosen[cut_c + len(_ASSISTANT) :].strip(),
+        rejected=rejected[cut_r + len(_ASSISTANT) :].strip(),
     )
 
 

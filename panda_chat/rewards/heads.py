@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
-from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 from panda_chat.weights_file import module_to_bytes, read_module, save_module
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class RewardHead(nn.Module):
     """reward = head(h): a linear layer, or a one-hidden-layer MLP, on a final hidden state of size ``hidden_size``."""
 
     net: nn.Linear | nn.Sequential
+
     def __init__(self, config: RewardHeadConfig):
         super().__init__()
         self.config = config

@@ -60,7 +60,10 @@ def read_calibration(folder: Path) -> Calibration:
 
 
 def reward_for_other_tokenizer(
-    name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, reason: str,
+    name: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    reason: str,
     calibration: Calibration | None = None,
 ) -> RewardSource:
     """The reward source for a reward model whose tokenizer is not the base model's (``reason`` says how they

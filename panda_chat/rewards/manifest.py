@@ -70,8 +70,10 @@ class HeadsManifest(BaseModel):
         try:
             manifest = cls.model_validate_json(path.read_text(encoding="utf-8"))
         except ValueError as error:
-            raise ValueError(f"{path} is not a panda-chat heads manifest ({str(error).splitlines()[0]}); "
-                             "re-create it with `panda-chat reward bootstrap --force`") from error
+            raise ValueError(
+                f"{path} is not a panda-chat heads manifest ({str(error).splitlines()[0]}); "
+                "re-create it with `panda-chat reward bootstrap --force`"
+            ) from error
         if manifest.format != MANIFEST_FORMAT:
             raise ValueError(f"{path}: unknown manifest format {manifest.format!r}")
         return manifest

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from panda_chat.rewards.base import CandidateBatch, Calibration, PromptBatch, RewardSession, RewardSource
+from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 from panda_chat.tree_attention import Path, PrefixCache, cache_bytes, choose_path, final_hidden
 
 

@@ -13,7 +13,8 @@ Re-tokenising the response may merge its bytes into other tokens than the ones g
 can score differently here than on the cached path; wherever the tokens agree, the rewards agree (tested, and
 measured in the benchmark).
 
-``candidate_texts`` and ``score_candidate_texts`` are shared with the other text rewards (the zero-shot embedding reward).
+``candidate_texts`` and ``score_candidate_texts`` are shared with the other text rewards (the zero-shot embedding
+reward).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def candidate_texts(tokenizer: PreTrainedTokenizerBase, candidates: CandidateBat
     part of a UTF-8 character, which only decodes correctly together with its neighbours.
     """
     ids = candidates.candidate_ids.tolist()
-    sequences = [prefix + [token] for prefix, row in zip(candidates.generated_ids, ids) for token in row]
+    sequences = [[*prefix, token] for prefix, row in zip(candidates.generated_ids, ids) for token in row]
     texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
     k = candidates.candidate_ids.shape[1]
     return [texts[row * k : (row + 1) * k] for row in range(len(ids))]
@@ -82,8 +83,10 @@ class TextRewardModel(RewardSource):
         max_length: int = 1024,
     ):
         if model.config.num_labels != 1:
-            raise ValueError(f"reward '{name}': a reward model must output one scalar, this one has "
-                             f"num_labels={model.config.num_labels}")
+            raise ValueError(
+                f"reward '{name}': a reward model must output one scalar, this one has "
+                f"num_labels={model.config.num_labels}"
+            )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -102,7 +105,8 @@ class TextRewardModel(RewardSource):
     def encode(self, prompt: str, response: str) -> list[int]:
         """RM token ids of a decoder prompt text followed by a response text, left-truncated to ``max_length``."""
         ids = encode_prompt_text(self.tokenizer, prompt) + list(
-            self.tokenizer(response, add_special_tokens=False)["input_ids"])
+            self.tokenizer(response, add_special_tokens=False)["input_ids"]
+        )
         return ids[-self.max_length :]
 
     def score_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:

@@ -55,8 +55,11 @@ class PrefixPairs:
         if not parts:
             empty = torch.zeros(0, hidden_size)
             return cls(empty, empty.clone(), torch.zeros(0, dtype=torch.bool))
-        return cls(torch.cat([p.chosen for p in parts]), torch.cat([p.rejected for p in parts]),
-                   torch.cat([p.complete for p in parts]))
+        return cls(
+            torch.cat([p.chosen for p in parts]),
+            torch.cat([p.rejected for p in parts]),
+            torch.cat([p.complete for p in parts]),
+        )
 
 
 class TokenHeadReport(BaseModel):
@@ -114,8 +117,9 @@ class PrefixFeaturizer:
         budget = max(self.max_length - len(prompt_ids), 1)
         return prompt_ids + response_ids[:budget], len(prompt_ids)
 
-    def pairs(self, pairs: Sequence[PreferencePair], progress: bool = False, desc: str = "prefix features",
-              seed: int = 0) -> PrefixPairs:
+    def pairs(
+        self, pairs: Sequence[PreferencePair], progress: bool = False, desc: str = "prefix features", seed: int = 0
+    ) -> PrefixPairs:
         """Token-level feature pairs of ``pairs`` (see the module docstring)."""
         rng = random.Random(seed)
         parts: list[PrefixPairs | None] = []
@@ -126,8 +130,11 @@ class PrefixFeaturizer:
             states = _all_hidden_states(self.model, [ids for ids, _ in encoded], self.pad_id)
             for i in range(len(chunk)):
                 (c_ids, c_start), (r_ids, r_start) = encoded[2 * i], encoded[2 * i + 1]
-                parts.append(self._compare(c_ids[c_start:], r_ids[r_start:], states[2 * i][c_start:],
-                                           states[2 * i + 1][r_start:], rng))
+                parts.append(
+                    self._compare(
+                        c_ids[c_start:], r_ids[r_start:], states[2 * i][c_start:], states[2 * i + 1][r_start:], rng
+                    )
+                )
             bar.update(len(chunk))
         bar.close()
         return PrefixPairs.cat([p for p in parts if p is not None], self.hidden_size)
@@ -184,9 +191,15 @@ def fit_token_head(
     std = responses.std(0, unbiased=False)
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
     torch.manual_seed(config.seed)
-    head_config = RewardHeadConfig(name=name, description=description, kind=config.head_kind,
-                                   hidden_size=responses.shape[1], mlp_size=config.mlp_size, base_model=source,
-                                   base_signature=signature)
+    head_config = RewardHeadConfig(
+        name=name,
+        description=description,
+        kind=config.head_kind,
+        hidden_size=responses.shape[1],
+        mlp_size=config.mlp_size,
+        base_model=source,
+        base_signature=signature,
+    )
     module = _StandardisedHead(RewardHead(head_config), responses.mean(0), std)
     splits = {"train": train, "val": val}
 
@@ -203,15 +216,28 @@ def fit_token_head(
         calibration = calibrate(head(responses))
     accuracy, partial = pair_accuracy(head, val)
     report = TokenHeadReport(
-        name=name, train_pairs=pair_counts[0], val_pairs=pair_counts[1], train_prefix_pairs=len(train),
-        accuracy=accuracy, partial_accuracy=partial, best_epoch=best_epoch, seconds=time.perf_counter() - started,
+        name=name,
+        train_pairs=pair_counts[0],
+        val_pairs=pair_counts[1],
+        train_prefix_pairs=len(train),
+        accuracy=accuracy,
+        partial_accuracy=partial,
+        best_epoch=best_epoch,
+        seconds=time.perf_counter() - started,
         calibration=calibration,
     )
     facts = {
         "objective": "bradley-terry, token-level (pairs compared at every prefix length)",
-        "train_pairs": pair_counts[0], "val_pairs": pair_counts[1], "train_prefix_pairs": len(train),
-        "val_accuracy": accuracy, "val_partial_accuracy": partial, "train_accuracy": train_accuracy,
-        "best_epoch": best_epoch, "epochs_run": len(history), "lr": lr, "seed": config.seed,
+        "train_pairs": pair_counts[0],
+        "val_pairs": pair_counts[1],
+        "train_prefix_pairs": len(train),
+        "val_accuracy": accuracy,
+        "val_partial_accuracy": partial,
+        "train_accuracy": train_accuracy,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "lr": lr,
+        "seed": config.seed,
         **(training_extra or {}),
     }
     head.config = head_config.model_copy(update={"calibration": calibration, "training": facts})
@@ -233,9 +259,15 @@ def train_token_reward_head(
     train, val = split_pairs(pairs, config.val_split, config.seed)
     model = featurizer.model
     return fit_token_head(
-        featurizer.pairs(train, progress, seed=config.seed), featurizer.pairs(val, progress, seed=config.seed + 1),
-        name=name, signature=BaseModelSignature.of(model), source=str(getattr(model.config, "_name_or_path", "")),
-        description=description, config=config, pair_counts=(len(train), len(val)), progress=progress,
+        featurizer.pairs(train, progress, seed=config.seed),
+        featurizer.pairs(val, progress, seed=config.seed + 1),
+        name=name,
+        signature=BaseModelSignature.of(model),
+        source=str(getattr(model.config, "_name_or_path", "")),
+        description=description,
+        config=config,
+        pair_counts=(len(train), len(val)),
+        progress=progress,
     )
 
 

@@ -113,8 +113,9 @@ class PairwiseRewardTrainer:
     pairs, so the same loop trains a head on cached features and a transformer on token ids.
     """
 
-    def __init__(self, module: nn.Module, score: PairScorer, config: RewardTrainingConfig, lr: float,
-                 progress: bool = False):
+    def __init__(
+        self, module: nn.Module, score: PairScorer, config: RewardTrainingConfig, lr: float, progress: bool = False
+    ):
         self.module = module
         self.score = score
         self.config = config
@@ -245,9 +246,10 @@ def train_reward_head(
     feature_started = time.perf_counter()
     feats = {}
     for split, subset in (("train", train), ("val", val)):
-        both = featurizer([p.prompt for p in subset] * 2, [p.chosen for p in subset] + [p.rejected for p in subset],
-                          progress=progress)
-        feats[split] = (both[: len(subset)], both[len(subset):])
+        both = featurizer(
+            [p.prompt for p in subset] * 2, [p.chosen for p in subset] + [p.rejected for p in subset], progress=progress
+        )
+        feats[split] = (both[: len(subset)], both[len(subset) :])
     feature_seconds = time.perf_counter() - feature_started
 
     train_responses = torch.cat(feats["train"])
@@ -255,8 +257,13 @@ def train_reward_head(
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
     torch.manual_seed(config.seed)
     head_config = RewardHeadConfig(
-        name=name, description=description, kind=config.head_kind, hidden_size=train_responses.shape[1],
-        mlp_size=config.mlp_size, base_model=source, base_signature=BaseModelSignature.of(model),
+        name=name,
+        description=description,
+        kind=config.head_kind,
+        hidden_size=train_responses.shape[1],
+        mlp_size=config.mlp_size,
+        base_model=source,
+        base_signature=BaseModelSignature.of(model),
     )
     module = _StandardisedHead(RewardHead(head_config), train_responses.mean(0), std)
 
@@ -273,13 +280,22 @@ def train_reward_head(
         calibration = calibrate(head(train_responses))
     best = history[best_epoch - 1]
     report = RewardTrainingReport(
-        kind="head", name=name, train_pairs=len(train), val_pairs=len(val), val_accuracy=best.val_accuracy,
-        train_accuracy=train_accuracy, best_epoch=best_epoch, epochs_run=len(history),
-        seconds=time.perf_counter() - started, feature_seconds=feature_seconds, calibration=calibration,
+        kind="head",
+        name=name,
+        train_pairs=len(train),
+        val_pairs=len(val),
+        val_accuracy=best.val_accuracy,
+        train_accuracy=train_accuracy,
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        seconds=time.perf_counter() - started,
+        feature_seconds=feature_seconds,
+        calibration=calibration,
         history=history,
     )
     head.config = head_config.model_copy(
-        update={"calibration": calibration, "training": _training_facts(report, config, lr)})
+        update={"calibration": calibration, "training": _training_facts(report, config, lr)}
+    )
     return TrainedRewardHead(head=head, report=report)
 
 
@@ -341,7 +357,7 @@ def train_reward_model(
     def score(split, index):
         subset = [subsets[split][i] for i in index.tolist()]
         both = rewards([(p.prompt, p.chosen) for p in subset] + [(p.prompt, p.rejected) for p in subset])
-        return both[: len(subset)], both[len(subset):]
+        return both[: len(subset)], both[len(subset) :]
 
     lr = config.lr or DEFAULT_LR["model"]
     trainer = PairwiseRewardTrainer(model, score, config, lr=lr, progress=progress)
@@ -349,20 +365,35 @@ def train_reward_model(
     _, train_accuracy = trainer.evaluate("train", len(train))
     responses = sorted({(p.prompt, r) for p in train for r in (p.chosen, p.rejected)})
     with torch.no_grad():
-        scores = torch.cat([rewards(responses[i : i + config.batch_size]).cpu()
-                            for i in range(0, len(responses), config.batch_size)])
+        scores = torch.cat(
+            [rewards(responses[i : i + config.batch_size]).cpu() for i in range(0, len(responses), config.batch_size)]
+        )
     calibration = calibrate(scores)
     best = history[best_epoch - 1]
     report = RewardTrainingReport(
-        kind="model", name=name, out=str(out_dir), train_pairs=len(train), val_pairs=len(val),
-        val_accuracy=best.val_accuracy, train_accuracy=train_accuracy, best_epoch=best_epoch,
-        epochs_run=len(history), seconds=0.0, calibration=calibration, history=history,
+        kind="model",
+        name=name,
+        out=str(out_dir),
+        train_pairs=len(train),
+        val_pairs=len(val),
+        val_accuracy=best.val_accuracy,
+        train_accuracy=train_accuracy,
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        seconds=0.0,
+        calibration=calibration,
+        history=history,
     )
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    RewardModelInfo(name=name, description=description, base_model=str(base), calibration=calibration,
-                    training=_training_facts(report, config, lr)).save(out)
+    RewardModelInfo(
+        name=name,
+        description=description,
+        base_model=str(base),
+        calibration=calibration,
+        training=_training_facts(report, config, lr),
+    ).save(out)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -399,19 +430,41 @@ def train_user_reward_head(
     started = time.perf_counter()
     model, tokenizer, _ = _load_causal_lm(base)
     # token-level: the head steers partial answers, so it learns from the pairs compared at every prefix length
-    token_head = train_token_reward_head(PrefixFeaturizer(model, tokenizer, max_length=config.max_length),
-                                         [PreferencePair.of(p) for p in pairs], name=name,
-                                         description=description, config=config, progress=progress)
+    token_head = train_token_reward_head(
+        PrefixFeaturizer(model, tokenizer, max_length=config.max_length),
+        [PreferencePair.of(p) for p in pairs],
+        name=name,
+        description=description,
+        config=config,
+        progress=progress,
+    )
     facts, token_report = token_head.head.config.training, token_head.report
     report = RewardTrainingReport(
-        kind="head", name=name, train_pairs=token_report.train_pairs, val_pairs=token_report.val_pairs,
-        val_accuracy=token_report.accuracy, train_accuracy=facts["train_accuracy"],
-        best_epoch=token_report.best_epoch, epochs_run=facts["epochs_run"], seconds=time.perf_counter() - started,
-        calibration=token_report.calibration, history=[],
+        kind="head",
+        name=name,
+        train_pairs=token_report.train_pairs,
+        val_pairs=token_report.val_pairs,
+        val_accuracy=token_report.accuracy,
+        train_accuracy=facts["train_accuracy"],
+        best_epoch=token_report.best_epoch,
+        epochs_run=facts["epochs_run"],
+        seconds=time.perf_counter() - started,
+        calibration=token_report.calibration,
+        history=[],
     )
-    store.save_reward_head(user_id, name, token_head.head.to_bytes(), meta={
-        "kind": "head", "base_model": token_head.head.config.base_model, "train_pairs": report.train_pairs,
-        "val_pairs": report.val_pairs, "val_accuracy": report.val_accuracy,
-        "val_partial_accuracy": token_report.partial_accuracy, "objective": "token-level",
-    }, expected_key=key)
+    store.save_reward_head(
+        user_id,
+        name,
+        token_head.head.to_bytes(),
+        meta={
+            "kind": "head",
+            "base_model": token_head.head.config.base_model,
+            "train_pairs": report.train_pairs,
+            "val_pairs": report.val_pairs,
+            "val_accuracy": report.val_accuracy,
+            "val_partial_accuracy": token_report.partial_accuracy,
+            "objective": "token-level",
+        },
+        expected_key=key,
+    )
     return TrainedRewardHead(head=token_head.head, report=report)

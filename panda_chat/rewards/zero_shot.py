@@ -33,8 +33,9 @@ class ZeroShotReward(RewardSource):
 
     needs_base_hidden = False
 
-    def __init__(self, description: str, name: str, embedder: EmbedderSpec = None,
-                 calibration: Calibration | None = None):
+    def __init__(
+        self, description: str, name: str, embedder: EmbedderSpec = None, calibration: Calibration | None = None
+    ):
         if not description.strip():
             raise ValueError(f"zero-shot reward '{name}' needs a non-empty description")
         self.name = name

@@ -78,8 +78,14 @@ class ServerSettings(BaseModel):
 class ApiError(Exception):
     """An error the client caused (or may retry), answered as OpenAI's error object."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
@@ -118,8 +124,11 @@ def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
             converted.append(HumanMessage(content=content))
         elif message.role == "assistant":
             calls = [
-                {"name": call.get("function", {}).get("name", ""), "id": call.get("id"),
-                 "args": json.loads(call.get("function", {}).get("arguments") or "{}")}
+                {
+                    "name": call.get("function", {}).get("name", ""),
+                    "id": call.get("id"),
+                    "args": json.loads(call.get("function", {}).get("arguments") or "{}"),
+                }
                 for call in message.tool_calls or []
             ]
             converted.append(AIMessage(content=content, tool_calls=calls))
@@ -138,14 +147,20 @@ def to_response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
         return {}
     if value["type"] == "json_schema":
         return dict((value.get("json_schema") or {}).get("schema") or {})
-    raise ApiError(400, f"response_format type {value['type']!r} is not supported: use text, json_object or "
-                        "json_schema", param="response_format")
+    raise ApiError(
+        400,
+        f"response_format type {value['type']!r} is not supported: use text, json_object or json_schema",
+        param="response_format",
+    )
 
 
 def _tool_calls(message: AIMessage) -> list[dict[str, Any]]:
     return [
-        {"id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-         "function": {"name": call["name"], "arguments": json.dumps(call.get("args", {}))}}
+        {
+            "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call.get("args", {}))},
+        }
         for call in getattr(message, "tool_calls", None) or []
     ]
 
@@ -192,11 +207,20 @@ def create_app(settings: ServerSettings) -> FastAPI:
         secret = header[7:].strip() if header[:7].lower() == "bearer " else None
         key = await asyncio.to_thread(state["keys"].authenticate, secret)
         if key is None:
-            raise ApiError(401, "invalid or missing API key: send `Authorization: Bearer <key>` with a key from "
-                                "`panda-chat key create`", "authentication_error", "invalid_api_key")
+            raise ApiError(
+                401,
+                "invalid or missing API key: send `Authorization: Bearer <key>` with a key from "
+                "`panda-chat key create`",
+                "authentication_error",
+                "invalid_api_key",
+            )
         if not limiter.allow(key.name):
-            raise ApiError(429, f"rate limit reached: at most {limiter.per_minute} requests per minute per key",
-                           "rate_limit_error", "rate_limit_exceeded")
+            raise ApiError(
+                429,
+                f"rate limit reached: at most {limiter.per_minute} requests per minute per key",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            )
         return key
 
     def acting_as(key: KeyInfo, user: object, where: str) -> str:
@@ -205,8 +229,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         except InvalidInputError as error:
             raise ApiError(400, str(error), param=where) from None
         if not key.allows(user_id):
-            raise ApiError(403, f"API key {key.name!r} may not act as this {where}", "permission_error",
-                           "user_not_allowed", where)
+            raise ApiError(
+                403, f"API key {key.name!r} may not act as this {where}", "permission_error", "user_not_allowed", where
+            )
         return user_id
 
     async def read_json(request: Request, model: type[BaseModel]) -> Any:
@@ -230,16 +255,22 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         scheduler = state["runtime"].scheduler
-        return {"status": "ok", "model": settings.model_id, "running_rows": scheduler.running_rows,
-                "steps": scheduler.stats.steps, "max_rows": scheduler.stats.max_rows,
-                "cancelled": scheduler.stats.cancelled}
+        return {
+            "status": "ok",
+            "model": settings.model_id,
+            "running_rows": scheduler.running_rows,
+            "steps": scheduler.stats.steps,
+            "max_rows": scheduler.stats.max_rows,
+            "cancelled": scheduler.stats.cancelled,
+        }
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         await authorize(request)
-        return {"object": "list", "data": [
-            {"id": settings.model_id, "object": "model", "created": 0, "owned_by": "panda-chat"}
-        ]}
+        return {
+            "object": "list",
+            "data": [{"id": settings.model_id, "object": "model", "created": 0, "owned_by": "panda-chat"}],
+        }
 
     # ------------------------------------------------------------------------------------------ completions
 
@@ -250,14 +281,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
         body: ChatCompletionRequest = await read_json(request, ChatCompletionRequest)
         user = acting_as(key, body.user, "user")
         if body.model not in (None, settings.model_id):
-            raise ApiError(404, f"model {body.model!r} is not served here; GET /v1/models lists {settings.model_id!r}",
-                           code="model_not_found", param="model")
+            raise ApiError(
+                404,
+                f"model {body.model!r} is not served here; GET /v1/models lists {settings.model_id!r}",
+                code="model_not_found",
+                param="model",
+            )
         if body.n != 1:
             raise ApiError(400, "n must be 1 (one answer per request)", param="n")
         max_tokens = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
         if max_tokens > settings.max_tokens:
-            raise ApiError(400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens}",
-                           param="max_tokens")
+            raise ApiError(
+                400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens}", param="max_tokens"
+            )
         messages = to_messages(body.messages)
         llm: ChatPanda = state["llm"]
         update = {name: value for name, value in (("strength", body.strength), ("lam", body.lam)) if value is not None}
@@ -268,8 +304,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         except ValueError as error:
             raise ApiError(400, str(error), param="messages") from None
         if prompt_tokens > settings.max_prompt_tokens:
-            raise ApiError(400, f"the prompt is {prompt_tokens} tokens; this server allows at most "
-                                f"{settings.max_prompt_tokens}", code="context_length_exceeded", param="messages")
+            raise ApiError(
+                400,
+                f"the prompt is {prompt_tokens} tokens; this server allows at most {settings.max_prompt_tokens}",
+                code="context_length_exceeded",
+                param="messages",
+            )
         runnable: Any = llm
         if body.tools:
             try:
@@ -294,8 +334,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             stream = _stream(runnable, messages, stop, kwargs, completion_id, created, include_usage, key, started)
-            return StreamingResponse(stream, media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
         try:
             message: AIMessage = await runnable.ainvoke(messages, stop=stop, **kwargs)
         except ProfileError as error:
@@ -305,28 +346,51 @@ def create_app(settings: ServerSettings) -> FastAPI:
         usage = _usage(message)
         metadata = message.response_metadata or {}
         calls = _tool_calls(message)
-        reply: dict[str, Any] = {"role": "assistant", "content": message.content if isinstance(message.content, str)
-                                 else json.dumps(message.content)}
+        reply: dict[str, Any] = {
+            "role": "assistant",
+            "content": message.content if isinstance(message.content, str) else json.dumps(message.content),
+        }
         if calls:
             reply["tool_calls"] = calls
         finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason", ""), "stop")
-        log.info("chat key=%s status=200 prompt_tokens=%d completion_tokens=%d ms=%.0f", key.name,
-                 usage["prompt_tokens"], usage["completion_tokens"], (time.perf_counter() - started) * 1000)
+        log.info(
+            "chat key=%s status=200 prompt_tokens=%d completion_tokens=%d ms=%.0f",
+            key.name,
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            (time.perf_counter() - started) * 1000,
+        )
         return {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": settings.model_id,
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": settings.model_id,
             "choices": [{"index": 0, "message": reply, "finish_reason": finish, "logprobs": None}],
             "usage": usage,
             "conversation_id": metadata.get("conversation_id"),
             "personalization": metadata.get("personalization"),
         }
 
-    async def _stream(runnable: Any, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any],
-                      completion_id: str, created: int, include_usage: bool, key: KeyInfo,
-                      started: float) -> AsyncIterator[str]:
+    async def _stream(
+        runnable: Any,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        completion_id: str,
+        created: int,
+        include_usage: bool,
+        key: KeyInfo,
+        started: float,
+    ) -> AsyncIterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                       "model": settings.model_id,
-                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+            payload = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": settings.model_id,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                **extra,
+            }
             return f"data: {json.dumps(payload)}\n\n"
 
         yield chunk({"role": "assistant", "content": ""})
@@ -351,16 +415,28 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if calls:
             yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
         finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason", ""), "stop")
-        yield chunk({}, finish, conversation_id=metadata.get("conversation_id"),
-                    personalization=metadata.get("personalization"))
+        yield chunk(
+            {}, finish, conversation_id=metadata.get("conversation_id"), personalization=metadata.get("personalization")
+        )
         usage = _usage(last) if last is not None else {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         if include_usage:
-            payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                       "model": settings.model_id, "choices": [], "usage": usage}
+            payload = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": settings.model_id,
+                "choices": [],
+                "usage": usage,
+            }
             yield f"data: {json.dumps(payload)}\n\n"
         yield "data: [DONE]\n\n"
-        log.info("chat-stream key=%s status=200 prompt_tokens=%d completion_tokens=%d ms=%.0f", key.name,
-                 usage["prompt_tokens"], usage["completion_tokens"], (time.perf_counter() - started) * 1000)
+        log.info(
+            "chat-stream key=%s status=200 prompt_tokens=%d completion_tokens=%d ms=%.0f",
+            key.name,
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            (time.perf_counter() - started) * 1000,
+        )
 
     # ------------------------------------------------------------------------------------------ profiles
 
@@ -378,9 +454,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         store: ProfileStore = state["store"]
         if not store.has_user(user_id):
             raise UnknownUserError(user_id)
-        return {"user": user_id, "explicit": store.explicit_preferences(user_id),
-                "preferences": store.preferences(user_id).model_dump(mode="json"),
-                "vector_layout": store.catalog.vector_layout()}
+        return {
+            "user": user_id,
+            "explicit": store.explicit_preferences(user_id),
+            "preferences": store.preferences(user_id).model_dump(mode="json"),
+            "vector_layout": store.catalog.vector_layout(),
+        }
 
     @app.get("/v1/profiles/{user}")
     async def profile_show(request: Request, user: str) -> dict[str, Any]:

@@ -52,8 +52,9 @@ def merge(running: BasePolicy, joining: BasePolicy) -> None:
     length = max(a.length, b.length)
     for mine, theirs in zip(_plain_layers(running), _plain_layers(joining), strict=True):
         mine.keys = torch.cat([_left_pad(_filled(mine.keys), length), _left_pad(_filled(theirs.keys), length)], dim=0)
-        mine.values = torch.cat([_left_pad(_filled(mine.values), length), _left_pad(_filled(theirs.values), length)],
-                                dim=0)
+        mine.values = torch.cat(
+            [_left_pad(_filled(mine.values), length), _left_pad(_filled(theirs.values), length)], dim=0
+        )
     masks = [a.attention_mask, b.attention_mask]
     masks = [torch.cat([m.new_zeros((m.shape[0], length - m.shape[1])), m], dim=1) for m in masks]
     a.attention_mask = torch.cat(masks, dim=0)

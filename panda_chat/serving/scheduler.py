@@ -179,8 +179,9 @@ class BatchScheduler:
         self._ensure_thread()
         self._waiting.put(group)
 
-    def _prepare(self, request: DecodeRequest, sink: Sink,
-                 caller_cancelled: threading.Event | None = None) -> _Admitted:
+    def _prepare(
+        self, request: DecodeRequest, sink: Sink, caller_cancelled: threading.Event | None = None
+    ) -> _Admitted:
         if self._closed:
             raise RuntimeError("the scheduler is closed")
         features = None
@@ -197,8 +198,14 @@ class BatchScheduler:
         )
         batch, plan, options = call.batch, call.plan, call.options
         job = _Admitted(
-            handle=RequestHandle(caller_cancelled), sink=sink, prompt_ids=batch.input_ids[0].tolist(), prompt_text=batch.texts[0],
-            options=options, plan=plan, request=request, preference_features=features,
+            handle=RequestHandle(caller_cancelled),
+            sink=sink,
+            prompt_ids=batch.input_ids[0].tolist(),
+            prompt_text=batch.texts[0],
+            options=options,
+            plan=plan,
+            request=request,
+            preference_features=features,
             batchable=all(isinstance(source, HeadReward) for source in plan.sources),
         )
         return job
@@ -238,8 +245,12 @@ class BatchScheduler:
         jobs = []
         for row, text in enumerate(texts):
             request = DecodeRequest(
-                prompt=text, options=options, weights=per_weights[row], lam=per_lam[row],
-                rewards=dict(rewards or {}), add_special_tokens=add_special_tokens,
+                prompt=text,
+                options=options,
+                weights=per_weights[row],
+                lam=per_lam[row],
+                rewards=dict(rewards or {}),
+                add_special_tokens=add_special_tokens,
                 preference_features=None if preference_features is None else preference_features[row].tolist(),
             )
             jobs.append(self._prepare(request, sink_of(row), cancelled))
@@ -377,17 +388,21 @@ class BatchScheduler:
         for i, job in enumerate(batched):
             eos = decoder.eos_token_ids() if job.options.stop_at_eos else set()
             seed = job.options.seed
-            self._rows.append(_Row(
-                job=job,
-                context=LambdaContext(
-                    prompts=[job.prompt_text], prompt_lengths=lengths[i : i + 1],
-                    prompt_features=prompt_features[i : i + 1], preference_features=job.preference_features,
-                ),
-                tracker=StopTracker(decoder.tokenizer, 1, eos, job.options.stop, track_text=True),
-                generator=torch.Generator(device=decoder.device).manual_seed(seed) if seed is not None else None,
-                started=now,
-                raw={source.name: [] for source in job.plan.sources},
-            ))
+            self._rows.append(
+                _Row(
+                    job=job,
+                    context=LambdaContext(
+                        prompts=[job.prompt_text],
+                        prompt_lengths=lengths[i : i + 1],
+                        prompt_features=prompt_features[i : i + 1],
+                        preference_features=job.preference_features,
+                    ),
+                    tracker=StopTracker(decoder.tokenizer, 1, eos, job.options.stop, track_text=True),
+                    generator=torch.Generator(device=decoder.device).manual_seed(seed) if seed is not None else None,
+                    started=now,
+                    raw={source.name: [] for source in job.plan.sources},
+                )
+            )
             for source in job.plan.sources:
                 if source.name not in self._sessions:
                     self._sources[source.name] = source
@@ -421,12 +436,15 @@ class BatchScheduler:
         try:
             outputs = self.decoder.generate(
                 [job.prompt_ids for job in group],
-                weights=[job.request.weights if job.request.weights is not None else dict.fromkeys(names, 1.0)
-                         for job in group],
+                weights=[
+                    job.request.weights if job.request.weights is not None else dict.fromkeys(names, 1.0)
+                    for job in group
+                ],
                 lam=[job.request.lam for job in group],
                 rewards={name: spec for job in group for name, spec in job.request.rewards.items()},
                 preference_features=torch.cat(features) if same_width else None,
-                options=options, on_token=on_token,
+                options=options,
+                on_token=on_token,
             )
         except Exception as error:  # noqa: BLE001 - handed to the requests (RequestCancelled included)
             for job in group:
@@ -453,9 +471,11 @@ class BatchScheduler:
         if tree:
             hidden = policy.expand(candidate_ids)
             candidates = CandidateBatch(
-                step=min(row.step for row in rows), candidate_ids=candidate_ids,
+                step=min(row.step for row in rows),
+                candidate_ids=candidate_ids,
                 generated_ids=[row.tracker.rows[0].token_ids for row in rows],
-                active=torch.ones(len(rows), dtype=torch.bool, device=device), base_hidden=hidden,
+                active=torch.ones(len(rows), dtype=torch.bool, device=device),
+                base_hidden=hidden,
             )
             raw = torch.stack([self._sessions[name].score(candidates) for name in names], dim=-1)  # 2. (B, k, R)
             weights = torch.zeros(len(rows), len(names), device=device)
@@ -504,7 +524,9 @@ class BatchScheduler:
                 prompts=[text for c in contexts for text in c.prompts],
                 prompt_lengths=torch.cat([c.prompt_lengths for c in contexts]),
                 prompt_features=torch.cat([c.prompt_features for c in contexts]),
-                preference_features=None if width is None else torch.cat(
+                preference_features=None
+                if width is None
+                else torch.cat(
                     [c.preference_features for c in contexts if c.preference_features is not None]  # all, same width
                 ),
             )
@@ -526,8 +548,16 @@ class BatchScheduler:
                 chosen[i] = torch.multinomial(probs, 1, generator=row.generator)[0, 0]
         return chosen
 
-    def _record(self, rows: list[_Row], names: list[str], tokens: torch.Tensor, chosen: torch.Tensor,
-                lam: torch.Tensor, reward: torch.Tensor, raw: torch.Tensor) -> None:
+    def _record(
+        self,
+        rows: list[_Row],
+        names: list[str],
+        tokens: torch.Tensor,
+        chosen: torch.Tensor,
+        lam: torch.Tensor,
+        reward: torch.Tensor,
+        raw: torch.Tensor,
+    ) -> None:
         """Append each row's token, reward and lambda (one host sync for the batch); hand out the new text."""
         index = chosen[:, None]
         columns = [tokens.float()[:, None], lam[:, None].float(), reward.gather(-1, index)]
@@ -548,8 +578,16 @@ class BatchScheduler:
 
     def _finish(self, row: _Row) -> None:
         state = row.tracker.rows[0]
-        row.job.end("done", GenerationOutput(
-            text=row.tracker.final_text(0), token_ids=state.token_ids, rewards=row.rewards, lambdas=row.lambdas,
-            raw_rewards=row.raw, finish_reason=state.final_reason, prompt_tokens=len(row.job.prompt_ids),
-            elapsed_s=time.perf_counter() - row.started,
-        ))
+        row.job.end(
+            "done",
+            GenerationOutput(
+                text=row.tracker.final_text(0),
+                token_ids=state.token_ids,
+                rewards=row.rewards,
+                lambdas=row.lambdas,
+                raw_rewards=row.raw,
+                finish_reason=state.final_reason,
+                prompt_tokens=len(row.job.prompt_ids),
+                elapsed_s=time.perf_counter() - row.started,
+            ),
+        )

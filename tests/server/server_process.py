@@ -1,4 +1,5 @@
-"""Servers started by the tests (helpers for ``conftest`` and the tests): ``panda-chat serve`` in a subprocess on 127.0.0.1 (a free port), with the embedded
+"""Servers started by the tests (helpers for ``conftest`` and the tests): ``panda-chat serve`` in a subprocess on
+127.0.0.1 (a free port), with the embedded
 demo model and the fast hashing embedder, on a temporary SQLite database or $PANDA_CHAT_TEST_DATABASE_URL."""
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ def free_port() -> int:
 def cli(*args: str) -> subprocess.CompletedProcess:
     """Run ``panda-chat`` from this checkout."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", "from panda_chat.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", "from panda_chat.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
 
 
 def create_key(db: str, name: str, *users: str) -> str:
@@ -73,9 +80,22 @@ def start_server(db: str, log: Path, *extra: str) -> Server:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", "import torch; torch.set_num_threads(1); from panda_chat.cli import main; main()",
-             "serve", "--db", db, "--embedder", "hashing", "--port", str(port), *extra],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-c",
+                "import torch; torch.set_num_threads(1); from panda_chat.cli import main; main()",
+                "serve",
+                "--db",
+                db,
+                "--embedder",
+                "hashing",
+                "--port",
+                str(port),
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     server = Server(process, port, db, log)
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -17,15 +17,16 @@ def _prefill(model, path: str, rows: list[list[int]]) -> BasePolicy:
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
     policy = BasePolicy(model, path=path)
     policy.prefill(ids, mask)
     return policy
 
 
-@pytest.mark.parametrize(("family", "path"), [("llama", "tree"), ("llama", "general"),
-                                                ("mistral-v0.1-window", "general")])
+@pytest.mark.parametrize(
+    ("family", "path"), [("llama", "tree"), ("llama", "general"), ("mistral-v0.1-window", "general")]
+)
 @torch.inference_mode()
 def test_a_row_left_alone_after_the_longest_row_leaves_decodes_as_it_would_alone(family, path):
     model = FAMILY_BY_NAME[family].build(VOCAB)

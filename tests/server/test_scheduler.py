@@ -28,8 +28,14 @@ PROMPTS = [
     "Why is the sky blue?",
     "Give me three tips for learning the violin as an adult beginner.",
 ]
-WEIGHTS = [{"expert": 1.0}, {"concise": 2.0, "friendly": 1.0}, {}, {"detailed": 1.0, "formal": 0.5},
-           {"elementary": 1.5}, {"friendly": 1.0}]
+WEIGHTS = [
+    {"expert": 1.0},
+    {"concise": 2.0, "friendly": 1.0},
+    {},
+    {"detailed": 1.0, "formal": 0.5},
+    {"elementary": 1.5},
+    {"friendly": 1.0},
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,14 @@ def test_greedy_answers_are_the_same_alone_and_joining_a_running_batch(demo):
 
     def ask(index: int) -> None:
         time.sleep(0.03 * index)  # staggered: later requests join a batch that is already decoding
-        results[index] = scheduler.generate(PROMPTS[index], weights=WEIGHTS[index], rewards=heads, lam=2.0,
-                                            max_new_tokens=20 + 3 * index, stop_at_eos=index % 2 == 0)[0]
+        results[index] = scheduler.generate(
+            PROMPTS[index],
+            weights=WEIGHTS[index],
+            rewards=heads,
+            lam=2.0,
+            max_new_tokens=20 + 3 * index,
+            stop_at_eos=index % 2 == 0,
+        )[0]
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
     for thread in threads:
@@ -89,11 +101,13 @@ def test_rows_keep_their_own_options_in_one_batch(demo):
             events[index].append((kind, value))
             if kind != "piece":
                 done.release()
+
         return receive
 
     for index, options in enumerate(asks):
-        request = DecodeRequest(prompt=PROMPTS[index], options=DecodingOptions(**options), weights=WEIGHTS[index],
-                                lam=2.0, rewards=heads)
+        request = DecodeRequest(
+            prompt=PROMPTS[index], options=DecodingOptions(**options), weights=WEIGHTS[index], lam=2.0, rewards=heads
+        )
         scheduler.submit(request, sink(index))
     for _ in asks:
         assert done.acquire(timeout=120)
@@ -119,11 +133,19 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_step(demo):
             outcome.append(value)
             finished.set()
 
-    long = DecodeRequest(prompt=PROMPTS[0], options=DecodingOptions(max_new_tokens=500, stop_at_eos=False),
-                         weights=WEIGHTS[0], lam=2.0, rewards=heads)
+    long = DecodeRequest(
+        prompt=PROMPTS[0],
+        options=DecodingOptions(max_new_tokens=500, stop_at_eos=False),
+        weights=WEIGHTS[0],
+        lam=2.0,
+        rewards=heads,
+    )
     handle = scheduler.submit(long, sink)
-    other = threading.Thread(target=lambda: outcome.append(
-        scheduler.generate(PROMPTS[1], weights=WEIGHTS[1], rewards=heads, lam=2.0, max_new_tokens=40)[0]))
+    other = threading.Thread(
+        target=lambda: outcome.append(
+            scheduler.generate(PROMPTS[1], weights=WEIGHTS[1], rewards=heads, lam=2.0, max_new_tokens=40)[0]
+        )
+    )
     other.start()
     assert first_piece.wait(timeout=60)
     steps_at_cancel = scheduler.stats.steps

@@ -25,15 +25,15 @@ def server(database, server_factory):
         "admin": create_key(database, "backend"),
         "burst": create_key(database, "burst", "burst-user"),
     }
-    running = server_factory(database, "--max-tokens", "64", "--max-body-bytes", "20000",
-                             "--requests-per-minute", str(RATE_LIMIT))
+    running = server_factory(
+        database, "--max-tokens", "64", "--max-body-bytes", "20000", "--requests-per-minute", str(RATE_LIMIT)
+    )
     running.keys = keys
     return running
 
 
 def client(server, key: str | None = None, **options) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key or "none", max_retries=0, timeout=120,
-                         **options)
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key or "none", max_retries=0, timeout=120, **options)
 
 
 def ask(server, user: str, text: str, key: str = "admin", **options):
@@ -60,8 +60,13 @@ def test_streaming_sends_the_same_answer_piece_by_piece(server):
     # two fresh users with the same single message have the same profile: the same greedy answer
     whole = ask(server, "stream-a", "Why is the sky blue?", max_tokens=24, temperature=0)
     stream = client(server, server.keys["admin"]).chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Why is the sky blue?"}], user="stream-b",
-        max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True},
+        model=MODEL,
+        messages=[{"role": "user", "content": "Why is the sky blue?"}],
+        user="stream-b",
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -105,11 +110,20 @@ def test_keys_act_only_as_their_users(server):
     ],
 )
 def test_bad_requests_get_openai_errors(server, options, status, fragment):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "user": "alice", "max_tokens": 4,
-            **options}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "user": "alice",
+        "max_tokens": 4,
+        **options,
+    }
     body = {key: value for key, value in body.items() if value is not None}
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60,
-                          headers={"Authorization": f"Bearer {server.keys['admin']}"})
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {server.keys['admin']}"},
+    )
     assert response.status_code == status
     error = response.json()["error"]
     assert fragment in error["message"] and error["type"]
@@ -132,27 +146,49 @@ def test_requests_per_minute_per_key(server):
 
 
 def test_concurrent_greedy_answers_equal_their_answers_alone(server):
-    questions = ["How do magnets work?", "Give me a tip for sleeping better.", "What is rain?",
-                 "Explain taxes simply.", "How do I learn to swim?", "Why do cats purr?"]
+    questions = [
+        "How do magnets work?",
+        "Give me a tip for sleeping better.",
+        "What is rain?",
+        "Explain taxes simply.",
+        "How do I learn to swim?",
+        "Why do cats purr?",
+    ]
     alone = [ask(server, f"alone-{i}", q, max_tokens=30).choices[0].message.content for i, q in enumerate(questions)]
     rows_before = server.health()["max_rows"]
     with ThreadPoolExecutor(len(questions)) as pool:
-        together = list(pool.map(lambda item: ask(server, f"together-{item[0]}", item[1], max_tokens=30)
-                                 .choices[0].message.content, enumerate(questions)))
+        together = list(
+            pool.map(
+                lambda item: ask(server, f"together-{item[0]}", item[1], max_tokens=30).choices[0].message.content,
+                enumerate(questions),
+            )
+        )
     assert together == alone
     assert server.health()["max_rows"] > max(rows_before, 1)  # they shared decoding steps
 
 
 def test_a_client_that_goes_away_frees_its_row(server):
     cancelled = server.health()["cancelled"]
-    body = {"model": MODEL, "user": "leaver", "stream": True, "max_tokens": 64, "temperature": 1.5, "seed": 1,
-            "top_k": 100, "messages": [{"role": "user", "content": "Write a long story about a dragon."}]}
+    body = {
+        "model": MODEL,
+        "user": "leaver",
+        "stream": True,
+        "max_tokens": 64,
+        "temperature": 1.5,
+        "seed": 1,
+        "top_k": 100,
+        "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+    }
     headers = {"Authorization": f"Bearer {server.keys['admin']}"}
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, headers=headers,
-                      timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{server.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60
+    ) as response:
         for line in response.iter_lines():
-            if line.startswith("data: ") and '"content": "' in line and json.loads(line[6:])["choices"][0][
-                    "delta"].get("content"):
+            if (
+                line.startswith("data: ")
+                and '"content": "' in line
+                and json.loads(line[6:])["choices"][0]["delta"].get("content")
+            ):
                 break  # leave after the first piece of text
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and server.health()["cancelled"] == cancelled:
@@ -163,16 +199,25 @@ def test_a_client_that_goes_away_frees_its_row(server):
 
 def test_json_schema_response_format_gives_parseable_json(server):
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-    response = ask(server, "json-user", "Name a city.", max_tokens=16,
-                   response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}})
+    response = ask(
+        server,
+        "json-user",
+        "Name a city.",
+        max_tokens=16,
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    )
     assert isinstance(json.loads(response.choices[0].message.content)["city"], str)
 
 
 def test_profile_endpoints_feedback_export_and_forget(server):
     ask(server, "alice2", "I love detailed physics answers.", key="alice", max_tokens=8)
     base, headers = f"{server.base_url}/v1/profiles/alice2", {"Authorization": f"Bearer {server.keys['alice']}"}
-    feedback = httpx.post(f"{base}/feedback", json={"prompt": "Explain gravity", "chosen": "A precise answer",
-                                                     "rejected": "A vague one"}, headers=headers, timeout=60)
+    feedback = httpx.post(
+        f"{base}/feedback",
+        json={"prompt": "Explain gravity", "chosen": "A precise answer", "rejected": "A vague one"},
+        headers=headers,
+        timeout=60,
+    )
     assert feedback.status_code == 200 and isinstance(feedback.json()["feedback_id"], int)
     bad = httpx.post(f"{base}/feedback", json={"prompt": "x", "rating": 3}, headers=headers, timeout=60)
     assert bad.status_code == 400

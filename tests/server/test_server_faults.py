@@ -16,8 +16,13 @@ pytestmark = pytest.mark.slow
 
 MODEL = "panda-chat-demo"
 # A sampled answer long enough to still be decoding when the test acts on its first piece.
-LONG = {"temperature": 1.5, "seed": 1, "top_k": 100, "max_tokens": 64,
-        "messages": [{"role": "user", "content": "Write a long story about a dragon."}]}
+LONG = {
+    "temperature": 1.5,
+    "seed": 1,
+    "top_k": 100,
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +33,7 @@ def pair(database, server_factory):
 
 
 def chat(server, headers, user: str, text: str, **options) -> dict:
-    body = {"model": MODEL, "user": user, "max_tokens": 12, "messages": [{"role": "user", "content": text}],
-            **options}
+    body = {"model": MODEL, "user": user, "max_tokens": 12, "messages": [{"role": "user", "content": text}], **options}
     response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, headers=headers, timeout=120)
     assert response.status_code == 200, response.text
     return response.json()
@@ -38,8 +42,9 @@ def chat(server, headers, user: str, text: str, **options) -> dict:
 def test_a_preference_set_through_one_server_steers_the_next_answer_from_the_other(pair):
     first, second, headers = pair
     chat(second, headers, "dave", "Hello!")
-    response = httpx.put(f"{first.base_url}/v1/profiles/dave/preferences/tone", json={"pole": "formal"},
-                         headers=headers, timeout=60)
+    response = httpx.put(
+        f"{first.base_url}/v1/profiles/dave/preferences/tone", json={"pole": "formal"}, headers=headers, timeout=60
+    )
     assert response.status_code == 200, response.text
     tone = chat(second, headers, "dave", "How are you?")["personalization"]["dimensions"]["tone"]
     assert tone["source"] == "explicit" and tone["top_pole"] == "formal"
@@ -56,17 +61,20 @@ def test_two_servers_writing_for_one_user_lose_nothing(pair, database):
         stored = store.messages("erin")
     assert sorted(m.text for m in stored if m.role == "user") == sorted(text for _, text in asks)
     assert sorted(m.text for m in stored if m.role == "assistant") == sorted(
-        a["choices"][0]["message"]["content"] for a in answers)
+        a["choices"][0]["message"]["content"] for a in answers
+    )
 
 
 def test_kill_9_mid_stream_leaves_no_half_written_turn_and_a_restart_serves_on(pair, database, server_factory):
     first, _, headers = pair
     body = {"model": MODEL, "user": "frank", "stream": True, **LONG}
-    with httpx.stream("POST", f"{first.base_url}/v1/chat/completions", json=body, headers=headers,
-                      timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{first.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60
+    ) as response:
         for line in response.iter_lines():
             if line.startswith("data: ") and json.loads(line[6:]).get("choices", [{}])[0].get("delta", {}).get(
-                    "content"):
+                "content"
+            ):
                 first.kill()  # mid-answer: the server dies with the answer half decoded
                 break
     with ProfileStore(database, embedder="hashing") as store:

@@ -72,8 +72,10 @@ def test_cli_forget_under_a_reader_exits_non_zero(db_path: Path) -> None:
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM messages").fetchone()
     try:
-        result = CliRunner().invoke(main, ["profile", "--db", str(db_path), "--embedder", "hashing", "forget",
-                                           "alice", "--yes", "--wait", "0.2"])
+        result = CliRunner().invoke(
+            main,
+            ["profile", "--db", str(db_path), "--embedder", "hashing", "forget", "alice", "--yes", "--wait", "0.2"],
+        )
     finally:
         reader.rollback()
         reader.close()

@@ -29,8 +29,11 @@ dimensions:
 def test_the_default_catalog_has_three_zero_shot_dimensions() -> None:
     catalog = PreferenceCatalog.default()
     assert catalog.names == ["expertise", "verbosity", "tone"]
-    assert [d.pole_names for d in catalog.dimensions] == [["elementary", "expert"], ["concise", "detailed"],
-                                                          ["friendly", "formal"]]
+    assert [d.pole_names for d in catalog.dimensions] == [
+        ["elementary", "expert"],
+        ["concise", "detailed"],
+        ["friendly", "formal"],
+    ]
     assert all(p.reward.kind == "zero_shot" and p.examples for d in catalog.dimensions for p in d.poles)
     assert catalog.vector_layout()[:3] == ["expertise.elementary", "expertise.expert", "expertise.confidence"]
 
@@ -62,10 +65,19 @@ def test_a_toml_file_can_replace_the_defaults(tmp_path: Path) -> None:
     [
         ("bad.toml", "dimensions = [", "not valid TOML"),
         ("bad.yaml", "dimensions: [", "not valid YAML"),
-        ("one_pole.toml", ('[[dimensions]]\nname = "x"\n[[dimensions.poles]]\nname = "a"\ndescription = "A"\n'
-                           'examples = ["a"]\n'), "dimensions.0.poles"),
-        ("head.yaml", ("dimensions:\n - name: x\n   poles:\n    - {name: a, description: A, examples: [a], "
-                       "reward: {kind: head}}\n    - {name: b, description: B, examples: [b]}\n"), "needs a path"),
+        (
+            "one_pole.toml",
+            ('[[dimensions]]\nname = "x"\n[[dimensions.poles]]\nname = "a"\ndescription = "A"\nexamples = ["a"]\n'),
+            "dimensions.0.poles",
+        ),
+        (
+            "head.yaml",
+            (
+                "dimensions:\n - name: x\n   poles:\n    - {name: a, description: A, examples: [a], "
+                "reward: {kind: head}}\n    - {name: b, description: B, examples: [b]}\n"
+            ),
+            "needs a path",
+        ),
         ("catalog.json", "{}", "must end in .toml, .yaml or .yml"),
     ],
 )

@@ -128,4 +128,7 @@ def test_dimensions_lists_the_catalog(cli) -> None:
     output = _ok(cli("dimensions")).output
     assert "tone: friendly | formal" in output
     assert [d["name"] for d in json.loads(_ok(cli("dimensions", "--json")).output)["dimensions"]] == [
-        "expertise", "verbosity", "tone"]
+        "expertise",
+        "verbosity",
+        "tone",
+    ]

@@ -17,11 +17,17 @@ def _write(db_path: str, writer: int) -> None:
             # Alternate shared and own users, and single messages with small batches.
             user = "shared" if number % 2 else f"writer{writer}"
             if number % 5 == 0:
-                store.add_messages(user, [("user", f"w{writer} batch {number} a", None),
-                                          ("assistant", f"w{writer} batch {number} b", None)])
+                store.add_messages(
+                    user,
+                    [("user", f"w{writer} batch {number} a", None), ("assistant", f"w{writer} batch {number} b", None)],
+                )
             else:
-                message = store.add_message(user, "user", f"w{writer} message {number}",
-                                            conversation_id=conversation if user == "shared" else None)
+                message = store.add_message(
+                    user,
+                    "user",
+                    f"w{writer} message {number}",
+                    conversation_id=conversation if user == "shared" else None,
+                )
                 if user == "shared":
                     conversation = message.conversation_id
             if number == MESSAGES_EACH // 2:

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profiles import ImportFormatError, ProfileExport, parse_export, parse_history
-from profiles.ids import is_valid_user_id
 from profiles.exchange import (
     ExportedConversation,
     ExportedFeedback,
@@ -19,6 +18,7 @@ from profiles.exchange import (
     ExportedRewardHead,
     ExportedSetting,
 )
+from profiles.ids import is_valid_user_id
 
 texts = st.text(min_size=1, max_size=40).filter(lambda text: text.strip())
 times = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC))
@@ -50,8 +50,8 @@ def test_arbitrary_history_input_only_raises_import_format_errors(lines: list[st
     try:
         parse_history(lines)
     except ImportFormatError as error:
-        assert error.line is not None and 1 <= error.line <= len(lines)
-        assert "\n" not in str(error)
+        assert error.line is not None and 1 <= error.line <= len(lines)  # noqa: PT017 - valid input may not raise
+        assert "\n" not in str(error)  # noqa: PT017
 
 
 def test_a_malformed_history_line_is_reported_by_number() -> None:
@@ -71,8 +71,9 @@ def test_history_accepts_content_and_epoch_timestamps() -> None:
 
 
 user_ids = st.text(min_size=1, max_size=40).filter(is_valid_user_id)
-ratings = st.builds(ExportedFeedback, prompt=texts, response=texts, rating=st.floats(-1, 1), message_ref=st.none(),
-                    created_at=times)
+ratings = st.builds(
+    ExportedFeedback, prompt=texts, response=texts, rating=st.floats(-1, 1), message_ref=st.none(), created_at=times
+)
 pairs = st.builds(ExportedFeedback, prompt=texts, chosen=texts, rejected=texts, message_ref=st.none(), created_at=times)
 messages = st.builds(ExportedMessage, ref=st.integers(1, 10**6), role=roles, text=texts, created_at=times)
 exports = st.builds(
@@ -80,16 +81,31 @@ exports = st.builds(
     user_id=user_ids,
     created_at=times,
     conversations=st.lists(
-        st.builds(ExportedConversation, title=st.none() | st.text(max_size=10), created_at=times,
-                  messages=st.lists(messages, max_size=3, unique_by=lambda m: m.ref)),
+        st.builds(
+            ExportedConversation,
+            title=st.none() | st.text(max_size=10),
+            created_at=times,
+            messages=st.lists(messages, max_size=3, unique_by=lambda m: m.ref),
+        ),
         max_size=3,
     ).filter(lambda cs: len({m.ref for c in cs for m in c.messages}) == sum(len(c.messages) for c in cs)),
     feedback=st.lists(ratings | pairs, max_size=3),
-    preferences=st.lists(st.builds(ExportedSetting, dimension=texts, pole=texts, updated_at=times), max_size=2,
-                         unique_by=lambda setting: setting.dimension),
-    reward_heads=st.lists(st.builds(ExportedRewardHead, name=texts, data=st.binary(max_size=64),
-                                    meta=st.dictionaries(st.text(max_size=5), st.integers()), created_at=times),
-                          max_size=2, unique_by=lambda head: head.name),
+    preferences=st.lists(
+        st.builds(ExportedSetting, dimension=texts, pole=texts, updated_at=times),
+        max_size=2,
+        unique_by=lambda setting: setting.dimension,
+    ),
+    reward_heads=st.lists(
+        st.builds(
+            ExportedRewardHead,
+            name=texts,
+            data=st.binary(max_size=64),
+            meta=st.dictionaries(st.text(max_size=5), st.integers()),
+            created_at=times,
+        ),
+        max_size=2,
+        unique_by=lambda head: head.name,
+    ),
 )
 
 
@@ -107,12 +123,17 @@ def test_arbitrary_json_is_rejected_with_an_import_format_error(value: object) -
 
 @given(json_values)
 def test_arbitrary_content_in_a_v1_envelope_only_raises_import_format_errors(value: object) -> None:
-    document = {"format": "panda-chat/profile", "version": 1, "user_id": "u", "created_at": "2024-01-01T00:00:00Z",
-                "conversations": value}
+    document = {
+        "format": "panda-chat/profile",
+        "version": 1,
+        "user_id": "u",
+        "created_at": "2024-01-01T00:00:00Z",
+        "conversations": value,
+    }
     try:
         parse_export(json.dumps(document))
     except ImportFormatError as error:
-        assert "\n" not in str(error)
+        assert "\n" not in str(error)  # noqa: PT017 - valid input may not raise
 
 
 def test_export_errors_say_what_is_wrong() -> None:
@@ -122,7 +143,12 @@ def test_export_errors_say_what_is_wrong() -> None:
         parse_export('{"format": "something-else"}')
     with pytest.raises(ImportFormatError, match="export version 2 is newer"):
         parse_export('{"format": "panda-chat/profile", "version": 2}')
-    document = {"format": "panda-chat/profile", "version": 1, "user_id": "u", "created_at": "2024-01-01T00:00:00Z",
-                "feedback": [{"prompt": "p", "rating": 1, "message_ref": 7, "created_at": "2024-01-01T00:00:00Z"}]}
+    document = {
+        "format": "panda-chat/profile",
+        "version": 1,
+        "user_id": "u",
+        "created_at": "2024-01-01T00:00:00Z",
+        "feedback": [{"prompt": "p", "rating": 1, "message_ref": 7, "created_at": "2024-01-01T00:00:00Z"}],
+    }
     with pytest.raises(ImportFormatError, match="message ref 7"):
         parse_export(json.dumps(document))

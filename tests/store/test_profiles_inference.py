@@ -67,8 +67,10 @@ def test_implicit_signals_move_weights_with_evidence(real_store: ProfileStore) -
 def test_confidence_grows_with_the_amount_of_evidence(real_store: ProfileStore) -> None:
     _log(real_store, "few", FORMAL[:1], days_ago=1)
     _log(real_store, "many", FORMAL, days_ago=1)
-    assert real_store.preferences("few").dimensions["tone"].confidence < \
-        real_store.preferences("many").dimensions["tone"].confidence
+    assert (
+        real_store.preferences("few").dimensions["tone"].confidence
+        < real_store.preferences("many").dimensions["tone"].confidence
+    )
 
 
 def test_recent_messages_outweigh_old_ones(real_store: ProfileStore) -> None:
@@ -88,8 +90,11 @@ def test_preferences_depend_on_the_topic_of_the_query(real_store: ProfileStore) 
     overall = real_store.preferences("dana")
     assert physics.dimensions["expertise"].top_pole == "expert"
     assert cooking.dimensions["expertise"].top_pole == "elementary"
-    assert physics.dimensions["expertise"].weights["expert"] > overall.dimensions["expertise"].weights["expert"] > \
-        cooking.dimensions["expertise"].weights["expert"]
+    assert (
+        physics.dimensions["expertise"].weights["expert"]
+        > overall.dimensions["expertise"].weights["expert"]
+        > cooking.dimensions["expertise"].weights["expert"]
+    )
     assert physics.query == "What is the path integral of a free particle?"
 
 
@@ -110,7 +115,7 @@ def test_feedback_moves_the_weights(real_store: ProfileStore) -> None:
             "erin",
             prompt=f"Tell me about {topic}.",
             chosen=f"Here is a thorough, step-by-step explanation of {topic}, with background, several examples "
-                   "and the full reasoning behind each point.",
+            "and the full reasoning behind each point.",
             rejected=f"{topic}: short answer.",
         )
     after = real_store.preferences("erin")
@@ -167,8 +172,12 @@ examples = ["Make it funny!", "Tell it like a pirate, with jokes", "lol give me 
     )
     catalog = PreferenceCatalog.from_file(catalog_file)
     with ProfileStore(tmp_path / "p.db", embedder=minilm, catalog=catalog) as store:
-        _log(store, "fun", ["Make it funny please, add a joke!", "tell it like a pirate lol",
-                            "can you make this silly and playful?"], days_ago=0)
+        _log(
+            store,
+            "fun",
+            ["Make it funny please, add a joke!", "tell it like a pirate lol", "can you make this silly and playful?"],
+            days_ago=0,
+        )
         context = store.preferences("fun")
         assert context.dimensions["humour"].top_pole == "playful"
         assert len(context.vector) == len(catalog.vector_layout()) == 12

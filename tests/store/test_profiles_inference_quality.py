@@ -80,7 +80,7 @@ def test_signalling_messages_vote_for_their_pole(
 def test_neutral_questions_are_weak_evidence(
     inference: PreferenceInference, vectors: dict[str, np.ndarray], dimension: str
 ) -> None:
-    """"How does X work?", "explain X", "what is X?" say nothing about the answer the user wants."""
+    """ "How does X work?", "explain X", "what is X?" say nothing about the answer the user wants."""
     signals = inference.message_signals(dimension, np.stack([vectors[text] for text in NEUTRAL_QUESTIONS]))
     assert float(signals.strength.mean()) <= MAX_NEUTRAL_STRENGTH
 

@@ -17,8 +17,10 @@ def _fill_near_identical(store: ProfileStore, users: int) -> None:
     for number in range(users):
         store.add_messages(
             f"user{number:03d}",
-            [("user", f"How do I sharpen a kitchen knife properly? ({number})", None),
-             ("user", f"What's a good recipe for sourdough bread? ({number})", None)],
+            [
+                ("user", f"How do I sharpen a kitchen knife properly? ({number})", None),
+                ("user", f"What's a good recipe for sourdough bread? ({number})", None),
+            ],
         )
 
 
@@ -43,8 +45,10 @@ def test_search_isolation_with_the_real_embedder(real_store: ProfileStore) -> No
 
 
 def test_search_sees_messages_written_by_another_store_instance(db_url: str) -> None:
-    with ProfileStore(db_url, embedder=HashingEmbedder()) as reader, \
-         ProfileStore(db_url, embedder=HashingEmbedder()) as writer:
+    with (
+        ProfileStore(db_url, embedder=HashingEmbedder()) as reader,
+        ProfileStore(db_url, embedder=HashingEmbedder()) as writer,
+    ):
         writer.add_message("alice", "user", "first message about violins")
         assert [h.text for h in reader.search("alice", "violins", k=3)] == ["first message about violins"]
         writer.add_message("alice", "user", "second message about violins")
@@ -131,8 +135,15 @@ def test_forget_leaves_no_trace(db_path: Path) -> None:
         assert store.search("alice", marker)  # the index now holds alice's vectors
         alice_pk = store.user_key("alice")
         report = store.forget("alice")
-        assert report.deleted == {"conversations": 1, "messages": 2, "embeddings": 2, "feedback": 1,
-                                  "preferences": 1, "reward_heads": 1, "key_bindings": 0}
+        assert report.deleted == {
+            "conversations": 1,
+            "messages": 2,
+            "embeddings": 2,
+            "feedback": 1,
+            "preferences": 1,
+            "reward_heads": 1,
+            "key_bindings": 0,
+        }
         assert report.index_entries == 2 and report.index_file == "rewritten"
         assert not store.has_user("alice") and store.search("alice", marker) == []
         assert [h.text for h in store.search("bob", "bob")] == ["bob stays"]
@@ -186,9 +197,13 @@ def test_postgresql_retrieval_runs_in_sql_with_pgvector(db_url: str) -> None:
         assert hits[0].text.startswith("How do I sharpen")
         assert store._index is None  # no faiss index was built: the database ranked the vectors
         with store._engine.connect() as connection:
-            indexes = connection.exec_driver_sql(
-                "SELECT indexdef FROM pg_indexes WHERE tablename = 'message_embeddings'").scalars().all()
+            indexes = (
+                connection.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE tablename = 'message_embeddings'")
+                .scalars()
+                .all()
+            )
             copied = connection.exec_driver_sql(
-                "SELECT count(*) FROM message_embeddings WHERE embedding IS NOT NULL").scalar()
+                "SELECT count(*) FROM message_embeddings WHERE embedding IS NOT NULL"
+            ).scalar()
         assert any("USING hnsw" in definition for definition in indexes)
         assert copied == 2  # only the searched user's vectors were copied into the vector column so far

@@ -75,20 +75,27 @@ def test_migrations_run_from_a_non_editable_wheel(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), "."],
-        cwd=source, check=True,
+        cwd=source,
+        check=True,
     )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    venv_site = Path(subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True).stdout.strip())
+    venv_site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     # Dependencies come from this interpreter's site-packages, added as a plain path: its .pth files (among them
     # the editable install's finder) are not processed, so `profiles` can only come from the wheel.
     (venv_site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     wheel = next(wheels.glob("panda_chat-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(venv_site),
-                    str(wheel)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(venv_site), str(wheel)], check=True
+    )
     script = textwrap.dedent(
         f"""
         import profiles, pathlib
@@ -100,8 +107,9 @@ def test_migrations_run_from_a_non_editable_wheel(tmp_path: Path) -> None:
         """
     )
     clean_env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
-    result = subprocess.run([python, "-c", script], cwd=tmp_path, env=clean_env, capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [python, "-c", script], cwd=tmp_path, env=clean_env, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "from the wheel"
     assert (venv_site / "migrations" / "env.py").is_file()
