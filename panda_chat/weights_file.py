@@ -71,7 +71,7 @@ def read_module(
         try:
             with safe_open(name, framework="pt") as f:
                 metadata = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f} if key in metadata else {}
+                state = {k: f.get_tensor(k) for k in f.keys()} if key in metadata else {}  # noqa: SIM118 - not iterable
         except Exception as error:  # safetensors raises its own error types for a truncated or corrupt file
             reason = " ".join(str(error).split()) or type(error).__name__
             raise ValueError(
