@@ -14,7 +14,8 @@ final soft-capping, whatever a future family adds), never from a re-implementati
   candidate): never for all k candidates or all prompt positions. The path check compares these logits with the
   model's own forward, so a model whose forward does something else takes the general path;
 - on the **general** path the full model runs (``model(...)``): logits for the k candidates of every row, of which
-  one per row is used (that costs k x the LM head; the benchmark shows it).
+  one per row is used (that costs k x the LM head; the benchmark shows it). Its prefill runs the prompt through
+  the backbone and only the last prompt token through the full model.
 """
 
 from __future__ import annotations
