@@ -13,9 +13,9 @@ from profiles import HashingEmbedder, ProfileStore
 
 
 @pytest.fixture
-def cli(tmp_path: Path):
+def cli(db_url: str):
     runner = CliRunner()
-    database = tmp_path / "cli.db"
+    database = db_url
 
     def invoke(*args: str, input: str | None = None) -> Result:
         return runner.invoke(main, ["profile", "--db", str(database), "--embedder", "hashing", *args], input=input)
