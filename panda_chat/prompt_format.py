@@ -14,7 +14,8 @@ Two forms, one rule each:
   ``panda-chat generate --raw`` and ``eval --no-chat-template`` feed it.
 
 ``encode_prompt`` tokenises a prompt text: with the tokenizer's special tokens (e.g. BOS) unless the text already
-starts with the BOS token, so a template that writes BOS itself never gets a second one.
+starts with the BOS token, so a template that writes BOS itself never gets a second one. ``response_ids`` tokenises
+the text that follows a prompt (no special tokens).
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def encode_prompt(tokenizer: Any, text: str, add_special_tokens: bool | None = N
         bos = tokenizer.bos_token
         add_special_tokens = not (bos and text.startswith(bos))
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def response_ids(tokenizer: Any, response: str) -> list[int]:
+    """Token ids of a response text that continues a prompt: no special tokens (a BOS belongs to the prompt's start).
+    Prompt ids + response ids is the sequence a reward head or reward model scores."""
+    return list(tokenizer(response, add_special_tokens=False)["input_ids"])
 
 
 def question_ids(tokenizer: Any, question: str) -> list[int]:

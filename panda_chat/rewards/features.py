@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from panda_chat.padding import pad_token_id, right_pad
-from panda_chat.prompt_format import question_ids
+from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.rewards.heads import BaseModelSignature
 
 
@@ -30,7 +30,7 @@ def encode_response(tokenizer, prompt: str, response: str, max_length: int | Non
 
     Left truncation keeps the response's end, where the reward is read; only over-long prompts lose their start.
     """
-    ids = question_ids(tokenizer, prompt) + list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    ids = question_ids(tokenizer, prompt) + response_ids(tokenizer, response)
     if max_length is not None and len(ids) > max_length:
         ids = ids[-max_length:]
     return ids

@@ -26,7 +26,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from panda_chat.padding import pad_token_id, right_pad
-from panda_chat.prompt_format import encode_prompt
+from panda_chat.prompt_format import encode_prompt, response_ids
 from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 
 
@@ -105,9 +105,7 @@ class TextRewardModel(RewardSource):
 
     def encode(self, prompt: str, response: str) -> list[int]:
         """RM token ids of a decoder prompt text followed by a response text, left-truncated to ``max_length``."""
-        ids = encode_prompt(self.tokenizer, prompt) + list(
-            self.tokenizer(response, add_special_tokens=False)["input_ids"]
-        )
+        ids = encode_prompt(self.tokenizer, prompt) + response_ids(self.tokenizer, response)
         return ids[-self.max_length :]
 
     def score_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from panda_chat.padding import pad_token_id, right_pad
-from panda_chat.prompt_format import question_ids
+from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.data import PreferencePair
@@ -108,9 +108,9 @@ class PrefixFeaturizer:
     def _encode(self, prompt: str, response: str) -> tuple[list[int], int]:
         """(ids, prompt length): the prompt as the decoder formats it, then the response's own tokens."""
         prompt_ids = question_ids(self.tokenizer, prompt)
-        response_ids = list(self.tokenizer(response, add_special_tokens=False)["input_ids"])
+        answer_ids = response_ids(self.tokenizer, response)
         budget = max(self.max_length - len(prompt_ids), 1)
-        return prompt_ids + response_ids[:budget], len(prompt_ids)
+        return prompt_ids + answer_ids[:budget], len(prompt_ids)
 
     def pairs(
         self, pairs: Sequence[PreferencePair], progress: bool = False, desc: str = "prefix features", seed: int = 0

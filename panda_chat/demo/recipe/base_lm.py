@@ -20,7 +20,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from panda_chat.demo.corpus import Dialogue
 from panda_chat.padding import pad_token_id, right_pad
-from panda_chat.prompt_format import question_ids
+from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.tiny_models import tiny_llama_config
 
 IGNORE_INDEX = -100
@@ -64,7 +64,7 @@ def encode_dialogue(
     model learns to continue precisely what it will be given.
     """
     prompt_ids = question_ids(tokenizer, dialogue.question)
-    answer_ids = tokenizer(dialogue.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer_ids = [*response_ids(tokenizer, dialogue.answer), tokenizer.eos_token_id]
     ids = (prompt_ids + answer_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
     return ids, labels
