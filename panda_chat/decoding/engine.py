@@ -203,7 +203,8 @@ class PandaDecoder:
 
         Text prompts get the tokenizer's special tokens (e.g. BOS) when ``add_special_tokens`` is True; with None
         (the default) they get them unless the text already starts with the BOS token, so chat-templated text never
-        gets a second BOS. Token-id prompts (lists of ints) are used exactly as given.
+        gets a second BOS (``panda_chat.prompt_format.encode_prompt``). Token-id prompts (lists of ints) are used
+        exactly as given. Rows are left-padded (``panda_chat.padding``).
         """
         if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)):
             prompts = [cast("str | Sequence[int]", prompts)]
