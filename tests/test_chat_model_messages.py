@@ -7,12 +7,12 @@ from langchain_core.messages import AIMessage, ChatMessage, HumanMessage, System
 from transformers import AutoTokenizer
 
 from panda_chat.chat_model.messages import (
-    ChatTemplateMissingError,
     Turn,
     UnsupportedContentError,
     render_prompt,
     to_turns,
 )
+from panda_chat.prompt_format import ChatTemplateMissingError
 
 
 def test_consecutive_messages_of_one_role_are_merged_and_system_kept():

@@ -19,7 +19,7 @@ from panda_chat.demo.models import (
     demo_report,
     demo_reward_model_dirs,
 )
-from panda_chat.demo.recipe import head_accuracy, reward_model_accuracy
+from panda_chat.demo.recipe.pipeline import head_accuracy, reward_model_accuracy
 from panda_chat.rewards.features import ResponseFeaturizer
 from panda_chat.rewards.heads import RewardHead
 

@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from panda_chat.demo.corpus import POLES
-from panda_chat.demo.recipe import REPORT_FILE, RecipeConfig, run_recipe
+from panda_chat.demo.recipe.pipeline import REPORT_FILE, RecipeConfig, run_recipe
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.rewards.heads import RewardHead
 

@@ -7,7 +7,7 @@ import pytest
 from panda_chat.decoding import PandaDecoder
 from panda_chat.demo import demo_head_paths, demo_lambda_path, demo_model_dir
 from panda_chat.demo.corpus import POLES, DialogueCorpus, opposite_pole
-from panda_chat.demo.table2 import CURVE_GRID, markdown, run_pole, user_for
+from panda_chat.demo.recipe.table2 import CURVE_GRID, markdown, run_pole, user_for
 from panda_chat.lam.learned import LearnedLambda
 from profiles.embedders import resolve_embedder
 

@@ -10,7 +10,7 @@ from test_decoding import make_head
 
 from panda_chat.cli import main
 from panda_chat.decoding import PandaDecoder
-from panda_chat.rewards.features import prompt_text
+from panda_chat.prompt_format import question_prompt
 
 PROMPT = "A student compares linear algebra"
 
@@ -59,7 +59,7 @@ def test_json_output_matches_the_python_api(tiny_models, head_file):
     )
     # the prompt is a user message: wrapped in the model's chat template, as ChatPanda wraps one
     (expected,) = decoder.generate(
-        prompt_text(decoder.tokenizer, PROMPT),
+        question_prompt(decoder.tokenizer, PROMPT),
         weights={"formal": 1.0, "helpful": 0.5},
         lam=2.0,
         top_k=8,

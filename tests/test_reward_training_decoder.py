@@ -7,8 +7,9 @@ from test_reward_training import formality_pairs
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from panda_chat.decoding import PandaDecoder
+from panda_chat.prompt_format import question_ids, question_prompt
 from panda_chat.rewards.calibration import RewardModelInfo
-from panda_chat.rewards.features import format_prompt, last_token_hidden_states, prompt_text
+from panda_chat.rewards.features import last_token_hidden_states
 from panda_chat.rewards.heads import RewardHead
 from panda_chat.rewards.loading import load_reward
 from panda_chat.rewards.reward_model import CachedRewardModel
@@ -31,12 +32,12 @@ def test_training_features_are_what_the_decoder_scores(base, formal_head):
     model, tokenizer = base
     decoder = PandaDecoder(model, tokenizer, rewards={"formal": formal_head})
     prompt = "Tell me how a student cooks the budget."
-    text = prompt_text(tokenizer, prompt)
+    text = question_prompt(tokenizer, prompt)
     batch = decoder.encode_prompts([text])
-    assert batch.input_ids[0].tolist() == format_prompt(tokenizer, prompt)
+    assert batch.input_ids[0].tolist() == question_ids(tokenizer, prompt)
 
     out = decoder.generate([text], lam=2.0, max_new_tokens=6, stop_at_eos=False)[0]
-    prefix = format_prompt(tokenizer, prompt)
+    prefix = question_ids(tokenizer, prompt)
     sequences = [prefix + out.token_ids[: t + 1] for t in range(len(out.token_ids))]
     with torch.no_grad():
         expected = formal_head(last_token_hidden_states(model, sequences, tokenizer.pad_token_id))

@@ -25,9 +25,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-
-class ChatTemplateMissingError(ValueError):
-    """The model's tokenizer has no chat template and none was given."""
+from panda_chat.prompt_format import chat_prompt
 
 
 class UnsupportedContentError(ValueError):
@@ -126,28 +124,6 @@ def render_prompt(
     tools: Sequence[dict[str, Any]] | None = None,
     add_generation_prompt: bool = True,
 ) -> str:
-    """The prompt text the model continues: the turns rendered by the chat template, ending with the assistant cue.
-
-    ``tokenizer`` is a Hugging Face tokenizer; ``chat_template`` (a Jinja string) replaces the tokenizer's own;
-    ``tools`` (OpenAI tool dicts) go to the template's ``tools`` variable.
-    """
-    template = chat_template or getattr(tokenizer, "chat_template", None)
-    if not template:
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise ChatTemplateMissingError(
-            f"the tokenizer of '{name}' has no chat template, so ChatPanda cannot format messages for it; "
-            "use an instruction-tuned (chat) model, or pass ChatPanda(chat_template='<jinja template>')"
-        )
-    if not turns:
-        raise ValueError("ChatPanda needs at least one message")
-    try:
-        return tokenizer.apply_chat_template(
-            [turn.as_dict() for turn in turns],
-            chat_template=template,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-            **({"tools": list(tools)} if tools else {}),
-        )
-    except Exception as error:  # jinja raises its own TemplateError types (e.g. "roles must alternate")
-        roles = ", ".join(turn.role for turn in turns)
-        raise ValueError(f"the chat template rejected the conversation (roles: {roles}): {error}") from error
+    """The prompt text the model continues: the turns rendered by ``panda_chat.prompt_format.chat_prompt`` (the chat
+    template, ``chat_template`` replacing the tokenizer's own; ``tools`` to the template's ``tools`` variable)."""
+    return chat_prompt(tokenizer, [turn.as_dict() for turn in turns], chat_template, tools, add_generation_prompt)

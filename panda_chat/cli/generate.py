@@ -83,7 +83,7 @@ def generate(
 ) -> None:
     """Generate an answer to PROMPT, steered token by token toward the given rewards (PANDA)."""
     from panda_chat.decoding import DecodingOptions, PandaDecoder  # imported here: `panda-chat --help` stays fast
-    from panda_chat.rewards.features import prompt_text
+    from panda_chat.prompt_format import question_prompt
 
     if prompt is None or prompt == "-":
         if sys.stdin.isatty():
@@ -97,7 +97,7 @@ def generate(
     started = time.perf_counter()
     decoder = PandaDecoder.from_pretrained(base, rewards=sources, device=device, dtype=dtype)
     load_s = time.perf_counter() - started
-    fed = prompt if raw else prompt_text(decoder.tokenizer, prompt)
+    fed = prompt if raw else question_prompt(decoder.tokenizer, prompt)
 
     def print_piece(row: int, piece: str) -> None:
         click.echo(piece, nl=False)

@@ -70,7 +70,7 @@ def fit(
     from panda_chat.evaluation.objective import SelectionObjective
     from panda_chat.evaluation.prompts import load_prompts
     from panda_chat.lam.schedules import schedule_grid
-    from panda_chat.rewards.features import prompt_text
+    from panda_chat.prompt_format import question_prompt
 
     check_output(out, force=force)  # refuse before decoding the grid, not after
     decay_values = parse_floats("--decays", decays)
@@ -79,7 +79,9 @@ def fit(
     grid = schedule_grid(parse_floats("--starts", starts), decay_values)
     prompt_set = load_prompts(prompts_path)
     decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
-    texts = prompt_set.prompts if no_chat_template else [prompt_text(decoder.tokenizer, p) for p in prompt_set.prompts]
+    texts = (
+        prompt_set.prompts if no_chat_template else [question_prompt(decoder.tokenizer, p) for p in prompt_set.prompts]
+    )
     model, report = fit_lambda(
         decoder,
         texts,

@@ -32,6 +32,8 @@ from panda_chat.decoding.policy import BasePolicy, resolve_path
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext
+from panda_chat.padding import left_pad, pad_token_id
+from panda_chat.prompt_format import encode_prompt
 from panda_chat.registry import ModelRegistry, shared_registry
 from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSession, RewardSource, supports_row_selection
 from panda_chat.rewards.loading import RewardSpec, load_reward
@@ -201,7 +203,8 @@ class PandaDecoder:
 
         Text prompts get the tokenizer's special tokens (e.g. BOS) when ``add_special_tokens`` is True; with None
         (the default) they get them unless the text already starts with the BOS token, so chat-templated text never
-        gets a second BOS. Token-id prompts (lists of ints) are used exactly as given.
+        gets a second BOS (``panda_chat.prompt_format.encode_prompt``). Token-id prompts (lists of ints) are used
+        exactly as given. Rows are left-padded (``panda_chat.padding``).
         """
         if isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)):
             prompts = [cast("str | Sequence[int]", prompts)]
@@ -210,9 +213,7 @@ class PandaDecoder:
         texts, rows = [], []
         for index, prompt in enumerate(cast("Sequence[str | Sequence[int]]", prompts)):  # one was wrapped above
             if isinstance(prompt, str):
-                bos = self.tokenizer.bos_token
-                add = add_special_tokens if add_special_tokens is not None else not (bos and prompt.startswith(bos))
-                ids = self.tokenizer(prompt, add_special_tokens=add)["input_ids"] if prompt else []
+                ids = encode_prompt(self.tokenizer, prompt, add_special_tokens) if prompt else []
                 texts.append(prompt)
             else:
                 ids = [int(i) for i in prompt]
@@ -220,13 +221,7 @@ class PandaDecoder:
             if not ids:
                 raise DecodingError(f"prompt {index} is empty: give at least one token of text")
             rows.append(ids)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        width = max(len(ids) for ids in rows)
-        input_ids = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, ids in enumerate(rows):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[row, width - len(ids) :] = 1
+        input_ids, attention_mask = left_pad(rows, pad_token_id(self.tokenizer))
         return PromptBatch(
             texts=texts,
             input_ids=input_ids.to(self.device),

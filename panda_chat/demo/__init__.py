@@ -1,4 +1,6 @@
-"""Embedded demo models and the recipe that makes them: a corpus generator, a small base LM, reward heads, lambda.
+"""Embedded demo models (a small base LM, reward heads, lambda) and the corpus generator they were trained on.
+
+The recipe that rebuilds the models is ``panda_chat.demo.recipe`` (run from a source checkout; not in the wheel).
 
 The loader functions are re-exported here; ``default_model_path`` is the demo base LM's folder (what ``ChatPanda()``
 loads when no model is given).

@@ -30,7 +30,7 @@ from panda_chat.evaluation.objective import ScoredResponse, SelectionObjective, 
 from panda_chat.evaluation.scoring import ResponseScorer, Weights
 from panda_chat.lam.base import LambdaFunction
 from panda_chat.metrics import GenerationMetrics, generation_metrics
-from panda_chat.rewards.features import prompt_text
+from panda_chat.prompt_format import question_prompt
 
 METHODS = ("greedy", "args", "panda", "panda-set")
 
@@ -103,7 +103,7 @@ def evaluate(
         raise ValueError("no prompts to evaluate")
     started = time.perf_counter()
     objective = objective or SelectionObjective()
-    texts = [prompt_text(decoder.tokenizer, p) for p in prompts] if chat_template else list(prompts)
+    texts = [question_prompt(decoder.tokenizer, p) for p in prompts] if chat_template else list(prompts)
     scorer = ResponseScorer(decoder)
     options: dict[str, Any] = dict(
         objective=objective,

@@ -21,6 +21,7 @@ from panda_chat.decoding import GenerationOutput, PandaDecoder
 from panda_chat.decoding.steering import SteeringPlan
 from panda_chat.evaluation.objective import ScoredResponse
 from panda_chat.metrics import diversity
+from panda_chat.padding import pad_token_id, right_pad
 from panda_chat.rewards.base import CandidateBatch
 
 Weights = Mapping[str, float] | Sequence[Mapping[str, float]] | None
@@ -92,13 +93,7 @@ class ResponseScorer:
 
     def _hidden_states(self, sequences: list[list[int]]) -> torch.Tensor:
         """(B, L, H) final normed hidden states of right-padded sequences (exactly as if each ran alone)."""
-        pad = self.decoder.tokenizer.pad_token_id
-        pad = pad if pad is not None else 0
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for b, s in enumerate(sequences):
-            ids[b, : len(s)], attn[b, : len(s)] = torch.tensor(s, dtype=torch.long), 1
+        ids, attn = right_pad(sequences, pad_token_id(self.decoder.tokenizer))
         model = self.decoder.model
         return model.base_model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).last_hidden_state
 
@@ -113,7 +108,7 @@ class ResponseScorer:
         needs_hidden = any(source.needs_base_hidden for source in plan.sources)
         device = self.decoder.device
         out: list[list[float]] = [[] for _ in responses]
-        pad = self.decoder.tokenizer.pad_token_id or 0
+        pad = pad_token_id(self.decoder.tokenizer)  # fills the rows whose response has ended
         for t in range(longest):
             active = [t < len(r) for r in responses]
             tokens = torch.tensor([r[t] if t < len(r) else pad for r in responses], device=device)

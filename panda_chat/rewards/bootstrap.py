@@ -28,9 +28,11 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from panda_chat.padding import pad_token_id
+from panda_chat.prompt_format import encode_prompt, question_prompt
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.data import PreferencePair
-from panda_chat.rewards.features import ResponseFeaturizer, prompt_text
+from panda_chat.rewards.features import ResponseFeaturizer
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
 from panda_chat.rewards.manifest import HeadEntry, HeadsManifest, LambdaEntry
 from panda_chat.rewards.token_level import PrefixFeaturizer, fit_token_head, pair_accuracy
@@ -73,19 +75,18 @@ class BootstrapReport(BaseModel):
 
 def _generate_styled(model, tokenizer, question: str, description: str, max_new_tokens: int) -> str:
     """The model's own greedy answer to ``question`` when asked for the style ``description``."""
-    text = prompt_text(tokenizer, f"{question}\n\n(Answer in this style: {description})")
-    ids = tokenizer(
-        text, return_tensors="pt", add_special_tokens=not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))
-    )
+    text = question_prompt(tokenizer, f"{question}\n\n(Answer in this style: {description})")
     device = next(model.parameters()).device
+    ids = torch.tensor([encode_prompt(tokenizer, text)], device=device)
     with torch.no_grad():
         out = model.generate(
-            **{k: v.to(device) for k, v in ids.items()},
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            pad_token_id=pad_token_id(tokenizer),
         )
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def self_written_pairs(

@@ -1,9 +1,8 @@
 """Reward-head features: the frozen base model's final (normed) hidden state at a response's last token.
 
 This is exactly what the decoder's head path sees for a candidate token: the prompt formatted as the decoder formats
-it (the chat template with a generation prompt when the tokenizer has one), then the response's tokens, and the hidden
-state at the last of them. A head trained on these features therefore scores, at decoding time, the very quantity it
-was trained on.
+it (``panda_chat.prompt_format.question_ids``), then the response's tokens, and the hidden state at the last of them.
+A head trained on these features therefore scores, at decoding time, the very quantity it was trained on.
 
 Features are computed once per (prompt, response) text and reused: in memory across calls of one
 ``ResponseFeaturizer``, and optionally on disk (``cache_dir``) keyed by a hash of the texts and the base model's
@@ -21,29 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.rewards.heads import BaseModelSignature
-
-
-def prompt_text(tokenizer, prompt: str) -> str:
-    """The text handed to the decoder for a user prompt: the chat template with a generation prompt when the
-    tokenizer has one (as the chat model formats a user message), else the prompt itself."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
-    return prompt
-
-
-def encode_prompt_text(tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt text as ``PandaDecoder.encode_prompts`` tokenises it: with the tokenizer's special
-    tokens unless the text already starts with BOS (so a templated prompt never gets a second BOS)."""
-    bos = tokenizer.bos_token
-    return list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
-
-
-def format_prompt(tokenizer, prompt: str) -> list[int]:
-    """Token ids of a user prompt as the decoder sees it: ``encode_prompt_text(prompt_text(prompt))``."""
-    return encode_prompt_text(tokenizer, prompt_text(tokenizer, prompt))
 
 
 def encode_response(tokenizer, prompt: str, response: str, max_length: int | None = None) -> list[int]:
@@ -51,7 +30,7 @@ def encode_response(tokenizer, prompt: str, response: str, max_length: int | Non
 
     Left truncation keeps the response's end, where the reward is read; only over-long prompts lose their start.
     """
-    ids = format_prompt(tokenizer, prompt) + list(tokenizer(response, add_special_tokens=False)["input_ids"])
+    ids = question_ids(tokenizer, prompt) + response_ids(tokenizer, response)
     if max_length is not None and len(ids) > max_length:
         ids = ids[-max_length:]
     return ids
@@ -64,12 +43,7 @@ def last_token_hidden_states(model, sequences: Sequence[Sequence[int]], pad_id: 
     result equals running each sequence alone.
     """
     device = next(model.parameters()).device
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, : len(seq)] = torch.tensor(list(seq), dtype=torch.long)
-        mask[i, : len(seq)] = 1
+    ids, mask = right_pad(sequences, pad_id)
     backbone = model.base_model  # the decoder stack without the LM head: its last_hidden_state is after the final norm
     with torch.no_grad():
         hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
@@ -95,8 +69,7 @@ class ResponseFeaturizer:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.signature = BaseModelSignature.of(model)
         self._memory: dict[tuple[str, str], torch.Tensor] = {}
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_id = int(pad if pad is not None else 0)
+        self.pad_id = pad_token_id(tokenizer)
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str], progress: bool = False) -> torch.Tensor:
         """(N, H) float32 features, row i for (prompts[i], responses[i])."""

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.prompt_format import encode_prompt, response_ids
 from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
-from panda_chat.rewards.features import encode_prompt_text
 
 
 def candidate_texts(tokenizer: PreTrainedTokenizerBase, candidates: CandidateBatch) -> list[list[str]]:
@@ -93,7 +94,7 @@ class TextRewardModel(RewardSource):
         self.calibration = calibration or Calibration()
         self.batch_size = batch_size
         self.max_length = max_length
-        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self.pad_id = pad_token_id(tokenizer)
         if model.config.pad_token_id is None:
             # Decoder classifiers pool at the last token that is not padding; they need to know the pad id to find it
             # in a right-padded batch (encoder classifiers pool at position 0 and ignore it).
@@ -104,9 +105,7 @@ class TextRewardModel(RewardSource):
 
     def encode(self, prompt: str, response: str) -> list[int]:
         """RM token ids of a decoder prompt text followed by a response text, left-truncated to ``max_length``."""
-        ids = encode_prompt_text(self.tokenizer, prompt) + list(
-            self.tokenizer(response, add_special_tokens=False)["input_ids"]
-        )
+        ids = encode_prompt(self.tokenizer, prompt) + response_ids(self.tokenizer, response)
         return ids[-self.max_length :]
 
     def score_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
@@ -117,12 +116,7 @@ class TextRewardModel(RewardSource):
         device = self.model.device
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            longest = max(len(sequences[i]) for i in chunk)
-            ids = torch.full((len(chunk), longest), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, i in enumerate(chunk):
-                ids[row, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
-                mask[row, : len(sequences[i])] = 1
+            ids, mask = right_pad([sequences[i] for i in chunk], self.pad_id)
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             out[chunk] = logits.reshape(len(chunk)).float().cpu()

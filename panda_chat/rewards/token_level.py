@@ -25,10 +25,11 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.data import PreferencePair
-from panda_chat.rewards.features import format_prompt
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
 from panda_chat.rewards.training import (
     DEFAULT_LR,
@@ -85,12 +86,7 @@ class TrainedTokenHead:
 def _all_hidden_states(model, sequences: list[list[int]], pad_id: int) -> list[torch.Tensor]:
     """Per sequence, (len, H) final normed hidden states at every position, in one right-padded forward."""
     device = next(model.parameters()).device
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, : len(seq)] = 1
+    ids, mask = right_pad(sequences, pad_id)
     with torch.no_grad():
         hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
     hidden = hidden.float().cpu()
@@ -106,16 +102,15 @@ class PrefixFeaturizer:
         self.batch_size = batch_size
         self.max_length = max_length
         self.max_prefixes = max_prefixes
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_id = int(pad if pad is not None else 0)
+        self.pad_id = pad_token_id(tokenizer)
         self.hidden_size = int(model.config.hidden_size)
 
     def _encode(self, prompt: str, response: str) -> tuple[list[int], int]:
         """(ids, prompt length): the prompt as the decoder formats it, then the response's own tokens."""
-        prompt_ids = format_prompt(self.tokenizer, prompt)
-        response_ids = list(self.tokenizer(response, add_special_tokens=False)["input_ids"])
+        prompt_ids = question_ids(self.tokenizer, prompt)
+        answer_ids = response_ids(self.tokenizer, response)
         budget = max(self.max_length - len(prompt_ids), 1)
-        return prompt_ids + response_ids[:budget], len(prompt_ids)
+        return prompt_ids + answer_ids[:budget], len(prompt_ids)
 
     def pairs(
         self, pairs: Sequence[PreferencePair], progress: bool = False, desc: str = "prefix features", seed: int = 0

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 from tqdm.auto import tqdm
 
+from panda_chat.padding import pad_token_id, right_pad
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.calibration import RewardModelInfo, calibrate
 from panda_chat.rewards.data import PreferencePair
@@ -345,11 +346,7 @@ def train_reward_model(
 
     def rewards(texts: list[tuple[str, str]]) -> torch.Tensor:
         seqs = [encode_response(tokenizer, p, r, config.max_length) for p, r in texts]
-        longest = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), longest), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(seqs):  # right padding: the model pools at the last non-pad token
-            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+        ids, mask = right_pad(seqs, pad_token_id(tokenizer))  # the model pools at the last non-pad token
         return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.squeeze(-1).float()
 
     subsets = {"train": train, "val": val}

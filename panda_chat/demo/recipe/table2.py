@@ -1,6 +1,6 @@
 """The seed paper's Table 2, Figure 3 and Figure 5, measured on the embedded demo models.
 
-    python -m panda_chat.demo.table2 --out benchmarks/results [--prompts 32] [--seed 0]
+    python -m panda_chat.demo.recipe.table2 --out benchmarks/results [--prompts 32] [--seed 0]
 
 For each preference (pole) of the catalog, on held-out generated prompts (topics the demo models never saw in
 training), the methods of ``panda-chat eval`` (``panda_chat.evaluation.runner.evaluate``, the function the command
@@ -29,13 +29,14 @@ import torch
 
 from panda_chat.decoding import PandaDecoder
 from panda_chat.demo.corpus import POLES, DialogueCorpus, dimension_of, opposite_pole
-from panda_chat.demo.lambda_stage import SyntheticUser, chat_prompts
 from panda_chat.demo.models import demo_head_paths, demo_lambda_path, demo_model_dir
+from panda_chat.demo.recipe.lambda_stage import SyntheticUser
 from panda_chat.evaluation.candidate_set import decode_lambda_grid
 from panda_chat.evaluation.objective import SelectionObjective
 from panda_chat.evaluation.runner import evaluate
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.metrics import generation_metrics
+from panda_chat.prompt_format import question_prompt
 from profiles.catalog import PreferenceCatalog
 
 ARGS_GRID = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -82,7 +83,7 @@ def run_pole(
     # the curves: one wide grid of constant lambdas (row 0 of each prompt is the unguided answer)
     grids = decode_lambda_grid(
         decoder,
-        chat_prompts(decoder.tokenizer, questions),
+        [question_prompt(decoder.tokenizer, q) for q in questions],
         list(CURVE_GRID),
         weights=weights,
         preference_features=features,
@@ -138,7 +139,7 @@ def markdown(results: list[dict], meta: dict) -> str:
             "ARGS is the best constant lambda of "
             f"{{{', '.join(f'{v:g}' for v in ARGS_GRID)}}} chosen on these prompts by J = reward gain - fluency loss. "
             f"Coherence: cosine similarity of prompt and response embeddings. Measured in {meta['seconds']:.0f} s on "
-            "CPU by `python -m panda_chat.demo.table2` (the same `evaluate` that `panda-chat eval` runs)."
+            "CPU by `python -m panda_chat.demo.recipe.table2` (the same `evaluate` that `panda-chat eval` runs)."
         ),
         "",
         "| preference | method | lambda | rep-2 | rep-3 | rep-4 | diversity | coherence | avg reward | J |",
@@ -267,7 +268,9 @@ def plots(results: list[dict], out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m panda_chat.demo.table2", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m panda_chat.demo.recipe.table2", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,26 +1,16 @@
-"""The one-command recipe that makes panda-chat's embedded demo models, deterministically from a seed.
-
-    python -m panda_chat.demo.recipe --out panda_chat/demo/models [--seed 0] [--quick]
+"""The stages of the demo-model recipe, run in order by ``run_recipe`` (``python -m panda_chat.demo.recipe``).
 
 Stages (each with a progress bar): generate the corpus (``panda_chat.demo.corpus``); train a byte-level BPE
-tokenizer on it; train the base LM (``panda_chat.demo.base_lm``); train one Bradley-Terry reward head per catalog pole
-and one full reward model with the project's own reward training API (``panda_chat.rewards.training``), measuring
-each on preference pairs about held-out topics; fit the context-aware lambda; write a model card (``README.md``) into
-every folder and ``recipe_report.json`` with every measured number. ``--quick`` runs the same stages on a tiny
-model and a few hundred examples (seconds): the tests use it.
-
-Layout of ``--out``:
-
-    base/                      causal LM + tokenizer (chat template, EOS), generation_config, README.md
-    heads/<pole>.safetensors   one reward head per pole, README.md
-    reward_models/<pole>/      full sequence-classification reward model (+ panda_reward.json), README.md
-    lambda.safetensors         learned lambda(x, t) (+ lambda.json: what it was fitted on)
-    recipe_report.json         the measured numbers the model cards quote
+tokenizer on it; train the base LM (``panda_chat.demo.recipe.base_lm``); train one Bradley-Terry reward head per
+catalog pole and one full reward model with the project's own reward training API (``panda_chat.rewards.training``),
+measuring each on preference pairs about held-out topics; fit the context-aware lambda
+(``panda_chat.demo.recipe.lambda_stage``); write a model card (``README.md``) into every folder and
+``recipe_report.json`` with every measured number. ``RecipeConfig.quick()`` runs the same stages on a tiny model and
+a few hundred examples (seconds): the tests use it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -37,10 +27,12 @@ from transformers import (
 )
 
 from panda_chat.decoding import PandaDecoder
-from panda_chat.demo.base_lm import BaseLMConfig, BaseLMReport, train_base_lm
-from panda_chat.demo.cards import write_cards
 from panda_chat.demo.corpus import DialogueCorpus, style_pair_source
-from panda_chat.demo.lambda_stage import LambdaStageConfig, fit_demo_lambda
+from panda_chat.demo.recipe.base_lm import BaseLMConfig, BaseLMReport, train_base_lm
+from panda_chat.demo.recipe.cards import write_cards
+from panda_chat.demo.recipe.lambda_stage import LambdaStageConfig, fit_demo_lambda
+from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.prompt_format import question_ids
 from panda_chat.rewards.bootstrap import bootstrap_heads, default_head_config
 from panda_chat.rewards.data import PreferencePair
 from panda_chat.rewards.features import ResponseFeaturizer, encode_response
@@ -183,11 +175,7 @@ def reward_model_accuracy(folder: Path, pairs: list[PreferencePair], batch_size:
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         seqs = [encode_response(tokenizer, p.prompt, r) for p in chunk for r in (p.chosen, p.rejected)]
-        longest = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), longest), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+        ids, mask = right_pad(seqs, pad_token_id(tokenizer))
         with torch.no_grad():
             scores = model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).view(-1, 2)
         correct += int((scores[:, 0] > scores[:, 1]).sum())
@@ -200,13 +188,12 @@ def greedy_samples(
     """The base LM's unguided greedy answers (for the model card: what the model does on its own)."""
     samples = []
     for prompt in prompts:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
-        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        ids = torch.tensor([question_ids(tokenizer, prompt)])
         with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-        answer = cast(str, tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))  # one row
+            out = model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False
+            )
+        answer = cast(str, tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))  # one row
         samples.append({"prompt": prompt, "answer": answer})
     return samples
 
@@ -390,30 +377,3 @@ def write_demo_manifest(out: Path) -> Path:
     path = manifest.save(out / "base")
     (out / MANIFEST_FILE).unlink()
     return path
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m panda_chat.demo.recipe", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--out", required=True, help="folder to write the models into (the shipped ones: panda_chat/demo/models)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny model, few examples: seconds, for tests")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (torch.set_num_threads)")
-    parser.add_argument(
-        "--reuse-base",
-        action="store_true",
-        help="keep the base LM already trained into --out with the same settings; redo the rest",
-    )
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    config = RecipeConfig.quick(args.seed) if args.quick else RecipeConfig(seed=args.seed)
-    report = run_recipe(args.out, config, reuse_base=args.reuse_base)
-    print(
-        f"[recipe] done in {report.total_seconds:.0f} s; base LM held-out loss {report.base.heldout_loss:.3f}; "
-        + ", ".join(f"{h.pole} {h.heldout_accuracy:.3f}" for h in report.heads)
-    )
-
-
-if __name__ == "__main__":
-    main()

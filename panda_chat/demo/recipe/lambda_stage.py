@@ -22,6 +22,7 @@ from panda_chat.evaluation.objective import SelectionObjective
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.lam.schedules import ExponentialDecayLambda
 from panda_chat.personalize.mapping import pole_steering
+from panda_chat.prompt_format import question_prompt
 from profiles.catalog import PreferenceCatalog
 from profiles.context import DimensionPreference, context_vector
 
@@ -94,14 +95,6 @@ def synthetic_users(n: int, seed: int, min_confidence: float) -> list[SyntheticU
     ]
 
 
-def chat_prompts(tokenizer, questions: list[str]) -> list[str]:
-    """Questions as the decoder sees them: the chat template with a generation prompt."""
-    return [
-        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-        for q in questions
-    ]
-
-
 def fit_demo_lambda(
     decoder: PandaDecoder, corpus: DialogueCorpus, config: LambdaStageConfig, progress: bool = True
 ) -> tuple[LearnedLambda, LambdaFitReport, list[SyntheticUser]]:
@@ -112,7 +105,7 @@ def fit_demo_lambda(
     features = torch.tensor([u.vector(catalog) for u in users], dtype=torch.float32)
     model, report = fit_lambda(
         decoder,
-        chat_prompts(decoder.tokenizer, questions),
+        [question_prompt(decoder.tokenizer, q) for q in questions],
         [ExponentialDecayLambda(start, decay) for start, decay in config.grid],
         max_new_tokens=config.max_new_tokens,
         objective=SelectionObjective(beta=config.beta),

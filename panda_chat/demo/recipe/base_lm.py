@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from panda_chat.demo.corpus import Dialogue
+from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.tiny_models import tiny_llama_config
 
 IGNORE_INDEX = -100
@@ -58,14 +60,11 @@ def encode_dialogue(
 ) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one dialogue; labels are IGNORE_INDEX except on the answer and its closing EOS.
 
-    The prompt is encoded exactly as the decoder encodes it (chat template with a generation prompt), so the
+    The prompt is encoded exactly as the decoder encodes it (``panda_chat.prompt_format.question_ids``), so the
     model learns to continue precisely what it will be given.
     """
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": dialogue.question}], add_generation_prompt=True, tokenize=False
-    )
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(dialogue.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    prompt_ids = question_ids(tokenizer, dialogue.question)
+    answer_ids = [*response_ids(tokenizer, dialogue.answer), tokenizer.eos_token_id]
     ids = (prompt_ids + answer_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + answer_ids)[:max_length]
     return ids, labels
@@ -73,14 +72,8 @@ def encode_dialogue(
 
 def _batch(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded tensors; padding is masked out of attention and loss."""
-    longest = max(len(ids) for ids, _ in encoded)
-    input_ids = torch.full((len(encoded), longest), pad_id, dtype=torch.long)
-    labels = torch.full((len(encoded), longest), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(encoded), longest), dtype=torch.long)
-    for i, (ids, lab) in enumerate(encoded):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(lab)] = torch.tensor(lab)
-        mask[i, : len(ids)] = 1
+    input_ids, mask = right_pad([ids for ids, _ in encoded], pad_id)
+    labels, _ = right_pad([lab for _, lab in encoded], IGNORE_INDEX)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
@@ -130,7 +123,7 @@ def train_base_lm(
         tie_word_embeddings=True,  # halves the embedding parameters: the shipped files must stay small
     )
     model = LlamaForCausalLM(model_config)
-    pad_id = tokenizer.pad_token_id
+    pad_id = pad_token_id(tokenizer)
     encoded = [encode_dialogue(tokenizer, d, config.max_length) for d in train]
     heldout_encoded = [encode_dialogue(tokenizer, d, config.max_length) for d in heldout]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
