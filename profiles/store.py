@@ -121,7 +121,7 @@ class ProfileStore:
         self._engine: Engine = create_store_engine(self.url)
         upgrade_schema(self._engine)
         self._transactions = Transactions(self._engine)
-        self._index_cache = IndexCache(self._transactions, Path(index_path) if index_path else None, nlist)
+        self._index_cache = IndexCache(self._transactions, Path(index_path) if index_path is not None else None, nlist)
         self._pgvector = PgvectorRetrieval(self._transactions)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
