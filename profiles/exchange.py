@@ -85,7 +85,6 @@ class HistoryLine(BaseModel):
         return None if value is None else as_utc(value)
 
 
-
 def numbered_lines(lines: Iterable[str | bytes], *, source: str) -> Iterator[tuple[int, str]]:
     """``(1-based number, text)`` of each line; bytes are decoded as UTF-8, and a line that is not valid UTF-8
     raises ``ImportFormatError`` naming the file, the line and the byte (a bare codec error names neither)."""
