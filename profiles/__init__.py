@@ -46,17 +46,10 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["HistoryLine", "ProfileExport", "parse_export", "parse_history"], "profiles.exchange"),
     **dict.fromkeys(["InferenceSettings", "PreferenceInference"], "profiles.inference"),
     **dict.fromkeys(
-        [
-            "FeedbackPair",
-            "ForgetReport",
-            "ProfileStore",
-            "SearchHit",
-            "StoredMessage",
-            "StoredRewardHead",
-            "UserSummary",
-        ],
-        "profiles.store",
+        ["FeedbackPair", "ForgetReport", "SearchHit", "StoredMessage", "StoredRewardHead", "UserSummary"],
+        "profiles.records",
     ),
+    "ProfileStore": "profiles.store",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -103,12 +96,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; keep in step with _EXPORTS
     from profiles.exchange import HistoryLine, ProfileExport, parse_export, parse_history
     from profiles.ids import MAX_USER_ID_LENGTH, InvalidUserIdError, validate_user_id
     from profiles.inference import InferenceSettings, PreferenceInference
-    from profiles.store import (
+    from profiles.records import (
         FeedbackPair,
         ForgetReport,
-        ProfileStore,
         SearchHit,
         StoredMessage,
         StoredRewardHead,
         UserSummary,
     )
+    from profiles.store import ProfileStore

@@ -140,7 +140,11 @@ class CallableEmbedder:
         return np.asarray(self.function(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
 
 
-def resolve_embedder(spec: Embedder | Callable[[list[str]], object] | str | os.PathLike[str] | None) -> Embedder:
+EmbedderSpec = Embedder | Callable[[list[str]], object] | str | os.PathLike[str] | None
+"""What a caller may give as an embedder (see ``resolve_embedder``)."""
+
+
+def resolve_embedder(spec: EmbedderSpec) -> Embedder:
     """``None`` -> the default model; ``"hashing"`` -> ``HashingEmbedder``; another string or path -> a
     sentence-transformers model; an ``Embedder`` as is; any other callable -> ``CallableEmbedder``."""
     if spec is None:
@@ -167,3 +171,20 @@ def encode_normalised(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
         )
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+EMBED_BATCH = 256
+"""Texts per ``encode`` call when a store embeds many at once (an import): bounds memory, paces a progress bar."""
+
+
+def encode_in_batches(
+    embedder: Embedder, texts: Sequence[str], progress: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """``encode_normalised`` over ``EMBED_BATCH``-sized batches, calling ``progress(n)`` after each batch."""
+    chunks = []
+    for start in range(0, len(texts), EMBED_BATCH):
+        batch = texts[start : start + EMBED_BATCH]
+        chunks.append(encode_normalised(embedder, batch))
+        if progress is not None:
+            progress(len(batch))
+    return np.concatenate(chunks) if chunks else np.zeros((0, embedder.dim), np.float32)

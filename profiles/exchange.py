@@ -85,9 +85,6 @@ class HistoryLine(BaseModel):
         return None if value is None else as_utc(value)
 
 
-_first_error = first_error
-
-
 def numbered_lines(lines: Iterable[str | bytes], *, source: str) -> Iterator[tuple[int, str]]:
     """``(1-based number, text)`` of each line; bytes are decoded as UTF-8, and a line that is not valid UTF-8
     raises ``ImportFormatError`` naming the file, the line and the byte (a bare codec error names neither)."""
@@ -125,7 +122,7 @@ def parse_history(
             if max_chars is not None:
                 check_text_size(record.text, max_chars, "text")
         except ValidationError as error:
-            raise ImportFormatError(_first_error(error), source=source, line=number) from None
+            raise ImportFormatError(first_error(error), source=source, line=number) from None
         except InvalidInputError as error:
             raise ImportFormatError(str(error), source=source, line=number) from None
         records.append(record)
@@ -250,7 +247,7 @@ def parse_export(text: str | bytes, *, source: str = "export") -> ProfileExport:
     try:
         return ProfileExport.model_validate(data)
     except ValidationError as error:
-        raise ImportFormatError(_first_error(error), source=source, line=_line_of(text, error)) from None
+        raise ImportFormatError(first_error(error), source=source, line=_line_of(text, error)) from None
 
 
 def _line_of(text: str | bytes, error: ValidationError) -> int | None:

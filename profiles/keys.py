@@ -13,22 +13,16 @@ import hashlib
 import os
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from profiles.database import (
-    WRITE_OPTIONS,
-    create_store_engine,
-    default_url,
-    normalise_url,
-    upgrade_schema,
-)
+from profiles.database import create_store_engine, default_url, normalise_url, upgrade_schema
 from profiles.errors import InvalidInputError
 from profiles.ids import validate_user_id
 from profiles.models import MAX_KEY_NAME_LENGTH, ApiKey
+from profiles.transactions import Transactions, now
 
 KEY_PREFIX = "pck_"
 
@@ -69,6 +63,7 @@ class ApiKeys:
         self.url = normalise_url(url) if url is not None else default_url()
         self._engine = create_store_engine(self.url)
         upgrade_schema(self._engine)
+        self._transactions = Transactions(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -89,9 +84,9 @@ class ApiKeys:
             prefix=secret[: len(KEY_PREFIX) + 4],
             users=checked,
             all_users=all_users,
-            created_at=datetime.now(UTC).replace(tzinfo=None),
+            created_at=now(),
         )
-        with Session(self._engine.execution_options(**WRITE_OPTIONS)) as session, session.begin():
+        with self._transactions.write() as session:
             if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
                 raise InvalidInputError(f"a key named {name!r} already exists: pick another name or revoke it first")
             session.add(row)
@@ -100,23 +95,23 @@ class ApiKeys:
         return info, secret
 
     def list(self) -> list[KeyInfo]:
-        with Session(self._engine) as session:
+        with self._transactions.read() as session:
             return [KeyInfo.of(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.id))]
 
     def revoke(self, name: str) -> bool:
         """Stop a key at once; False when no active key has that name."""
-        with Session(self._engine.execution_options(**WRITE_OPTIONS)) as session, session.begin():
+        with self._transactions.write() as session:
             row = session.scalar(select(ApiKey).where(ApiKey.name == name))
             if row is None or row.revoked_at is not None:
                 return False
-            row.revoked_at = datetime.now(UTC).replace(tzinfo=None)
+            row.revoked_at = now()
             return True
 
     def authenticate(self, secret: str | None) -> KeyInfo | None:
         """The active key with this secret, else None."""
         if not secret or not secret.startswith(KEY_PREFIX):
             return None
-        with Session(self._engine) as session:
+        with self._transactions.read() as session:
             row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret)))
             if row is None or row.revoked_at is not None:
                 return None

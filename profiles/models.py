@@ -127,7 +127,7 @@ class PreferenceSetting(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-class RewardHead(Base):
+class RewardHeadRow(Base):
     """A learned per-user reward head (opaque bytes plus JSON metadata), trained elsewhere."""
 
     __tablename__ = "reward_heads"

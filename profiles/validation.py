@@ -3,8 +3,8 @@
 A rating of 50 must be refused the same way when typed on a command line, passed to ``ProfileStore.add_feedback``
 or found in a tampered export; a setting given twice must be refused everywhere rather than stored twice (or crash
 on a unique constraint). So the rules live here, as pydantic types and models, and every entry point validates
-through them: ``FeedbackInput`` (ratings and pairs), ``check_unique`` (duplicates), ``check_text_size`` (the store's
-message-size bound). User ids have their own home, ``profiles.ids``.
+through them: ``FeedbackInput`` (ratings and pairs), ``check_unique`` (duplicates), ``check_not_blank`` (empty
+texts) and ``check_text_size`` (the store's message-size bound). User ids have their own home, ``profiles.ids``.
 """
 
 from __future__ import annotations
@@ -61,14 +61,6 @@ class FeedbackInput(BaseModel):
             raise ValueError("response is empty; give the text that was rated")
         return self
 
-    def texts(self) -> list[str]:
-        """The texts the store embeds: prompt, then chosen and rejected, or the rated response."""
-        return (
-            [self.prompt, self.chosen or "", self.rejected or ""]
-            if self.is_pair
-            else [self.prompt, self.response or ""]
-        )
-
 
 def feedback_input(**fields: object) -> FeedbackInput:
     """``FeedbackInput(**fields)``, with the first validation problem as a one-line ``InvalidInputError``."""
@@ -100,6 +92,13 @@ def check_unique(values: Iterable[str], what: str) -> None:
         if value in seen:
             raise ValueError(f"{what} {value!r} is given twice; keep one")
         seen.add(value)
+
+
+def check_not_blank(text: str, what: str = "text") -> str:
+    """Refuse a text that is empty or only whitespace (``what`` names it in the message)."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInputError(f"{what} is empty; give some text")
+    return text
 
 
 def check_text_size(text: str, limit: int, what: str = "message") -> str:

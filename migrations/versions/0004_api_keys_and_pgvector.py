@@ -7,7 +7,7 @@ Create Date: 2026-11-28 23:10:00
 ``api_keys``: see ``profiles.keys``. ``message_embeddings.embedding`` (PostgreSQL only, when the ``vector``
 extension is available): a pgvector copy of the float32 ``vector`` bytes, which stay the source of truth. The store
 fills it for a user's new rows before searching, and creates one HNSW index per embedding width on first use
-(``profiles.store``), since one untyped column holds every embedder's vectors.
+(``profiles.pgvector``), since one untyped column holds every embedder's vectors.
 """
 
 from __future__ import annotations

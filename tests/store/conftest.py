@@ -43,6 +43,19 @@ def db_url(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def other_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second, empty database on the same backend as ``db_url``, for tests that compare two stores."""
+    if not db_url.startswith("postgresql"):
+        yield str(tmp_path / "other.db")
+        return
+    url = fresh_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
 def store(db_url: str) -> Iterator[ProfileStore]:
     """A store with the hashing embedder: fast, deterministic, meaning-blind beyond shared words."""
     with ProfileStore(db_url, embedder=HashingEmbedder()) as opened:

@@ -134,7 +134,7 @@ def test_an_import_still_embedding_cannot_bring_a_forgotten_user_back(db_path: P
     store.close()
 
 
-def test_feedback_for_a_user_forgotten_meanwhile_is_refused(db_path: Path) -> None:
+def test_feedback_for_a_user_forgotten_meanwhile_is_refused(db_url: str) -> None:
     calls = {"n": 0}
     store_box: list[ProfileStore] = []
 
@@ -144,9 +144,9 @@ def test_feedback_for_a_user_forgotten_meanwhile_is_refused(db_path: Path) -> No
             store_box[0].forget("alice")
         return HashingEmbedder().encode(texts)
 
-    store = ProfileStore(db_path, embedder=CallableEmbedder(embed, name="forgetting"))
+    store = ProfileStore(db_url, embedder=CallableEmbedder(embed, name="forgetting"))
     store_box.append(store)
-    with store.__class__(db_path, embedder=HashingEmbedder()) as other:
+    with store.__class__(db_url, embedder=HashingEmbedder()) as other:
         other.create_user("alice")
     with pytest.raises(UserForgottenError):
         store.add_feedback("alice", prompt="q", response="a", rating=1.0)

@@ -123,13 +123,15 @@ def test_feedback_moves_the_weights(real_store: ProfileStore) -> None:
     assert any(e.kind == "feedback" and e.dimension == "verbosity" for e in after.evidence)
 
 
-def test_other_users_do_not_leak_into_inference(tmp_path: Path, minilm: SentenceTransformerEmbedder) -> None:
+def test_other_users_do_not_leak_into_inference(
+    db_url: str, other_db_url: str, minilm: SentenceTransformerEmbedder
+) -> None:
     """Alice's context is the same whether or not the store also holds many users with near-identical but
     opposite-signalling texts."""
-    with ProfileStore(tmp_path / "alone.db", embedder=minilm) as alone:
+    with ProfileStore(other_db_url, embedder=minilm) as alone:
         _log(alone, "alice", FORMAL, days_ago=1)
         expected = alone.preferences("alice", query="write to the board")
-    with ProfileStore(tmp_path / "crowded.db", embedder=minilm) as crowded:
+    with ProfileStore(db_url, embedder=minilm) as crowded:
         for number in range(20):
             _log(crowded, f"user{number}", [f"{t} lol :) ({number})" for t in FRIENDLY + FORMAL], days_ago=0)
         _log(crowded, "alice", FORMAL, days_ago=1)
@@ -153,7 +155,7 @@ def test_the_context_vector_follows_the_catalog_layout(real_store: ProfileStore)
         assert 0.0 <= dimension.confidence <= 1.0
 
 
-def test_a_user_defined_dimension_is_inferred(tmp_path: Path, minilm: SentenceTransformerEmbedder) -> None:
+def test_a_user_defined_dimension_is_inferred(db_url: str, tmp_path: Path, minilm: SentenceTransformerEmbedder) -> None:
     catalog_file = tmp_path / "catalog.toml"
     catalog_file.write_text(
         """
@@ -171,7 +173,7 @@ examples = ["Make it funny!", "Tell it like a pirate, with jokes", "lol give me 
         encoding="utf-8",
     )
     catalog = PreferenceCatalog.from_file(catalog_file)
-    with ProfileStore(tmp_path / "p.db", embedder=minilm, catalog=catalog) as store:
+    with ProfileStore(db_url, embedder=minilm, catalog=catalog) as store:
         _log(
             store,
             "fun",

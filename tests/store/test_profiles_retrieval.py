@@ -195,7 +195,7 @@ def test_postgresql_retrieval_runs_in_sql_with_pgvector(db_url: str) -> None:
         hits = store.search("user005", "How do I sharpen a kitchen knife properly?", k=5)
         assert {hit.message_id for hit in hits} == {m.message_id for m in store.messages("user005")}
         assert hits[0].text.startswith("How do I sharpen")
-        assert store._index is None  # no faiss index was built: the database ranked the vectors
+        assert store._index_cache.index is None  # no faiss index was built: the database ranked the vectors
         with store._engine.connect() as connection:
             indexes = (
                 connection.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE tablename = 'message_embeddings'")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from profiles import (
+    HashingEmbedder,
     InvalidInputError,
     ProfileStore,
     UnknownDimensionError,
@@ -109,6 +110,35 @@ def test_feedback_is_validated_and_turned_into_training_pairs(store: ProfileStor
         store.add_feedback("alice", prompt="p", response="r")
     with pytest.raises(InvalidInputError, match="empty"):
         store.add_feedback("alice", prompt="p", chosen="a", rejected=" ")
+
+
+def _evidence(store: ProfileStore, user: str) -> tuple[object, list[tuple[str, str, str, str, float]]]:
+    context = store.preferences(user)
+    return context.dimensions, [(e.kind, e.text, e.dimension, e.pole, e.score) for e in context.evidence]
+
+
+def test_feedback_counts_the_same_recorded_imported_or_re_embedded(
+    db_url: str, other_db_url: str, store: ProfileStore
+) -> None:
+    """The vectors stored with feedback line up with the texts inference reads back, however the feedback came
+    in: recorded, imported from an export, or re-embedded after switching embedders."""
+    store.add_message("alice", "user", "Explain recursion at length, with several worked examples.")
+    store.add_feedback(
+        "alice",
+        prompt="What is an index fund?",
+        chosen="Please give me a thorough, comprehensive explanation with examples.",
+        rejected="Short answer: yes.",
+    )
+    store.add_feedback("alice", prompt="What is an index fund?", response="Elaborate on each point.", rating=0.8)
+    recorded = _evidence(store, "alice")
+    assert [kind for kind, *_ in recorded[1]].count("feedback") >= 2  # the comparison below can fail
+    exported = store.export_user("alice")
+    store.import_user(exported, user_id="alice2")
+    assert _evidence(store, "alice2") == recorded
+    other = HashingEmbedder(64)  # another name: the stored feedback vectors no longer apply
+    with ProfileStore(db_url, embedder=other) as reopened, ProfileStore(other_db_url, embedder=other) as fresh:
+        fresh.import_user(exported)
+        assert _evidence(reopened, "alice") == _evidence(fresh, "alice")
 
 
 def test_rating_a_stored_message_uses_its_text(store: ProfileStore) -> None:
