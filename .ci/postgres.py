@@ -60,6 +60,7 @@ def _debian_start(data: Path) -> str:
 
 
 def start(data: Path) -> str:
+    data.parent.mkdir(parents=True, exist_ok=True)  # pgserver wants the folder above its data directory to exist
     try:
         return _pgserver_start(data)
     except Exception as error:  # noqa: BLE001 - any failure: try the Debian packages
