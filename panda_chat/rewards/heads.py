@@ -246,8 +246,9 @@ class _PackedHeads:
             self.linear = tensor([n.weight for n in nets]), tensor([n.bias for n in nets])
         self.mlps: list[tuple[torch.Tensor, ...]] = []
         for size, members in by_size.items():
-            first = [cast(nn.Linear, heads[i].net[0]) for i in members]
-            second = [cast(nn.Linear, heads[i].net[2]) for i in members]
+            mlps = [cast(nn.Sequential, heads[i].net) for i in members]
+            first = [cast(nn.Linear, net[0]) for net in mlps]
+            second = [cast(nn.Linear, net[2]) for net in mlps]
             self.mlps.append(
                 (
                     tensor([n.weight for n in first]),  # (N * M, H)
