@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from panda_chat.cli.errors import friendly_errors, one_line
-from panda_chat.cli.options import user_id_callback
+from panda_chat.cli.options import (
+    catalog_option,
+    db_option,
+    device_option,
+    dtype_option,
+    embedder_option,
+    model_option,
+    top_k_option,
+    user_id_callback,
+)
 
 if TYPE_CHECKING:  # LangChain and the store load when a chat starts, never for --help
     from langchain_core.messages import BaseMessage
@@ -233,28 +242,12 @@ def handle(session: ChatSession, line: str) -> bool:
 @click.option(
     "--user", required=True, callback=user_id_callback, help="Whose profile steers the answers (created on first use)."
 )
-@click.option("--model", default=None, metavar="DIR", help="Base chat model folder or hub id [default: demo model].")
-@click.option(
-    "--db",
-    envvar="PANDA_CHAT_DB",
-    metavar="URL",
-    help="Profile database: a SQLAlchemy URL or a SQLite file [env: PANDA_CHAT_DB; default: user data dir].",
-)
-@click.option(
-    "--embedder",
-    envvar="PANDA_CHAT_EMBEDDER",
-    metavar="MODEL",
-    help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER].",
-)
-@click.option(
-    "--catalog",
-    envvar="PANDA_CHAT_CATALOG",
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="Preference catalog file (TOML or YAML) [env: PANDA_CHAT_CATALOG].",
-)
+@model_option
+@db_option
+@embedder_option
+@catalog_option
 @click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
+@top_k_option
 @click.option(
     "--temperature",
     type=click.FloatRange(min=0.0),
@@ -268,10 +261,8 @@ def handle(session: ChatSession, line: str) -> bool:
     default=None,
     help="Constant lambda [default: the model's fitted lambda, else 1].",
 )
-@click.option("--device", default="auto", show_default=True)
-@click.option(
-    "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True
-)
+@device_option
+@dtype_option
 @click.option("--record/--no-record", default=True, show_default=True, help="Store the conversation in the profile.")
 @click.option(
     "--build-heads",

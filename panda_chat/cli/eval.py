@@ -16,13 +16,19 @@ import click
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.options import (
+    base_option,
     device_option,
     dtype_option,
     embedder_option,
     force_option,
+    json_option,
     parse_floats,
+    reward_option,
     reward_specs,
     reward_weights,
+    threads_option,
+    top_k_option,
+    weight_option,
 )
 from panda_chat.output_paths import check_output, write_text
 
@@ -41,27 +47,16 @@ def load_decoder(base: str, rewards: dict, device: str, dtype: str, threads: int
 def decoder_options(command):
     """The options every decoding command of this module family shares."""
     options = [
-        click.option("--base", required=True, help="Base causal LM folder (or hub name when online)."),
-        click.option(
-            "--reward",
-            "rewards",
-            multiple=True,
-            metavar="NAME=PATH",
-            help="A reward head file, a reward-model folder, or zero-shot:DESCRIPTION. Repeatable.",
-        ),
-        click.option(
-            "--weight",
-            "weights",
-            multiple=True,
-            metavar="NAME=W",
-            help="Reward weights (default 1 each); per-prompt weights in a JSONL prompt file win.",
-        ),
+        base_option,
+        reward_option,
+        weight_option,
         click.option(
             "--prompts",
             "prompts_path",
             required=True,
             type=click.Path(dir_okay=False, path_type=Path),
-            help="Prompts: one per line, or JSONL {prompt, weights?, preference_features?}.",
+            help="Prompts: one per line, or JSONL {prompt, weights?, preference_features?}; a prompt's weights win "
+            "over --weight.",
         ),
         click.option("--no-chat-template", is_flag=True, help="Feed prompts as raw text, not as a chat user turn."),
         click.option(
@@ -79,7 +74,7 @@ def decoder_options(command):
             help="Weight of degeneration (repeated n-grams) inside the fluency loss.",
         ),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True),
-        click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True),
+        top_k_option,
         click.option(
             "--max-rows",
             type=click.IntRange(min=1),
@@ -89,12 +84,7 @@ def decoder_options(command):
         ),
         embedder_option,
         device_option,
-        click.option(
-            "--threads",
-            type=click.IntRange(min=1),
-            default=None,
-            help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).",
-        ),
+        threads_option,
         dtype_option,
     ]
     for option in reversed(options):
@@ -127,7 +117,7 @@ def decoder_options(command):
     help="Write the full report (metrics and every response) here; an existing file needs --force.",
 )
 @force_option
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of the table.")
+@json_option("Print the report as one JSON object instead of the table.")
 @friendly_errors
 def eval_command(
     base,

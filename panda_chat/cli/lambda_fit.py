@@ -16,7 +16,7 @@ import click
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.eval import decoder_options, load_decoder
-from panda_chat.cli.options import force_option, parse_floats, reward_specs, reward_weights
+from panda_chat.cli.options import force_option, json_option, parse_floats, reward_specs, reward_weights
 from panda_chat.output_paths import atomic_file, check_output
 
 
@@ -39,7 +39,7 @@ def lambda_group() -> None:
 @click.option("--kind", type=click.Choice(["ridge", "mlp"]), default="ridge", show_default=True)
 @click.option("--ridge-alpha", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option("--no-measure", is_flag=True, help="Skip decoding the prompts with the fitted model afterwards.")
-@click.option("--json", "as_json", is_flag=True, help="Print the fit report as one JSON object.")
+@json_option("Print the fit report as one JSON object.")
 @friendly_errors
 def fit(
     base,

@@ -1,5 +1,6 @@
-"""The options several commands share: declared once here (``--device``, ``--dtype``, ``--db``, ``--embedder``) and
-parsed once here (``NAME=VALUE`` pairs, rewards, weights, number lists).
+"""The options several commands share: declared once here (``--db``, ``--embedder``, ``--catalog``, ``--model`` and
+``--base``, ``--device``, ``--dtype``, ``--threads``, ``--reward``, ``--weight``, ``--top-k``, ``--force``, ``--json``)
+and parsed once here (``NAME=VALUE`` pairs, rewards, weights, number lists).
 
 One place, so every command spells, documents and reads them (environment variables included) the same way, and
 ``generate``, ``eval`` and ``lambda fit`` accept and reject the same things with the same messages.
@@ -7,38 +8,115 @@ One place, so every command spells, documents and reads them (environment variab
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 if TYPE_CHECKING:  # the rewards package loads only when a command runs, never for --help
     from panda_chat.rewards.loading import RewardSpec
 
+F = TypeVar("F", bound=Callable)
+
 ZERO_SHOT_PREFIX = "zero-shot:"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 # Shared option decorators: each application makes a fresh click.Option, so one decorator serves every command.
-device_option = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
+# The ones that name a resource (database, embedder, catalog, model, device, dtype, threads) read an environment
+# variable, the same one in every command, and --help shows it.
+db_option = click.option(
+    "--db",
+    envvar="PANDA_CHAT_DB",
+    show_envvar=True,
+    metavar="URL",
+    show_default="the user data directory",
+    help="Profile database: a SQLAlchemy URL or a SQLite file.",
+)
+embedder_option = click.option(
+    "--embedder",
+    envvar="PANDA_CHAT_EMBEDDER",
+    show_envvar=True,
+    metavar="MODEL",
+    show_default="all-MiniLM-L6-v2",
+    help="Sentence embedder of the profile store: a sentence-transformers path, or 'hashing' (fast, for tests).",
+)
+catalog_option = click.option(
+    "--catalog",
+    envvar="PANDA_CHAT_CATALOG",
+    show_envvar=True,
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Preference catalog file (TOML or YAML) adding dimensions and poles.",
+)
+device_option = click.option(
+    "--device",
+    envvar="PANDA_CHAT_DEVICE",
+    metavar="DEVICE",
+    show_envvar=True,
+    default="auto",
+    show_default=True,
+    help="cpu, cuda, cuda:1, ... or auto.",
+)
 dtype_option = click.option(
     "--dtype",
+    envvar="PANDA_CHAT_DTYPE",
+    show_envvar=True,
     type=click.Choice(DTYPES),
     default="auto",
     show_default=True,
     help="Weights' dtype (auto: the model's own, float32 on CPU).",
 )
-db_option = click.option(
-    "--db",
-    envvar="PANDA_CHAT_DB",
-    metavar="URL",
-    help="Profile database: a SQLAlchemy URL or a SQLite file [env: PANDA_CHAT_DB; default: user data dir].",
+threads_option = click.option(
+    "--threads",
+    envvar="PANDA_CHAT_THREADS",
+    show_envvar=True,
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).",
 )
-embedder_option = click.option(
-    "--embedder",
-    envvar="PANDA_CHAT_EMBEDDER",
-    metavar="MODEL",
-    help="Sentence embedder: a sentence-transformers path, or 'hashing' "
-    "[env: PANDA_CHAT_EMBEDDER; default: all-MiniLM-L6-v2].",
+# The base causal LM: `--model` where the embedded demo model is the default (chat, serve), `--base` where a command
+# builds or measures something for one given model (generate, eval, lambda fit, reward). Both read PANDA_CHAT_MODEL,
+# so heads, lambdas and evaluations are made for the model that chat and serve use.
+_MODEL_ENV = "PANDA_CHAT_MODEL"
+model_option = click.option(
+    "--model",
+    envvar=_MODEL_ENV,
+    show_envvar=True,
+    metavar="DIR",
+    show_default="the embedded demo model",
+    help="Base chat model: a local folder, or a hub id when online.",
 )
+base_option = click.option(
+    "--base",
+    envvar=_MODEL_ENV,
+    show_envvar=True,
+    metavar="DIR",
+    required=True,
+    help="Base causal LM: a local folder, or a hub id when online.",
+)
+reward_option = click.option(
+    "--reward",
+    "rewards",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="A reward: a head file (.safetensors), a reward-model folder, or zero-shot:DESCRIPTION. Repeatable.",
+)
+weight_option = click.option(
+    "--weight",
+    "weights",
+    multiple=True,
+    metavar="NAME=W",
+    help="Weight of a reward (default: 1 for every reward; once any is given, a reward without one gets 0).",
+)
+top_k_option = click.option(
+    "--top-k", type=click.IntRange(min=1), default=10, show_default=True, help="Candidates re-scored per step."
+)
+force_option = click.option("--force", is_flag=True, help="Replace an existing output file or non-empty output folder.")
+
+
+def json_option(help: str = "Print JSON instead of text.") -> Callable[[F], F]:
+    """``--json``: machine-readable output (what it prints differs per command, so each may say it)."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def parse_assignments(option: str, values: tuple[str, ...]) -> dict[str, str]:
@@ -102,6 +180,3 @@ def user_id_callback(context: click.Context, parameter: click.Parameter, value: 
         return validate_user_id(value, where="the user id")
     except InvalidUserIdError as error:
         raise click.BadParameter(str(error), ctx=context, param=parameter) from None
-
-
-force_option = click.option("--force", is_flag=True, help="Replace an existing output file or non-empty output folder.")
