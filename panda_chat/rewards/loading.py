@@ -33,11 +33,6 @@ REWARD_INFO_FILE = "panda_reward.json"
 RewardSpec = RewardSource | RewardHead | str | Path
 
 
-class TokenizerMismatchError(ValueError):
-    """Not raised any more: a reward model whose tokenizer differs from the base model's is now scored on decoded
-    text (``TextRewardModel``, chosen in ``load_reward``). Kept so that code catching it keeps importing."""
-
-
 def tokenizer_difference(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> str | None:
     """Why two tokenizers do not map text to the same ids, or None when they do (same vocabulary, same specials)."""
     if len(a) != len(b):
