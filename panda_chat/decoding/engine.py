@@ -10,9 +10,9 @@ Every step of ``_decode`` is the algorithm, in order:
 3. s(z) = log p(z) + lambda(x, t) * r(z); greedy takes argmax s, sampling draws from softmax(s / temperature) over Z;
 4. the chosen token is appended: the caches keep the chosen candidate only, and the next step's logits come from it.
 
-The caching tricks are in ``panda_chat.tree_attention`` and ``policy.BasePolicy``, stopping and incremental text in
-``stopping``, per-row weights and lambdas in ``steering``; ``reference.reference_generate`` is the naive loop this
-engine must agree with.
+The caching tricks are in ``panda_chat.tree_attention`` and ``base_model.BaseModelSession``, stopping and
+incremental text in ``stopping``, per-row weights and lambdas in ``steering``; ``reference.reference_generate`` is the
+naive loop this engine must agree with.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any, TypedDict, Unpack, cast
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from panda_chat.decoding.base_model import BaseModelSession, resolve_path
 from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.outputs import GenerationOutput, TextStream
-from panda_chat.decoding.policy import BasePolicy, resolve_path
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext
@@ -372,7 +372,7 @@ class PandaDecoder:
         started = time.perf_counter()
         device, batch_size = self.device, batch.input_ids.shape[0]
         generator = torch.Generator(device=device).manual_seed(options.seed) if options.seed is not None else None
-        policy = BasePolicy(self.model, self.path)
+        policy = BaseModelSession(self.model, self.path)
         logits, prompt_features = policy.prefill(batch.input_ids, batch.attention_mask)
         context = LambdaContext(
             prompts=batch.texts,
@@ -430,7 +430,7 @@ class PandaDecoder:
                 break
             if len(still_running) < len(rows) and can_drop_rows:  # finished rows stop costing work
                 keep = torch.tensor(still_running, device=device)
-                parts: tuple[BasePolicy | SteeringPlan | RewardSession, ...] = (policy, plan, *sessions)
+                parts: tuple[BaseModelSession | SteeringPlan | RewardSession, ...] = (policy, plan, *sessions)
                 for part in parts:
                     part.select_rows(keep)
                 rows = [rows[i] for i in still_running]

@@ -10,7 +10,7 @@ loop. At every step boundary it
    temperature, seed, stop strings and token budget), and hands each row's new text to its request.
 
 Rows therefore join at the next step and leave the step they finish. The engine's pieces are reused as they are:
-``BasePolicy`` (prefill, tree-masked candidate forward, keep), ``SteeringPlan`` (per-row weights, calibration,
+``BaseModelSession`` (prefill, tree-masked candidate forward, keep), ``SteeringPlan`` (per-row weights, calibration,
 lambda), ``StopTracker`` (stop strings, incremental text), ``choose``.
 
 Only rewards whose sessions hold no per-prompt state can share a batch whose rows come and go: reward heads on the
@@ -34,9 +34,9 @@ from typing import Any, Literal, Unpack, cast
 import torch
 
 from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.base_model import BaseModelSession
 from panda_chat.decoding.engine import DecodingError, DecodingOptions, DecodingOverrides
 from panda_chat.decoding.outputs import GenerationOutput
-from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
@@ -158,7 +158,7 @@ class BatchScheduler:
         self._start_lock = threading.Lock()
         self._closed = False
         self._rows: list[_Row] = []
-        self._policy: BasePolicy | None = None
+        self._policy: BaseModelSession | None = None
         self._logits: torch.Tensor | None = None
         self._sources: dict[str, RewardSource] = {}
         self._sessions: dict[str, RewardSession] = {}
@@ -377,7 +377,7 @@ class BatchScheduler:
             return
         decoder = self.decoder
         prompts = decoder.encode_prompts([job.prompt_ids for job in batched])
-        policy = BasePolicy(decoder.model)
+        policy = BaseModelSession(decoder.model)
         logits, prompt_features = policy.prefill(prompts.input_ids, prompts.attention_mask)
         if self._policy is not None and not batch_cache.can_merge(policy):
             for job in batched:  # this model's cache cannot be merged: one request at a time
