@@ -131,7 +131,7 @@ class BaseModelSession:
     def expand(self, candidate_ids: torch.Tensor) -> torch.Tensor:
         """Run the k candidates of every row (B, k) on the cached prefix; return their hidden states (B, k, H)."""
         batch, k = candidate_ids.shape
-        output = self.kv.candidates(candidate_ids)
+        output = self.kv.forward_candidates(candidate_ids)
         self._candidate_hidden = final_hidden(output).reshape(batch, k, -1)
         if self.output_head is None:
             self._candidate_logits = output.logits.reshape(batch, k, -1)
