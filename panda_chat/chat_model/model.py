@@ -196,7 +196,7 @@ class ChatPanda(BaseChatModel):
     lam: Any = None
     """lambda: a float, a ``LambdaFunction``, or None for the default (``DEFAULT_LAMBDA``)."""
     strength: float = Field(default=1.0, ge=0.0)
-    """Scales every pole's steering weight (see ``panda_chat.personalize.mapping``)."""
+    """Scales every pole's steering weight (see ``panda_chat.personalize.steering_weights``)."""
     chat_template: str | None = None
     """A Jinja chat template for a model whose tokenizer has none."""
     build_heads: bool = False
