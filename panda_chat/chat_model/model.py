@@ -51,7 +51,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from panda_chat.chat_model.context_window import fit_turns
 from panda_chat.chat_model.messages import Turn, message_text, render_prompt, to_turns
-from panda_chat.chat_model.profile_access import ProfileAccess, open_profile_store
+from panda_chat.chat_model.profile_view import ChatProfileView, open_profile_store
 from panda_chat.chat_model.runtime import ModelRuntime, model_runtime
 from panda_chat.chat_model.structured import JsonConstraint, compile_schema, json_schema_of
 from panda_chat.chat_model.tools import (
@@ -386,7 +386,7 @@ class ChatPanda(BaseChatModel):
     def _runtime(self, options: _CallOptions) -> ModelRuntime:
         return model_runtime(options.model, device=self.device, dtype=self.dtype)
 
-    def _profiles(self) -> ProfileAccess:
+    def _profiles(self) -> ChatProfileView:
         return open_profile_store(self.store)
 
     # ----------------------------------------------------------------------------------------------- preparing
