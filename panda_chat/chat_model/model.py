@@ -94,12 +94,12 @@ _FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}
 def default_model_path() -> str:
     """The embedded demo chat model shipped with panda-chat (``panda_chat.demo``)."""
     try:
-        from panda_chat.demo import default_model_path as demo_model_path  # the demo package is optional
+        from panda_chat.demo import demo_model_dir  # the demo package is optional
     except ImportError as error:
         raise ValueError(
             "no model given and the embedded demo model is not installed: pass ChatPanda(model='<folder or hub id>')"
         ) from error
-    return str(demo_model_path())
+    return str(demo_model_dir())
 
 
 @dataclass

@@ -153,6 +153,7 @@ class ChatSession:
 
     def train(self) -> str:
         """Train the user's own reward head on their feedback pairs (saved in their profile); a line saying how."""
+        from panda_chat.chat_model.model import default_model_path
         from panda_chat.chat_model.runtime import model_runtime
         from panda_chat.rewards.training import train_user_reward_head
 
@@ -164,7 +165,9 @@ class ChatSession:
                 f"your head needs {MIN_TRAIN_PAIRS} feedback pairs, you have {pairs}: use /prefer (or /good "
                 "and /bad on answers to the same question)"
             )
-        runtime = model_runtime(self.llm.model_name or default_model(), device=self.llm.device, dtype=self.llm.dtype)
+        runtime = model_runtime(
+            self.llm.model_name or default_model_path(), device=self.llm.device, dtype=self.llm.dtype
+        )
         with runtime.lock:  # no decode runs while the head's features are computed on the same model
             trained = train_user_reward_head(
                 self.store, self.user, (runtime.decoder.model, runtime.tokenizer), min_pairs=MIN_TRAIN_PAIRS
@@ -196,12 +199,6 @@ class ChatSession:
     def reset(self) -> None:
         self.history, self.conversation_id, self.alternatives = [], None, []
         click.echo("new conversation (your profile is kept)")
-
-
-def default_model() -> str:
-    from panda_chat.chat_model.model import default_model_path
-
-    return default_model_path()
 
 
 def steering_line(personalization: dict[str, Any]) -> str:
