@@ -1,4 +1,5 @@
-"""PandaDecoder: decode with pi*(z | x, y<t) ∝ exp(log pi_b(z) + lambda(x, t) * r([x, y<t, z])) (DESIGN.md section 2).
+"""PandaDecoder: decode with pi*(z | x, y<t) ∝ exp(log pi_b(z) + lambda(x, t) * r([x, y<t, z]))
+(docs/ARCHITECTURE.md, "One chat turn", step 6).
 
 Every step of ``_decode`` is the algorithm, in order:
 
