@@ -38,7 +38,8 @@ embedder_option = click.option(
     show_envvar=True,
     metavar="MODEL",
     show_default="all-MiniLM-L6-v2",
-    help="Sentence embedder of the profile store: a sentence-transformers path, or 'hashing' (fast, for tests).",
+    help="Sentence embedder (profile store, zero-shot rewards, coherence): a sentence-transformers path, or "
+    "'hashing' (fast, for tests).",
 )
 catalog_option = click.option(
     "--catalog",
