@@ -1,7 +1,8 @@
 """Help and argument errors stay cheap: checked in fresh interpreters, by which modules got imported (not by timing).
 
 ``panda-chat --help`` and every command's ``--help`` must not import torch, transformers, faiss, SQLAlchemy, Alembic,
-LangChain or the rewards package; ``profiles.ids`` and ``profiles.errors`` must not import the store.
+LangChain, numpy, pydantic, uvicorn, the chat model, the server or the rewards package; ``profiles.ids`` and
+``profiles.errors`` must not import the store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ HEAVY = [
     "alembic",
     "langchain_core",
     "sentence_transformers",
+    "numpy",
+    "pydantic",
+    "uvicorn",
+    "panda_chat.chat_model",
+    "panda_chat.server",
     "panda_chat.rewards",
     "panda_chat.decoding",
     "profiles.store",
