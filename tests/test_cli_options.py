@@ -119,3 +119,15 @@ def test_key_commands_read_the_database_from_the_flag_and_from_the_environment(t
     assert revoked.exit_code == 0, revoked.output
     listed = runner.invoke(main, ["key", "list", "--json", "--db", str(db)], env=NO_ENV)
     assert [row["revoked"] for row in json.loads(listed.output)] == [True]
+
+
+def test_the_deprecated_store_flag_still_beats_the_environment_but_not_db(tiny_models, tmp_path: Path):
+    """``reward train --store`` (hidden alias of ``--db``) wins over PANDA_CHAT_DB, and ``--db`` wins over it."""
+    env_db, alias_db, flag_db = (tmp_path / f"{name}.sqlite" for name in ("env", "alias", "flag"))
+    env = NO_ENV | {"PANDA_CHAT_DB": str(env_db), "PANDA_CHAT_EMBEDDER": "hashing"}
+    train = ["reward", "train", "--base", str(tiny_models.base), "--from-feedback", "nobody"]
+    result = CliRunner().invoke(main, [*train, "--store", str(alias_db)], env=env)
+    assert result.exit_code != 0 and "nobody" in result.output  # no feedback there: the store it opened says so
+    assert alias_db.exists() and not env_db.exists()
+    result = CliRunner().invoke(main, [*train, "--store", str(alias_db), "--db", str(flag_db)], env=env)
+    assert result.exit_code != 0 and flag_db.exists() and not env_db.exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.options import (
@@ -151,7 +152,7 @@ def train(
     if user_id is not None:
         from profiles.store import ProfileStore
 
-        with ProfileStore(db if db is not None else store_alias) as store:
+        with ProfileStore(_database(db, store_alias)) as store:
             trained = train_user_reward_head(
                 store, user_id, base, name=name or "feedback", description=description, config=config, progress=progress
             )
@@ -179,6 +180,13 @@ def train(
             )
         report.out = str(out)
     _print_report(report, as_json, user_id)
+
+
+def _database(db: str | None, store_alias: str | None) -> str | None:
+    """``--db``, or the deprecated ``--store`` when ``--db`` was not given on the command line (a ``--store`` typed
+    by the user wins over ``PANDA_CHAT_DB``, as any flag wins over its environment variable)."""
+    typed_db = click.get_current_context().get_parameter_source("db") is ParameterSource.COMMANDLINE
+    return store_alias if store_alias is not None and not typed_db else db
 
 
 def _save_head(head, out: Path, force: bool) -> str:
