@@ -43,7 +43,7 @@ from panda_chat.cli.options import (
 @weight_option
 @click.option("--lam", type=float, default=1.0, show_default=True, help="lambda: how strongly the rewards steer.")
 @top_k_option
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--greedy/--sample", default=True, show_default=True, help="Argmax, or sample from the candidates.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature.")
 @click.option("--seed", type=int, default=None, help="Seed for --sample (reproducible draws).")
