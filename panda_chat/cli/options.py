@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 
 if TYPE_CHECKING:  # the rewards package loads only when a command runs, never for --help
-    from panda_chat.rewards.loading import RewardSpec
+    from panda_chat.rewards.loading import RewardOrPath
 
 F = TypeVar("F", bound=Callable)
 
@@ -143,7 +143,7 @@ def parse_floats(option: str, text: str) -> list[float]:
 
 def reward_specs(values: tuple[str, ...], embedder: str | None = None) -> dict:
     """``--reward NAME=PATH`` (head file or reward-model folder) or ``NAME=zero-shot:DESCRIPTION``."""
-    specs: dict[str, RewardSpec] = {}
+    specs: dict[str, RewardOrPath] = {}
     for name, value in parse_assignments("--reward", values).items():
         if value.startswith(ZERO_SHOT_PREFIX):
             from panda_chat.rewards.zero_shot import ZeroShotReward

@@ -35,7 +35,7 @@ from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext
 from panda_chat.registry import ModelRegistry, shared_registry
 from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSession, RewardSource, supports_row_selection
-from panda_chat.rewards.loading import RewardSpec, load_reward
+from panda_chat.rewards.loading import RewardOrPath, load_reward
 from panda_chat.tree_attention import Path as DecodingPath
 
 Prompts = str | Sequence[int] | Sequence[str | Sequence[int]]  # one prompt (text or token ids), or several
@@ -155,7 +155,7 @@ class PandaDecoder:
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         registry: ModelRegistry | None = None,
         path: str = "auto",
     ):
@@ -171,7 +171,7 @@ class PandaDecoder:
     def from_pretrained(
         cls,
         base: str | Path,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         registry: ModelRegistry | None = None,
@@ -190,7 +190,7 @@ class PandaDecoder:
     def vocab_size(self) -> int:
         return self.model.get_output_embeddings().weight.shape[0]
 
-    def add_reward(self, name: str, spec: RewardSpec) -> RewardSource:
+    def add_reward(self, name: str, spec: RewardOrPath) -> RewardSource:
         """Resolve and register a reward (head file, reward model folder, RewardHead or RewardSource) as ``name``."""
         self.rewards[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)
         return self.rewards[name]
@@ -254,7 +254,7 @@ class PandaDecoder:
         weights: WeightsSpec = None,
         lam: LambdaSpec = 1.0,
         add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         preference_features: torch.Tensor | None = None,
         on_token: TokenCallback | None = None,
         token_filter: TokenFilter | None = None,
@@ -298,7 +298,7 @@ class PandaDecoder:
         weights: Mapping[str, float] | None = None,
         lam: LambdaSpec = 1.0,
         add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         preference_features: torch.Tensor | None = None,
         **overrides: Unpack[DecodingOverrides],
     ) -> TextStream:
@@ -324,7 +324,7 @@ class PandaDecoder:
         weights: WeightsSpec = None,
         lam: LambdaSpec = 1.0,
         add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         preference_features: torch.Tensor | None = None,
     ) -> PreparedCall:
         """Validate one call and build what decoding it needs, raising any bad-input error before a forward pass.
@@ -351,7 +351,7 @@ class PandaDecoder:
         weights: WeightsSpec,
         lam: LambdaSpec,
         add_special_tokens: bool | None,
-        rewards: Mapping[str, RewardSpec] | None,
+        rewards: Mapping[str, RewardOrPath] | None,
         preference_features: torch.Tensor | None,
         track_text: bool,
         token_filter: TokenFilter | None = None,

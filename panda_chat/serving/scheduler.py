@@ -42,7 +42,7 @@ from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
 from panda_chat.rewards.base import CandidateBatch, RewardSession, RewardSource
 from panda_chat.rewards.heads import HeadReward
-from panda_chat.rewards.loading import RewardSpec
+from panda_chat.rewards.loading import RewardOrPath
 from panda_chat.serving import batch_cache
 
 EventKind = Literal["piece", "done", "error"]
@@ -61,7 +61,7 @@ class DecodeRequest:
     options: DecodingOptions = field(default_factory=DecodingOptions)
     weights: Mapping[str, float] | None = None  # None: every reward of the request with weight 1 (as generate)
     lam: float | LambdaFunction = 1.0
-    rewards: Mapping[str, RewardSpec] = field(default_factory=dict)
+    rewards: Mapping[str, RewardOrPath] = field(default_factory=dict)
     preference_features: Sequence[float] | None = None
     add_special_tokens: bool | None = None
 
@@ -218,7 +218,7 @@ class BatchScheduler:
         options: DecodingOptions | None = None,
         lam: LambdaSpec = 1.0,
         add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         preference_features: torch.Tensor | None = None,
         on_token: Callable[[int, str], None] | None = None,
         cancelled: threading.Event | None = None,
