@@ -12,8 +12,11 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from panda_chat.cli import COMMANDS, load_command, main
+from panda_chat.cli.options import parse_assignments, parse_floats, parse_rewards, parse_weights
 
 # option -> (its environment variable, a value the test sets it to)
 SHARED = {
@@ -131,3 +134,48 @@ def test_the_deprecated_store_flag_still_beats_the_environment_but_not_db(tiny_m
     assert alias_db.exists() and not env_db.exists()
     result = CliRunner().invoke(main, [*train, "--store", str(alias_db), "--db", str(flag_db)], env=env)
     assert result.exit_code != 0 and flag_db.exists() and not env_db.exists()
+
+
+# NAME=VALUE parts the parsers must keep: no "=" in a name, nothing that strips to empty.
+_NAMES = st.text(st.characters(blacklist_characters="=", blacklist_categories=("Cs",)), min_size=1).filter(str.strip)
+_VALUES = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1).filter(str.strip)
+
+
+@given(st.dictionaries(_NAMES.map(str.strip), _VALUES.map(str.strip), max_size=5))
+def test_assignments_parse_back_to_what_was_written(pairs):
+    assert parse_assignments("--x", tuple(f"{name}={value}" for name, value in pairs.items())) == pairs
+
+
+@given(st.text().filter(lambda item: "=" not in item or not item.partition("=")[0].strip()))
+def test_an_assignment_without_a_name_or_an_equals_sign_is_refused_with_the_option_named(item):
+    with pytest.raises(click.BadParameter) as error:
+        parse_assignments("--reward", (item,))
+    assert error.value.param_hint == "--reward"
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=6))
+def test_number_lists_parse_back_and_negative_numbers_are_refused(numbers):
+    text = ",".join(repr(n) for n in numbers)
+    assert parse_floats("--lam-grid", text) == numbers
+    with pytest.raises(click.BadParameter):
+        parse_floats("--lam-grid", text + ",-1")
+
+
+@given(st.dictionaries(_NAMES.map(str.strip), _VALUES.map(str.strip), min_size=1, max_size=4))
+def test_rewards_are_paths_unless_zero_shot(pairs):
+    """Every form goes through one parser: a path stays a path, ``zero-shot:TEXT`` becomes a zero-shot reward."""
+    paths = {name: value for name, value in pairs.items() if not value.startswith("zero-shot:")}
+    assert parse_rewards(tuple(f"{name}={value}" for name, value in paths.items()), required=False) == paths
+
+
+def test_zero_shot_rewards_are_built_with_the_given_embedder():
+    from panda_chat.rewards.zero_shot import ZeroShotReward
+
+    parsed = parse_rewards(("simple=zero-shot: A simple answer.", "formal=./formal.safetensors"), embedder="hashing")
+    assert parsed["formal"] == "./formal.safetensors"
+    assert isinstance(parsed["simple"], ZeroShotReward) and parsed["simple"].description == "A simple answer."
+    assert parse_rewards((), required=False) == {}
+    with pytest.raises(click.UsageError, match="at least one --reward"):
+        parse_rewards(())
+    with pytest.raises(click.BadParameter, match="must be a number"):
+        parse_weights(("simple=much",))

@@ -23,9 +23,9 @@ from panda_chat.cli.options import (
     force_option,
     json_option,
     parse_floats,
+    parse_rewards,
+    parse_weights,
     reward_option,
-    reward_specs,
-    reward_weights,
     threads_option,
     top_k_option,
     weight_option,
@@ -153,7 +153,7 @@ def eval_command(
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     grid = parse_floats("--lam-grid", lam_grid)
     prompt_set = load_prompts(prompts_path)
-    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
+    decoder = load_decoder(base, parse_rewards(rewards, embedder), device, dtype, threads)
     report = evaluate(
         decoder,
         prompt_set.prompts,
@@ -161,7 +161,7 @@ def eval_command(
         lam_grid=grid,
         lambda_model=LearnedLambda.load(lambda_model) if lambda_model else None,
         objective=SelectionObjective(beta=beta, gamma=gamma),
-        weights=prompt_set.weights or reward_weights(weights),
+        weights=prompt_set.weights or parse_weights(weights),
         preference_features=prompt_set.preference_features,
         embedder=embedder,
         with_coherence=not no_coherence,

@@ -28,9 +28,9 @@ from panda_chat.cli.options import (
     embedder_option,
     json_option,
     parse_assignments,
+    parse_rewards,
+    parse_weights,
     reward_option,
-    reward_specs,
-    reward_weights,
     top_k_option,
     weight_option,
 )
@@ -84,8 +84,8 @@ def generate(
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise click.UsageError("the prompt is empty")
-    sources = reward_specs(rewards, embedder) if rewards else {}
-    weight_values = reward_weights(weights)
+    sources = parse_rewards(rewards, embedder, required=False)
+    weight_values = parse_weights(weights)
 
     started = time.perf_counter()
     decoder = PandaDecoder.from_pretrained(base, rewards=sources, device=device, dtype=dtype)

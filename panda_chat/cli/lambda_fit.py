@@ -16,7 +16,7 @@ import click
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.eval import decoder_options, load_decoder
-from panda_chat.cli.options import force_option, json_option, parse_floats, reward_specs, reward_weights
+from panda_chat.cli.options import force_option, json_option, parse_floats, parse_rewards, parse_weights
 from panda_chat.output_paths import atomic_file, check_output
 
 
@@ -78,7 +78,7 @@ def fit(
         raise click.BadParameter("decays must be in (0, 1]", param_hint="--decays")
     grid = schedule_grid(parse_floats("--starts", starts), decay_values)
     prompt_set = load_prompts(prompts_path)
-    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
+    decoder = load_decoder(base, parse_rewards(rewards, embedder), device, dtype, threads)
     texts = prompt_set.prompts if no_chat_template else [prompt_text(decoder.tokenizer, p) for p in prompt_set.prompts]
     model, report = fit_lambda(
         decoder,
@@ -86,7 +86,7 @@ def fit(
         grid,
         max_new_tokens=max_new_tokens,
         objective=SelectionObjective(beta=beta, gamma=gamma),
-        weights=prompt_set.weights or reward_weights(weights),
+        weights=prompt_set.weights or parse_weights(weights),
         preference_features=prompt_set.preference_features,
         kind=kind,
         ridge_alpha=ridge_alpha,

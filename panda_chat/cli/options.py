@@ -1,6 +1,6 @@
 """The options several commands share: declared once here (``--db``, ``--embedder``, ``--catalog``, ``--model`` and
 ``--base``, ``--device``, ``--dtype``, ``--threads``, ``--reward``, ``--weight``, ``--top-k``, ``--force``, ``--json``)
-and parsed once here (``NAME=VALUE`` pairs, rewards, weights, number lists).
+and parsed once here (``parse_*``: ``NAME=VALUE`` pairs, rewards, weights, number lists).
 
 One place, so every command spells, documents and reads them (environment variables included) the same way, and
 ``generate``, ``eval`` and ``lambda fit`` accept and reject the same things with the same messages.
@@ -141,22 +141,26 @@ def parse_floats(option: str, text: str) -> list[float]:
     return values
 
 
-def reward_specs(values: tuple[str, ...], embedder: str | None = None) -> dict:
-    """``--reward NAME=PATH`` (head file or reward-model folder) or ``NAME=zero-shot:DESCRIPTION``."""
+def parse_rewards(
+    values: tuple[str, ...], embedder: str | None = None, required: bool = True
+) -> dict[str, RewardOrPath]:
+    """``--reward NAME=PATH`` (head file or reward-model folder) or ``NAME=zero-shot:DESCRIPTION``, the one parser
+    of ``generate``, ``eval`` and ``lambda fit``; ``required``: at least one reward must be given."""
     specs: dict[str, RewardOrPath] = {}
     for name, value in parse_assignments("--reward", values).items():
         if value.startswith(ZERO_SHOT_PREFIX):
             from panda_chat.rewards.zero_shot import ZeroShotReward
 
-            specs[name] = ZeroShotReward(value[len(ZERO_SHOT_PREFIX) :], name=name, embedder=embedder)
+            specs[name] = ZeroShotReward(value[len(ZERO_SHOT_PREFIX) :].strip(), name=name, embedder=embedder)
         else:
             specs[name] = value
-    if not specs:
+    if required and not specs:
         raise click.UsageError("give at least one --reward NAME=PATH")
     return specs
 
 
-def reward_weights(values: tuple[str, ...]) -> dict[str, float] | None:
+def parse_weights(values: tuple[str, ...]) -> dict[str, float] | None:
+    """``--weight NAME=W`` -> {name: weight}; None when none is given (every reward then weighs 1)."""
     if not values:
         return None
     weights = {}
