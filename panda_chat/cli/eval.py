@@ -3,7 +3,8 @@
     panda-chat eval --base ./base --reward formal=./formal.safetensors --prompts prompts.txt \\
         --methods greedy,args,panda,panda-set --lambda-model lam.safetensors --json-out eval.json
 
-The options that load a ``PandaDecoder`` (``decoder_options``, ``load_decoder``) are shared with ``lambda fit``.
+Its options and its decoder loading are shared with ``lambda fit`` (``options.prompt_set_options``,
+``model_loading.load_decoder``).
 """
 
 from __future__ import annotations
@@ -15,85 +16,20 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
+from panda_chat.cli.model_loading import load_decoder
 from panda_chat.cli.options import (
-    base_option,
-    device_option,
-    dtype_option,
-    embedder_option,
     force_option,
     json_option,
     parse_floats,
     parse_rewards,
     parse_weights,
-    reward_option,
-    threads_option,
-    top_k_option,
-    weight_option,
+    prompt_set_options,
 )
 from panda_chat.output_paths import check_output, write_text
 
 
-def load_decoder(base: str, rewards: dict, device: str, dtype: str, threads: int | None = None):
-    from transformers.utils import logging
-
-    from panda_chat.cli.reward import set_threads
-    from panda_chat.decoding import PandaDecoder
-
-    set_threads(threads)
-    logging.disable_progress_bar()
-    return PandaDecoder.from_pretrained(base, rewards=rewards, device=device, dtype=dtype)
-
-
-def decoder_options(command):
-    """The options every decoding command of this module family shares."""
-    options = [
-        base_option,
-        reward_option,
-        weight_option,
-        click.option(
-            "--prompts",
-            "prompts_path",
-            required=True,
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Prompts: one per line, or JSONL {prompt, weights?, preference_features?}; a prompt's weights win "
-            "over --weight.",
-        ),
-        click.option("--no-chat-template", is_flag=True, help="Feed prompts as raw text, not as a chat user turn."),
-        click.option(
-            "--beta",
-            type=click.FloatRange(min=0),
-            default=1.0,
-            show_default=True,
-            help="Weight of the fluency loss in J = reward gain - beta * fluency loss.",
-        ),
-        click.option(
-            "--gamma",
-            type=click.FloatRange(min=0),
-            default=1.0,
-            show_default=True,
-            help="Weight of degeneration (repeated n-grams) inside the fluency loss.",
-        ),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True),
-        top_k_option,
-        click.option(
-            "--max-rows",
-            type=click.IntRange(min=1),
-            default=64,
-            show_default=True,
-            help="Rows per decoding batch (prompts x lambdas).",
-        ),
-        embedder_option,
-        device_option,
-        threads_option,
-        dtype_option,
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
 @click.command("eval")
-@decoder_options
+@prompt_set_options
 @click.option(
     "--methods",
     default="greedy,args,panda-set",

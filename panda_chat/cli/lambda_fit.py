@@ -15,8 +15,15 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.eval import decoder_options, load_decoder
-from panda_chat.cli.options import force_option, json_option, parse_floats, parse_rewards, parse_weights
+from panda_chat.cli.model_loading import load_decoder
+from panda_chat.cli.options import (
+    force_option,
+    json_option,
+    parse_floats,
+    parse_rewards,
+    parse_weights,
+    prompt_set_options,
+)
 from panda_chat.output_paths import atomic_file, check_output
 
 
@@ -26,7 +33,7 @@ def lambda_group() -> None:
 
 
 @lambda_group.command("fit")
-@decoder_options
+@prompt_set_options
 @click.option(
     "--out",
     required=True,

@@ -9,6 +9,7 @@ One place, so every command spells, documents and reads them (environment variab
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -118,6 +119,54 @@ force_option = click.option("--force", is_flag=True, help="Replace an existing o
 def json_option(help: str = "Print JSON instead of text.") -> Callable[[F], F]:
     """``--json``: machine-readable output (what it prints differs per command, so each may say it)."""
     return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def prompt_set_options(command: F) -> F:
+    """The options of the commands that decode a prompt set with rewards (``eval``, ``lambda fit``)."""
+    options = [
+        base_option,
+        reward_option,
+        weight_option,
+        click.option(
+            "--prompts",
+            "prompts_path",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Prompts: one per line, or JSONL {prompt, weights?, preference_features?}; a prompt's weights win "
+            "over --weight.",
+        ),
+        click.option("--no-chat-template", is_flag=True, help="Feed prompts as raw text, not as a chat user turn."),
+        click.option(
+            "--beta",
+            type=click.FloatRange(min=0),
+            default=1.0,
+            show_default=True,
+            help="Weight of the fluency loss in J = reward gain - beta * fluency loss.",
+        ),
+        click.option(
+            "--gamma",
+            type=click.FloatRange(min=0),
+            default=1.0,
+            show_default=True,
+            help="Weight of degeneration (repeated n-grams) inside the fluency loss.",
+        ),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True),
+        top_k_option,
+        click.option(
+            "--max-rows",
+            type=click.IntRange(min=1),
+            default=64,
+            show_default=True,
+            help="Rows per decoding batch (prompts x lambdas).",
+        ),
+        embedder_option,
+        device_option,
+        threads_option,
+        dtype_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def parse_assignments(option: str, values: tuple[str, ...]) -> dict[str, str]:

@@ -16,6 +16,7 @@ import click
 from click.core import ParameterSource
 
 from panda_chat.cli.errors import friendly_errors
+from panda_chat.cli.model_loading import quiet_transformers, set_threads
 from panda_chat.cli.options import (
     base_option,
     catalog_option,
@@ -148,7 +149,7 @@ def train(
     )
     progress = not as_json and sys.stderr.isatty()
     set_threads(threads)
-    _quiet_transformers()
+    quiet_transformers()
     if user_id is not None:
         from profiles.store import ProfileStore
 
@@ -215,23 +216,6 @@ def _print_report(report: RewardTrainingReport, as_json: bool, user_id: str | No
         click.echo(f"saved: {report.out}")
 
 
-def set_threads(threads: int | None) -> None:
-    """Small models on a shared CPU: torch's thread pool can cost more than it saves (see the README's numbers)."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _quiet_transformers() -> None:
-    """Model loading prints progress bars and (for a causal LM loaded as a classifier) a long load report; the
-    command's own summary says enough."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-
-
 @reward.command("bootstrap")
 @base_option
 @click.option(
@@ -272,7 +256,7 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
     from profiles.catalog import PreferenceCatalog
 
     set_threads(threads)
-    _quiet_transformers()
+    quiet_transformers()
     preferences = PreferenceCatalog.from_file(catalog) if catalog else PreferenceCatalog.default()
     local = Path(base).expanduser()
     if not local.is_dir() and (local.exists() or str(base).startswith((".", "/", "~"))):
