@@ -6,7 +6,7 @@ loop. At every step boundary it
 1. drops rows whose request was cancelled (a client went away) or finished, and trims padding nobody needs;
 2. admits waiting requests: they are prefilled together and their cache rows merged into the running batch
    (``batch_cache.merge``), up to ``max_batch`` rows;
-3. runs ONE PANDA step for every row (``DecodingEngine``'s algorithm, per row: its own top-k, weights, lambda,
+3. runs ONE PANDA step for every row (``PandaDecoder``'s algorithm, per row: its own top-k, weights, lambda,
    temperature, seed, stop strings and token budget), and hands each row's new text to its request.
 
 Rows therefore join at the next step and leave the step they finish. The engine's pieces are reused as they are:
