@@ -32,7 +32,7 @@ from langgraph.store.base import (
     SearchOp,
 )
 
-from panda_chat.chat_model.profile_access import open_profile_store
+from panda_chat.chat_model.profile_view import open_profile_store
 from profiles import ProfileStore, validate_user_id
 
 PREFERENCES = "preferences"

@@ -217,7 +217,7 @@ class PrefixCache:
         self.cache = DynamicCache() if path == "tree" else DynamicCache(config=model.config)
         self.windows = attention_windows(model) if path == "tree" else None
         self.prefix: SharedPrefix | None = None
-        self._repeated = 1  # general path: k while the cache holds k copies of each row (between candidates/keep)
+        self._repeated = 1  # general path: k while the cache holds k copies of each row (forward_candidates to keep)
 
     @property
     def filled_prefix(self) -> SharedPrefix:
@@ -240,7 +240,7 @@ class PrefixCache:
         self.filled_prefix.append_one()
         return output
 
-    def candidates(self, candidate_ids: torch.Tensor):
+    def forward_candidates(self, candidate_ids: torch.Tensor):
         """Run k candidates per row (B, k) on the cached prefix; return the module's output, whose hidden states
         (and logits) are (B, k, ...) on the tree path and (B * k, 1, ...) on the general path. The cache holds the
         candidates until ``keep``."""
@@ -255,7 +255,7 @@ class PrefixCache:
         return self._forward(candidate_ids.reshape(batch * k, 1), mask, positions)
 
     def keep(self, chosen: torch.Tensor) -> None:
-        """After ``candidates``: keep each row's chosen candidate (B,) and drop the other k - 1."""
+        """After ``forward_candidates``: keep each row's chosen candidate (B,) and drop the other k - 1."""
         if self.path == "tree":
             keep_chosen_candidate(self.cache, self.filled_prefix.length, chosen)
         else:
@@ -265,7 +265,8 @@ class PrefixCache:
         self.filled_prefix.append_one()
 
     def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only the batch ``rows`` (finished rows are dropped), also between ``candidates`` and ``keep``."""
+        """Keep only the batch ``rows`` (finished rows are dropped), also between ``forward_candidates`` and
+        ``keep``."""
         copies = torch.arange(self._repeated, device=rows.device)
         self.cache.reorder_cache((rows[:, None] * self._repeated + copies).flatten())  # type: ignore[arg-type]
         self.filled_prefix.select_rows(rows)
@@ -340,7 +341,7 @@ def tree_path_problem(
         kv.prefill(prompts, attention_mask)
         for _step in range(2):
             candidates = draw(2, _CHECK_CANDIDATES)
-            hidden = final_hidden(kv.candidates(candidates))
+            hidden = final_hidden(kv.forward_candidates(candidates))
             for row in range(2):
                 full = torch.tensor([sequences[row] + [c] for c in candidates[row].tolist()], device=device)
                 reference = backbone_of(model)(input_ids=full)

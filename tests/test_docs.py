@@ -1,4 +1,4 @@
-"""The command line documents itself and the README documents the command line.
+"""The command line documents itself and the README documents the command line: every command and every option.
 
 The command list comes from the CLI's own registry (``panda_chat.cli.COMMANDS``) and the groups' subcommands, so a
 new command is covered as soon as it is registered.
@@ -6,6 +6,7 @@ new command is covered as soon as it is registered.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -63,3 +64,17 @@ def test_every_command_is_in_the_readme(path):
     group_lines = [line for line in README.splitlines() if "panda-chat " + " ".join(path[:-1]) in line]
     in_group_line = len(path) > 1 and any(f"`{path[-1]}`" in line for line in group_lines)
     assert full in README or in_group_line, f"README.md does not mention `{full}`"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[" ".join(p) for p in PATHS])
+def test_every_option_is_in_the_readme(path):
+    """Each visible ``--option`` (either side of a ``--x/--no-x`` pair) is named in the README, as a whole word."""
+    options = [
+        flag
+        for parameter in _resolve(path).params
+        if isinstance(parameter, click.Option) and not parameter.hidden
+        for flag in (*parameter.opts, *parameter.secondary_opts)
+        if flag.startswith("--") and flag != "--help"
+    ]
+    missing = [flag for flag in options if not re.search(re.escape(flag) + r"(?![\w-])", README)]
+    assert not missing, f"README.md does not mention {', '.join(missing)} of `panda-chat {' '.join(path)}`"

@@ -1,7 +1,8 @@
 """Help and argument errors stay cheap: checked in fresh interpreters, by which modules got imported (not by timing).
 
 ``panda-chat --help`` and every command's ``--help`` must not import torch, transformers, faiss, SQLAlchemy, Alembic,
-LangChain or the rewards package; ``profiles.ids`` and ``profiles.errors`` must not import the store.
+LangChain, numpy, pydantic, uvicorn, the chat model, the server or the rewards package; ``profiles.ids`` and
+``profiles.errors`` must not import the store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ HEAVY = [
     "alembic",
     "langchain_core",
     "sentence_transformers",
+    "numpy",
+    "pydantic",
+    "uvicorn",
+    "panda_chat.chat_model",
+    "panda_chat.server",
     "panda_chat.rewards",
     "panda_chat.decoding",
     "profiles.store",
@@ -97,3 +103,14 @@ def test_what_type_checkers_see_in_profiles_matches_what_it_exports():
     block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
     seen = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
     assert seen == profiles._EXPORTS
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    """``python -m panda_chat.cli`` (a checkout without the installed script) lists every registered command."""
+    from panda_chat.cli import COMMANDS
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "panda_chat.cli", "--help"], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert shown.startswith("Usage: panda-chat ")
+    assert all(f"  {name} " in shown for name in COMMANDS)

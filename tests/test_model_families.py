@@ -23,7 +23,7 @@ import torch
 from model_families import FAMILIES, FAMILY_BY_NAME, Family
 
 from panda_chat.decoding import PandaDecoder
-from panda_chat.decoding.policy import BasePolicy
+from panda_chat.decoding.base_model import BaseModelSession
 from panda_chat.decoding.reference import reference_decode
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
 from panda_chat.rewards.reward_model import CachedRewardModel
@@ -175,7 +175,7 @@ def test_both_paths_prefill_to_the_same_logits_and_prompt_features(name: str, to
             position_ids=prefill_position_ids(batch.attention_mask),
         ).logits[:, -1]
         results = {
-            path: BasePolicy(model, path).prefill(batch.input_ids, batch.attention_mask)
+            path: BaseModelSession(model, path).prefill(batch.input_ids, batch.attention_mask)
             for path in ("tree", "general")
             if path == "general" or decoder.path == "tree"
         }

@@ -51,7 +51,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from panda_chat.chat_model.context_window import fit_turns
 from panda_chat.chat_model.messages import Turn, message_text, render_prompt, to_turns
-from panda_chat.chat_model.profile_access import ProfileAccess, open_profile_store
+from panda_chat.chat_model.profile_view import ChatProfileView, open_profile_store
 from panda_chat.chat_model.runtime import ModelRuntime, model_runtime
 from panda_chat.chat_model.structured import JsonConstraint, compile_schema, json_schema_of
 from panda_chat.chat_model.tools import (
@@ -94,12 +94,12 @@ _FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}
 def default_model_path() -> str:
     """The embedded demo chat model shipped with panda-chat (``panda_chat.demo``)."""
     try:
-        from panda_chat.demo import default_model_path as demo_model_path  # the demo package is optional
+        from panda_chat.demo import demo_model_dir  # the demo package is optional
     except ImportError as error:
         raise ValueError(
             "no model given and the embedded demo model is not installed: pass ChatPanda(model='<folder or hub id>')"
         ) from error
-    return str(demo_model_path())
+    return str(demo_model_dir())
 
 
 @dataclass
@@ -196,7 +196,7 @@ class ChatPanda(BaseChatModel):
     lam: Any = None
     """lambda: a float, a ``LambdaFunction``, or None for the default (``DEFAULT_LAMBDA``)."""
     strength: float = Field(default=1.0, ge=0.0)
-    """Scales every pole's steering weight (see ``panda_chat.personalize.mapping``)."""
+    """Scales every pole's steering weight (see ``panda_chat.personalize.steering_weights``)."""
     chat_template: str | None = None
     """A Jinja chat template for a model whose tokenizer has none."""
     build_heads: bool = False
@@ -386,7 +386,7 @@ class ChatPanda(BaseChatModel):
     def _runtime(self, options: _CallOptions) -> ModelRuntime:
         return model_runtime(options.model, device=self.device, dtype=self.dtype)
 
-    def _profiles(self) -> ProfileAccess:
+    def _profiles(self) -> ChatProfileView:
         return open_profile_store(self.store)
 
     # ----------------------------------------------------------------------------------------------- preparing

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-Turn = tuple[str, str]  # (role, text), role "user" or "assistant"
+RecordedTurn = tuple[str, str]  # (role, text) as stored, role "user" or "assistant" (not ``messages.Turn``)
 
 RECORDED_ROLES = ("user", "assistant")
 
 
-def new_turns(stored: Sequence[Turn], incoming: Sequence[Turn]) -> list[Turn]:
+def new_turns(stored: Sequence[RecordedTurn], incoming: Sequence[RecordedTurn]) -> list[RecordedTurn]:
     """The incoming turns to store (see the module docstring); both sequences hold user/assistant turns only."""
     stored, incoming = list(stored), list(incoming)
     if not incoming:
@@ -37,7 +37,7 @@ def new_turns(stored: Sequence[Turn], incoming: Sequence[Turn]) -> list[Turn]:
     return incoming[-1:] if incoming[-1][0] == "user" else []
 
 
-def continues(stored: Sequence[Turn], incoming: Sequence[Turn]) -> bool:
+def continues(stored: Sequence[RecordedTurn], incoming: Sequence[RecordedTurn]) -> bool:
     """Whether ``incoming`` replays ``stored`` and goes on from it (its newest turn found, the turns before agreeing):
     a caller passing the whole history again is continuing that conversation."""
     stored, incoming = list(stored), list(incoming)
@@ -49,7 +49,7 @@ def continues(stored: Sequence[Turn], incoming: Sequence[Turn]) -> bool:
     )
 
 
-def _agrees_before(stored: list[Turn], incoming: list[Turn], index: int) -> bool:
+def _agrees_before(stored: list[RecordedTurn], incoming: list[RecordedTurn], index: int) -> bool:
     """The turns before ``incoming[index]`` match the stored turns before the newest one, as far as both go."""
     depth = min(index, len(stored) - 1, 3)
     return all(incoming[index - d] == stored[-1 - d] for d in range(1, depth + 1))

@@ -19,7 +19,6 @@ Two rules on top of the schema, because small models need them:
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import weakref
@@ -283,9 +282,3 @@ def _narrowed(mask: torch.Tensor, preferred: torch.Tensor) -> torch.Tensor:
     """``mask`` and ``preferred`` when they share a token, else ``mask`` (a rule never leaves no choice)."""
     both = mask & preferred
     return both if bool(both.any()) else mask
-
-
-def parse_json(text: str) -> Any:
-    """The JSON value of a constrained answer (the end-of-turn text after it, if any, ignored)."""
-    value, _ = json.JSONDecoder().raw_decode(text.strip())
-    return value

@@ -25,7 +25,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from panda_chat.cli.errors import friendly_errors, one_line
-from panda_chat.cli.options import user_id_callback
+from panda_chat.cli.options import (
+    catalog_option,
+    db_option,
+    device_option,
+    dtype_option,
+    embedder_option,
+    model_option,
+    top_k_option,
+    user_id_callback,
+)
 
 if TYPE_CHECKING:  # LangChain and the store load when a chat starts, never for --help
     from langchain_core.messages import BaseMessage
@@ -144,6 +153,7 @@ class ChatSession:
 
     def train(self) -> str:
         """Train the user's own reward head on their feedback pairs (saved in their profile); a line saying how."""
+        from panda_chat.chat_model.model import default_model_path
         from panda_chat.chat_model.runtime import model_runtime
         from panda_chat.rewards.training import train_user_reward_head
 
@@ -155,7 +165,9 @@ class ChatSession:
                 f"your head needs {MIN_TRAIN_PAIRS} feedback pairs, you have {pairs}: use /prefer (or /good "
                 "and /bad on answers to the same question)"
             )
-        runtime = model_runtime(self.llm.model_name or default_model(), device=self.llm.device, dtype=self.llm.dtype)
+        runtime = model_runtime(
+            self.llm.model_name or default_model_path(), device=self.llm.device, dtype=self.llm.dtype
+        )
         with runtime.lock:  # no decode runs while the head's features are computed on the same model
             trained = train_user_reward_head(
                 self.store, self.user, (runtime.decoder.model, runtime.tokenizer), min_pairs=MIN_TRAIN_PAIRS
@@ -187,12 +199,6 @@ class ChatSession:
     def reset(self) -> None:
         self.history, self.conversation_id, self.alternatives = [], None, []
         click.echo("new conversation (your profile is kept)")
-
-
-def default_model() -> str:
-    from panda_chat.chat_model.model import default_model_path
-
-    return default_model_path()
 
 
 def steering_line(personalization: dict[str, Any]) -> str:
@@ -233,28 +239,12 @@ def handle(session: ChatSession, line: str) -> bool:
 @click.option(
     "--user", required=True, callback=user_id_callback, help="Whose profile steers the answers (created on first use)."
 )
-@click.option("--model", default=None, metavar="DIR", help="Base chat model folder or hub id [default: demo model].")
-@click.option(
-    "--db",
-    envvar="PANDA_CHAT_DB",
-    metavar="URL",
-    help="Profile database: a SQLAlchemy URL or a SQLite file [env: PANDA_CHAT_DB; default: user data dir].",
-)
-@click.option(
-    "--embedder",
-    envvar="PANDA_CHAT_EMBEDDER",
-    metavar="MODEL",
-    help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER].",
-)
-@click.option(
-    "--catalog",
-    envvar="PANDA_CHAT_CATALOG",
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="Preference catalog file (TOML or YAML) [env: PANDA_CHAT_CATALOG].",
-)
+@model_option
+@db_option
+@embedder_option
+@catalog_option
 @click.option("--max-tokens", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
+@top_k_option
 @click.option(
     "--temperature",
     type=click.FloatRange(min=0.0),
@@ -268,10 +258,8 @@ def handle(session: ChatSession, line: str) -> bool:
     default=None,
     help="Constant lambda [default: the model's fitted lambda, else 1].",
 )
-@click.option("--device", default="auto", show_default=True)
-@click.option(
-    "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True
-)
+@device_option
+@dtype_option
 @click.option("--record/--no-record", default=True, show_default=True, help="Store the conversation in the profile.")
 @click.option(
     "--build-heads",

@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from panda_chat.cli.errors import friendly_errors
+from panda_chat.cli.options import embedder_option, json_option
 
 # user -> their past messages, each a clear signal of one preference the user holds (ana: elementary, concise,
 # friendly; ben: expert, detailed, formal). Ana's are three per preference: her requests are short, and a short
@@ -73,13 +74,8 @@ def _wrap(label: str, text: str) -> str:
     help="Ask about topics the demo LM never saw (Table 2's topics): the style is steered, the content "
     "is made up. Default: topics it was trained on, labelled as such.",
 )
-@click.option(
-    "--embedder",
-    default=None,
-    help="Profile-store embedder (default: all-MiniLM-L6-v2 from the installed package; 'hashing' for "
-    "a dependency-free one).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (users, questions, answers, rewards).")
+@embedder_option
+@json_option("Print one JSON object (users, questions, answers, rewards).")
 @friendly_errors
 def demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: str | None, as_json: bool) -> None:
     """Two users, the same questions, different answers: PANDA on the embedded demo models, offline."""

@@ -3,7 +3,8 @@
     panda-chat eval --base ./base --reward formal=./formal.safetensors --prompts prompts.txt \\
         --methods greedy,args,panda,panda-set --lambda-model lam.safetensors --json-out eval.json
 
-The options that load a ``PandaDecoder`` (``decoder_options``, ``load_decoder``) are shared with ``lambda fit``.
+Its options and its decoder loading are shared with ``lambda fit`` (``options.prompt_set_options``,
+``model_loading.load_decoder``).
 """
 
 from __future__ import annotations
@@ -15,95 +16,20 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
+from panda_chat.cli.model_loading import load_decoder
 from panda_chat.cli.options import (
-    device_option,
-    dtype_option,
-    embedder_option,
     force_option,
+    json_option,
     parse_floats,
-    reward_specs,
-    reward_weights,
+    parse_rewards,
+    parse_weights,
+    prompt_set_options,
 )
 from panda_chat.output_paths import check_output, write_text
 
 
-def load_decoder(base: str, rewards: dict, device: str, dtype: str, threads: int | None = None):
-    from transformers.utils import logging
-
-    from panda_chat.cli.reward import set_threads
-    from panda_chat.decoding import PandaDecoder
-
-    set_threads(threads)
-    logging.disable_progress_bar()
-    return PandaDecoder.from_pretrained(base, rewards=rewards, device=device, dtype=dtype)
-
-
-def decoder_options(command):
-    """The options every decoding command of this module family shares."""
-    options = [
-        click.option("--base", required=True, help="Base causal LM folder (or hub name when online)."),
-        click.option(
-            "--reward",
-            "rewards",
-            multiple=True,
-            metavar="NAME=PATH",
-            help="A reward head file, a reward-model folder, or zero-shot:DESCRIPTION. Repeatable.",
-        ),
-        click.option(
-            "--weight",
-            "weights",
-            multiple=True,
-            metavar="NAME=W",
-            help="Reward weights (default 1 each); per-prompt weights in a JSONL prompt file win.",
-        ),
-        click.option(
-            "--prompts",
-            "prompts_path",
-            required=True,
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Prompts: one per line, or JSONL {prompt, weights?, preference_features?}.",
-        ),
-        click.option("--no-chat-template", is_flag=True, help="Feed prompts as raw text, not as a chat user turn."),
-        click.option(
-            "--beta",
-            type=click.FloatRange(min=0),
-            default=1.0,
-            show_default=True,
-            help="Weight of the fluency loss in J = reward gain - beta * fluency loss.",
-        ),
-        click.option(
-            "--gamma",
-            type=click.FloatRange(min=0),
-            default=1.0,
-            show_default=True,
-            help="Weight of degeneration (repeated n-grams) inside the fluency loss.",
-        ),
-        click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True),
-        click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True),
-        click.option(
-            "--max-rows",
-            type=click.IntRange(min=1),
-            default=64,
-            show_default=True,
-            help="Rows per decoding batch (prompts x lambdas).",
-        ),
-        embedder_option,
-        device_option,
-        click.option(
-            "--threads",
-            type=click.IntRange(min=1),
-            default=None,
-            help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).",
-        ),
-        dtype_option,
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
 @click.command("eval")
-@decoder_options
+@prompt_set_options
 @click.option(
     "--methods",
     default="greedy,args,panda-set",
@@ -127,7 +53,7 @@ def decoder_options(command):
     help="Write the full report (metrics and every response) here; an existing file needs --force.",
 )
 @force_option
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object instead of the table.")
+@json_option("Print the report as one JSON object instead of the table.")
 @friendly_errors
 def eval_command(
     base,
@@ -163,7 +89,7 @@ def eval_command(
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     grid = parse_floats("--lam-grid", lam_grid)
     prompt_set = load_prompts(prompts_path)
-    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
+    decoder = load_decoder(base, parse_rewards(rewards, embedder), device, dtype, threads)
     report = evaluate(
         decoder,
         prompt_set.prompts,
@@ -171,7 +97,7 @@ def eval_command(
         lam_grid=grid,
         lambda_model=LearnedLambda.load(lambda_model) if lambda_model else None,
         objective=SelectionObjective(beta=beta, gamma=gamma),
-        weights=prompt_set.weights or reward_weights(weights),
+        weights=prompt_set.weights or parse_weights(weights),
         preference_features=prompt_set.preference_features,
         embedder=embedder,
         with_coherence=not no_coherence,

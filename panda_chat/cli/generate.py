@@ -22,35 +22,28 @@ import click
 
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.options import (
+    base_option,
     device_option,
     dtype_option,
     embedder_option,
+    json_option,
     parse_assignments,
-    reward_specs,
-    reward_weights,
+    parse_rewards,
+    parse_weights,
+    reward_option,
+    top_k_option,
+    weight_option,
 )
 
 
 @click.command("generate")
 @click.argument("prompt", required=False)
-@click.option("--base", required=True, help="Base causal LM: a local folder (or a hub name when online).")
-@click.option(
-    "--reward",
-    "rewards",
-    multiple=True,
-    metavar="NAME=PATH",
-    help="A reward: a head file (.safetensors), a reward-model folder, or zero-shot:DESCRIPTION. Repeat for several.",
-)
-@click.option(
-    "--weight",
-    "weights",
-    multiple=True,
-    metavar="NAME=W",
-    help="Weight of a reward (default: 1 for every reward; a reward without --weight then gets 0).",
-)
+@base_option
+@reward_option
+@weight_option
 @click.option("--lam", type=float, default=1.0, show_default=True, help="lambda: how strongly the rewards steer.")
-@click.option("--top-k", type=int, default=10, show_default=True, help="Candidates per step.")
-@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@top_k_option
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--greedy/--sample", default=True, show_default=True, help="Argmax, or sample from the candidates.")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature.")
 @click.option("--seed", type=int, default=None, help="Seed for --sample (reproducible draws).")
@@ -60,7 +53,7 @@ from panda_chat.cli.options import (
 @dtype_option
 @click.option("--raw", is_flag=True, help="Feed the prompt as plain text (no chat template): continue it.")
 @embedder_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (ids, rewards, timing) instead of text.")
+@json_option("Print one JSON object (ids, rewards, timing) instead of text.")
 @friendly_errors
 def generate(
     prompt,
@@ -91,8 +84,8 @@ def generate(
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise click.UsageError("the prompt is empty")
-    sources = reward_specs(rewards, embedder) if rewards else {}
-    weight_values = reward_weights(weights)
+    sources = parse_rewards(rewards, embedder, required=False)
+    weight_values = parse_weights(weights)
 
     started = time.perf_counter()
     decoder = PandaDecoder.from_pretrained(base, rewards=sources, device=device, dtype=dtype)

@@ -7,11 +7,7 @@ import json
 import click
 
 from panda_chat.cli.errors import friendly_errors
-
-_db_option = click.option(
-    "--db", default=None, help="Profile database URL or SQLite path (default: $PANDA_CHAT_DB or the per-user database)."
-)
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+from panda_chat.cli.options import db_option, json_option
 
 
 @click.group("key")
@@ -23,8 +19,8 @@ def key() -> None:
 @click.argument("name")
 @click.option("--user", "users", multiple=True, help="A user the key may act as (repeatable).")
 @click.option("--all-users", is_flag=True, help="The key may act as every user (a trusted backend).")
-@_db_option
-@_json_option
+@db_option
+@json_option()
 @friendly_errors
 def create(name: str, users: tuple[str, ...], all_users: bool, db: str | None, as_json: bool) -> None:
     """Create key NAME and print it, once: only its hash is stored."""
@@ -46,8 +42,8 @@ def create(name: str, users: tuple[str, ...], all_users: bool, db: str | None, a
 
 
 @key.command("list")
-@_db_option
-@_json_option
+@db_option
+@json_option()
 @friendly_errors
 def list_keys(db: str | None, as_json: bool) -> None:
     """List keys: name, prefix, users, revoked."""
@@ -68,7 +64,7 @@ def list_keys(db: str | None, as_json: bool) -> None:
 
 @key.command("revoke")
 @click.argument("name")
-@_db_option
+@db_option
 @friendly_errors
 def revoke(name: str, db: str | None) -> None:
     """Revoke key NAME at once (every server on the database refuses it from its next request)."""

@@ -15,8 +15,15 @@ from pathlib import Path
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.eval import decoder_options, load_decoder
-from panda_chat.cli.options import force_option, parse_floats, reward_specs, reward_weights
+from panda_chat.cli.model_loading import load_decoder
+from panda_chat.cli.options import (
+    force_option,
+    json_option,
+    parse_floats,
+    parse_rewards,
+    parse_weights,
+    prompt_set_options,
+)
 from panda_chat.output_paths import atomic_file, check_output
 
 
@@ -26,7 +33,7 @@ def lambda_group() -> None:
 
 
 @lambda_group.command("fit")
-@decoder_options
+@prompt_set_options
 @click.option(
     "--out",
     required=True,
@@ -39,7 +46,7 @@ def lambda_group() -> None:
 @click.option("--kind", type=click.Choice(["ridge", "mlp"]), default="ridge", show_default=True)
 @click.option("--ridge-alpha", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option("--no-measure", is_flag=True, help="Skip decoding the prompts with the fitted model afterwards.")
-@click.option("--json", "as_json", is_flag=True, help="Print the fit report as one JSON object.")
+@json_option("Print the fit report as one JSON object.")
 @friendly_errors
 def fit(
     base,
@@ -78,7 +85,7 @@ def fit(
         raise click.BadParameter("decays must be in (0, 1]", param_hint="--decays")
     grid = schedule_grid(parse_floats("--starts", starts), decay_values)
     prompt_set = load_prompts(prompts_path)
-    decoder = load_decoder(base, reward_specs(rewards, embedder), device, dtype, threads)
+    decoder = load_decoder(base, parse_rewards(rewards, embedder), device, dtype, threads)
     texts = (
         prompt_set.prompts if no_chat_template else [question_prompt(decoder.tokenizer, p) for p in prompt_set.prompts]
     )
@@ -88,7 +95,7 @@ def fit(
         grid,
         max_new_tokens=max_new_tokens,
         objective=SelectionObjective(beta=beta, gamma=gamma),
-        weights=prompt_set.weights or reward_weights(weights),
+        weights=prompt_set.weights or parse_weights(weights),
         preference_features=prompt_set.preference_features,
         kind=kind,
         ridge_alpha=ridge_alpha,

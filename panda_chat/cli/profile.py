@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.options import force_option, user_id_callback
+from panda_chat.cli.options import (
+    catalog_option,
+    db_option,
+    embedder_option,
+    force_option,
+    json_option,
+    user_id_callback,
+)
 from panda_chat.output_paths import check_output, write_text
 from profiles.errors import UnknownUserError
 from profiles.ids import is_valid_user_id
@@ -86,7 +93,6 @@ def _progress(total: int, description: str) -> tuple[tqdm, Callable[[int], None]
     return bar, bar.update
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 user_argument = click.argument("user", callback=user_id_callback)
 
 
@@ -96,26 +102,9 @@ def _shown(user_id: str) -> str:
 
 
 @click.group("profile")
-@click.option(
-    "--db",
-    envvar="PANDA_CHAT_DB",
-    metavar="URL",
-    help="Database: a SQLAlchemy URL or a SQLite file path [env: PANDA_CHAT_DB; default: user data dir].",
-)
-@click.option(
-    "--embedder",
-    envvar="PANDA_CHAT_EMBEDDER",
-    metavar="MODEL",
-    help="Sentence-transformers model path, or 'hashing' [env: PANDA_CHAT_EMBEDDER; default: "
-    "all-MiniLM-L6-v2, offline].",
-)
-@click.option(
-    "--catalog",
-    envvar="PANDA_CHAT_CATALOG",
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="Preference catalog file (TOML or YAML) adding dimensions [env: PANDA_CHAT_CATALOG].",
-)
+@db_option
+@embedder_option
+@catalog_option
 @click.pass_context
 def profile(context: click.Context, db: str | None, embedder: str | None, catalog: str | None) -> None:
     """Manage user profiles: history, inferred and explicit preferences, feedback, export and deletion."""
@@ -135,7 +124,7 @@ def create(context: click.Context, user: str) -> None:
 
 
 @profile.command("list")
-@json_option
+@json_option()
 @click.pass_context
 @friendly_errors
 def list_users(context: click.Context, as_json: bool) -> None:
@@ -174,7 +163,7 @@ def _format_context(preferences: PreferenceContext, explicit: dict[str, str], ev
 @click.option(
     "--evidence", "evidence", type=click.IntRange(min=0), default=6, show_default=True, help="Evidence items to print."
 )
-@json_option
+@json_option()
 @click.pass_context
 @friendly_errors
 def show(context: click.Context, user: str, evidence: int, as_json: bool) -> None:
@@ -255,7 +244,7 @@ def import_history(context: click.Context, user: str, file: Any) -> None:
 @user_argument
 @click.argument("query")
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Messages to retrieve.")
-@json_option
+@json_option()
 @click.pass_context
 @friendly_errors
 def context_command(context: click.Context, user: str, query: str, k: int, as_json: bool) -> None:
@@ -412,7 +401,7 @@ def import_user(context: click.Context, file: Any, user_id: str | None) -> None:
     default=None,
     help="Seconds to wait for other readers before failing [default: 10].",
 )
-@json_option
+@json_option()
 @click.pass_context
 @friendly_errors
 def forget(
@@ -466,7 +455,7 @@ def scrub(context: click.Context, wait: float | None) -> None:
 
 
 @profile.command("dimensions")
-@json_option
+@json_option()
 @click.pass_context
 @friendly_errors
 def dimensions(context: click.Context, as_json: bool) -> None:

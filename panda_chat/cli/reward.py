@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from panda_chat.cli.errors import friendly_errors
-from panda_chat.cli.options import db_option, force_option, user_id_callback
+from panda_chat.cli.model_loading import quiet_transformers, set_threads
+from panda_chat.cli.options import (
+    base_option,
+    catalog_option,
+    db_option,
+    force_option,
+    json_option,
+    threads_option,
+    user_id_callback,
+)
 from panda_chat.output_paths import atomic_file, atomic_folder, check_output
 
 if TYPE_CHECKING:
@@ -28,7 +38,7 @@ def reward() -> None:
 
 
 @reward.command("train")
-@click.option("--base", required=True, help="Base model folder (or hub name) the reward is for.")
+@base_option
 @click.option(
     "--data",
     "data_path",
@@ -83,13 +93,8 @@ def reward() -> None:
     default=None,
     help="Keep head features on disk here (keyed by data and base model).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared machine).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the training report) and nothing else.")
+@threads_option
+@json_option("Print one JSON object (the training report) and nothing else.")
 @friendly_errors
 def train(
     base,
@@ -144,11 +149,11 @@ def train(
     )
     progress = not as_json and sys.stderr.isatty()
     set_threads(threads)
-    _quiet_transformers()
+    quiet_transformers()
     if user_id is not None:
         from profiles.store import ProfileStore
 
-        with ProfileStore(db if db is not None else store_alias) as store:
+        with ProfileStore(_database(db, store_alias)) as store:
             trained = train_user_reward_head(
                 store, user_id, base, name=name or "feedback", description=description, config=config, progress=progress
             )
@@ -178,6 +183,13 @@ def train(
     _print_report(report, as_json, user_id)
 
 
+def _database(db: str | None, store_alias: str | None) -> str | None:
+    """``--db``, or the deprecated ``--store`` when ``--db`` was not given on the command line (a ``--store`` typed
+    by the user wins over ``PANDA_CHAT_DB``, as any flag wins over its environment variable)."""
+    typed_db = click.get_current_context().get_parameter_source("db") is ParameterSource.COMMANDLINE
+    return store_alias if store_alias is not None and not typed_db else db
+
+
 def _save_head(head, out: Path, force: bool) -> str:
     with atomic_file(out, force=force) as temporary:
         head.save(temporary)
@@ -204,25 +216,8 @@ def _print_report(report: RewardTrainingReport, as_json: bool, user_id: str | No
         click.echo(f"saved: {report.out}")
 
 
-def set_threads(threads: int | None) -> None:
-    """Small models on a shared CPU: torch's thread pool can cost more than it saves (see the README's numbers)."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
-def _quiet_transformers() -> None:
-    """Model loading prints progress bars and (for a causal LM loaded as a classifier) a long load report; the
-    command's own summary says enough."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-
-
 @reward.command("bootstrap")
-@click.option("--base", required=True, help="Base model folder (or hub name) to build the heads for.")
+@base_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -230,14 +225,7 @@ def _quiet_transformers() -> None:
     help="Folder for the heads and their manifest (default: the model folder when it is a local folder, "
     "else the user data directory keyed by the model's identity: where ChatPanda looks).",
 )
-@click.option(
-    "--catalog",
-    "catalog_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Preference catalog (TOML/YAML); poles the style corpus does not know become "
-    "heads from their description and examples.",
-)
+@catalog_option
 @click.option(
     "--pairs",
     type=click.IntRange(min=10),
@@ -252,12 +240,12 @@ def _quiet_transformers() -> None:
     help="Pairs per pole the model writes itself when asked for each pole (default: 16 for a model "
     "with a chat template, else 0; kept only where the corpus head agrees the model followed).",
 )
-@click.option("--force", is_flag=True, help="Replace heads already bootstrapped into --out.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads.")
+@force_option
+@threads_option
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the bootstrap report) and nothing else.")
+@json_option("Print one JSON object (the bootstrap report) and nothing else.")
 @friendly_errors
-def bootstrap(base, out, catalog_path, pairs, self_pairs, force, threads, seed, as_json) -> None:
+def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_json) -> None:
     """Reward heads for every catalog pole on BASE's own hidden states, calibrated, with a manifest ChatPanda reads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -268,8 +256,8 @@ def bootstrap(base, out, catalog_path, pairs, self_pairs, force, threads, seed, 
     from profiles.catalog import PreferenceCatalog
 
     set_threads(threads)
-    _quiet_transformers()
-    catalog = PreferenceCatalog.from_file(catalog_path) if catalog_path else PreferenceCatalog.default()
+    quiet_transformers()
+    preferences = PreferenceCatalog.from_file(catalog) if catalog else PreferenceCatalog.default()
     local = Path(base).expanduser()
     if not local.is_dir() and (local.exists() or str(base).startswith((".", "/", "~"))):
         raise click.UsageError(f"--base {base}: no such model folder")
@@ -292,7 +280,7 @@ def bootstrap(base, out, catalog_path, pairs, self_pairs, force, threads, seed, 
         model,
         tokenizer,
         out,
-        catalog=catalog,
+        catalog=preferences,
         base_model=name,
         self_pairs=self_pairs,
         progress=progress,

@@ -7,25 +7,17 @@ import logging
 import click
 
 from panda_chat.cli.errors import friendly_errors
+from panda_chat.cli.options import db_option, device_option, dtype_option, embedder_option, model_option
 
 
 @click.command("serve")
-@click.option("--model", default=None, help="Base model folder or hub id (default: the embedded demo model).")
-@click.option(
-    "--db",
-    default=None,
-    help="Profile database URL or SQLite path (default: $PANDA_CHAT_DB or the "
-    "per-user database). Several servers may share one PostgreSQL.",
-)
-@click.option(
-    "--embedder",
-    default=None,
-    help="The store's embedder (default: all-MiniLM-L6-v2; 'hashing' is a fast stand-in for tests).",
-)
+@model_option
+@db_option
+@embedder_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--dtype", default="auto", show_default=True)
+@device_option
+@dtype_option
 @click.option(
     "--max-batch",
     default=32,

@@ -1,4 +1,5 @@
-"""PandaDecoder: decode with pi*(z | x, y<t) ∝ exp(log pi_b(z) + lambda(x, t) * r([x, y<t, z])) (DESIGN.md section 2).
+"""PandaDecoder: decode with pi*(z | x, y<t) ∝ exp(log pi_b(z) + lambda(x, t) * r([x, y<t, z]))
+(docs/ARCHITECTURE.md, "One chat turn", step 6).
 
 Every step of ``_decode`` is the algorithm, in order:
 
@@ -10,9 +11,9 @@ Every step of ``_decode`` is the algorithm, in order:
 3. s(z) = log p(z) + lambda(x, t) * r(z); greedy takes argmax s, sampling draws from softmax(s / temperature) over Z;
 4. the chosen token is appended: the caches keep the chosen candidate only, and the next step's logits come from it.
 
-The caching tricks are in ``panda_chat.tree_attention`` and ``policy.BasePolicy``, stopping and incremental text in
-``stopping``, per-row weights and lambdas in ``steering``; ``reference.reference_generate`` is the naive loop this
-engine must agree with.
+The caching tricks are in ``panda_chat.tree_attention`` and ``base_model.BaseModelSession``, stopping and
+incremental text in ``stopping``, per-row weights and lambdas in ``steering``; ``reference.reference_generate`` is the
+naive loop this engine must agree with.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from typing import Any, TypedDict, Unpack, cast
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from panda_chat.decoding.base_model import BaseModelSession, resolve_path
 from panda_chat.decoding.limits import check_context
 from panda_chat.decoding.outputs import GenerationOutput, TextStream
-from panda_chat.decoding.policy import BasePolicy, resolve_path
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, WeightsSpec
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext
@@ -36,7 +37,7 @@ from panda_chat.padding import left_pad, pad_token_id
 from panda_chat.prompt_format import encode_prompt
 from panda_chat.registry import ModelRegistry, shared_registry
 from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSession, RewardSource, supports_row_selection
-from panda_chat.rewards.loading import RewardSpec, load_reward
+from panda_chat.rewards.loading import RewardOrPath, load_reward
 from panda_chat.tree_attention import Path as DecodingPath
 
 Prompts = str | Sequence[int] | Sequence[str | Sequence[int]]  # one prompt (text or token ids), or several
@@ -156,7 +157,7 @@ class PandaDecoder:
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         registry: ModelRegistry | None = None,
         path: str = "auto",
     ):
@@ -172,7 +173,7 @@ class PandaDecoder:
     def from_pretrained(
         cls,
         base: str | Path,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "auto",
         registry: ModelRegistry | None = None,
@@ -191,7 +192,7 @@ class PandaDecoder:
     def vocab_size(self) -> int:
         return self.model.get_output_embeddings().weight.shape[0]
 
-    def add_reward(self, name: str, spec: RewardSpec) -> RewardSource:
+    def add_reward(self, name: str, spec: RewardOrPath) -> RewardSource:
         """Resolve and register a reward (head file, reward model folder, RewardHead or RewardSource) as ``name``."""
         self.rewards[name] = load_reward(name, spec, self.model, self.tokenizer, self.registry)
         return self.rewards[name]
@@ -248,7 +249,7 @@ class PandaDecoder:
         weights: WeightsSpec = None,
         lam: LambdaSpec = 1.0,
         add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         preference_features: torch.Tensor | None = None,
         on_token: TokenCallback | None = None,
         token_filter: TokenFilter | None = None,
@@ -292,7 +293,7 @@ class PandaDecoder:
         weights: Mapping[str, float] | None = None,
         lam: LambdaSpec = 1.0,
         add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         preference_features: torch.Tensor | None = None,
         **overrides: Unpack[DecodingOverrides],
     ) -> TextStream:
@@ -318,7 +319,7 @@ class PandaDecoder:
         weights: WeightsSpec = None,
         lam: LambdaSpec = 1.0,
         add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         preference_features: torch.Tensor | None = None,
     ) -> PreparedCall:
         """Validate one call and build what decoding it needs, raising any bad-input error before a forward pass.
@@ -345,7 +346,7 @@ class PandaDecoder:
         weights: WeightsSpec,
         lam: LambdaSpec,
         add_special_tokens: bool | None,
-        rewards: Mapping[str, RewardSpec] | None,
+        rewards: Mapping[str, RewardOrPath] | None,
         preference_features: torch.Tensor | None,
         track_text: bool,
         token_filter: TokenFilter | None = None,
@@ -367,7 +368,7 @@ class PandaDecoder:
         started = time.perf_counter()
         device, batch_size = self.device, batch.input_ids.shape[0]
         generator = torch.Generator(device=device).manual_seed(options.seed) if options.seed is not None else None
-        policy = BasePolicy(self.model, self.path)
+        policy = BaseModelSession(self.model, self.path)
         logits, prompt_features = policy.prefill(batch.input_ids, batch.attention_mask)
         context = LambdaContext(
             prompts=batch.texts,
@@ -425,7 +426,7 @@ class PandaDecoder:
                 break
             if len(still_running) < len(rows) and can_drop_rows:  # finished rows stop costing work
                 keep = torch.tensor(still_running, device=device)
-                parts: tuple[BasePolicy | SteeringPlan | RewardSession, ...] = (policy, plan, *sessions)
+                parts: tuple[BaseModelSession | SteeringPlan | RewardSession, ...] = (policy, plan, *sessions)
                 for part in parts:
                     part.select_rows(keep)
                 rows = [rows[i] for i in still_running]

@@ -2,8 +2,8 @@
 
 The recipe that rebuilds the models is ``panda_chat.demo.recipe`` (run from a source checkout; not in the wheel).
 
-The loader functions are re-exported here; ``default_model_path`` is the demo base LM's folder (what ``ChatPanda()``
-loads when no model is given).
+The loader functions are re-exported here; ``demo_model_dir()`` is the demo base LM's folder (what ``ChatPanda()``
+loads when no model is given, through ``chat_model.model.default_model_path``).
 """
 
 from panda_chat.demo.models import (
@@ -16,12 +16,9 @@ from panda_chat.demo.models import (
     demo_reward_model_dirs,
 )
 
-default_model_path = demo_model_dir
-
 __all__ = [
     "DEMO_MODELS_DIR",
     "DemoModelsMissing",
-    "default_model_path",
     "demo_head_paths",
     "demo_lambda_path",
     "demo_model_dir",

@@ -4,7 +4,7 @@ For every training prompt x, decode (as rows of shared batches) the unguided res
 of a grid lambda(t) = start * decay**t (constants are decay = 1), and measure J = [R - R0] - beta * fluency loss
 (``objective``). The schedule with the largest J is x's target; ``LearnedLambda.fit`` then learns to predict
 lambda_best(x)(t) from the prompt features the decoder gives lambda functions (``LambdaContext.prompt_features``, the
-mean final hidden state over the prompt, computed here with the decoder's own ``BasePolicy.prefill``), the user's
+mean final hidden state over the prompt, computed here with the decoder's own ``BaseModelSession.prefill``), the user's
 preference features when given, and the step.
 
 The report says what fitting found: the mean J of each schedule, the best single schedule (what a fixed lambda, ARGS,
@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from panda_chat.decoding import PandaDecoder
-from panda_chat.decoding.policy import BasePolicy
+from panda_chat.decoding.base_model import BaseModelSession
 from panda_chat.evaluation.candidate_set import decode_lambda_grid, lambda_label
 from panda_chat.evaluation.objective import SelectionObjective
 from panda_chat.evaluation.scoring import ResponseScorer, Weights
@@ -56,7 +56,7 @@ def prompt_features(decoder: PandaDecoder, prompts: Sequence[str], batch_size: i
     parts = []
     for start in range(0, len(prompts), batch_size):
         batch = decoder.encode_prompts(list(prompts[start : start + batch_size]))
-        _, features = BasePolicy(decoder.model).prefill(batch.input_ids, batch.attention_mask)
+        _, features = BaseModelSession(decoder.model).prefill(batch.input_ids, batch.attention_mask)
         parts.append(features.float().cpu())
     return torch.cat(parts)
 

@@ -1,6 +1,5 @@
 """PreferenceContext -> reward sources, per-row weights and lambda: the join of the profile store and the decoder."""
 
-from panda_chat.personalize.mapping import MIN_STEERING, pole_steering
 from panda_chat.personalize.plan import (
     DEFAULT_LAMBDA,
     PersonalizationPlan,
@@ -9,6 +8,7 @@ from panda_chat.personalize.plan import (
     with_model_rewards,
 )
 from panda_chat.personalize.sources import PoleReward, PoleRewards, UserHeadReward, reward_name, user_head_rewards
+from panda_chat.personalize.steering_weights import MIN_STEERING, pole_steering
 
 __all__ = [
     "DEFAULT_LAMBDA",

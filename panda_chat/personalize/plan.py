@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from panda_chat.lam.base import ConstantLambda, LambdaFunction
-from panda_chat.personalize.mapping import MIN_STEERING, pole_steering
 from panda_chat.personalize.sources import PoleRewards, RewardKind, UserHeadReward
+from panda_chat.personalize.steering_weights import MIN_STEERING, pole_steering
 from panda_chat.rewards.base import RewardSource
 from profiles.catalog import PreferenceCatalog, RewardSpec
 from profiles.context import PreferenceContext

@@ -14,7 +14,6 @@ from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, Re
 
 _LAZY_EXPORTS = {
     "CachedRewardModel": "panda_chat.rewards.reward_model",
-    "TokenizerMismatchError": "panda_chat.rewards.loading",
     "load_reward": "panda_chat.rewards.loading",
     "load_rewards": "panda_chat.rewards.loading",
     "RewardModelInfo": "panda_chat.rewards.calibration",
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
     from panda_chat.rewards.bootstrap import bootstrap_heads
     from panda_chat.rewards.calibration import RewardModelInfo, calibrate
     from panda_chat.rewards.data import PairDataError, PreferencePair, load_pairs
-    from panda_chat.rewards.loading import TokenizerMismatchError, load_reward, load_rewards
+    from panda_chat.rewards.loading import load_reward, load_rewards
     from panda_chat.rewards.manifest import HeadsManifest
     from panda_chat.rewards.reward_model import CachedRewardModel
     from panda_chat.rewards.text_reward_model import TextRewardModel

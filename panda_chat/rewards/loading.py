@@ -30,12 +30,9 @@ from panda_chat.rewards.text_reward_model import TextRewardModel
 # The file reward training writes beside a reward-model folder (``RewardModelInfo``); only its calibration is read here.
 REWARD_INFO_FILE = "panda_reward.json"
 
-RewardSpec = RewardSource | RewardHead | str | Path
-
-
-class TokenizerMismatchError(ValueError):
-    """Not raised any more: a reward model whose tokenizer differs from the base model's is now scored on decoded
-    text (``TextRewardModel``, chosen in ``load_reward``). Kept so that code catching it keeps importing."""
+# What ``load_reward`` accepts: a loaded reward, or where to load one from (``profiles.catalog.RewardSpec`` is the
+# catalog's description of a pole's reward, a different thing).
+RewardOrPath = RewardSource | RewardHead | str | Path
 
 
 def tokenizer_difference(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> str | None:
@@ -73,7 +70,7 @@ def reward_for_other_tokenizer(
 
 def load_reward(
     name: str,
-    spec: RewardSpec,
+    spec: RewardOrPath,
     base_model: PreTrainedModel,
     base_tokenizer: PreTrainedTokenizerBase,
     registry: ModelRegistry | None = None,
@@ -108,7 +105,7 @@ def load_reward(
 
 
 def load_rewards(
-    specs: dict[str, RewardSpec] | None,
+    specs: dict[str, RewardOrPath] | None,
     base_model: PreTrainedModel,
     base_tokenizer: PreTrainedTokenizerBase,
     registry: ModelRegistry | None = None,

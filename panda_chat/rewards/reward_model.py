@@ -73,7 +73,7 @@ class CachedRewardSession(RewardSession):
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
         with torch.inference_mode():
             candidate_ids = candidates.candidate_ids.to(self.device)
-            hidden = final_hidden(self.kv.candidates(candidate_ids)).reshape(*candidate_ids.shape, -1)
+            hidden = final_hidden(self.kv.forward_candidates(candidate_ids)).reshape(*candidate_ids.shape, -1)
             rewards = self.source.head(hidden).squeeze(-1).float()
         self.peak_cache_bytes = max(self.peak_cache_bytes, cache_bytes(self.kv.cache))
         return rewards.to(candidates.candidate_ids.device)

@@ -1,4 +1,4 @@
-"""Rows joining and leaving a running batch's KV cache (the base model's ``BasePolicy``) between decoding steps.
+"""Rows joining and leaving a running batch's KV cache (the base model's ``BaseModelSession``) between decoding steps.
 
 The engine decodes a fixed batch; continuous batching needs two more operations on the same left-padded cache:
 
@@ -15,15 +15,15 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from panda_chat.decoding.policy import BasePolicy
+from panda_chat.decoding.base_model import BaseModelSession
 
 
-def can_merge(policy: BasePolicy) -> bool:
+def can_merge(policy: BaseModelSession) -> bool:
     """Whether this policy's cache layers are plain dynamic layers (sliding-window or quantised ones are not)."""
     return all(type(layer) is DynamicLayer for layer in policy.kv.cache.layers)
 
 
-def _plain_layers(policy: BasePolicy) -> list[DynamicLayer]:
+def _plain_layers(policy: BaseModelSession) -> list[DynamicLayer]:
     """The cache's layers, when all are plain dynamic layers (whose keys/values merge and trim_left may edit)."""
     layers = [layer for layer in policy.kv.cache.layers if type(layer) is DynamicLayer]
     if len(layers) != len(policy.kv.cache.layers):
@@ -46,7 +46,7 @@ def _left_pad(states: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([pad, states], dim=-2)
 
 
-def merge(running: BasePolicy, joining: BasePolicy) -> None:
+def merge(running: BaseModelSession, joining: BaseModelSession) -> None:
     """Append ``joining``'s rows after ``running``'s (in place on ``running``); ``joining`` must not be used after."""
     a, b = running.kv.filled_prefix, joining.kv.filled_prefix
     length = max(a.length, b.length)
@@ -62,7 +62,7 @@ def merge(running: BasePolicy, joining: BasePolicy) -> None:
     running._candidate_hidden = None
 
 
-def trim_left(policy: BasePolicy) -> None:
+def trim_left(policy: BaseModelSession) -> None:
     """Drop the leading cache slots that are padding in every row (of plain layers only: a sliding-window layer
     keeps fewer slots than the mask has, so cutting the mask's padding would cut its real entries)."""
     if not can_merge(policy):

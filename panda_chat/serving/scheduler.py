@@ -6,11 +6,11 @@ loop. At every step boundary it
 1. drops rows whose request was cancelled (a client went away) or finished, and trims padding nobody needs;
 2. admits waiting requests: they are prefilled together and their cache rows merged into the running batch
    (``batch_cache.merge``), up to ``max_batch`` rows;
-3. runs ONE PANDA step for every row (``DecodingEngine``'s algorithm, per row: its own top-k, weights, lambda,
+3. runs ONE PANDA step for every row (``PandaDecoder``'s algorithm, per row: its own top-k, weights, lambda,
    temperature, seed, stop strings and token budget), and hands each row's new text to its request.
 
 Rows therefore join at the next step and leave the step they finish. The engine's pieces are reused as they are:
-``BasePolicy`` (prefill, tree-masked candidate forward, keep), ``SteeringPlan`` (per-row weights, calibration,
+``BaseModelSession`` (prefill, tree-masked candidate forward, keep), ``SteeringPlan`` (per-row weights, calibration,
 lambda), ``StopTracker`` (stop strings, incremental text), ``choose``.
 
 Only rewards whose sessions hold no per-prompt state can share a batch whose rows come and go: reward heads on the
@@ -34,15 +34,15 @@ from typing import Any, Literal, Unpack, cast
 import torch
 
 from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.base_model import BaseModelSession
 from panda_chat.decoding.engine import DecodingError, DecodingOptions, DecodingOverrides
 from panda_chat.decoding.outputs import GenerationOutput
-from panda_chat.decoding.policy import BasePolicy
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
 from panda_chat.rewards.base import CandidateBatch, RewardSession, RewardSource
 from panda_chat.rewards.heads import HeadReward
-from panda_chat.rewards.loading import RewardSpec
+from panda_chat.rewards.loading import RewardOrPath
 from panda_chat.serving import batch_cache
 
 EventKind = Literal["piece", "done", "error"]
@@ -61,7 +61,7 @@ class DecodeRequest:
     options: DecodingOptions = field(default_factory=DecodingOptions)
     weights: Mapping[str, float] | None = None  # None: every reward of the request with weight 1 (as generate)
     lam: float | LambdaFunction = 1.0
-    rewards: Mapping[str, RewardSpec] = field(default_factory=dict)
+    rewards: Mapping[str, RewardOrPath] = field(default_factory=dict)
     preference_features: Sequence[float] | None = None
     add_special_tokens: bool | None = None
 
@@ -158,7 +158,7 @@ class BatchScheduler:
         self._start_lock = threading.Lock()
         self._closed = False
         self._rows: list[_Row] = []
-        self._policy: BasePolicy | None = None
+        self._policy: BaseModelSession | None = None
         self._logits: torch.Tensor | None = None
         self._sources: dict[str, RewardSource] = {}
         self._sessions: dict[str, RewardSession] = {}
@@ -218,7 +218,7 @@ class BatchScheduler:
         options: DecodingOptions | None = None,
         lam: LambdaSpec = 1.0,
         add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardSpec] | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
         preference_features: torch.Tensor | None = None,
         on_token: Callable[[int, str], None] | None = None,
         cancelled: threading.Event | None = None,
@@ -377,7 +377,7 @@ class BatchScheduler:
             return
         decoder = self.decoder
         prompts = decoder.encode_prompts([job.prompt_ids for job in batched])
-        policy = BasePolicy(decoder.model)
+        policy = BaseModelSession(decoder.model)
         logits, prompt_features = policy.prefill(prompts.input_ids, prompts.attention_mask)
         if self._policy is not None and not batch_cache.can_merge(policy):
             for job in batched:  # this model's cache cannot be merged: one request at a time

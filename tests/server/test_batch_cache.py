@@ -6,20 +6,20 @@ import pytest
 import torch
 from model_families import FAMILY_BY_NAME, WINDOW
 
-from panda_chat.decoding.policy import BasePolicy
+from panda_chat.decoding.base_model import BaseModelSession
 from panda_chat.serving import batch_cache
 
 VOCAB = 64
 
 
-def _prefill(model, path: str, rows: list[list[int]]) -> BasePolicy:
+def _prefill(model, path: str, rows: list[list[int]]) -> BaseModelSession:
     width = max(len(row) for row in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, width - len(row) :] = torch.tensor(row)
         mask[i, width - len(row) :] = 1
-    policy = BasePolicy(model, path=path)
+    policy = BaseModelSession(model, path=path)
     policy.prefill(ids, mask)
     return policy
 

@@ -1,7 +1,7 @@
 """Fitting the demo's context-aware lambda on the demo base LM and heads, as ChatPanda will use it.
 
 ChatPanda steers a user's answer with weights from their profile: per dimension, ``+c`` on the preferred pole and
-``-c`` on the other, ``c`` being the profile's confidence (``panda_chat.personalize.mapping.pole_steering``), and it
+``-c`` on the other, ``c`` being the profile's confidence (``personalize.steering_weights.pole_steering``), and it
 hands the profile's context vector to the lambda function. So the fitting rows here are made the same way: each
 training prompt is paired with a synthetic user (one pole per dimension, a confidence per dimension), and lambda is
 fitted on the prompt features *and* that user's vector with ``panda_chat.evaluation.lambda_fitting.fit_lambda``.
@@ -21,7 +21,7 @@ from panda_chat.evaluation.lambda_fitting import LambdaFitReport, fit_lambda
 from panda_chat.evaluation.objective import SelectionObjective
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.lam.schedules import ExponentialDecayLambda
-from panda_chat.personalize.mapping import pole_steering
+from panda_chat.personalize.steering_weights import pole_steering
 from panda_chat.prompt_format import question_prompt
 from profiles.catalog import PreferenceCatalog
 from profiles.context import DimensionPreference, context_vector

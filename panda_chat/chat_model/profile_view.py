@@ -24,19 +24,20 @@ _stores: dict[str, ProfileStore] = {}
 _stores_lock = threading.Lock()
 
 
-def open_profile_store(spec: ProfileStore | str | os.PathLike[str] | None) -> ProfileAccess:
+def open_profile_store(spec: ProfileStore | str | os.PathLike[str] | None) -> ChatProfileView:
     """A ``ProfileStore`` as given, or the shared store of a URL / path (None: the default database)."""
     if isinstance(spec, ProfileStore):
-        return ProfileAccess(spec)
+        return ChatProfileView(spec)
     url = normalise_url(spec) if spec is not None else default_url()
     with _stores_lock:
         if url not in _stores:
             _stores[url] = ProfileStore(url)
-        return ProfileAccess(_stores[url])
+        return ChatProfileView(_stores[url])
 
 
-class ProfileAccess:
-    """The few store operations a chat call needs."""
+class ChatProfileView:
+    """ChatPanda's view of one profile store: the few operations a chat call needs (preferences, the user's own heads,
+    recording turns without duplicates)."""
 
     def __init__(self, store: ProfileStore):
         self.store = store

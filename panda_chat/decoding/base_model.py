@@ -91,7 +91,10 @@ def resolve_path(model: PreTrainedModel, requested: str = "auto") -> Path:
     return choose_path(model, requested, OwnOutputHead(model))
 
 
-class BasePolicy:
+class BaseModelSession:
+    """The base model (the paper's policy pi_b) for one ``generate`` call, as a ``RewardSession`` is a reward's: its KV
+    cache over the batch and the forwards of the module docstring. The engine calls it ``policy``."""
+
     def __init__(self, model: PreTrainedModel, path: Path | None = None):
         self.path = path or resolve_path(model)
         if self.path == "tree":
@@ -128,7 +131,7 @@ class BasePolicy:
     def expand(self, candidate_ids: torch.Tensor) -> torch.Tensor:
         """Run the k candidates of every row (B, k) on the cached prefix; return their hidden states (B, k, H)."""
         batch, k = candidate_ids.shape
-        output = self.kv.candidates(candidate_ids)
+        output = self.kv.forward_candidates(candidate_ids)
         self._candidate_hidden = final_hidden(output).reshape(batch, k, -1)
         if self.output_head is None:
             self._candidate_logits = output.logits.reshape(batch, k, -1)
@@ -139,10 +142,10 @@ class BasePolicy:
         self.kv.keep(chosen)
         rows = torch.arange(chosen.shape[0], device=chosen.device)
         if self._candidate_hidden is None:
-            raise RuntimeError("BasePolicy.keep: call expand first")
+            raise RuntimeError("BaseModelSession.keep: call expand first")
         if self.output_head is None:
             if self._candidate_logits is None:
-                raise RuntimeError("BasePolicy.keep: call expand first")
+                raise RuntimeError("BaseModelSession.keep: call expand first")
             return self._candidate_logits[rows, chosen]
         return self.output_head(self._candidate_hidden[rows, chosen])
 
