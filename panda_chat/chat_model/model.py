@@ -804,7 +804,8 @@ class ChatPanda(BaseChatModel):
                         held = items.get_nowait()  # busy server sends fewer, larger chunks, never a different text
                         if held[0] == "piece":
                             text, held = text + held[1], None
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+                    if text:
+                        yield ChatGenerationChunk(message=AIMessageChunk(content=text))
                 elif item[0] == "error":
                     raise item[1]
                 else:

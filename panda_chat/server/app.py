@@ -184,6 +184,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(settings.worker_threads))
+        interval = sys.getswitchinterval()
         sys.setswitchinterval(settings.switch_interval_s)
         store = await asyncio.to_thread(lambda: ProfileStore(settings.db, embedder=settings.embedder))
         keys = await asyncio.to_thread(ApiKeys, store.url)
@@ -196,6 +197,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         finally:
             keys.close()
             store.close()
+            sys.setswitchinterval(interval)
 
     app = FastAPI(title="panda-chat", lifespan=lifespan, docs_url=None, redoc_url=None)
 
