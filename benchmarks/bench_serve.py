@@ -9,7 +9,9 @@ and ``--max-batch 1`` (one request at a time: the same code path, one row per st
 measured in the same run, alternately, so they see the same machine load. Every client streams ``--rounds``
 chat completions in a row (greedy, ``--max-tokens`` tokens at most, a question of its own) through HTTP, as an
 application would; TTFT is the time to the first piece of answer text, latency the time to the end of the stream.
-Throughput is all completion tokens (the server's own usage counts) over the wall time of the level.
+Throughput is all completion tokens (the server's own usage counts) over the wall time of the level. Each level
+runs ``--repeat`` times per mode, alternately (fresh users each time), and the run with the median throughput is
+reported: on a shared machine one burst of someone else's work should not decide a ratio.
 
 A second table measures the scheduler alone, in this process, with no HTTP and no profile store: what batching
 buys the decoding itself (``scheduler_levels``).
@@ -127,7 +129,16 @@ def one_stream(url: str, key: str, user: str, question: str, max_tokens: int) ->
     return (ttft if ttft is not None else latency), latency, tokens
 
 
-def run_level(url: str, key: str, clients: int, rounds: int, max_tokens: int, tag: str) -> dict:
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_level(url: str, key: str, clients: int, rounds: int, max_tokens: int, tag: str, pid: int | None = None) -> dict:
     results: list[tuple[float, float, int]] = []
     lock = threading.Lock()
 
@@ -138,6 +149,7 @@ def run_level(url: str, key: str, clients: int, rounds: int, max_tokens: int, ta
             with lock:
                 results.append(measured)
 
+    cpu_before = cpu_seconds(pid) if pid is not None else None
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for thread in threads:
@@ -145,6 +157,7 @@ def run_level(url: str, key: str, clients: int, rounds: int, max_tokens: int, ta
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    cpu_after = cpu_seconds(pid) if pid is not None else None
     ttfts, latencies = sorted(r[0] for r in results), sorted(r[1] for r in results)
     tokens = sum(r[2] for r in results)
     return {
@@ -153,11 +166,20 @@ def run_level(url: str, key: str, clients: int, rounds: int, max_tokens: int, ta
         "tokens": tokens,
         "wall_s": wall,
         "tok_per_s": tokens / wall,
+        # the server's CPU per token: what the throughput ratio tends to on a machine busy with other work
+        "server_cpu_ms_per_token": None
+        if cpu_before is None or cpu_after is None or not tokens
+        else (cpu_after - cpu_before) / tokens * 1000,
         "ttft_p50_s": statistics.median(ttfts),
         "ttft_p99_s": _percentile(ttfts, 0.99),
         "latency_p50_s": statistics.median(latencies),
         "latency_p99_s": _percentile(latencies, 0.99),
     }
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput (the upper one of an even count): one noisy run does not decide."""
+    return sorted(runs, key=lambda run: run["tok_per_s"])[len(runs) // 2]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -217,11 +239,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--rounds", type=int, default=2, help="completions per client at each level")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each level per mode, alternated; the median run is reported"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per server")
     parser.add_argument("--embedder", default="hashing", help="the store's embedder ('' for the default MiniLM)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
+    load_at_start = os.getloadavg()
     folder = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     db = str(folder / "profiles.db")
     made = _cli("key", "create", "bench", "--all-users", "--db", db, "--json", stdout=subprocess.PIPE)
@@ -235,10 +261,18 @@ def main() -> None:
         for mode, (_, url) in servers.items():  # warm-up: model, rewards and lambda loaded, first decode done
             one_stream(url, key, f"warmup-{mode}", QUESTIONS[0], 4)
         for clients in args.clients:
-            level = {}
-            for mode, (_, url) in servers.items():
-                level[mode] = run_level(url, key, clients, args.rounds, args.max_tokens, mode)
-                print(f"  {clients:>2} clients, {mode:<13} {level[mode]['tok_per_s']:7.1f} tok/s", file=sys.stderr)
+            runs: dict[str, list[dict]] = {mode: [] for mode in servers}
+            for repeat in range(args.repeat):  # alternately, the order flipped each time: both see the same load
+                order = list(servers) if repeat % 2 == 0 else list(servers)[::-1]
+                for mode in order:
+                    process, url = servers[mode]
+                    run = run_level(url, key, clients, args.rounds, args.max_tokens, f"{mode}-r{repeat}", process.pid)
+                    runs[mode].append(run)
+                    print(f"  {clients:>2} clients, {mode:<13} {run['tok_per_s']:7.1f} tok/s", file=sys.stderr)
+            level = {
+                mode: {**_median_run(measured), "runs_tok_per_s": [r["tok_per_s"] for r in measured]}
+                for mode, measured in runs.items()
+            }
             rows.append(
                 {
                     "clients": clients,
@@ -257,16 +291,25 @@ def main() -> None:
     for row in engine_rows:
         print(f"| {row['clients']} | {row['batched']:.1f} | {row['one-at-a-time']:.1f} | {row['speedup']:.1f}x |")
     print()
-    print("| clients | mode | tok/s | TTFT p50 | TTFT p99 | latency p50 | latency p99 | speed-up |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| clients | mode | tok/s | TTFT p50 | TTFT p99 | latency p50 | latency p99 | server CPU/token | speed-up "
+        "| CPU/token ratio |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         for mode in ("batched", "one-at-a-time"):
             r = row[mode]
+            cpu = r["server_cpu_ms_per_token"]
+            single_cpu = row["one-at-a-time"]["server_cpu_ms_per_token"]
             speedup = f"{row['speedup']:.1f}x" if mode == "batched" else ""
+            cpu_ratio = f"{single_cpu / cpu:.1f}x" if mode == "batched" and cpu and single_cpu else ""
             print(
                 f"| {row['clients']} | {mode} | {r['tok_per_s']:.1f} | {r['ttft_p50_s']:.2f} s | "
-                f"{r['ttft_p99_s']:.2f} s | {r['latency_p50_s']:.2f} s | {r['latency_p99_s']:.2f} s | {speedup} |"
+                f"{r['ttft_p99_s']:.2f} s | {r['latency_p50_s']:.2f} s | {r['latency_p99_s']:.2f} s | "
+                f"{'' if cpu is None else f'{cpu:.2f} ms'} | {speedup} | {cpu_ratio} |"
             )
+    start, end = ("/".join(f"{value:.2f}" for value in load) for load in (load_at_start, os.getloadavg()))
+    print(f"\nload average (1/5/15 min) at start {start}, at end {end}; {os.cpu_count()} CPUs")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
@@ -277,6 +320,8 @@ def main() -> None:
                     "cpus": os.cpu_count(),
                     "threads": args.threads,
                     "rounds": args.rounds,
+                    "repeat": args.repeat,
+                    "load_average": {"start": load_at_start, "end": os.getloadavg()},
                     "max_tokens": args.max_tokens,
                     "embedder": args.embedder or "default",
                     "levels": rows,

@@ -68,7 +68,7 @@ from panda_chat.chat_model.tools import (
 from panda_chat.decoding import DecodingOptions, GenerationOutput
 from panda_chat.decoding.limits import context_length
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
-from panda_chat.serving import RequestCancelled
+from panda_chat.serving import DecodeRequest, RequestCancelled
 from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
 
 # Call arguments ChatPanda understands besides LangChain's own; anything else is refused (a typo would be ignored).
@@ -417,11 +417,12 @@ class ChatPanda(BaseChatModel):
             plan = self._personalizer(runtime, PreferenceCatalog.default(), embedder=None).plan(context)
             return _Row(list(messages), user_id, conversation_id, prompt, plan, dropped_turns=dropped)
         profiles = self._profiles()
-        if self.record:
-            conversation_id = profiles.record_incoming(user_id, conversation_id, messages)
-        context = profiles.preferences(user_id, query) if self.personalize else profiles.neutral(user_id, query)
-        user_heads = profiles.user_heads(user_id, runtime.decoder.model) if self.personalize else []
-        plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context, user_heads)
+        with runtime.prep_slots:  # a few calls at once: the decode thread must get the GIL when it needs it
+            if self.record:
+                conversation_id = profiles.record_incoming(user_id, conversation_id, messages)
+            context = profiles.preferences(user_id, query) if self.personalize else profiles.neutral(user_id, query)
+            user_heads = profiles.user_heads(user_id, runtime.decoder.model) if self.personalize else []
+            plan = self._personalizer(runtime, profiles.catalog, profiles.embedder).plan(context, user_heads)
         return _Row(list(messages), user_id, conversation_id, prompt, plan, dropped_turns=dropped)
 
     def _render(self, turns: list[Turn], runtime: ModelRuntime, options: _CallOptions) -> str:
@@ -522,9 +523,7 @@ class ChatPanda(BaseChatModel):
             lam=[row.plan.lam for row in rows],
             rewards=rewards,
             preference_features=_features_tensor([row.plan.preference_features for row in rows]),
-            options=DecodingOptions.from_temperature(
-                options.temperature, top_k=options.top_k, seed=options.seed, stop=options.stop if stop is None else stop
-            ),
+            options=_decoding_options(options, stop),
         )
         if constraint is None:  # plain text: the scheduler shares decoding steps with every other call on this model
 
@@ -740,6 +739,10 @@ class ChatPanda(BaseChatModel):
             return
         runtime = await asyncio.to_thread(self._runtime, options)
         row = await asyncio.to_thread(self._prepare, messages, options, runtime)
+        if options.response_format is None:  # plain text: straight from the scheduler (JSON decodes on their own)
+            async for chunk in self._astream_text(runtime, row, options):
+                yield chunk
+            return
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
@@ -760,6 +763,53 @@ class ChatPanda(BaseChatModel):
                     raise item[1]
                 else:
                     answer = item[1][0]
+                    usage, metadata = await asyncio.to_thread(self._finish, row, answer, options)
+                    yield _last_chunk(answer, usage, metadata)
+                    return
+        finally:
+            cancelled.set()
+
+    async def _astream_text(
+        self, runtime: ModelRuntime, row: _Row, options: _CallOptions
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """A plain-text answer streamed from the model's scheduler: its thread hands each piece straight to this
+        event loop (no thread per request in between). Closing the stream frees the row at the next step."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def sink(kind: str, value: object) -> None:  # in the scheduler thread: quick, never raises
+            try:
+                loop.call_soon_threadsafe(items.put_nowait, (kind, value))
+            except RuntimeError:  # the event loop is closed: nobody reads this answer any more
+                cancelled.set()
+
+        features = row.plan.preference_features
+        request = DecodeRequest(
+            prompt=row.prompt,
+            options=DecodingOptions.of(_decoding_options(options), max_new_tokens=options.max_tokens),
+            weights=row.plan.weights,
+            lam=row.plan.lam,
+            rewards=dict(row.plan.rewards),
+            preference_features=list(features) if features else None,
+        )
+        try:
+            await asyncio.to_thread(runtime.scheduler.submit, request, sink, cancelled)
+            held = None
+            while True:
+                item, held = held or await items.get(), None
+                if item[0] == "piece":
+                    text = item[1]
+                    while held is None and not items.empty():  # pieces already waiting go out as one chunk: a
+                        held = items.get_nowait()  # busy server sends fewer, larger chunks, never a different text
+                        if held[0] == "piece":
+                            text, held = text + held[1], None
+                    if text:
+                        yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+                elif item[0] == "error":
+                    raise item[1]
+                else:
+                    answer = _Answer.of(item[1])
                     usage, metadata = await asyncio.to_thread(self._finish, row, answer, options)
                     yield _last_chunk(answer, usage, metadata)
                     return
@@ -960,6 +1010,13 @@ def _is_plain_schema(schema: Any) -> bool:
         isinstance(schema, dict)
         and "title" not in schema
         and ("type" in schema or "properties" in schema or "anyOf" in schema or "oneOf" in schema)
+    )
+
+
+def _decoding_options(options: _CallOptions, stop: list[str] | None = None) -> DecodingOptions:
+    """The decoder's options for a call (``stop`` overrides the call's stop strings)."""
+    return DecodingOptions.from_temperature(
+        options.temperature, top_k=options.top_k, seed=options.seed, stop=options.stop if stop is None else stop
     )
 
 

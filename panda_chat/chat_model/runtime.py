@@ -34,6 +34,8 @@ from panda_chat.rewards.manifest import find_manifest
 from panda_chat.serving import BatchScheduler
 from profiles import RewardSpec
 
+PREP_SLOTS = 2  # requests prepared at once per model (see ``ModelRuntime.prep_slots``)
+
 
 @dataclass(frozen=True)
 class ModelDefaults:
@@ -80,6 +82,9 @@ class ModelRuntime:
     _pole_rewards: dict[str, PoleRewards] = field(default_factory=dict)
     _scheduler: BatchScheduler | None = field(default=None, repr=False)
     _heads_checked: bool = False
+    prep_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(PREP_SLOTS))
+    """Calls preparing a request (profile reads and writes, prompt building) at once. More Python threads would
+    only take turns on the GIL, and the scheduler thread, which needs it back after every torch op, would wait."""
 
     @property
     def tokenizer(self):
@@ -89,6 +94,8 @@ class ModelRuntime:
     def scheduler(self) -> BatchScheduler:
         """The model's one decode scheduler (``panda_chat.serving``): concurrent calls share its decoding steps.
         It takes ``lock`` around each step, so never call it while holding ``lock``."""
+        if self._scheduler is not None:  # set once: no need to wait for the running step
+            return self._scheduler
         with self.lock:
             if self._scheduler is None:
                 self._scheduler = BatchScheduler(self.decoder, lock=self.lock)
@@ -97,6 +104,9 @@ class ModelRuntime:
     def pole_rewards(self, embedder) -> PoleRewards:
         """The pole-reward cache for one embedder (the profile store's), created on first use."""
         key = getattr(embedder, "name", None) or repr(embedder)
+        cached = self._pole_rewards.get(key)
+        if cached is not None:  # no need to wait for the running decode step
+            return cached
         with self.lock:
             if key not in self._pole_rewards:
                 self._pole_rewards[key] = PoleRewards(self.decoder.model, self.decoder.tokenizer, embedder=embedder)
@@ -106,6 +116,8 @@ class ModelRuntime:
         """A model with no heads manifest: say so once, and with ``build`` bootstrap its heads now (a progress bar
         on stderr) into the user data directory, where the next process finds them too. Never a silent fall back
         to the zero-shot text reward, which is about 100x slower than heads."""
+        if self.defaults.found or self._heads_checked:  # decided once: no need to wait for the running step
+            return
         with self.lock:
             if self.defaults.found or self._heads_checked:
                 return

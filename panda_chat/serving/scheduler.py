@@ -165,13 +165,14 @@ class BatchScheduler:
 
     # ------------------------------------------------------------------------------------------------ public API
 
-    def submit(self, request: DecodeRequest, sink: Sink) -> RequestHandle:
+    def submit(self, request: DecodeRequest, sink: Sink, cancelled: threading.Event | None = None) -> RequestHandle:
         """Validate ``request`` (raising ``DecodingError``/``ValueError`` here, in the caller's thread) and queue it.
 
         ``sink(kind, value)`` is called from the scheduler thread with ("piece", str) as text becomes final, then
         once with ("done", GenerationOutput) or ("error", exception). It must be quick and must not raise.
+        Setting ``cancelled`` (or cancelling the handle) frees the request's row at the next step.
         """
-        job = self._prepare(request, sink)
+        job = self._prepare(request, sink, cancelled)
         self._enqueue([job])
         return job.handle
 
