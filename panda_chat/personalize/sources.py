@@ -20,8 +20,9 @@ from panda_chat.registry import ModelRegistry, shared_registry
 from panda_chat.rewards.base import RewardSource
 from panda_chat.rewards.heads import HeadReward, HeadStack, RewardHead
 from panda_chat.rewards.loading import load_reward
-from panda_chat.rewards.zero_shot import EmbedderSpec, ZeroShotReward
+from panda_chat.rewards.zero_shot import ZeroShotReward
 from profiles.catalog import Dimension, Pole, PreferenceCatalog
+from profiles.embedders import EmbedderSpec
 
 RewardKind = Literal["head", "model", "zero_shot", "user_head", "none"]
 

@@ -15,7 +15,7 @@ model path, ``"hashing"``, an ``Embedder`` or any ``encode(list[str]) -> array``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,9 +23,7 @@ import torch
 from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.text_reward_model import score_candidate_texts
-from profiles.embedders import Embedder, encode_normalised, resolve_embedder
-
-EmbedderSpec = Embedder | Callable[[list[str]], object] | str | None
+from profiles.embedders import EmbedderSpec, encode_normalised, resolve_embedder
 
 
 class ZeroShotReward(RewardSource):
