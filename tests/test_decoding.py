@@ -171,3 +171,39 @@ def test_reward_model_session_scores_candidates_like_reencoding(decoder):
                 hidden = rm.model.base_model(input_ids=torch.tensor([[*ids, token]])).last_hidden_state[0, -1]
                 expected = rm.model.score(hidden).item()
             assert scores[row, j].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_heads_scored_as_one_stack_choose_the_reference_loop_tokens(decoder):
+    from panda_chat.rewards.heads import HeadStack
+
+    torch.manual_seed(5)
+    warm = RewardHead(
+        RewardHeadConfig(
+            name="warm",
+            kind="mlp",
+            mlp_size=16,
+            hidden_size=decoder.model.config.hidden_size,
+            base_signature=BaseModelSignature.of(decoder.model),
+        )
+    ).eval()
+    with torch.no_grad():
+        warm.net[2].weight.mul_(20.0)
+    heads = {"formal": decoder.rewards["formal"].head, "terse": make_head(decoder.model, "terse", seed=1), "warm": warm}
+    stack = HeadStack()
+    rewards = {name: stack.add(head, name) for name, head in heads.items()}
+    weights = {"formal": 0.8, "terse": -0.6, "warm": 0.5}
+    outputs = decoder.generate(
+        PROMPTS, rewards=rewards, weights=weights, lam=LAM, max_new_tokens=NEW_TOKENS, stop_at_eos=False
+    )
+    for prompt, output in zip(PROMPTS, outputs, strict=True):
+        expected = reference_generate(
+            decoder.model,
+            decoder.tokenizer(prompt)["input_ids"],
+            heads,
+            weights,
+            LAM,
+            top_k=10,
+            max_new_tokens=NEW_TOKENS,
+            calibrations={name: head.config.calibration for name, head in heads.items()},
+        )
+        assert output.token_ids == expected

@@ -9,6 +9,7 @@ from panda_chat.rewards.heads import (
     BaseModelSignature,
     HeadMismatchError,
     HeadReward,
+    HeadStack,
     RewardHead,
     RewardHeadConfig,
 )
@@ -88,3 +89,36 @@ def test_a_head_from_a_newer_format_is_refused_not_misread(tiny_models, tmp_path
         loader = RewardHead.load if source is path else RewardHead.from_bytes
         with pytest.raises(ValueError, match="format 99; upgrade panda-chat"):
             loader(source)
+
+
+def test_a_head_stack_scores_every_head_as_its_own_forward_does(tiny_models):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base)
+    hidden_size = model.config.hidden_size
+    signature = BaseModelSignature.of(model)
+    torch.manual_seed(1)
+    heads = [
+        RewardHead(
+            RewardHeadConfig(name=f"h{i}", kind=kind, hidden_size=hidden_size, mlp_size=size, base_signature=signature)
+        )
+        for i, (kind, size) in enumerate([("mlp", 8), ("linear", 64), ("mlp", 16), ("linear", 64), ("mlp", 8)])
+    ]
+    stack = HeadStack()
+    sources = [stack.add(head, name=head.config.name) for head in heads]
+    hidden = torch.randn(3, 5, hidden_size)
+    batch = CandidateBatch(
+        step=0,
+        candidate_ids=torch.zeros(3, 5, dtype=torch.long),
+        generated_ids=[[], [], []],
+        active=torch.ones(3, dtype=torch.bool),
+        base_hidden=hidden,
+    )
+    for head, source in zip(heads, sources, strict=True):
+        assert source.name == head.config.name
+        assert torch.allclose(source.start(prompts=None).score(batch), head(hidden), atol=1e-5)
+    # a head added later joins the next step's computation; a new hidden state is scored afresh
+    late = RewardHead(RewardHeadConfig(name="late", hidden_size=hidden_size, base_signature=signature))
+    late_source = stack.add(late)
+    other = torch.randn(3, 5, hidden_size)
+    batch.base_hidden = other
+    assert torch.allclose(late_source.start(prompts=None).score(batch), late(other), atol=1e-5)
+    assert torch.allclose(sources[0].start(prompts=None).score(batch), heads[0](other), atol=1e-5)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from panda_chat.registry import ModelRegistry, shared_registry
 from panda_chat.rewards.base import RewardSource
-from panda_chat.rewards.heads import HeadReward, RewardHead
+from panda_chat.rewards.heads import HeadReward, HeadStack, RewardHead
 from panda_chat.rewards.loading import load_reward
 from panda_chat.rewards.zero_shot import EmbedderSpec, ZeroShotReward
 from profiles.catalog import Dimension, Pole, PreferenceCatalog
@@ -56,6 +56,8 @@ class PoleRewards:
         self.registry = registry or shared_registry()
         self._lock = threading.Lock()
         self._built: dict[tuple, PoleReward] = {}
+        # every head-scored pole of this model joins one stack: a step scores all of them in one computation
+        self.heads = HeadStack()
 
     def get(self, catalog: PreferenceCatalog, dimension: Dimension, pole: Pole) -> PoleReward:
         key = (dimension.name, pole.name, pole.reward.kind, pole.reward.path, pole.description)
@@ -71,6 +73,8 @@ class PoleRewards:
         if configured in ("head", "model") and pole.reward.path is not None:  # the catalog requires a path for both
             try:
                 source = load_reward(name, pole.reward.path, self.model, self.tokenizer, self.registry)
+                if isinstance(source, HeadReward):
+                    source = self.heads.add(source.head, name)
                 return PoleReward(name, source, configured, configured)
             except (OSError, ValueError, RuntimeError) as error:
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

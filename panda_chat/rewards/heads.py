@@ -12,6 +12,7 @@ base model is refused with a clear error, because its rewards would be meaningle
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -141,34 +142,134 @@ class RewardHead(nn.Module):
 
 
 class HeadReward(RewardSource):
-    """A ``RewardSource`` over a ``RewardHead``: scores candidates from the base model's hidden states."""
+    """A ``RewardSource`` over a ``RewardHead``: scores candidates from the base model's hidden states.
+
+    ``stack``/``index``: the head is column ``index`` of a ``HeadStack`` (``HeadStack.add`` makes these), so every
+    head of the stack is scored in one batched computation per step instead of one small forward per head.
+    """
 
     needs_base_hidden = True
 
-    def __init__(self, head: RewardHead, name: str | None = None):
+    def __init__(self, head: RewardHead, name: str | None = None, stack: HeadStack | None = None, index: int = 0):
         self.head = head
         self.name = name or head.config.name
         self.calibration = head.config.calibration
+        self.stack = stack
+        self.index = index
 
     def start(self, prompts: PromptBatch) -> RewardSession:
-        return _HeadSession(self.head)
+        return _HeadSession(self)
 
 
 class _HeadSession(RewardSession):
     can_select_rows = True
 
-    def __init__(self, head: RewardHead):
-        self.head = head
+    def __init__(self, source: HeadReward):
+        self.source = source
 
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
         if candidates.base_hidden is None:
             raise RuntimeError("a reward head needs the base model's candidate hidden states (needs_base_hidden)")
         hidden = candidates.base_hidden
-        weight = next(self.head.parameters())
+        if self.source.stack is not None:
+            return self.source.stack.scores(hidden)[..., self.source.index]
+        head = self.source.head
+        weight = next(head.parameters())
         if weight.device != hidden.device or weight.dtype != hidden.dtype:
-            self.head.to(device=hidden.device, dtype=hidden.dtype)
+            head.to(device=hidden.device, dtype=hidden.dtype)
         with torch.no_grad():
-            return self.head(hidden).float()
+            return head(hidden).float()
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Stateless (the hidden states come with every step's candidates): nothing to drop."""
+
+
+class HeadStack:
+    """Heads on one base model scored together: every head's reward at every candidate in one batched computation.
+
+    Personalised decoding weighs several heads at every step (one per steered pole). Scored one by one, each is a
+    tiny forward whose cost is mostly call overhead; stacked, the linear heads are one matrix product and the MLP
+    heads of one size two (their first layers side by side, their second layers as one weighted sum). The heads'
+    ``HeadReward``s (``add``) share the stack: the first one scored at a step computes all columns for that step's
+    hidden states, the others read theirs (kept per thread, keyed by the very hidden-state tensor, so concurrent
+    calls never see each other's). Results equal the heads' own forwards up to float rounding. The weights are
+    packed at the first step after a head joins: a head trained further after joining is not seen by the stack.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._heads: list[RewardHead] = []
+        self._packed: _PackedHeads | None = None
+        self._last = threading.local()
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def add(self, head: RewardHead, name: str | None = None) -> HeadReward:
+        """Put ``head`` in the stack; returns its reward source (scored through the stack)."""
+        with self._lock:
+            self._heads.append(head)
+            self._packed = None
+            return HeadReward(head, name=name, stack=self, index=len(self._heads) - 1)
+
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., H) hidden states -> (..., N) float raw rewards of the stack's N heads (in the order added)."""
+        last = self._last
+        if getattr(last, "hidden", None) is hidden and last.count == len(self._heads):
+            return last.out
+        with self._lock:
+            packed = self._packed
+            if packed is None or packed.device != hidden.device or packed.dtype != hidden.dtype:
+                packed = self._packed = _PackedHeads(self._heads, hidden.device, hidden.dtype)
+        out = packed(hidden)
+        last.hidden, last.count, last.out = hidden, len(packed), out
+        return out
+
+
+class _PackedHeads:
+    """The weights of several heads laid side by side on one device and dtype (see ``HeadStack``)."""
+
+    def __init__(self, heads: list[RewardHead], device: torch.device, dtype: torch.dtype):
+        self.device, self.dtype, self.count = device, dtype, len(heads)
+        linear = [i for i, head in enumerate(heads) if isinstance(head.net, nn.Linear)]
+        by_size: dict[int, list[int]] = {}
+        for i, head in enumerate(heads):
+            if not isinstance(head.net, nn.Linear):
+                by_size.setdefault(head.config.mlp_size, []).append(i)
+
+        def tensor(values: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat([v.detach().reshape(-1) if v.dim() < 2 else v.detach() for v in values]).to(device, dtype)
+
+        self.linear: tuple[torch.Tensor, torch.Tensor] | None = None
+        if linear:
+            nets = [cast(nn.Linear, heads[i].net) for i in linear]
+            self.linear = tensor([n.weight for n in nets]), tensor([n.bias for n in nets])
+        self.mlps: list[tuple[torch.Tensor, ...]] = []
+        for size, members in by_size.items():
+            first = [cast(nn.Linear, heads[i].net[0]) for i in members]
+            second = [cast(nn.Linear, heads[i].net[2]) for i in members]
+            self.mlps.append(
+                (
+                    tensor([n.weight for n in first]),  # (N * M, H)
+                    tensor([n.bias for n in first]),  # (N * M,)
+                    tensor([n.weight for n in second]).reshape(len(members), size),  # (N, M)
+                    tensor([n.bias for n in second]),  # (N,)
+                )
+            )
+        order = linear + [i for members in by_size.values() for i in members]
+        self.order = torch.tensor([order.index(i) for i in range(len(heads))], device=device)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        columns = []
+        with torch.no_grad():
+            if self.linear is not None:
+                columns.append(torch.nn.functional.linear(hidden, *self.linear))
+            for w1, b1, w2, b2 in self.mlps:
+                inner = torch.nn.functional.gelu(torch.nn.functional.linear(hidden, w1, b1))
+                inner = inner.unflatten(-1, w2.shape)  # (..., N, M)
+                columns.append((inner * w2).sum(-1) + b2)
+            out = columns[0] if len(columns) == 1 else torch.cat(columns, dim=-1)[..., self.order]
+        return out.float()
