@@ -161,7 +161,8 @@ def fit_lambda(
     fixed = int(mean.argmax())
 
     features = prompt_features(decoder, prompts)
-    value_alpha, cv_value = None, {}
+    value_alpha: float | None = None
+    cv_value: dict[str, float] = {}
     targets = best
     if target == "value":
         x = features if preference_features is None else torch.cat([features, preference_features.float()], 1)
