@@ -41,11 +41,11 @@ class LambdaStageConfig(BaseModel):
     training topics (never the held-out evaluation topics): weaker penalties fitted the 48-64 prompts' noise.
 
     For the token-level heads (2026-11-29) the targets are denoised (``target="value"``: each prompt's schedule with
-    the best cross-validated *predicted* J, see ``lambda_fitting``), on 192 prompts, half of them users with one
+    the best cross-validated *predicted* J, see ``lambda_fitting``), half of the 64 prompts' users with one
     confident dimension (the plain argmax over 64 mixed users lost to a fixed lambda: benchmarks/README.md).
     """
 
-    prompts: int = Field(default=192, gt=1)
+    prompts: int = Field(default=64, gt=1)
     max_new_tokens: int = Field(default=64, gt=0)
     # (start, decay) schedules: decay 1 is a constant lambda (ARGS)
     grid: list[tuple[float, float]] = [
