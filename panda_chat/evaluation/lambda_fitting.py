@@ -7,6 +7,14 @@ lambda_best(x)(t) from the prompt features the decoder gives lambda functions (`
 mean final hidden state over the prompt, computed here with the decoder's own ``BaseModelSession.prefill``), the user's
 preference features when given, and the step.
 
+Which schedule is "x's target" is the weak point: one prompt's argmax over a grid is noisy (the per-prompt oracle is
+far above any fixed schedule, mostly by luck of greedy decoding), and a regression onto noisy argmaxes lands between
+them, not on the schedule that is best on average. ``target="value"`` therefore first predicts each schedule's J from
+the features (ridge regression of the (prompts x schedules) J matrix, its penalty chosen by K-fold cross-validation
+on the training prompts: the held-out fold's actual J of the schedule each fit picks; an infinite penalty is the best
+fixed schedule) and takes, per prompt, the schedule with the largest *predicted* J as its target. ``target="best"``
+is the plain per-prompt argmax.
+
 The report says what fitting found: the mean J of each schedule, the best single schedule (what a fixed lambda, ARGS,
 can do at best on these prompts), the per-prompt oracle (what a perfect context-aware lambda could do), and the mean
 J the fitted model actually gets when it decodes the same prompts.
@@ -44,6 +52,9 @@ class LambdaFitReport(BaseModel):
     best_fixed_value: float
     oracle_value: float  # mean over prompts of each prompt's best J
     learned_value: float | None = None  # mean J of the fitted model decoding the same prompts
+    target: str = "best"  # "best": each prompt's argmax; "value": argmax of the cross-validated J prediction
+    value_alpha: float | None = None  # the J regression's penalty chosen by cross-validation (inf: best fixed)
+    cv_value: dict[str, float] = {}  # per candidate penalty: mean held-out-fold J of the schedules it picks
     kind: str
     train_rmse: float
     seconds: float
@@ -61,6 +72,47 @@ def prompt_features(decoder: PandaDecoder, prompts: Sequence[str], batch_size: i
     return torch.cat(parts)
 
 
+VALUE_ALPHAS = (1.0, 10.0, 100.0, 1e3, 1e4, float("inf"))
+
+
+def _value_predictor(x: torch.Tensor, values: torch.Tensor, alpha: float):
+    """Ridge regression of every schedule's J on standardised features; returns x_new -> (n, M) predicted J."""
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+    y_mean = values.mean(0)
+    if alpha == float("inf"):
+        return lambda x_new: y_mean.expand(x_new.shape[0], -1)
+    z = ((x - mean) / std).double()
+    gram = z.T @ z + alpha * torch.eye(z.shape[1], dtype=torch.float64)
+    w = torch.linalg.solve(gram, z.T @ (values.double() - y_mean.double()))
+    return lambda x_new: (((x_new - mean) / std).double() @ w).float() + y_mean
+
+
+def value_targets(
+    x: torch.Tensor, values: torch.Tensor, alphas: Sequence[float] = VALUE_ALPHAS, folds: int = 4, seed: int = 0
+) -> tuple[list[int], float, dict[str, float]]:
+    """Per prompt, the schedule with the largest cross-validated *predicted* J (see the module docstring).
+
+    ``x`` (N, D) features, ``values`` (N, M) decoded J. The penalty is the one whose fits, made without a fold,
+    pick schedules with the largest actual J on that fold (mean over folds); on ties the larger penalty wins.
+    Returns (target schedule per prompt, chosen penalty, mean held-out J per penalty).
+    """
+    n = x.shape[0]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts = [order[i::folds] for i in range(min(folds, n))]
+    cv: dict[str, float] = {}
+    for alpha in alphas:
+        total = 0.0
+        for held in parts:
+            keep = torch.ones(n, dtype=torch.bool)
+            keep[held] = False
+            picks = _value_predictor(x[keep], values[keep], alpha)(x[held]).argmax(1)
+            total += float(values[held, picks].sum())
+        cv[f"{alpha:g}"] = total / n
+    chosen = max(alphas, key=lambda a: (round(cv[f"{a:g}"], 6), a))
+    targets = _value_predictor(x, values, chosen)(x).argmax(1)
+    return [int(i) for i in targets], chosen, cv
+
+
 def fit_lambda(
     decoder: PandaDecoder,
     prompts: Sequence[str],
@@ -72,12 +124,14 @@ def fit_lambda(
     preference_features: torch.Tensor | None = None,
     kind: Literal["ridge", "mlp"] = "ridge",
     ridge_alpha: float = 1.0,
+    target: Literal["best", "value"] = "best",
     max_rows: int = 64,
     measure: bool = True,
     progress: bool = False,
     **decode_options,
 ) -> tuple[LearnedLambda, LambdaFitReport]:
-    """Decode ``grid`` for every prompt, take each prompt's best schedule by J, fit a ``LearnedLambda`` to it.
+    """Decode ``grid`` for every prompt, take each prompt's target schedule (``target``, see the module docstring),
+    fit a ``LearnedLambda`` to it.
 
     ``decode_options`` go to ``PandaDecoder.generate`` (top_k, greedy, ...). With ``measure`` the fitted model
     decodes the prompts once more, so the report holds its real mean J next to the fixed and oracle ones.
@@ -107,9 +161,15 @@ def fit_lambda(
     fixed = int(mean.argmax())
 
     features = prompt_features(decoder, prompts)
+    value_alpha: float | None = None
+    cv_value: dict[str, float] = {}
+    targets = best
+    if target == "value":
+        x = features if preference_features is None else torch.cat([features, preference_features.float()], 1)
+        targets, value_alpha, cv_value = value_targets(x, values)
     model = LearnedLambda.fit(
         LambdaTrainingSet(
-            features, [grid[i] for i in best], horizon=max_new_tokens, preference_features=preference_features
+            features, [grid[i] for i in targets], horizon=max_new_tokens, preference_features=preference_features
         ),
         kind=kind,
         ridge_alpha=ridge_alpha,
@@ -131,6 +191,7 @@ def fit_lambda(
         )
         learned_value = sum(g.values[0] for g in learned) / len(learned)
     counts = Counter(labels[i] for i in best)
+    target_counts = Counter(labels[i] for i in targets)
     report = LambdaFitReport(
         prompts=len(prompts),
         max_new_tokens=max_new_tokens,
@@ -144,6 +205,9 @@ def fit_lambda(
         oracle_value=float(values.max(1).values.mean()),
         learned_value=learned_value,
         kind=kind,
+        target=target,
+        value_alpha=value_alpha,
+        cv_value=cv_value,
         train_rmse=float(model.config.training["train_rmse"]),
         seconds=time.perf_counter() - started,
     )
@@ -156,6 +220,9 @@ def fit_lambda(
                 "best_fixed": report.best_fixed,
                 "oracle_value": report.oracle_value,
                 "learned_value": learned_value,
+                "target": target,
+                "target_counts": {label: target_counts.get(label, 0) for label in labels},
+                "value_alpha": value_alpha,
             }
         }
     )

@@ -143,7 +143,7 @@ on {lam["prompts"]} training-topic prompts, each paired with a synthetic user (o
 {c["lambda_fit"]["min_confidence"]}-1.0) whose reward weights and preference vector are built exactly as ChatPanda
 builds them from a profile. Each prompt was decoded ({lam["max_new_tokens"]} new tokens, top-k
 {c["lambda_fit"]["top_k"]}) under every schedule of the grid; the best schedule by
-J = reward gain - {lam["beta"]} x fluency loss is the prompt's target.
+J = reward gain - {lam["beta"]} x fluency loss is the prompt's target{_target_note(lam)}.
 
 - Mean J per schedule: {grid}.
 - Best single schedule (what a fixed lambda can do at best on these prompts): `{lam["best_fixed"]}`, J =
@@ -151,6 +151,16 @@ J = reward gain - {lam["beta"]} x fluency loss is the prompt's target.
   prompts: {learned}.
 - Prompts per best schedule: {counts}.
 """
+
+
+def _target_note(lam: dict) -> str:
+    if lam.get("target") != "value" or lam.get("value_alpha") is None:
+        return ""
+    return (
+        f" (target `value`: the best by J predicted from the features, ridge penalty {lam['value_alpha']:g} chosen by "
+        "cross-validation on these prompts; "
+        f"{round(lam['config'].get('single_dimension_share', 0) * 100)}% of the users have one confident dimension)"
+    )
 
 
 def write_cards(out: Path, report: dict) -> None:

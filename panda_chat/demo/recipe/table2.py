@@ -1,6 +1,6 @@
 """The seed paper's Table 2, Figure 3 and Figure 5, measured on the embedded demo models.
 
-    python -m panda_chat.demo.recipe.table2 --out benchmarks/results [--prompts 32] [--seed 0]
+    python -m panda_chat.demo.recipe.table2 --out benchmarks/results [--prompts 32] [--seed 0] [--no-curves]
 
 For each preference (pole) of the catalog, on held-out generated prompts (topics the demo models never saw in
 training), the methods of ``panda-chat eval`` (``panda_chat.evaluation.runner.evaluate``, the function the command
@@ -11,7 +11,8 @@ what ChatPanda gives a profile with that preference at confidence 1); the prefer
 
 Besides the table, one wide grid of constant lambdas per pole gives the curves: reward vs lambda, and reward vs
 diversity (the paper's trade-off), and the largest lambda's answers are kept as the failure case (Figure 5).
-Figure 3 compares the context-aware lambda with the best fixed one per pole.
+Figure 3 compares the context-aware lambda with the best fixed one per pole. ``--no-curves`` skips the wide grid
+(more than half the decoding time) and with it the curves and Figure 5.
 
 Outputs: ``table2.md`` (tables and examples), ``table2.json`` (every number and response),
 ``table2_reward_vs_lambda.png``,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from panda_chat.metrics import generation_metrics
 from panda_chat.prompt_format import question_prompt
 from profiles.catalog import PreferenceCatalog
 
+_COMMAND = "python -m panda_chat.demo.recipe.table2"
 ARGS_GRID = (0.5, 1.0, 2.0, 4.0, 8.0)
 CURVE_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
@@ -63,6 +66,7 @@ def run_pole(
     embedder,
     max_new_tokens: int,
     progress: bool,
+    curves: bool = True,
 ) -> dict:
     user = user_for(pole)
     weights = user.steering()
@@ -80,6 +84,8 @@ def run_pole(
         max_new_tokens=max_new_tokens,
         progress=progress,
     )
+    if not curves:
+        return {"pole": pole, "weights": weights, "eval": report.model_dump(mode="json")}
     # the curves: one wide grid of constant lambdas (row 0 of each prompt is the unguided answer)
     grids = decode_lambda_grid(
         decoder,
@@ -139,8 +145,12 @@ def markdown(results: list[dict], meta: dict) -> str:
             "ARGS is the best constant lambda of "
             f"{{{', '.join(f'{v:g}' for v in ARGS_GRID)}}} chosen on these prompts by J = reward gain - fluency loss. "
             f"Coherence: cosine similarity of prompt and response embeddings. Measured in {meta['seconds']:.0f} s on "
-            "CPU by `python -m panda_chat.demo.recipe.table2` (the same `evaluate` that `panda-chat eval` runs)."
+            f"CPU ({meta.get('threads', 2)} torch threads) by `{meta.get('command', _COMMAND)}` "
+            "(the same `evaluate` that `panda-chat eval` runs)."
         ),
+        "",
+        f"Machine: {meta.get('machine', 'n/a')}; `uptime` at the start: {meta.get('uptime_start', 'n/a')}; "
+        f"at the end: {meta.get('uptime_end', 'n/a')}. Lambda: {meta.get('lambda', 'n/a')}.",
         "",
         "| preference | method | lambda | rep-2 | rep-3 | rep-4 | diversity | coherence | avg reward | J |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -167,6 +177,10 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"| {res['pole']} | {a['lam']} | {a['metrics']['avg_reward']:.3f} | "
             f"{p['metrics']['avg_reward']:.3f} | {a['mean_objective']:.3f} | {p['mean_objective']:.3f} |"
         )
+    wins = sum(_method(r, "panda")["mean_objective"] >= _method(r, "args")["mean_objective"] for r in results)
+    lines += ["", f"PANDA's J at least matches ARGS's best constant on {wins} of {len(results)} preferences."]
+    if "curve" not in results[0]:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "## Reward and diversity vs a constant lambda",
@@ -200,12 +214,14 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 
 def plots(results: list[dict], out: Path) -> list[Path]:
+    paths: list[Path] = []
+    if "curve" not in results[0]:
+        return paths
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for res in results:
         xs = [c["lam"] for c in res["curve"]]
@@ -278,7 +294,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poles", default=",".join(POLES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--embedder", default=None, help="coherence embedder (default all-MiniLM-L6-v2)")
+    parser.add_argument("--no-curves", action="store_true", help="skip the wide constant-lambda grid (curves, Fig. 5)")
+    parser.add_argument("--lambda-file", default=None, help="learned lambda to evaluate (default: the shipped one)")
     args = parser.parse_args(argv)
+    import platform
+    import subprocess
+    import sys
+
+    def uptime() -> str:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+    uptime_start = uptime()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     out = Path(args.out)
@@ -290,12 +316,24 @@ def main(argv: list[str] | None = None) -> None:
     decoder = PandaDecoder.from_pretrained(
         str(demo_model_dir()), rewards={p: str(h) for p, h in heads.items()}, device="cpu", dtype="float32"
     )
-    lam_model = LearnedLambda.load(demo_lambda_path())
+    lam_path = Path(args.lambda_file) if args.lambda_file else demo_lambda_path()
+    lam_model = LearnedLambda.load(lam_path)
     questions = DialogueCorpus(args.seed).prompts(args.prompts, split="heldout")
     results = []
     for pole in [p.strip() for p in args.poles.split(",") if p.strip()]:
         print(f"[table2] {pole} (vs {opposite_pole(pole)})", flush=True)
-        results.append(run_pole(decoder, pole, questions, lam_model, embedder, args.max_new_tokens, progress=True))
+        results.append(
+            run_pole(
+                decoder,
+                pole,
+                questions,
+                lam_model,
+                embedder,
+                args.max_new_tokens,
+                progress=True,
+                curves=not args.no_curves,
+            )
+        )
     meta = {
         "prompts": len(questions),
         "seed": args.seed,
@@ -305,6 +343,12 @@ def main(argv: list[str] | None = None) -> None:
         "curve_grid": list(CURVE_GRID),
         "threads": args.threads,
         "seconds": time.perf_counter() - started,
+        "command": " ".join(["python -m panda_chat.demo.recipe.table2", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "uptime_start": uptime_start,
+        "uptime_end": uptime(),
+        "lambda": f"{lam_path.name} ({lam_model.label()}, fitted with "
+        f"{ {k: lam_model.config.training.get(k) for k in ('target', 'value_alpha', 'prompts', 'ridge_alpha')} })",
     }
     (out / "table2.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n", encoding="utf-8")
     (out / "table2.md").write_text(markdown(results, meta), encoding="utf-8")
