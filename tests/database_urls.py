@@ -4,8 +4,10 @@ on that server, dropped afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
@@ -38,3 +40,13 @@ def drop_database(url: str, server_url: str | None = None) -> None:
     with engine.connect() as connection:
         connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
     engine.dispose()
+
+
+@contextlib.contextmanager
+def temporary_database() -> Iterator[str]:
+    """A fresh database on the test server for the ``with`` block, dropped afterwards even if the block fails."""
+    url = fresh_database()
+    try:
+        yield url
+    finally:
+        drop_database(url)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from database_urls import ENV_VAR, drop_database, fresh_database
+from database_urls import ENV_VAR, temporary_database
 from server_process import Server, start_server
 
 
@@ -16,11 +16,8 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not os.environ.get(ENV_VAR):
         yield str(tmp_path_factory.mktemp("server_db") / "profiles.db")
         return
-    url = fresh_database()
-    try:
+    with temporary_database() as url:
         yield url
-    finally:
-        drop_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from database_urls import backends, drop_database, fresh_database
+from database_urls import backends, temporary_database
 
 from profiles import HashingEmbedder, ProfileStore, SentenceTransformerEmbedder
 
@@ -35,11 +35,8 @@ def db_url(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(db_path)
         return
-    url = fresh_database()
-    try:
+    with temporary_database() as url:
         yield url
-    finally:
-        drop_database(url)
 
 
 @pytest.fixture
@@ -48,11 +45,8 @@ def other_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
     if not db_url.startswith("postgresql"):
         yield str(tmp_path / "other.db")
         return
-    url = fresh_database()
-    try:
+    with temporary_database() as url:
         yield url
-    finally:
-        drop_database(url)
 
 
 @pytest.fixture
