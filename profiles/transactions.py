@@ -8,8 +8,9 @@ reused) and the generation counters that the faiss cache is checked against are 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,18 @@ from profiles.exchange import as_utc
 from profiles.ids import validate_user_id
 from profiles.models import StoreState, User
 
+# One lock per SQLite database file, shared by every store and key table of the process on that file (a process-wide
+# registry, like the model registry): see ``Transactions.write``.
+_sqlite_writers: dict[str, threading.RLock] = {}
+_sqlite_writers_lock = threading.Lock()
+
+
+def _process_write_lock(engine: Engine) -> threading.RLock | None:
+    if engine.url.get_backend_name() != "sqlite":
+        return None  # PostgreSQL queues writers itself, without sleeping
+    with _sqlite_writers_lock:
+        return _sqlite_writers.setdefault(str(engine.url), threading.RLock())
+
 
 class Transactions:
     """Read and write transactions on one store database (the engine is configured by ``profiles.database``)."""
@@ -30,6 +43,7 @@ class Transactions:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._write_engine = engine.execution_options(**WRITE_OPTIONS)
+        self._write_lock = _process_write_lock(engine)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -39,8 +53,17 @@ class Transactions:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A write transaction: all or nothing, holding the database's write lock from its start (SQLite's
-        ``BEGIN IMMEDIATE``, PostgreSQL's advisory lock), so writers from every process queue."""
-        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+        ``BEGIN IMMEDIATE``, PostgreSQL's advisory lock), so writers from every process queue.
+
+        On SQLite the writers of this process first queue on an in-process lock: a writer that finds the file locked
+        sleeps in growing steps (up to 100 ms) before it retries, so concurrent writers of one process (a server's
+        requests) would otherwise wait far longer than the write they wait for. Other processes still queue on
+        SQLite's own lock."""
+        with (
+            self._write_lock or nullcontext(),
+            Session(self._write_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     def scalar(self, sql: str, **params: Any) -> Any:

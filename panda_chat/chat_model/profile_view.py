@@ -6,12 +6,11 @@ one database share one engine and one embedder.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
@@ -23,7 +22,6 @@ from profiles.database import default_url, normalise_url
 
 _stores: dict[str, ProfileStore] = {}
 _stores_lock = threading.Lock()
-_sqlite_writers: dict[str, threading.Lock] = {}  # one per SQLite database: see ``ProfileAccess._writing``
 
 
 def open_profile_store(spec: ProfileStore | str | os.PathLike[str] | None) -> ChatProfileView:
@@ -43,20 +41,6 @@ class ChatProfileView:
 
     def __init__(self, store: ProfileStore):
         self.store = store
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Around the writes of a chat call on SQLite: SQLite has one writer at a time, and a writer that finds the
-        database locked sleeps in growing steps (up to 100 ms) before it retries. Concurrent requests of one process
-        queue on this lock instead and each starts the moment the previous write is done. Other processes still
-        queue on SQLite's own lock; PostgreSQL needs neither."""
-        if not self.store.url.startswith("sqlite"):
-            yield
-            return
-        with _stores_lock:
-            lock = _sqlite_writers.setdefault(self.store.url, threading.Lock())
-        with lock:
-            yield
 
     @property
     def catalog(self) -> PreferenceCatalog:
@@ -96,13 +80,12 @@ class ChatProfileView:
         conversation = self._conversation(user_id, conversation_id, incoming)
         stored = [] if conversation is None else self._stored_turns(conversation)
         rows = [(role, text, None) for role, text in new_turns(stored, incoming)]
-        with self._writing():
-            if conversation is None and rows:  # the new conversation and its turns in one transaction
-                return self.store.add_messages(user_id, rows)[0].conversation_id
-            if conversation is None:
-                return self.store.new_conversation(user_id)
-            if rows:
-                self.store.add_messages(user_id, rows, conversation_id=conversation)
+        if conversation is None and rows:  # the new conversation and its turns in one transaction
+            return self.store.add_messages(user_id, rows)[0].conversation_id
+        if conversation is None:
+            return self.store.new_conversation(user_id)
+        if rows:
+            self.store.add_messages(user_id, rows, conversation_id=conversation)
         return conversation
 
     def _conversation(
@@ -110,8 +93,7 @@ class ChatProfileView:
     ) -> int | None:
         """The stored conversation a call belongs to (None: a new one)."""
         if isinstance(conversation_id, str):
-            with self._writing():  # made on first use: a write
-                return self.store.conversation_for_key(user_id, conversation_id)
+            return self.store.conversation_for_key(user_id, conversation_id)  # made on first use
         if conversation_id is not None:
             if isinstance(conversation_id, bool) or not isinstance(conversation_id, int):
                 raise ValueError(
@@ -149,5 +131,4 @@ class ChatProfileView:
 
     def record_answer(self, user_id: str, conversation_id: int, text: str) -> None:
         if text.strip():
-            with self._writing():
-                self.store.add_message(user_id, "assistant", text, conversation_id=conversation_id)
+            self.store.add_message(user_id, "assistant", text, conversation_id=conversation_id)
