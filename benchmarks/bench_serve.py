@@ -1,14 +1,15 @@
 """Serving throughput: `panda-chat serve` with continuous batching against the same server decoding one request at
 a time, for 1, 4, 16 and 32 concurrent clients, each client a distinct user.
 
-    python benchmarks/bench_serve.py                          # the embedded demo model, ~5 minutes
-    python benchmarks/bench_serve.py --clients 1 4 --rounds 1 --json benchmarks/results/serve.json
+    python benchmarks/bench_serve.py                          # the embedded demo model, ~7 minutes
+    python benchmarks/bench_serve.py --clients 16 --seconds 6 --json benchmarks/results/serve.json
 
 Two servers are started on one fresh SQLite database (loopback, a free port each): ``--max-batch 32`` (batching)
 and ``--max-batch 1`` (one request at a time: the same code path, one row per step). For each client count both are
-measured in the same run, alternately, so they see the same machine load. Every client streams ``--rounds``
-chat completions in a row (greedy, ``--max-tokens`` tokens at most, a question of its own) through HTTP, as an
-application would; TTFT is the time to the first piece of answer text, latency the time to the end of the stream.
+measured in the same run, alternately, so they see the same machine load. Every client streams chat
+completions one after another for ``--seconds`` (greedy, ``--max-tokens`` tokens at most, a question of its own)
+through HTTP, as an application would, and finishes the answer it is in: a server under a steady load, not a
+burst that ends in a half-empty batch; TTFT is the time to the first piece of answer text, latency the time to the end of the stream.
 Throughput is all completion tokens (the server's own usage counts) over the wall time of the level. Each level
 runs ``--repeat`` times per mode, alternately (fresh users each time), and the run with the median throughput is
 reported: on a shared machine one burst of someone else's work should not decide a ratio.
@@ -100,8 +101,11 @@ def start_server(db: str, max_batch: int, args: argparse.Namespace, log: Path) -
     raise SystemExit("the server did not start in 300 s")
 
 
-def one_stream(url: str, key: str, user: str, question: str, max_tokens: int) -> tuple[float, float, int]:
-    """(ttft_s, latency_s, completion_tokens) of one streamed completion."""
+def one_stream(
+    url: str, key: str, user: str, question: str, max_tokens: int, http: httpx.Client | None = None
+) -> tuple[float, float, int]:
+    """(ttft_s, latency_s, completion_tokens) of one streamed completion (on ``http``'s kept-alive connection, as an
+    SDK client does; without one, a new connection)."""
     body = {
         "model": "panda-chat-demo",
         "user": user,
@@ -113,7 +117,7 @@ def one_stream(url: str, key: str, user: str, question: str, max_tokens: int) ->
     }
     started = time.perf_counter()
     ttft, tokens = None, 0
-    with httpx.stream(
+    with (http or httpx).stream(
         "POST", f"{url}/v1/chat/completions", json=body, timeout=600, headers={"Authorization": f"Bearer {key}"}
     ) as response:
         response.raise_for_status()
@@ -138,16 +142,23 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_level(url: str, key: str, clients: int, rounds: int, max_tokens: int, tag: str, pid: int | None = None) -> dict:
+def run_level(url: str, key: str, clients: int, seconds: float, max_tokens: int, tag: str, pid: int | None = None) -> dict:
+    """``clients`` clients, each streaming one completion after another (a question of its own each time) until
+    ``seconds`` have passed; the level ends when the last one's answer has ended. Throughput is every completion
+    token over that whole wall time, the wind-down included (the last answers run in a shrinking batch)."""
     results: list[tuple[float, float, int]] = []
     lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
 
     def client(number: int) -> None:
-        for round_ in range(rounds):
-            question = QUESTIONS[(number + round_) % len(QUESTIONS)]
-            measured = one_stream(url, key, f"{tag}-c{clients}-u{number}", question, max_tokens)
-            with lock:
-                results.append(measured)
+        round_ = 0
+        with httpx.Client(timeout=600) as http:  # one connection per client, kept alive (what an SDK does)
+            while round_ == 0 or time.perf_counter() < deadline:
+                question = QUESTIONS[(number + round_) % len(QUESTIONS)]
+                measured = one_stream(url, key, f"{tag}-c{clients}-u{number}", question, max_tokens, http)
+                with lock:
+                    results.append(measured)
+                round_ += 1
 
     cpu_before = cpu_seconds(pid) if pid is not None else None
     started = time.perf_counter()
@@ -237,7 +248,9 @@ def scheduler_levels(clients: list[int], max_tokens: int, threads: int) -> list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 32])
-    parser.add_argument("--rounds", type=int, default=2, help="completions per client at each level")
+    parser.add_argument(
+        "--seconds", type=float, default=12.0, help="how long the clients of a level keep sending, per run"
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each level per mode, alternated; the median run is reported"
@@ -266,7 +279,7 @@ def main() -> None:
                 order = list(servers) if repeat % 2 == 0 else list(servers)[::-1]
                 for mode in order:
                     process, url = servers[mode]
-                    run = run_level(url, key, clients, args.rounds, args.max_tokens, f"{mode}-r{repeat}", process.pid)
+                    run = run_level(url, key, clients, args.seconds, args.max_tokens, f"{mode}-r{repeat}", process.pid)
                     runs[mode].append(run)
                     print(f"  {clients:>2} clients, {mode:<13} {run['tok_per_s']:7.1f} tok/s", file=sys.stderr)
             level = {
@@ -319,7 +332,7 @@ def main() -> None:
                     "machine": platform.platform(),
                     "cpus": os.cpu_count(),
                     "threads": args.threads,
-                    "rounds": args.rounds,
+                    "seconds": args.seconds,
                     "repeat": args.repeat,
                     "load_average": {"start": load_at_start, "end": os.getloadavg()},
                     "max_tokens": args.max_tokens,

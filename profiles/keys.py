@@ -14,9 +14,10 @@ import os
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from profiles.database import create_store_engine, default_url, normalise_url, upgrade_schema
 from profiles.errors import InvalidInputError
@@ -41,7 +42,8 @@ class KeyInfo(BaseModel):
         return not self.revoked and (self.all_users or user_id in self.users)
 
     @classmethod
-    def of(cls, row: ApiKey) -> KeyInfo:
+    def of(cls, row: Any) -> KeyInfo:
+        """From an ``ApiKey`` row (an ORM object or a Core row: the same attribute names)."""
         return cls(
             name=row.name,
             prefix=row.prefix,
@@ -50,6 +52,10 @@ class KeyInfo(BaseModel):
             created_at=row.created_at,
             revoked=row.revoked_at is not None,
         )
+
+
+# Run on every request the server answers: built once, a Core statement (see ``profiles.transactions``).
+_KEY_BY_HASH = select(ApiKey.__table__).where(ApiKey.__table__.c.key_hash == bindparam("key_hash"))
 
 
 def hash_key(secret: str) -> str:
@@ -112,7 +118,7 @@ class ApiKeys:
         if not secret or not secret.startswith(KEY_PREFIX):
             return None
         with self._transactions.read() as session:
-            row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(secret)))
+            row = session.execute(_KEY_BY_HASH, {"key_hash": hash_key(secret)}).first()
             if row is None or row.revoked_at is not None:
                 return None
             return KeyInfo.of(row)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.orm import Session
 
 from profiles.embedders import Embedder, encode_in_batches
 from profiles.errors import InvalidInputError
@@ -30,6 +31,15 @@ from profiles.transactions import (
 
 Progress = Callable[[int], None]
 """Called with the number of texts embedded since the last call (for a progress bar)."""
+
+
+# Built once (Core statements, bound parameters): every chat call runs them (see ``transactions``).
+_CONVERSATIONS = Conversation.__table__
+_MESSAGES = Message.__table__
+_CONVERSATION_OWNER = select(_CONVERSATIONS.c.user_id).where(_CONVERSATIONS.c.id == bindparam("id"))
+_NEW_CONVERSATION = insert(_CONVERSATIONS).returning(_CONVERSATIONS.c.id)
+_NEW_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+_NEW_EMBEDDINGS = insert(MessageEmbedding.__table__)
 
 
 def check_role(role: str) -> str:
@@ -85,7 +95,7 @@ def store_messages(
         pk = ensure_user(session, user_id, seen)
         conversations: dict[str | None, int] = {}
         if conversation_id is not None:
-            owner = session.scalar(select(Conversation.user_id).where(Conversation.id == conversation_id))
+            owner = session.scalar(_CONVERSATION_OWNER, {"id": conversation_id})
             if owner != pk:
                 raise InvalidInputError(f"conversation {conversation_id} does not belong to user {user_id!r}")
         rows: list[dict[str, Any]] = []
@@ -96,9 +106,8 @@ def store_messages(
                 conversation = conversations[line.conversation]
             else:
                 conversation = session.execute(
-                    insert(Conversation)
-                    .values(user_id=pk, title=line.conversation, created_at=to_db_time(line.created_at))
-                    .returning(Conversation.id)
+                    _NEW_CONVERSATION,
+                    {"user_id": pk, "title": line.conversation, "created_at": to_db_time(line.created_at)},
                 ).scalar_one()
                 conversations[line.conversation] = conversation
             rows.append(
@@ -110,9 +119,9 @@ def store_messages(
                     "created_at": to_db_time(line.created_at),
                 }
             )
-        ids = list(session.scalars(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows))
+        ids = list(session.scalars(_NEW_MESSAGES, rows))
         generation = bump_generation(session)
-        session.execute(insert(MessageEmbedding), embedding_rows(embedder, pk, generation, ids, vectors))
+        session.execute(_NEW_EMBEDDINGS, embedding_rows(embedder, pk, generation, ids, vectors))
     return [
         StoredMessage(
             message_id=message_id,
@@ -125,6 +134,23 @@ def store_messages(
     ]
 
 
+_UNEMBEDDED = select(_MESSAGES.c.id, _MESSAGES.c.text).where(
+    _MESSAGES.c.user_id == bindparam("pk"),
+    ~select(MessageEmbedding.__table__.c.message_id)
+    .where(
+        MessageEmbedding.__table__.c.message_id == _MESSAGES.c.id,
+        MessageEmbedding.__table__.c.embedder == bindparam("embedder"),
+    )
+    .exists(),
+)
+
+
+def unembedded(session: Session, pk: int, embedder: Embedder, limit: int | None = None) -> list[Any]:
+    """(id, text) of the user's messages that have no vector under ``embedder`` (at most ``limit``)."""
+    statement = _UNEMBEDDED if limit is None else _UNEMBEDDED.limit(limit)
+    return list(session.execute(statement, {"pk": pk, "embedder": embedder.name}).all())
+
+
 def embed_missing(transactions: Transactions, embedder: Embedder, user_id: str) -> int | None:
     """The user's key (None when unknown), after embedding any of their messages that lack a vector under
     ``embedder`` (after switching embedders, say; usually there are none). One read in the common case."""
@@ -132,14 +158,7 @@ def embed_missing(transactions: Transactions, embedder: Embedder, user_id: str) 
         pk = user_pk(session, user_id)
         if pk is None:
             return None
-        missing = session.execute(
-            select(Message.id, Message.text).where(
-                Message.user_id == pk,
-                ~select(MessageEmbedding.message_id)
-                .where(MessageEmbedding.message_id == Message.id, MessageEmbedding.embedder == embedder.name)
-                .exists(),
-            )
-        ).all()
+        missing = unembedded(session, pk, embedder)
     if not missing:
         return pk
     vectors = encode_in_batches(embedder, [row.text for row in missing])

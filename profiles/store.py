@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Self, cast
 
 import numpy as np
-from sqlalchemy import CursorResult, Engine, delete, func, insert, select
+from sqlalchemy import CursorResult, Engine, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from profiles import feedback as feedback_part
@@ -43,7 +43,7 @@ from profiles.ids import validate_user_id
 from profiles.index import DEFAULT_NLIST, EmbeddingIndex
 from profiles.index_cache import IndexCache
 from profiles.inference import InferenceSettings, MessageRows, PreferenceInference
-from profiles.messages import Progress, check_role, embed_missing, store_messages, stored_message
+from profiles.messages import Progress, check_role, embed_missing, store_messages, stored_message, unembedded
 from profiles.models import Conversation, Feedback, Message, MessageEmbedding, PreferenceSetting, RewardHeadRow, User
 from profiles.pgvector import PgvectorRetrieval
 from profiles.records import FeedbackPair, ForgetReport, SearchHit, StoredMessage, StoredRewardHead, UserSummary
@@ -427,22 +427,18 @@ class ProfileStore:
         """The user's preference context (for ``query``, when given: evidence related to it counts more).
         A user with no history, or an unknown user, gets the neutral context (confidence 0)."""
         embedder = self.embedder
-        pk = embed_missing(self._transactions, embedder, user_id)
-        if pk is None:
+        with self._read() as session:  # one read in the common case: every message already has its vector
+            pk = user_pk(session, user_id)
+            lacking = pk is not None and bool(unembedded(session, pk, embedder, limit=1))
+            evidence = None if pk is None or lacking else self._evidence(session, pk, embedder)
+        if lacking:  # the embedder was switched since some messages were stored: embed them first
+            pk = embed_missing(self._transactions, embedder, user_id)
+            if pk is not None:
+                with self._read() as session:
+                    evidence = self._evidence(session, pk, embedder)
+        if pk is None or evidence is None:
             return PreferenceContext.neutral(self.catalog, user_id, query)
-        with self._read() as session:
-            rows = session.execute(
-                select(Message.id, Message.created_at, MessageEmbedding.vector)
-                .join(
-                    MessageEmbedding,
-                    (MessageEmbedding.message_id == Message.id) & (MessageEmbedding.embedder == embedder.name),
-                )
-                .where(Message.user_id == pk, Message.role == "user")
-                .order_by(Message.created_at.desc())
-                .limit(self.inference_settings.max_messages)
-            ).all()
-            feedback = session.execute(select(Feedback).where(Feedback.user_id == pk)).scalars().all()
-            explicit = _explicit(session, pk)
+        rows, feedback, explicit = evidence
         if rows:
             messages = MessageRows(
                 ids=np.fromiter((row.id for row in rows), np.int64, len(rows)),
@@ -460,6 +456,14 @@ class ProfileStore:
             query_vector=self._query_vector(query) if query else None,
             texts=lambda ids: self._texts(pk, ids),
         )
+
+    def _evidence(self, session: Session, pk: int, embedder: Embedder) -> tuple[list[Any], list[Feedback], dict]:
+        """What inference reads about a user: their latest messages' vectors, their feedback, their settings."""
+        rows = session.execute(
+            _EVIDENCE_MESSAGES, {"pk": pk, "embedder": embedder.name, "limit": self.inference_settings.max_messages}
+        ).all()
+        feedback = list(session.execute(_USER_FEEDBACK, {"pk": pk}).scalars())
+        return rows, feedback, _explicit(session, pk)
 
     def _texts(self, pk: int, message_ids: list[int]) -> dict[int, str]:
         with self._read() as session:
@@ -567,9 +571,7 @@ class ProfileStore:
             pk = user_pk(session, user_id)
             if pk is None:
                 return []
-            heads = session.execute(
-                select(RewardHeadRow).where(RewardHeadRow.user_id == pk).order_by(RewardHeadRow.name)
-            ).scalars()
+            heads = session.execute(_REWARD_HEADS, {"pk": pk})
             return [
                 StoredRewardHead(
                     name=head.name, data=head.data, meta=head.meta, created_at=from_db_time(head.created_at)
@@ -608,12 +610,31 @@ class ProfileStore:
         )
 
 
+# What a chat call reads, built once (Core statements and bound parameters, see ``profiles.transactions``).
+_MESSAGES, _EMBEDDINGS, _SETTINGS = Message.__table__, MessageEmbedding.__table__, PreferenceSetting.__table__
+_EVIDENCE_MESSAGES = (
+    select(_MESSAGES.c.id, _MESSAGES.c.created_at, _EMBEDDINGS.c.vector)
+    .join(
+        _EMBEDDINGS,
+        (_EMBEDDINGS.c.message_id == _MESSAGES.c.id) & (_EMBEDDINGS.c.embedder == bindparam("embedder")),
+    )
+    .where(_MESSAGES.c.user_id == bindparam("pk"), _MESSAGES.c.role == "user")
+    .order_by(_MESSAGES.c.created_at.desc())
+    .limit(bindparam("limit"))
+)
+_USER_FEEDBACK = select(Feedback).where(Feedback.user_id == bindparam("pk"))
+_EXPLICIT = (
+    select(_SETTINGS.c.dimension, _SETTINGS.c.pole)
+    .where(_SETTINGS.c.user_id == bindparam("pk"))
+    .order_by(_SETTINGS.c.dimension)
+)
+_REWARD_HEADS = (
+    select(RewardHeadRow.__table__)
+    .where(RewardHeadRow.__table__.c.user_id == bindparam("pk"))
+    .order_by(RewardHeadRow.__table__.c.name)
+)
+
+
 def _explicit(session: Session, pk: int) -> dict[str, str]:
     """The user's explicit settings, ``{dimension: pole}``, by dimension."""
-    return dict(
-        session.execute(
-            select(PreferenceSetting.dimension, PreferenceSetting.pole)
-            .where(PreferenceSetting.user_id == pk)
-            .order_by(PreferenceSetting.dimension)
-        ).all()
-    )
+    return {row.dimension: row.pole for row in session.execute(_EXPLICIT, {"pk": pk})}

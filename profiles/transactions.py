@@ -14,7 +14,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
@@ -87,9 +87,20 @@ def from_db_time(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC)
 
 
+# The statements every chat call runs, built once: Core statements on the tables (no ORM compile step) with bound
+# parameters, so a call pays for executing them, not for building and compiling them again.
+_USERS = User.__table__
+_STATE = StoreState.__table__
+_USER_PK = select(_USERS.c.id).where(_USERS.c.name == bindparam("name"))
+_NEW_USER = insert(_USERS).returning(_USERS.c.id)
+_NEXT_GENERATION = (
+    update(_STATE).where(_STATE.c.id == 1).values(generation=_STATE.c.generation + 1).returning(_STATE.c.generation)
+)
+
+
 def user_pk(session: Session, user_id: str) -> int | None:
     """The user's integer key (what every table and the index use), or None."""
-    return session.scalar(select(User.id).where(User.name == user_id))
+    return session.scalar(_USER_PK, {"name": user_id})
 
 
 def require_user(session: Session, user_id: str) -> int:
@@ -110,14 +121,13 @@ def ensure_user(session: Session, user_id: str, seen: int | None = None) -> int:
         raise UserForgottenError(user_id)
     if pk is None:
         validate_user_id(user_id)
-        pk = session.execute(insert(User).values(name=user_id, created_at=now()).returning(User.id)).scalar_one()
+        pk = session.execute(_NEW_USER, {"name": user_id, "created_at": now()}).scalar_one()
     return pk
 
 
 def bump_generation(session: Session) -> int:
     """Start a new store generation (every transaction that adds or deletes vectors does); returns it."""
-    session.execute(update(StoreState).where(StoreState.id == 1).values(generation=StoreState.generation + 1))
-    return session.execute(select(StoreState.generation).where(StoreState.id == 1)).scalar_one()
+    return session.execute(_NEXT_GENERATION).scalar_one()
 
 
 def bump_purged_generation(session: Session) -> int:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from langchain_core.caches import InMemoryCache
 
-from panda_chat.chat_model import ChatPanda
+from panda_chat.chat_model import ChatPanda, StreamEnd
 from profiles import ProfileStore
 
 
@@ -62,3 +62,27 @@ def test_the_cache_key_carries_the_profile_version(tiny_models, store):
     assert len(cache._cache) == hits + 1
     keys = {key[1] for key in cache._cache}
     assert len(keys) == 2 and all("kim@" in key for key in keys)
+
+
+@pytest.mark.asyncio
+async def test_astream_text_streams_what_astream_streams_and_records_the_answer_once(tiny_models, store):
+    llm = ChatPanda(model=str(tiny_models.base), store=store, user_id="kim", max_tokens=12, device="cpu")
+    store.set_preference("kim", "tone", "formal")
+    chunks = [chunk async for chunk in llm.astream("Explain rivers", user_id="kim", conversation_id="a")]
+    items = [item async for item in llm.astream_text("Explain rivers", user_id="kim", conversation_id="b")]
+    pieces, end = items[:-1], items[-1]
+    assert isinstance(end, StreamEnd) and all(isinstance(piece, str) and piece for piece in pieces)
+    assert "".join(pieces) == "".join(chunk.content for chunk in chunks)  # greedy: the same answer
+    last = chunks[-1]
+    assert end.usage == last.usage_metadata
+    assert end.metadata["finish_reason"] == last.response_metadata["finish_reason"]
+    assert end.metadata["personalization"] == last.response_metadata["personalization"]
+    stored = store.conversation_messages(end.metadata["conversation_id"])
+    assert [(m.role, m.text) for m in stored] == [("user", "Explain rivers"), ("assistant", "".join(pieces))]
+
+
+@pytest.mark.asyncio
+async def test_astream_text_refuses_tools_and_response_formats(tiny_models, store):
+    llm = ChatPanda(model=str(tiny_models.base), store=store, max_tokens=4, device="cpu")
+    with pytest.raises(ValueError, match="plain text only"):
+        [item async for item in llm.astream_text("hi", response_format={"type": "object"})]

@@ -162,6 +162,15 @@ class _Cancelled(Exception):
     """Raised inside a decode whose consumer went away (a stream closed early)."""
 
 
+@dataclass
+class StreamEnd:
+    """The last item of ``ChatPanda.astream_text``: what the last chunk of ``astream`` carries."""
+
+    usage: dict[str, int]  # LangChain's usage metadata: input_tokens, output_tokens, total_tokens
+    metadata: dict[str, Any]  # the message's response_metadata (finish_reason, conversation_id, personalization)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # LangChain tool calls (never in plain text)
+
+
 class ChatPanda(BaseChatModel):
     """A chat model personalised per user at decoding time (PANDA); see the module docstring.
 
@@ -701,7 +710,7 @@ class ChatPanda(BaseChatModel):
                     raise item[1]
                 else:
                     answer = item[1][0]
-                    yield _last_chunk(answer, *self._finish(row, answer, options))
+                    yield _last_chunk(*self._finish(row, answer, options))
                     return
         finally:
             cancelled.set()
@@ -737,11 +746,13 @@ class ChatPanda(BaseChatModel):
         if options.calls_tools:  # a tool call is known whole only once decoded: one chunk
             yield _as_chunk(await self._agenerate(messages, stop, run_manager, **kwargs))
             return
-        runtime = await asyncio.to_thread(self._runtime, options)
-        row = await asyncio.to_thread(self._prepare, messages, options, runtime)
+        runtime, row = await asyncio.to_thread(self._runtime_and_row, messages, options)
         if options.response_format is None:  # plain text: straight from the scheduler (JSON decodes on their own)
-            async for chunk in self._astream_text(runtime, row, options):
-                yield chunk
+            async for item in self._astream_pieces(runtime, row, options):
+                if isinstance(item, StreamEnd):
+                    yield _last_chunk(item.usage, item.metadata)
+                else:
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=item))
             return
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
@@ -764,14 +775,39 @@ class ChatPanda(BaseChatModel):
                 else:
                     answer = item[1][0]
                     usage, metadata = await asyncio.to_thread(self._finish, row, answer, options)
-                    yield _last_chunk(answer, usage, metadata)
+                    yield _last_chunk(usage, metadata)
                     return
         finally:
             cancelled.set()
 
-    async def _astream_text(
+    async def astream_text(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[str | StreamEnd]:
+        """A plain-text answer as text pieces, then one ``StreamEnd``: what ``astream`` yields, without LangChain's
+        chunk objects and callbacks. For a server that writes each piece straight to the wire (``panda-chat
+        serve``): on a busy CPU, the per-piece message objects cost the decode thread GIL time. The same input,
+        config and call arguments as ``astream``, except tools and a response format (``ValueError``: use
+        ``astream``)."""
+        options = self._options(stop, self._with_config_options(config, kwargs))
+        if options.calls_tools or options.response_format is not None:
+            raise ValueError("astream_text streams plain text only: use astream for tools or a response format")
+        messages = self._convert_input(input).to_messages()
+        runtime, row = await asyncio.to_thread(self._runtime_and_row, messages, options)
+        async for item in self._astream_pieces(runtime, row, options):
+            yield item
+
+    def _runtime_and_row(self, messages: Sequence[BaseMessage], options: _CallOptions) -> tuple[ModelRuntime, _Row]:
+        runtime = self._runtime(options)
+        return runtime, self._prepare(messages, options, runtime)
+
+    async def _astream_pieces(
         self, runtime: ModelRuntime, row: _Row, options: _CallOptions
-    ) -> AsyncIterator[ChatGenerationChunk]:
+    ) -> AsyncIterator[str | StreamEnd]:
         """A plain-text answer streamed from the model's scheduler: its thread hands each piece straight to this
         event loop (no thread per request in between). Closing the stream frees the row at the next step."""
         loop = asyncio.get_running_loop()
@@ -805,13 +841,12 @@ class ChatPanda(BaseChatModel):
                         if held[0] == "piece":
                             text, held = text + held[1], None
                     if text:
-                        yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+                        yield text
                 elif item[0] == "error":
                     raise item[1]
                 else:
                     answer = _Answer.of(item[1])
-                    usage, metadata = await asyncio.to_thread(self._finish, row, answer, options)
-                    yield _last_chunk(answer, usage, metadata)
+                    yield StreamEnd(*await asyncio.to_thread(self._finish, row, answer, options))
                     return
         finally:
             cancelled.set()
@@ -1075,7 +1110,7 @@ def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
     )
 
 
-def _last_chunk(answer: _Answer, usage: dict, metadata: dict) -> ChatGenerationChunk:
+def _last_chunk(usage: dict, metadata: dict) -> ChatGenerationChunk:
     return ChatGenerationChunk(
         message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata, chunk_position="last")
     )

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,7 +38,7 @@ from langchain_core.messages import (
 )
 from pydantic import BaseModel, ValidationError
 
-from panda_chat.chat_model import ChatPanda
+from panda_chat.chat_model import ChatPanda, StreamEnd
 from panda_chat.server.schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -159,19 +159,20 @@ def to_response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
     )
 
 
-def _tool_calls(message: AIMessage) -> list[dict[str, Any]]:
+def _tool_calls(calls: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """LangChain tool calls as OpenAI's."""
     return [
         {
             "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
             "type": "function",
             "function": {"name": call["name"], "arguments": json.dumps(call.get("args", {}))},
         }
-        for call in getattr(message, "tool_calls", None) or []
+        for call in calls or []
     ]
 
 
-def _usage(message: AIMessage) -> dict[str, int]:
-    usage = message.usage_metadata
+def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
+    """LangChain usage metadata as OpenAI's usage."""
     prompt, completion = (usage.get("input_tokens", 0), usage.get("output_tokens", 0)) if usage else (0, 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
@@ -341,7 +342,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         created = int(time.time())
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            stream = _stream(runnable, messages, stop, kwargs, completion_id, created, include_usage, key, started)
+            pieces = (
+                llm.astream_text(messages, stop=stop, **kwargs)
+                if runnable is llm and response_format is None
+                else _langchain_pieces(runnable, messages, stop, kwargs)
+            )
+            stream = _stream(pieces, completion_id, created, include_usage, key, started)
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
             )
@@ -351,9 +357,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
             raise ApiError(400, str(error)) from None
         except ValueError as error:
             raise ApiError(400, str(error).splitlines()[0]) from None
-        usage = _usage(message)
+        usage = _usage(message.usage_metadata)
         metadata = message.response_metadata or {}
-        calls = _tool_calls(message)
+        calls = _tool_calls(message.tool_calls)
         reply: dict[str, Any] = {
             "role": "assistant",
             "content": message.content if isinstance(message.content, str) else json.dumps(message.content),
@@ -379,36 +385,46 @@ def create_app(settings: ServerSettings) -> FastAPI:
             "personalization": metadata.get("personalization"),
         }
 
+    async def _langchain_pieces(
+        runnable: Any, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AsyncIterator[str | StreamEnd]:
+        """``astream`` of any runnable (tools bound, a response format) as ``astream_text``'s items."""
+        last = None
+        async for piece in runnable.astream(messages, stop=stop, **kwargs):
+            if piece.content:
+                yield piece.content if isinstance(piece.content, str) else json.dumps(piece.content)
+            if piece.usage_metadata or piece.response_metadata.get("finish_reason"):
+                last = piece
+        if last is None:
+            yield StreamEnd({}, {})
+        else:
+            yield StreamEnd(dict(last.usage_metadata or {}), last.response_metadata or {}, list(last.tool_calls))
+
     async def _stream(
-        runnable: Any,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        kwargs: dict[str, Any],
+        pieces: AsyncIterator[str | StreamEnd],
         completion_id: str,
         created: int,
         include_usage: bool,
         key: KeyInfo,
         started: float,
     ) -> AsyncIterator[str]:
+        head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": settings.model_id}
+
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            payload = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": settings.model_id,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-                **extra,
-            }
-            return f"data: {json.dumps(payload)}\n\n"
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return f"data: {json.dumps({**head, 'choices': [choice], **extra})}\n\n"
+
+        # a text piece is the one event sent many times per answer: its JSON around the text is made once
+        before, after = chunk({"content": "\0"}).split('"\\u0000"')
 
         yield chunk({"role": "assistant", "content": ""})
-        last = None
+        end = StreamEnd({}, {})
         try:
-            async for piece in runnable.astream(messages, stop=stop, **kwargs):
-                if piece.content:
-                    yield chunk({"content": piece.content})
-                if piece.usage_metadata or piece.response_metadata.get("finish_reason"):
-                    last = piece
+            async for piece in pieces:
+                if isinstance(piece, StreamEnd):
+                    end = piece
+                elif piece:
+                    yield before + json.dumps(piece) + after
         except (ProfileError, ValueError) as error:
             yield f"data: {json.dumps(error_body(str(error).splitlines()[0], 'invalid_request_error'))}\n\n"
             yield "data: [DONE]\n\n"
@@ -418,25 +434,19 @@ def create_app(settings: ServerSettings) -> FastAPI:
             yield f"data: {json.dumps(error_body('internal server error', 'server_error'))}\n\n"
             yield "data: [DONE]\n\n"
             return
-        metadata = (last.response_metadata if last is not None else {}) or {}
-        calls = _tool_calls(last) if last is not None else []
+        calls = _tool_calls(end.tool_calls)
         if calls:
             yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
-        finish = "tool_calls" if calls else _FINISH.get(metadata.get("finish_reason", ""), "stop")
+        finish = "tool_calls" if calls else _FINISH.get(end.metadata.get("finish_reason", ""), "stop")
         yield chunk(
-            {}, finish, conversation_id=metadata.get("conversation_id"), personalization=metadata.get("personalization")
+            {},
+            finish,
+            conversation_id=end.metadata.get("conversation_id"),
+            personalization=end.metadata.get("personalization"),
         )
-        usage = _usage(last) if last is not None else {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        usage = _usage(end.usage)
         if include_usage:
-            payload = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": settings.model_id,
-                "choices": [],
-                "usage": usage,
-            }
-            yield f"data: {json.dumps(payload)}\n\n"
+            yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
         log.info(
             "chat-stream key=%s status=200 prompt_tokens=%d completion_tokens=%d ms=%.0f",
