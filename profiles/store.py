@@ -467,11 +467,7 @@ class ProfileStore:
 
     def _texts(self, pk: int, message_ids: list[int]) -> dict[int, str]:
         with self._read() as session:
-            return dict(
-                session.execute(
-                    select(Message.id, Message.text).where(Message.user_id == pk, Message.id.in_(message_ids))
-                ).all()
-            )
+            return {row.id: row.text for row in session.execute(_MESSAGE_TEXTS, {"pk": pk, "ids": message_ids})}
 
     # ---------------------------------------------------------------------------------------- explicit settings
 
@@ -621,6 +617,9 @@ _EVIDENCE_MESSAGES = (
     .where(_MESSAGES.c.user_id == bindparam("pk"), _MESSAGES.c.role == "user")
     .order_by(_MESSAGES.c.created_at.desc())
     .limit(bindparam("limit"))
+)
+_MESSAGE_TEXTS = select(_MESSAGES.c.id, _MESSAGES.c.text).where(
+    _MESSAGES.c.user_id == bindparam("pk"), _MESSAGES.c.id.in_(bindparam("ids", expanding=True))
 )
 _USER_FEEDBACK = select(Feedback).where(Feedback.user_id == bindparam("pk"))
 _EXPLICIT = (
