@@ -96,3 +96,18 @@ def test_preference_features_condition_lambda_and_file_round_trip(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(ValueError, match="not a panda-chat lambda model"):
         LearnedLambda.load(tmp_path / "x.safetensors")
+
+
+def test_at_steps_gives_each_row_what_its_own_step_gives_it():
+    """A serving batch asks for every row at its own step in one call: the same values as one call per step."""
+
+    def best(x):
+        return [ExponentialDecayLambda(1 + float(r[0]), 0.9) for r in x]
+
+    train, test = _features(60, 4, 4), _features(7, 4, 5)
+    model = LearnedLambda.fit(LambdaTrainingSet(train, best(train), horizon=10), kind="mlp", epochs=50)
+    steps = torch.tensor([0, 3, 9, 1, 1, 5, 40])
+    together = model.at_steps(_context(test), steps)
+    one_by_one = torch.stack([model(_context(test[i : i + 1]), int(step))[0] for i, step in enumerate(steps)])
+    assert torch.allclose(together, one_by_one, atol=1e-6)
+    assert not torch.allclose(together, model(_context(test), 0))  # the steps do matter

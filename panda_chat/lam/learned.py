@@ -140,10 +140,13 @@ class LearnedLambda(nn.Module):
 
     def forward(self, context: LambdaContext, step: int) -> torch.Tensor:
         """The ``LambdaFunction`` protocol: (B,) lambda for every row at step ``step``."""
-        b = context.prompt_features.shape[0]
+        return self.at_steps(context, torch.full((context.prompt_features.shape[0],), step))
+
+    def at_steps(self, context: LambdaContext, steps: torch.Tensor) -> torch.Tensor:
+        """(B,) lambda with each row at its own step (B,): a serving batch whose rows joined at different steps is
+        one call, not one per row."""
         with torch.no_grad():
-            features = self.features(context.prompt_features, torch.full((b,), step), context.preference_features)
-            lam = self.predict(features)
+            lam = self.predict(self.features(context.prompt_features, steps, context.preference_features))
         return lam.to(context.prompt_features.device)
 
     def label(self) -> str:

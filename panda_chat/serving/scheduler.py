@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, Unpack, cast
 
 import torch
@@ -125,6 +126,12 @@ class _Row:
     @property
     def names(self) -> list[str]:
         return [source.name for source in self.job.plan.sources]
+
+    @cached_property
+    def weights(self) -> dict[str, float]:
+        """The row's steering weight per reward name."""
+        plan = self.job.plan
+        return {source.name: float(plan.weights[0, j]) for j, source in enumerate(plan.sources)}
 
 
 @dataclass
@@ -479,10 +486,7 @@ class BatchScheduler:
                 base_hidden=hidden,
             )
             raw = torch.stack([self._sessions[name].score(candidates) for name in names], dim=-1)  # 2. (B, k, R)
-            weights = torch.zeros(len(rows), len(names), device=device)
-            for i, row in enumerate(rows):
-                for j, source in enumerate(row.job.plan.sources):
-                    weights[i, names.index(source.name)] = row.job.plan.weights[0, j]
+            weights = torch.tensor([[row.weights.get(name, 0.0) for name in names] for row in rows], device=device)
             means = torch.tensor([self._sources[n].calibration.mean for n in names], device=device)
             stds = torch.tensor([self._sources[n].calibration.std for n in names], device=device)
             reward = (((raw - means) / stds) * weights[:, None, :]).sum(-1)
@@ -509,16 +513,16 @@ class BatchScheduler:
     @staticmethod
     def _lambdas(rows: list[_Row]) -> torch.Tensor:
         """lambda(x, t) per row (B,): constants as they are; a lambda function is called once for all the rows
-        that use it at the same step (rows that joined together), on their stacked contexts."""
-        values = torch.zeros(len(rows))
+        that use it at the same step (rows that joined together), on their stacked contexts, or once for all its
+        rows when it takes each row's own step (``at_steps``, as ``LearnedLambda`` does)."""
+        values = torch.tensor([float(row.job.request.lam) if _constant(row.job.request.lam) else 0.0 for row in rows])
         groups: dict[tuple, list[int]] = {}
         for i, row in enumerate(rows):
             lam = row.job.request.lam
-            if isinstance(lam, (int, float)):
-                values[i] = float(lam)
-            else:
+            if not _constant(lam):
                 features = row.context.preference_features
-                groups.setdefault((id(lam), row.step, None if features is None else features.shape[1]), []).append(i)
+                step = None if hasattr(lam, "at_steps") else row.step
+                groups.setdefault((id(lam), step, None if features is None else features.shape[1]), []).append(i)
         for (_, step, width), members in groups.items():
             contexts = [rows[i].context for i in members]
             context = LambdaContext(
@@ -532,10 +536,16 @@ class BatchScheduler:
                 ),
             )
             function = cast(LambdaFunction, rows[members[0]].job.request.lam)  # constants were handled above
-            out = torch.as_tensor(function(context, step), dtype=torch.float32).detach().cpu().reshape(-1)
+            if step is None:
+                steps = torch.tensor([rows[i].step for i in members])
+                out = torch.as_tensor(function.at_steps(context, steps), dtype=torch.float32)  # type: ignore[attr-defined]
+            else:
+                out = torch.as_tensor(function(context, step), dtype=torch.float32)
+            out = out.detach().cpu().reshape(-1)
             out = out.expand(len(members)) if out.numel() == 1 else out
             if not bool((out >= 0).all()):
-                raise ValueError(f"lambda function {function!r} returned a negative or NaN value at step {step}")
+                at = f"step {step}" if step is not None else f"steps {sorted({rows[i].step for i in members})}"
+                raise ValueError(f"lambda function {function!r} returned a negative or NaN value at {at}")
             values[members] = out
         return values
 
@@ -592,3 +602,7 @@ class BatchScheduler:
                 elapsed_s=time.perf_counter() - row.started,
             ),
         )
+
+
+def _constant(lam: object) -> bool:
+    return isinstance(lam, (int, float))

@@ -83,6 +83,51 @@ def test_greedy_answers_are_the_same_alone_and_joining_a_running_batch(demo):
     scheduler.close()
 
 
+def test_a_learned_lambda_gives_rows_at_different_steps_what_they_get_alone(demo):
+    """Rows that joined at different times are at different steps: one call of the learned lambda serves them all
+    (``at_steps``), with each row's own step and preferences."""
+    from panda_chat.demo import demo_lambda_path
+    from panda_chat.lam.learned import LearnedLambda
+
+    decoder, heads = demo
+    lam = LearnedLambda.load(demo_lambda_path())
+    features = torch.rand(4, lam.config.preference_dim, generator=torch.Generator().manual_seed(0))
+    scheduler = BatchScheduler(decoder)
+    results: dict[int, object] = {}
+
+    def ask(index: int) -> None:
+        time.sleep(0.05 * index)
+        results[index] = scheduler.generate(
+            PROMPTS[index],
+            weights=WEIGHTS[index],
+            rewards=heads,
+            lam=lam,
+            preference_features=features[index : index + 1],
+            max_new_tokens=16,
+            stop_at_eos=False,
+        )[0]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert scheduler.stats.max_rows > 1
+    for index in range(4):
+        alone = decoder.generate(
+            PROMPTS[index],
+            weights=WEIGHTS[index],
+            rewards=heads,
+            lam=lam,
+            preference_features=features[index : index + 1],
+            max_new_tokens=16,
+            stop_at_eos=False,
+        )[0]
+        assert results[index].token_ids == alone.token_ids
+        assert results[index].lambdas == pytest.approx(alone.lambdas, abs=1e-5)
+    scheduler.close()
+
+
 def test_rows_keep_their_own_options_in_one_batch(demo):
     """top_k, stop strings, seeded sampling and token budgets are per request, as if each ran alone."""
     decoder, heads = demo
