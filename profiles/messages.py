@@ -145,9 +145,13 @@ _UNEMBEDDED = select(_MESSAGES.c.id, _MESSAGES.c.text).where(
 )
 
 
-def unembedded(session: Session, pk: int, embedder: Embedder, limit: int | None = None) -> list[Any]:
-    """(id, text) of the user's messages that have no vector under ``embedder`` (at most ``limit``)."""
-    statement = _UNEMBEDDED if limit is None else _UNEMBEDDED.limit(limit)
+_FIRST_UNEMBEDDED = _UNEMBEDDED.limit(1)
+
+
+def unembedded(session: Session, pk: int, embedder: Embedder, *, first_only: bool = False) -> list[Any]:
+    """(id, text) of the user's messages that have no vector under ``embedder`` (``first_only``: one at most, to
+    ask whether there are any)."""
+    statement = _FIRST_UNEMBEDDED if first_only else _UNEMBEDDED
     return list(session.execute(statement, {"pk": pk, "embedder": embedder.name}).all())
 
 

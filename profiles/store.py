@@ -429,7 +429,7 @@ class ProfileStore:
         embedder = self.embedder
         with self._read() as session:  # one read in the common case: every message already has its vector
             pk = user_pk(session, user_id)
-            lacking = pk is not None and bool(unembedded(session, pk, embedder, limit=1))
+            lacking = pk is not None and bool(unembedded(session, pk, embedder, first_only=True))
             evidence = None if pk is None or lacking else self._evidence(session, pk, embedder)
         if lacking:  # the embedder was switched since some messages were stored: embed them first
             pk = embed_missing(self._transactions, embedder, user_id)
