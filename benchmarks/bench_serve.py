@@ -9,10 +9,10 @@ and ``--max-batch 1`` (one request at a time: the same code path, one row per st
 measured in the same run, alternately, so they see the same machine load. Every client streams chat
 completions one after another for ``--seconds`` (greedy, ``--max-tokens`` tokens at most, a question of its own)
 through HTTP, as an application would, and finishes the answer it is in: a server under a steady load, not a
-burst that ends in a half-empty batch; TTFT is the time to the first piece of answer text, latency the time to the end of the stream.
-Throughput is all completion tokens (the server's own usage counts) over the wall time of the level. Each level
-runs ``--repeat`` times per mode, alternately (fresh users each time), and the run with the median throughput is
-reported: on a shared machine one burst of someone else's work should not decide a ratio.
+burst that ends in a half-empty batch. TTFT is the time to the first piece of answer text, latency the time to the
+end of the stream. Throughput is all completion tokens (the server's own usage counts) over the wall time of the
+level. Each level runs ``--repeat`` times per mode, alternately (fresh users each time), and the run with the median
+throughput is reported: on a shared machine one burst of someone else's work should not decide a ratio.
 
 A second table measures the scheduler alone, in this process, with no HTTP and no profile store: what batching
 buys the decoding itself (``scheduler_levels``).
@@ -142,7 +142,9 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_level(url: str, key: str, clients: int, seconds: float, max_tokens: int, tag: str, pid: int | None = None) -> dict:
+def run_level(
+    url: str, key: str, clients: int, seconds: float, max_tokens: int, tag: str, pid: int | None = None
+) -> dict:
     """``clients`` clients, each streaming one completion after another (a question of its own each time) until
     ``seconds`` have passed; the level ends when the last one's answer has ended. Throughput is every completion
     token over that whole wall time, the wind-down included (the last answers run in a shrinking batch)."""

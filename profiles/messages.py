@@ -9,10 +9,10 @@ A user forgotten while the embedding ran is not re-created (``ensure_user``'s ``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from profiles.embedders import Embedder, encode_in_batches
@@ -34,12 +34,12 @@ Progress = Callable[[int], None]
 
 
 # Built once (Core statements, bound parameters): every chat call runs them (see ``transactions``).
-_CONVERSATIONS = Conversation.__table__
-_MESSAGES = Message.__table__
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_MESSAGES = cast(Table, Message.__table__)
 _CONVERSATION_OWNER = select(_CONVERSATIONS.c.user_id).where(_CONVERSATIONS.c.id == bindparam("id"))
 _NEW_CONVERSATION = insert(_CONVERSATIONS).returning(_CONVERSATIONS.c.id)
 _NEW_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
-_NEW_EMBEDDINGS = insert(MessageEmbedding.__table__)
+_NEW_EMBEDDINGS = insert(cast(Table, MessageEmbedding.__table__))
 
 
 def check_role(role: str) -> str:

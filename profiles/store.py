@@ -457,13 +457,15 @@ class ProfileStore:
             texts=lambda ids: self._texts(pk, ids),
         )
 
-    def _evidence(self, session: Session, pk: int, embedder: Embedder) -> tuple[list[Any], list[Feedback], dict]:
+    def _evidence(
+        self, session: Session, pk: int, embedder: Embedder
+    ) -> tuple[list[Any], list[Feedback], dict[str, str]]:
         """What inference reads about a user: their latest messages' vectors, their feedback, their settings."""
         rows = session.execute(
             _EVIDENCE_MESSAGES, {"pk": pk, "embedder": embedder.name, "limit": self.inference_settings.max_messages}
-        ).all()
+        )
         feedback = list(session.execute(_USER_FEEDBACK, {"pk": pk}).scalars())
-        return rows, feedback, _explicit(session, pk)
+        return list(rows), feedback, _explicit(session, pk)
 
     def _texts(self, pk: int, message_ids: list[int]) -> dict[int, str]:
         with self._read() as session:

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, insert, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 
@@ -89,8 +89,8 @@ def from_db_time(value: datetime) -> datetime:
 
 # The statements every chat call runs, built once: Core statements on the tables (no ORM compile step) with bound
 # parameters, so a call pays for executing them, not for building and compiling them again.
-_USERS = User.__table__
-_STATE = StoreState.__table__
+_USERS = cast(Table, User.__table__)
+_STATE = cast(Table, StoreState.__table__)
 _USER_PK = select(_USERS.c.id).where(_USERS.c.name == bindparam("name"))
 _NEW_USER = insert(_USERS).returning(_USERS.c.id)
 _NEXT_GENERATION = (

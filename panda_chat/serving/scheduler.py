@@ -515,11 +515,11 @@ class BatchScheduler:
         """lambda(x, t) per row (B,): constants as they are; a lambda function is called once for all the rows
         that use it at the same step (rows that joined together), on their stacked contexts, or once for all its
         rows when it takes each row's own step (``at_steps``, as ``LearnedLambda`` does)."""
-        values = torch.tensor([float(row.job.request.lam) if _constant(row.job.request.lam) else 0.0 for row in rows])
+        values = torch.tensor([_constant(row.job.request.lam) for row in rows])
         groups: dict[tuple, list[int]] = {}
         for i, row in enumerate(rows):
             lam = row.job.request.lam
-            if not _constant(lam):
+            if not isinstance(lam, (int, float)):
                 features = row.context.preference_features
                 step = None if hasattr(lam, "at_steps") else row.step
                 groups.setdefault((id(lam), step, None if features is None else features.shape[1]), []).append(i)
@@ -604,5 +604,6 @@ class BatchScheduler:
         )
 
 
-def _constant(lam: object) -> bool:
-    return isinstance(lam, (int, float))
+def _constant(lam: float | LambdaFunction) -> float:
+    """A constant lambda's value; 0.0 for a lambda function (its rows are filled in by calling it)."""
+    return float(lam) if isinstance(lam, (int, float)) else 0.0
