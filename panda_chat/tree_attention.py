@@ -161,7 +161,7 @@ def keep_chosen_candidate(cache: DynamicCache, prefix_length: int, chosen: torch
     rows take one gather per layer.
     """
     batch = chosen.shape[0]
-    first = int(chosen[0]) if batch == 1 else None  # the decoder has read the choice already: no extra device sync
+    first = int(chosen[0]) if batch == 1 else None  # a host read the decoder makes at every step anyway
     index = None
     for layer in cache.layers:
         for name in ("keys", "values"):
