@@ -7,7 +7,8 @@
    demo base LM, from the shipped style corpus.
 2. **Speed**: `ChatPanda` steering a user with explicit preferences on all three dimensions (six bootstrapped heads
    weighted) vs `personalize=False`, on that non-demo model, greedy, 64 new tokens; runs interleaved, the fastest
-   of each kept. Ratio of output tokens per second.
+   of each kept. Ratio of output tokens per second (and of the medians, with the load average before and after: the
+   machine may be shared).
 3. **Partial-answer accuracy, before/after**: on the demo base LM, per pole, a head trained the old way
    (`train_reward_head`: complete answers plus answers cut after some words, linear) against a token-level head
    (`bootstrap_heads`), on the same number of corpus pairs, both measured on held-out topics at every token prefix
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -68,19 +71,28 @@ def chat_speed(model_dir: Path, db: Path, rounds: int, tokens: int) -> dict:
         store.set_preference("ann", dimension, pole)
     common = dict(model=str(model_dir), store=store, user_id="ann", max_tokens=tokens, device="cpu", record=False)
     runs = {"personalised": ChatPanda(**common), "personalize=False": ChatPanda(**common, personalize=False)}
-    best: dict[str, float] = {}
+    rates: dict[str, list[float]] = {label: [] for label in runs}
     kinds = None
+    load_before = os.getloadavg()[0]
     for _ in range(rounds):
         for label, llm in runs.items():
             started = time.perf_counter()
             answer = llm.invoke("How does a bicycle stay upright?")
             seconds = time.perf_counter() - started
-            rate = answer.usage_metadata["output_tokens"] / seconds
-            best[label] = max(best.get(label, 0.0), rate)
+            rates[label].append(answer.usage_metadata["output_tokens"] / seconds)
             if label == "personalised":
                 kinds = answer.response_metadata["personalization"]["reward_kinds"]
     store.close()
-    return {"tok_s": best, "ratio": best["personalised"] / best["personalize=False"], "reward_kinds": kinds}
+    best = {label: max(values) for label, values in rates.items()}
+    median = {label: statistics.median(values) for label, values in rates.items()}
+    return {
+        "tok_s": best,
+        "ratio": best["personalised"] / best["personalize=False"],
+        # the machine is shared: the median of the rounds and the load say how much the best-of ratio can be trusted
+        "ratio_median": median["personalised"] / median["personalize=False"],
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "reward_kinds": kinds,
+    }
 
 
 def partial_accuracy(pairs: int) -> list[dict]:
@@ -164,7 +176,11 @@ def main() -> None:
         print(f"bootstrap: {result['bootstrap_s']}", flush=True)
         result["speed"] = chat_speed(other, root / "p.db", args.rounds, 64)
         speed = result["speed"]
-        print(f"ChatPanda tok/s: {speed['tok_s']}; ratio {speed['ratio']:.2f} ({speed['reward_kinds']})", flush=True)
+        print(
+            f"ChatPanda tok/s: {speed['tok_s']}; ratio {speed['ratio']:.2f} (median {speed['ratio_median']:.2f}, "
+            f"load {speed['load_average']}) ({speed['reward_kinds']})",
+            flush=True,
+        )
     if not args.skip_accuracy:
         print("partial-answer accuracy on held-out topics, old heads -> token-level heads:", flush=True)
         result["accuracy"] = partial_accuracy(args.pairs)

@@ -111,11 +111,11 @@ class SharedPrefix:
         if window is not None:
             too_old = torch.arange(prefix_len, device=device) <= prefix_len - window
             hidden = hidden | too_old[None, :]
-        prefix = torch.zeros(batch, 1, 1, prefix_len, dtype=dtype, device=device)
-        prefix.masked_fill_(hidden[:, None, None, :], blocked)
-        own = torch.full((k, k), blocked, dtype=dtype, device=device)
-        own.fill_diagonal_(0.0)
-        return torch.cat([prefix.expand(batch, 1, k, prefix_len), own.expand(batch, 1, k, k)], dim=-1)
+        # Filled in place (one allocation, two masked fills): this runs at every step of personalised decoding.
+        mask = torch.zeros(batch, 1, k, prefix_len + k, dtype=dtype, device=device)
+        mask[..., :prefix_len].masked_fill_(hidden[:, None, None, :], blocked)
+        mask[..., prefix_len:].masked_fill_(~torch.eye(k, dtype=torch.bool, device=device), blocked)
+        return mask
 
     def tree_inputs(
         self, k: int, dtype: torch.dtype, windows: dict[str, int | None] | None = None
@@ -156,16 +156,24 @@ def keep_chosen_candidate(cache: DynamicCache, prefix_length: int, chosen: torch
     """After a tree forward (cache = prefix + k candidates), keep only each row's ``chosen`` candidate.
 
     The chosen entry is copied into slot ``prefix_length`` (the first candidate slot) and the cache is cropped to
-    ``prefix_length + 1``: one small gather per layer, no re-allocation of the prefix (the crop is a view).
+    ``prefix_length + 1`` (a view: no re-allocation of the prefix). It runs at every personalised step, so it is
+    lean: one row (a chat turn) copies one slot per layer, and nothing when the first candidate was chosen; several
+    rows take one gather per layer.
     """
     batch = chosen.shape[0]
-    slots = (prefix_length + chosen).view(batch, 1, 1, 1)
+    first = int(chosen[0]) if batch == 1 else None  # a host read the decoder makes at every step anyway
+    index = None
     for layer in cache.layers:
         for name in ("keys", "values"):
             states = getattr(layer, name)  # (B, kv_heads, P + k, head_dim)
-            index = slots.expand(batch, states.shape[1], 1, states.shape[3])
-            states[:, :, prefix_length : prefix_length + 1] = states.gather(2, index)
-            setattr(layer, name, states[:, :, : prefix_length + 1])
+            if first is None:
+                if index is None or index.shape[1:] != (states.shape[1], 1, states.shape[3]):
+                    slots = (prefix_length + chosen).view(batch, 1, 1, 1)
+                    index = slots.expand(batch, states.shape[1], 1, states.shape[3])
+                states.narrow(2, prefix_length, 1).copy_(states.gather(2, index))
+            elif first:
+                states.narrow(2, prefix_length, 1).copy_(states.narrow(2, prefix_length + first, 1))
+            setattr(layer, name, states.narrow(2, 0, prefix_length + 1))
 
 
 def cache_bytes(cache: DynamicCache) -> int:
