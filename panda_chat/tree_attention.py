@@ -55,10 +55,21 @@ def prefill_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return positions.clamp(min=0)
 
 
+# Per loaded model (weakly held: a process-wide registry, like the model registry): a server admits requests many
+# times a second, and reading the layer types from the config each time showed in its profile.
+_windows_of: weakref.WeakKeyDictionary[PreTrainedModel, dict[str, int | None] | None] = weakref.WeakKeyDictionary()
+
+
 def attention_windows(model: PreTrainedModel) -> dict[str, int | None] | None:
     """The attention kinds of the model's layers, read the way ``transformers`` builds its own cache for it:
     {"full_attention": None, "sliding_attention": window}. None when a layer uses a kind the tree mask cannot
     express (chunked, linear, ... attention), or the config cannot be read that way."""
+    if model not in _windows_of:
+        _windows_of[model] = _read_attention_windows(model)
+    return _windows_of[model]
+
+
+def _read_attention_windows(model: PreTrainedModel) -> dict[str, int | None] | None:
     try:
         layer_types, layer_kwargs = get_layer_types_and_kwargs(model.config.get_text_config(decoder=True))
     except (AttributeError, TypeError, ValueError):

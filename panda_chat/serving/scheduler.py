@@ -325,6 +325,9 @@ class BatchScheduler:
                 self._thread.start()
 
     def _loop(self) -> None:
+        # MKL keeps its thread count per thread: without this, this thread's matrix products use every core, whatever
+        # the process set (``--threads``), and compete with the request threads for them.
+        torch.set_num_threads(torch.get_num_threads())
         with torch.inference_mode():
             while True:
                 groups = self._take_waiting(block=not self._rows and not self._held)
