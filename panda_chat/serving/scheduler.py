@@ -153,27 +153,11 @@ class BatchScheduler:
     with a forward pass.
     """
 
-    def __init__(
-        self,
-        decoder: PandaDecoder,
-        *,
-        max_batch: int = 32,
-        lock: threading.RLock | None = None,
-        admit_together: int = 4,
-        admit_within_steps: int = 2,
-    ):
+    def __init__(self, decoder: PandaDecoder, *, max_batch: int = 32, lock: threading.RLock | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if admit_together < 1 or admit_within_steps < 0:
-            raise ValueError("admit_together must be >= 1 and admit_within_steps >= 0")
         self.decoder = decoder
         self.max_batch = max_batch
-        # While a batch runs, a newcomer waits up to ``admit_within_steps`` steps for ``admit_together`` requests
-        # (or the free rows) to arrive, so several prompts share one prefill and one cache merge: each admission
-        # stops every running row for a forward pass (``_admit``).
-        self.admit_together = admit_together
-        self.admit_within_steps = admit_within_steps
-        self._held: list[tuple[int, list[_Admitted]]] = []  # (the step it was taken at, group), admitted together
         self.lock = lock or threading.RLock()
         self.stats = SchedulerStats()
         self._waiting: queue.Queue[list[_Admitted] | None] = queue.Queue()
@@ -330,14 +314,10 @@ class BatchScheduler:
         torch.set_num_threads(torch.get_num_threads())
         with torch.inference_mode():
             while True:
-                groups = self._take_waiting(block=not self._rows and not self._held)
+                groups = self._take_waiting(block=not self._rows)
                 if groups is None:
-                    closed = RuntimeError("the scheduler was closed")
-                    for job in (job for _, group in self._held for job in group):
-                        job.end("error", closed)
-                    self._fail_all(closed)
+                    self._fail_all(RuntimeError("the scheduler was closed"))
                     return
-                groups = self._ready(groups)
                 try:
                     with self.lock:
                         self._drop_cancelled()
@@ -352,7 +332,7 @@ class BatchScheduler:
     def _take_waiting(self, block: bool) -> list[list[_Admitted]] | None:
         """Groups of requests to admit now (about the free rows; the rest wait). None when closing."""
         groups: list[list[_Admitted]] = []
-        free = self.max_batch - len(self._rows) - sum(len(group) for _, group in self._held)
+        free = self.max_batch - len(self._rows)
         if block:
             group = self._waiting.get()
             if group is None:
@@ -369,23 +349,6 @@ class BatchScheduler:
             groups.append(group)
             free -= len(group)
         return groups
-
-    def _ready(self, taken: list[list[_Admitted]]) -> list[list[_Admitted]]:
-        """The groups to admit at this step: all that wait, once the batch is empty, or ``admit_together`` of them
-        (or as many as there are free rows) wait, or the oldest has waited ``admit_within_steps`` steps."""
-        self._held.extend((self.stats.steps, group) for group in taken)
-        if not self._held:
-            return []
-        waiting = sum(len(group) for _, group in self._held)
-        free = self.max_batch - len(self._rows)
-        if (
-            not self._rows
-            or waiting >= min(self.admit_together, free)
-            or self.stats.steps - self._held[0][0] >= self.admit_within_steps
-        ):
-            groups, self._held = [group for _, group in self._held], []
-            return groups
-        return []
 
     def _fail_all(self, error: Exception) -> None:
         for row in self._rows:

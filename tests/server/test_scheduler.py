@@ -238,22 +238,3 @@ def test_bad_requests_fail_in_the_callers_thread(demo):
     with pytest.raises(ValueError, match="top_k"):
         scheduler.generate("hi", top_k=0)
     scheduler.close()
-
-
-def test_newcomers_to_a_running_batch_are_prefilled_together_within_a_few_steps(demo):
-    """While rows decode, a newcomer waits at most ``admit_within_steps`` steps for company, so several prompts share
-    one prefill; an idle scheduler admits at once, and a full group is admitted at once."""
-    decoder, _ = demo
-    scheduler = BatchScheduler(decoder, max_batch=8, admit_together=3, admit_within_steps=2)
-    assert scheduler._ready([["a"]]) == [["a"]]  # type: ignore[list-item]  # nothing running: at once
-    scheduler._rows = [object()] * 2  # type: ignore[list-item]  # a running batch
-    assert scheduler._ready([["b"]]) == []  # type: ignore[list-item]
-    scheduler.stats.steps += 1
-    assert scheduler._ready([["c"]]) == []  # type: ignore[list-item]
-    scheduler.stats.steps += 1  # b has waited two steps: b and c go in together
-    assert scheduler._ready([]) == [["b"], ["c"]]
-    assert scheduler._ready([["d"], ["e"], ["f"]]) == [["d"], ["e"], ["f"]]  # type: ignore[list-item]  # a full group
-    scheduler._rows = [object()] * 7  # type: ignore[list-item]  # one free row: no point in waiting
-    assert scheduler._ready([["g"]]) == [["g"]]  # type: ignore[list-item]
-    scheduler._rows = []
-    scheduler.close()
