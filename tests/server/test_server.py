@@ -209,6 +209,30 @@ def test_json_schema_response_format_gives_parseable_json(server):
     assert isinstance(json.loads(response.choices[0].message.content)["city"], str)
 
 
+def test_a_streamed_structured_answer_is_the_one_sent_whole(server):
+    """Streams that need LangChain's path (a response format, tools) send what the whole answer says."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    options = {
+        "max_tokens": 24,
+        "temperature": 0,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    }
+    whole = ask(server, "json-whole", "Name a city.", **options)
+    stream = client(server, server.keys["admin"]).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name a city."}],
+        user="json-streamed",
+        stream=True,
+        **options,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert finals[0].model_extra["personalization"]["user_id"] == "json-streamed"
+
+
 def test_profile_endpoints_feedback_export_and_forget(server):
     ask(server, "alice2", "I love detailed physics answers.", key="alice", max_tokens=8)
     base, headers = f"{server.base_url}/v1/profiles/alice2", {"Authorization": f"Bearer {server.keys['alice']}"}
