@@ -238,3 +238,47 @@ def test_bad_requests_fail_in_the_callers_thread(demo):
     with pytest.raises(ValueError, match="top_k"):
         scheduler.generate("hi", top_k=0)
     scheduler.close()
+
+
+def test_a_submitted_prompt_is_prefilled_in_the_callers_thread_while_the_batch_decodes(demo, monkeypatch):
+    """``submit`` runs the newcomer's prompt forward in the caller's thread, so the running rows are not stopped for
+    it; the scheduler thread only merges its cache rows at the next step. Answers stay those of a request alone."""
+    from panda_chat.decoding.base_model import BaseModelSession
+
+    decoder, heads = demo
+    threads_prefilling: list[str] = []
+    prefill = BaseModelSession.prefill
+
+    def spy(self, *args, **kwargs):
+        threads_prefilling.append(threading.current_thread().name)
+        return prefill(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseModelSession, "prefill", spy)
+    scheduler = BatchScheduler(decoder)
+    outputs: dict[int, object] = {}
+    done = threading.Semaphore(0)
+
+    def sink(index):
+        def receive(kind, value):
+            if kind != "piece":
+                outputs[index] = value
+                done.release()
+
+        return receive
+
+    def ask(index: int) -> None:
+        options = DecodingOptions(max_new_tokens=12, stop_at_eos=False)
+        request = DecodeRequest(prompt=PROMPTS[index], options=options, weights=WEIGHTS[index], lam=2.0, rewards=heads)
+        scheduler.submit(request, sink(index))
+
+    callers = [threading.Thread(target=ask, args=(i,), name=f"caller-{i}") for i in range(3)]
+    for caller in callers:
+        caller.start()
+        caller.join()
+    for _ in callers:
+        assert done.acquire(timeout=120)
+    assert sorted(threads_prefilling) == ["caller-0", "caller-1", "caller-2"]
+    for index in range(3):
+        alone = _alone(decoder, heads, index, max_new_tokens=12, stop_at_eos=False)
+        assert outputs[index].token_ids == alone.token_ids
+    scheduler.close()
