@@ -1,12 +1,11 @@
-"""One scheduler per model: the owner of its decoding, with continuous batching across requests.
+"""One scheduler per model: the only owner of its forward passes, with continuous batching across requests.
 
-Requests from any thread (HTTP handlers, ChatPanda calls) are ``submit``-ted; ``submit`` runs the prompt's forward
-(the prefill) in the caller's thread, so the running rows are not stopped for it (the weights are only read), and one
-scheduler thread runs the decode loop. At every step boundary it
+Requests from any thread (HTTP handlers, ChatPanda calls) are ``submit``-ted; one scheduler thread runs the decode
+loop. At every step boundary it
 
 1. drops rows whose request was cancelled (a client went away) or finished, and trims padding nobody needs;
-2. admits waiting requests: their cache rows are merged into the running batch (``batch_cache.merge``), up to
-   ``max_batch`` rows (``generate``'s prompts, which arrive together, are prefilled together here);
+2. admits waiting requests: they are prefilled together and their cache rows merged into the running batch
+   (``batch_cache.merge``), up to ``max_batch`` rows;
 3. runs ONE PANDA step for every row (``PandaDecoder``'s algorithm, per row: its own top-k, weights, lambda,
    temperature, seed, stop strings and token budget), and hands each row's new text to its request.
 
@@ -42,7 +41,7 @@ from panda_chat.decoding.outputs import GenerationOutput
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
-from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSession, RewardSource
+from panda_chat.rewards.base import CandidateBatch, RewardSession, RewardSource
 from panda_chat.rewards.heads import HeadReward
 from panda_chat.rewards.loading import RewardOrPath
 from panda_chat.serving import batch_cache
@@ -89,16 +88,6 @@ class RequestHandle:
 
 
 @dataclass
-class _Prefilled:
-    """One prompt's prefill: its own cache, the next-token logits and the lambda's prompt features."""
-
-    prompts: PromptBatch
-    policy: BaseModelSession
-    logits: torch.Tensor
-    prompt_features: torch.Tensor
-
-
-@dataclass
 class _Admitted:
     """A validated request waiting for the scheduler thread."""
 
@@ -111,7 +100,6 @@ class _Admitted:
     request: DecodeRequest
     preference_features: torch.Tensor | None  # (1, P)
     batchable: bool
-    prefilled: _Prefilled | None = None  # its prompt's forward, run in the caller's thread (``submit``)
     ended: bool = False
 
     def end(self, kind: EventKind, value: object) -> None:
@@ -192,19 +180,8 @@ class BatchScheduler:
         Setting ``cancelled`` (or cancelling the handle) frees the request's row at the next step.
         """
         job = self._prepare(request, sink, cancelled)
-        if job.batchable and self.max_batch > 1:
-            job.prefilled = self._prefill(job.prompt_ids)
         self._enqueue([job])
         return job.handle
-
-    def _prefill(self, prompt_ids: list[int]) -> _Prefilled:
-        """A newcomer's prompt forward, in the caller's thread: the running batch keeps decoding meanwhile (the
-        weights are only read, so the two forwards can overlap), and at the next step its cache rows are merged."""
-        with torch.inference_mode():
-            prompts = self.decoder.encode_prompts([prompt_ids])
-            policy = BaseModelSession(self.decoder.model)
-            logits, prompt_features = policy.prefill(prompts.input_ids, prompts.attention_mask)
-        return _Prefilled(prompts, policy, logits, prompt_features)
 
     def _enqueue(self, group: list[_Admitted]) -> None:
         self._ensure_thread()
@@ -409,29 +386,10 @@ class BatchScheduler:
                 self._run_alone(group)
         if not batched:
             return
-        rest = []
-        for job in batched:  # prefilled in their callers' threads (``submit``): one cache merge each
-            if job.prefilled is None:
-                rest.append(job)
-            else:
-                item, job.prefilled = job.prefilled, None  # the cache is the batch's from now on
-                self._join_prefilled([job], item.prompts, item.policy, item.logits, item.prompt_features)
-        if rest:  # the rest (``generate``'s prompts) in one padded prefill, here
-            prompts = self.decoder.encode_prompts([job.prompt_ids for job in rest])
-            policy = BaseModelSession(self.decoder.model)
-            logits, prompt_features = policy.prefill(prompts.input_ids, prompts.attention_mask)
-            self._join_prefilled(rest, prompts, policy, logits, prompt_features)
-
-    def _join_prefilled(
-        self,
-        batched: list[_Admitted],
-        prompts: PromptBatch,
-        policy: BaseModelSession,
-        logits: torch.Tensor,
-        prompt_features: torch.Tensor,
-    ) -> None:
-        """``batched``'s rows (prefilled together into ``policy``) join the running batch."""
         decoder = self.decoder
+        prompts = decoder.encode_prompts([job.prompt_ids for job in batched])
+        policy = BaseModelSession(decoder.model)
+        logits, prompt_features = policy.prefill(prompts.input_ids, prompts.attention_mask)
         if self._policy is not None and not batch_cache.can_merge(policy):
             for job in batched:  # this model's cache cannot be merged: one request at a time
                 self._run_alone([job])
