@@ -677,8 +677,7 @@ class ChatPanda(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         options = self._options(stop, kwargs)
-        runtime = self._runtime(options)
-        row = self._prepare(messages, options, runtime)
+        runtime, row = self._runtime_and_row(messages, options)
         answer = self._decode(runtime, [row], options, None, _cancelled)[0]
         return _chat_result(answer, *self._finish(row, answer, options))
 
@@ -693,8 +692,7 @@ class ChatPanda(BaseChatModel):
         if options.calls_tools:  # a tool call is known whole only once decoded: one chunk
             yield _as_chunk(self._generate(messages, stop, run_manager, **kwargs))
             return
-        runtime = self._runtime(options)
-        row = self._prepare(messages, options, runtime)
+        runtime, row = self._runtime_and_row(messages, options)
         items: queue.Queue = queue.Queue()
         cancelled = threading.Event()
         worker = threading.Thread(

@@ -95,17 +95,19 @@ def test_a_learned_lambda_gives_rows_at_different_steps_what_they_get_alone(demo
     scheduler = BatchScheduler(decoder)
     results: dict[int, object] = {}
 
+    def arguments(index: int) -> dict:
+        return {
+            "weights": WEIGHTS[index],
+            "rewards": heads,
+            "lam": lam,
+            "preference_features": features[index : index + 1],
+            "max_new_tokens": 16,
+            "stop_at_eos": False,
+        }
+
     def ask(index: int) -> None:
         time.sleep(0.05 * index)
-        results[index] = scheduler.generate(
-            PROMPTS[index],
-            weights=WEIGHTS[index],
-            rewards=heads,
-            lam=lam,
-            preference_features=features[index : index + 1],
-            max_new_tokens=16,
-            stop_at_eos=False,
-        )[0]
+        results[index] = scheduler.generate(PROMPTS[index], **arguments(index))[0]
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
     for thread in threads:
@@ -114,15 +116,7 @@ def test_a_learned_lambda_gives_rows_at_different_steps_what_they_get_alone(demo
         thread.join(timeout=120)
     assert scheduler.stats.max_rows > 1
     for index in range(4):
-        alone = decoder.generate(
-            PROMPTS[index],
-            weights=WEIGHTS[index],
-            rewards=heads,
-            lam=lam,
-            preference_features=features[index : index + 1],
-            max_new_tokens=16,
-            stop_at_eos=False,
-        )[0]
+        alone = decoder.generate(PROMPTS[index], **arguments(index))[0]
         assert results[index].token_ids == alone.token_ids
         assert results[index].lambdas == pytest.approx(alone.lambdas, abs=1e-5)
     scheduler.close()
