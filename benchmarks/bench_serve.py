@@ -125,6 +125,8 @@ def one_stream(
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
+            if "error" in chunk:  # the server ended the stream with an error: a benchmark of failures is no benchmark
+                raise RuntimeError(f"the server sent an error: {chunk['error']}")
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
             if ttft is None and chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
@@ -134,12 +136,19 @@ def one_stream(
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, all threads) a process has used so far; None where /proc is not there."""
+    """CPU time (user + system, all threads) a process and its children (the server's engine process) have used
+    so far; None where /proc is not there."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) or 0.0 for child in children)
 
 
 def run_level(
@@ -152,12 +161,18 @@ def run_level(
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
+    failures: list[str] = []
+
     def client(number: int) -> None:
         round_ = 0
         with httpx.Client(timeout=600) as http:  # one connection per client, kept alive (what an SDK does)
             while round_ == 0 or time.perf_counter() < deadline:
                 question = QUESTIONS[(number + round_) % len(QUESTIONS)]
-                measured = one_stream(url, key, f"{tag}-c{clients}-u{number}", question, max_tokens, http)
+                try:
+                    measured = one_stream(url, key, f"{tag}-c{clients}-u{number}", question, max_tokens, http)
+                except (RuntimeError, httpx.HTTPError) as error:
+                    failures.append(f"{type(error).__name__}: {error}")
+                    return
                 with lock:
                     results.append(measured)
                 round_ += 1
@@ -171,6 +186,8 @@ def run_level(
         thread.join()
     wall = time.perf_counter() - started
     cpu_after = cpu_seconds(pid) if pid is not None else None
+    if failures:
+        raise SystemExit(f"{len(failures)} of the {clients} clients failed; the first: {failures[0]}")
     ttfts, latencies = sorted(r[0] for r in results), sorted(r[1] for r in results)
     tokens = sum(r[2] for r in results)
     return {

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,8 +32,11 @@ from panda_chat.personalize import PoleRewards
 from panda_chat.registry import resolve_device, resolve_dtype, shared_registry
 from panda_chat.rewards.heads import BaseModelSignature
 from panda_chat.rewards.manifest import find_manifest
-from panda_chat.serving import BatchScheduler
+from panda_chat.serving import BatchScheduler, RequestScheduler
 from profiles import RewardSpec
+
+if TYPE_CHECKING:
+    from panda_chat.serving.engine_process import EngineClient
 
 PREP_SLOTS = 2  # requests prepared at once per model (see ``ModelRuntime.prep_slots``)
 
@@ -80,7 +84,7 @@ class ModelRuntime:
     defaults: ModelDefaults = field(default_factory=ModelDefaults)
     lock: threading.RLock = field(default_factory=threading.RLock)
     _pole_rewards: dict[str, PoleRewards] = field(default_factory=dict)
-    _scheduler: BatchScheduler | None = field(default=None, repr=False)
+    _scheduler: RequestScheduler | None = field(default=None, repr=False)
     _heads_checked: bool = False
     prep_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(PREP_SLOTS))
     """Calls preparing a request (profile reads and writes, prompt building) at once. More Python threads would
@@ -91,15 +95,47 @@ class ModelRuntime:
         return self.decoder.tokenizer
 
     @property
-    def scheduler(self) -> BatchScheduler:
+    def scheduler(self) -> RequestScheduler:
         """The model's one decode scheduler (``panda_chat.serving``): concurrent calls share its decoding steps.
-        It takes ``lock`` around each step, so never call it while holding ``lock``."""
+        In this process it takes ``lock`` around each step, so never call it while holding ``lock``."""
         if self._scheduler is not None:  # set once: no need to wait for the running step
             return self._scheduler
         with self.lock:
             if self._scheduler is None:
                 self._scheduler = BatchScheduler(self.decoder, lock=self.lock)
             return self._scheduler
+
+    def start_engine_process(self, max_batch: int) -> EngineClient:
+        """Move this model's decode loop to an engine process of its own (``panda_chat.serving.engine_process``);
+        ChatPanda's plain-text decodes then go there. Returns once the engine has loaded the model."""
+        from panda_chat.serving.engine_process import EngineClient, EngineSpec
+
+        model = self.decoder.model
+        spec = EngineSpec(
+            model=self.path,
+            device=str(self.decoder.device),
+            dtype=str(model.dtype).removeprefix("torch."),
+            max_batch=max_batch,
+            threads=torch.get_num_threads(),
+        )
+        client = EngineClient(spec, local=BatchScheduler(self.decoder, max_batch=max_batch, lock=self.lock))
+        with self.lock:
+            previous, self._scheduler = self._scheduler, client
+        if previous is not None:
+            previous.close()
+        return client
+
+    def stop_engine_process(self) -> None:
+        """Close the engine process (if any); decodes go back to a scheduler thread in this process."""
+        from panda_chat.serving.engine_process import EngineClient
+
+        with self.lock:
+            client = self._scheduler
+            if not isinstance(client, EngineClient):
+                return
+            self._scheduler = None
+        client.close()
+        client.local.close()
 
     def pole_rewards(self, embedder) -> PoleRewards:
         """The pole-reward cache for one embedder (the profile store's), created on first use."""

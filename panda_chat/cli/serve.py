@@ -26,6 +26,14 @@ from panda_chat.cli.options import db_option, device_option, dtype_option, embed
     help="Rows decoded together (1: one request at a time).",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["process", "thread"]),
+    default="process",
+    show_default=True,
+    help="Where the decode loop runs: an engine process of its own (faster under load; the weights load twice) "
+    "or a thread of the server process (one copy of the weights).",
+)
+@click.option(
     "--max-tokens",
     default=1024,
     show_default=True,
@@ -52,6 +60,7 @@ def serve(
     device: str,
     dtype: str,
     max_batch: int,
+    engine: str,
     max_tokens: int,
     max_prompt_tokens: int,
     max_body_bytes: int,
@@ -71,6 +80,7 @@ def serve(
         device=device,
         dtype=dtype,
         max_batch=max_batch,
+        engine=engine,
         max_tokens=max_tokens,
         max_prompt_tokens=max_prompt_tokens,
         max_body_bytes=max_body_bytes,

@@ -205,6 +205,21 @@ class HeadStack:
     def __len__(self) -> int:
         return len(self._heads)
 
+    def __getstate__(self) -> dict:
+        """Pickled as its heads (the serving engine process gets the stack this way); the lock, the per-thread
+        last result and the packed weights are made anew on the other side."""
+        with self._lock:
+            return {"heads": list(self._heads)}
+
+    def __setstate__(self, state: dict) -> None:
+        """Also updates a stack in place (the engine process's copy, when heads joined the original): under the
+        lock, so a step scoring at the same time packs either the old heads or the new ones, never a mix."""
+        if not hasattr(self, "_lock"):
+            self.__init__()  # type: ignore[misc]
+        with self._lock:
+            self._heads = list(state["heads"])
+            self._packed = None
+
     def add(self, head: RewardHead, name: str | None = None) -> HeadReward:
         """Put ``head`` in the stack; returns its reward source (scored through the stack)."""
         with self._lock:

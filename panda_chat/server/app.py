@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -64,6 +65,9 @@ class ServerSettings(BaseModel):
     device: str = "auto"
     dtype: str = "auto"
     max_batch: int = 32  # rows decoded together
+    # Where the decode loop runs: "process", an engine process of its own (its steps never wait for this process's
+    # GIL; the weights are loaded twice), or "thread", a thread of this process (one copy of the weights).
+    engine: Literal["process", "thread"] = "process"
     max_tokens: int = 1024  # the most tokens one request may ask for
     default_max_tokens: int = 256  # when a request does not say
     max_prompt_tokens: int = 4096
@@ -191,11 +195,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
         keys = await asyncio.to_thread(ApiKeys, store.url)
         llm = ChatPanda(model=settings.model, store=store, device=settings.device, dtype=settings.dtype)
         runtime = await asyncio.to_thread(llm._runtime, llm._options(None, {}))
-        runtime.scheduler.max_batch = settings.max_batch
+        if settings.engine == "process":
+            await asyncio.to_thread(runtime.start_engine_process, settings.max_batch)
+        else:
+            runtime.scheduler.max_batch = settings.max_batch
         state.update(store=store, keys=keys, llm=llm, runtime=runtime)
         try:
             yield
         finally:
+            await asyncio.to_thread(runtime.stop_engine_process)
             keys.close()
             store.close()
             sys.setswitchinterval(interval)
@@ -267,6 +275,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return {
             "status": "ok",
             "model": settings.model_id,
+            "engine": {"kind": settings.engine, "pid": getattr(scheduler, "pid", None) or os.getpid()},
             "running_rows": scheduler.running_rows,
             "steps": scheduler.stats.steps,
             "max_rows": scheduler.stats.max_rows,

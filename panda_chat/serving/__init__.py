@@ -1,7 +1,8 @@
 """Serving many requests on one model: the scheduler that owns its forward passes and batches requests continuously.
 
 ``BatchScheduler`` is used by ``ModelRuntime`` (so ChatPanda's concurrent calls share decoding steps) and by the
-HTTP server (``panda_chat.server``).
+HTTP server (``panda_chat.server``), which runs it in an engine process of its own by default
+(``engine_process.EngineClient``, the same ``RequestScheduler`` interface).
 """
 
 from panda_chat.serving.scheduler import (
@@ -9,7 +10,8 @@ from panda_chat.serving.scheduler import (
     DecodeRequest,
     RequestCancelled,
     RequestHandle,
+    RequestScheduler,
     SchedulerStats,
 )
 
-__all__ = ["BatchScheduler", "DecodeRequest", "RequestCancelled", "RequestHandle", "SchedulerStats"]
+__all__ = ["BatchScheduler", "DecodeRequest", "RequestCancelled", "RequestHandle", "RequestScheduler", "SchedulerStats"]

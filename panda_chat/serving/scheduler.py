@@ -24,9 +24,11 @@ a per-request generator seeded with the request's seed, so a seeded answer does 
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -46,6 +48,7 @@ from panda_chat.rewards.heads import HeadReward
 from panda_chat.rewards.loading import RewardOrPath
 from panda_chat.serving import batch_cache
 
+log = logging.getLogger("panda_chat.serving")
 EventKind = Literal["piece", "done", "error"]
 Sink = Callable[[EventKind, object], None]
 
@@ -145,7 +148,104 @@ class SchedulerStats:
     cancelled: int = 0
 
 
-class BatchScheduler:
+class RequestScheduler(ABC):
+    """What ChatPanda and the server decode through: requests in, text pieces and one output each out.
+
+    ``BatchScheduler`` runs the decode loop in a thread of this process; ``EngineClient``
+    (``panda_chat.serving.engine_process``) sends the requests to the same loop in a process of its own, whose
+    steps then never wait for this process's Python work (HTTP, the profile store) to give up the GIL.
+    """
+
+    max_batch: int
+    stats: SchedulerStats
+
+    @abstractmethod
+    def submit_group(
+        self, requests: Sequence[DecodeRequest], sinks: Sequence[Sink], cancelled: threading.Event | None = None
+    ) -> list[RequestHandle]:
+        """Validate and queue ``requests``; each sink gets its request's pieces, then "done" or "error"."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop decoding; requests still waiting or running get an error."""
+
+    @property
+    @abstractmethod
+    def running_rows(self) -> int:
+        """Rows in the running batch now."""
+
+    def submit(self, request: DecodeRequest, sink: Sink, cancelled: threading.Event | None = None) -> RequestHandle:
+        """One request (see ``submit_group``)."""
+        return self.submit_group([request], [sink], cancelled)[0]
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        weights: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
+        options: DecodingOptions | None = None,
+        lam: LambdaSpec = 1.0,
+        add_special_tokens: bool | None = None,
+        rewards: Mapping[str, RewardOrPath] | None = None,
+        preference_features: torch.Tensor | None = None,
+        on_token: Callable[[int, str], None] | None = None,
+        cancelled: threading.Event | None = None,
+        **overrides: Unpack[DecodingOverrides],
+    ) -> list[GenerationOutput]:
+        """``PandaDecoder.generate``'s contract, served by the scheduler: each prompt becomes one request that shares
+        steps with every other caller's. Blocks until all are done; ``on_token(row, piece)`` runs in this thread,
+        and an exception it raises cancels the call's requests (their rows are freed at the next step). Setting
+        ``cancelled`` frees them at the next step too, and this call then raises ``RequestCancelled``."""
+        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        count = len(texts)
+        per_weights = [weights] * count if weights is None or isinstance(weights, Mapping) else list(weights)
+        per_lam = list(lam) if isinstance(lam, Sequence) and not isinstance(lam, str) else [lam] * count
+        if len(per_weights) != count or len(per_lam) != count:
+            raise ValueError(f"give one weights dict and one lambda, or one per prompt ({count} prompts)")
+        if preference_features is not None and preference_features.shape[0] != count:
+            raise DecodingError("preference_features must have one row per prompt")
+        options = DecodingOptions.of(options, **overrides)
+        events: queue.Queue[tuple[int, EventKind, Any]] = queue.Queue()
+
+        def sink_of(row: int) -> Sink:
+            return lambda kind, value: events.put((row, kind, value))
+
+        requests = [
+            DecodeRequest(
+                prompt=text,
+                options=options,
+                weights=per_weights[row],
+                lam=per_lam[row],
+                rewards=dict(rewards or {}),
+                add_special_tokens=add_special_tokens,
+                preference_features=None if preference_features is None else preference_features[row].tolist(),
+            )
+            for row, text in enumerate(texts)
+        ]
+        handles = self.submit_group(requests, [sink_of(row) for row in range(count)], cancelled)
+        try:
+            outputs: list[GenerationOutput | None] = [None] * count
+            while any(output is None for output in outputs):
+                try:
+                    row, kind, value = events.get(timeout=0.05)
+                except queue.Empty:
+                    if cancelled is not None and cancelled.is_set():
+                        raise RequestCancelled("the caller cancelled this decode") from None
+                    continue
+                if kind == "piece":
+                    if on_token is not None:
+                        on_token(row, value)
+                elif kind == "done":
+                    outputs[row] = value
+                else:
+                    raise value
+            return cast(list[GenerationOutput], outputs)  # the loop above ends once every row has its output
+        finally:
+            for handle in handles:
+                handle.cancel()  # a no-op for finished requests; frees the others' rows on any early exit
+
+
+class BatchScheduler(RequestScheduler):
     """The owner of one ``PandaDecoder``'s forward passes (see the module docstring).
 
     ``max_batch`` caps the rows decoded together (1 decodes one request at a time: the benchmark's baseline).
@@ -172,16 +272,27 @@ class BatchScheduler:
 
     # ------------------------------------------------------------------------------------------------ public API
 
-    def submit(self, request: DecodeRequest, sink: Sink, cancelled: threading.Event | None = None) -> RequestHandle:
-        """Validate ``request`` (raising ``DecodingError``/``ValueError`` here, in the caller's thread) and queue it.
+    def submit_group(
+        self, requests: Sequence[DecodeRequest], sinks: Sequence[Sink], cancelled: threading.Event | None = None
+    ) -> list[RequestHandle]:
+        """Validate ``requests`` (raising ``DecodingError``/``ValueError`` here, in the caller's thread) and queue them.
 
-        ``sink(kind, value)`` is called from the scheduler thread with ("piece", str) as text becomes final, then
-        once with ("done", GenerationOutput) or ("error", exception). It must be quick and must not raise.
-        Setting ``cancelled`` (or cancelling the handle) frees the request's row at the next step.
+        Each ``sink(kind, value)`` is called from the scheduler thread with ("piece", str) as text becomes final,
+        then once with ("done", GenerationOutput) or ("error", exception). It must be quick and must not raise.
+        Setting ``cancelled`` (or cancelling a handle) frees the requests' rows at the next step. Requests whose
+        rewards cannot share a changing batch are decoded together, on their own (see the module docstring).
         """
-        job = self._prepare(request, sink, cancelled)
-        self._enqueue([job])
-        return job.handle
+        jobs = [self._prepare(request, sink, cancelled) for request, sink in zip(requests, sinks, strict=True)]
+        if all(job.batchable for job in jobs):
+            for job in jobs:
+                self._enqueue([job])
+        else:
+            self._enqueue(jobs)
+        return [job.handle for job in jobs]
+
+    def check(self, request: DecodeRequest) -> None:
+        """Raise what ``submit`` would raise for ``request`` (``DecodingError``/``ValueError``), queueing nothing."""
+        self._prepare(request, lambda kind, value: None)
 
     def _enqueue(self, group: list[_Admitted]) -> None:
         self._ensure_thread()
@@ -218,77 +329,6 @@ class BatchScheduler:
         )
         return job
 
-    def generate(
-        self,
-        prompts: str | Sequence[str],
-        *,
-        weights: Mapping[str, float] | Sequence[Mapping[str, float]] | None = None,
-        options: DecodingOptions | None = None,
-        lam: LambdaSpec = 1.0,
-        add_special_tokens: bool | None = None,
-        rewards: Mapping[str, RewardOrPath] | None = None,
-        preference_features: torch.Tensor | None = None,
-        on_token: Callable[[int, str], None] | None = None,
-        cancelled: threading.Event | None = None,
-        **overrides: Unpack[DecodingOverrides],
-    ) -> list[GenerationOutput]:
-        """``PandaDecoder.generate``'s contract, served by the scheduler: each prompt becomes one request that shares
-        steps with every other caller's. Blocks until all are done; ``on_token(row, piece)`` runs in this thread,
-        and an exception it raises cancels the call's requests (their rows are freed at the next step). Setting
-        ``cancelled`` frees them at the next step too, and this call then raises ``RequestCancelled``."""
-        texts = [prompts] if isinstance(prompts, str) else list(prompts)
-        count = len(texts)
-        per_weights = [weights] * count if weights is None or isinstance(weights, Mapping) else list(weights)
-        per_lam = list(lam) if isinstance(lam, Sequence) and not isinstance(lam, str) else [lam] * count
-        if len(per_weights) != count or len(per_lam) != count:
-            raise ValueError(f"give one weights dict and one lambda, or one per prompt ({count} prompts)")
-        if preference_features is not None and preference_features.shape[0] != count:
-            raise DecodingError("preference_features must have one row per prompt")
-        options = DecodingOptions.of(options, **overrides)
-        events: queue.Queue[tuple[int, EventKind, Any]] = queue.Queue()
-
-        def sink_of(row: int) -> Sink:
-            return lambda kind, value: events.put((row, kind, value))
-
-        jobs = []
-        for row, text in enumerate(texts):
-            request = DecodeRequest(
-                prompt=text,
-                options=options,
-                weights=per_weights[row],
-                lam=per_lam[row],
-                rewards=dict(rewards or {}),
-                add_special_tokens=add_special_tokens,
-                preference_features=None if preference_features is None else preference_features[row].tolist(),
-            )
-            jobs.append(self._prepare(request, sink_of(row), cancelled))
-        handles = [job.handle for job in jobs]
-        try:
-            if all(job.batchable for job in jobs):
-                for job in jobs:
-                    self._enqueue([job])
-            else:  # decoded together, on their own, as one padded batch (see the module docstring)
-                self._enqueue(jobs)
-            outputs: list[GenerationOutput | None] = [None] * count
-            while any(output is None for output in outputs):
-                try:
-                    row, kind, value = events.get(timeout=0.05)
-                except queue.Empty:
-                    if cancelled is not None and cancelled.is_set():
-                        raise RequestCancelled("the caller cancelled this decode") from None
-                    continue
-                if kind == "piece":
-                    if on_token is not None:
-                        on_token(row, value)
-                elif kind == "done":
-                    outputs[row] = value
-                else:
-                    raise value
-            return cast(list[GenerationOutput], outputs)  # the loop above ends once every row has its output
-        finally:
-            for handle in handles:
-                handle.cancel()  # a no-op for finished requests; frees the others' rows on any early exit
-
     def close(self) -> None:
         """Stop the scheduler thread after the current step; requests still waiting or running get an error."""
         self._closed = True
@@ -324,7 +364,8 @@ class BatchScheduler:
                         self._admit(groups)
                         if self._rows:
                             self._step()
-                except Exception as error:  # noqa: BLE001 - a failed step fails its rows; the loop serves on
+                except Exception as error:
+                    log.error("a decoding step failed; its rows get the error", exc_info=True)
                     self._fail_all(error)
                     for job in (job for group in groups for job in group):
                         job.end("error", error)

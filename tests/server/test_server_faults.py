@@ -4,7 +4,9 @@ steers the next answer from another, kill -9 mid-stream leaves no half-written t
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -65,8 +67,18 @@ def test_two_servers_writing_for_one_user_lose_nothing(pair, database):
     )
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` is alive (a zombie waiting to be reaped is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_kill_9_mid_stream_leaves_no_half_written_turn_and_a_restart_serves_on(pair, database, server_factory):
     first, _, headers = pair
+    engine = first.health()["engine"]
+    assert engine["kind"] == "process" and engine["pid"] != first.process.pid
     body = {"model": MODEL, "user": "frank", "stream": True, **LONG}
     with httpx.stream(
         "POST", f"{first.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60
@@ -80,8 +92,23 @@ def test_kill_9_mid_stream_leaves_no_half_written_turn_and_a_restart_serves_on(p
     with ProfileStore(database, embedder="hashing") as store:
         stored = store.messages("frank")
     assert [m.role for m in stored] == ["user"]  # the question is kept; no partial answer was written
+    deadline = time.monotonic() + 60
+    while _running(engine["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(engine["pid"])  # the server's engine process went with it
     restarted = server_factory(database)
     answer = chat(restarted, headers, "frank", "Are you back?")
     assert answer["choices"][0]["message"]["content"]
     with ProfileStore(database, embedder="hashing") as store:
         assert [m.role for m in store.messages("frank")] == ["user", "user", "assistant"]
+
+
+def test_the_thread_engine_serves_the_same_greedy_answers_as_the_engine_process(pair, database, server_factory):
+    _, second, headers = pair  # (the first one was killed above)
+    threaded = server_factory(database, "--engine", "thread")
+    assert threaded.health()["engine"] == {"kind": "thread", "pid": threaded.process.pid}
+    question = "How do magnets work?"
+    answers = [
+        chat(server, headers, f"gina-{n}", question, max_tokens=24) for n, server in enumerate((second, threaded))
+    ]
+    assert answers[0]["choices"][0]["message"]["content"] == answers[1]["choices"][0]["message"]["content"]
