@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,18 @@ def demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: 
 
 
 def run_demo(
-    n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: str | None, echo: Callable[..., None]
+    n_questions: int,
+    max_tokens: int,
+    seed: int,
+    heldout: bool,
+    embedder: str | None,
+    echo: Callable[..., None],
+    histories: Mapping[str, Sequence[str]] = DEMO_HISTORIES,
 ) -> dict:
-    """Run the demo, printing as it goes through ``echo``; returns the ``--json`` object."""
+    """Run the demo, printing as it goes through ``echo``; returns the ``--json`` object.
+
+    ``histories`` (user -> past messages) is the demo's two users unless a benchmark measures other personas
+    (``benchmarks/demo_personas.py``) through the very same questions, models and count."""
     from langchain_core.messages import HumanMessage
 
     from panda_chat.chat_model import ChatPanda
@@ -118,7 +127,7 @@ def run_demo(
             "ChatPanda with its default settings (every turn recorded, the model's own heads and lambda)\n"
         )
         inferred: dict[str, dict[str, str]] = {}
-        for user, history in DEMO_HISTORIES.items():
+        for user, history in histories.items():
             store.add_messages(user, [("user", text, None) for text in history])
             context = store.preferences(user)
             echo(f"== {user}: {len(history)} past messages")
@@ -140,7 +149,7 @@ def run_demo(
         unguided = ChatPanda(model=model_dir, store=store, personalize=False, record=False, max_tokens=max_tokens)
         steered = {
             user: ChatPanda(model=model_dir, user_id=user, store=store, max_tokens=max_tokens)
-            for user in DEMO_HISTORIES
+            for user in histories
         }  # the defaults: record=True, the model's manifest heads and lambda
         scorer = DemoRewardScorer(model_dir, demo_head_paths())
         shown = [pole for pole in POLES if pole in scorer.poles]
