@@ -1,14 +1,15 @@
 """Which two personas should `panda-chat demo` show? Every persona measured on many questions, not the demo's three.
 
-    PYTHONPATH=. python benchmarks/demo_personas.py [--demo-seeds 0,1,2] [--questions 8] [--corpus-seeds 1,2]
-        [--json benchmarks/results/demo_personas.json]
+    PYTHONPATH=. python benchmarks/demo_personas.py [--bank 2] [--demo-seeds 0,1,2] [--questions 8]
+        [--corpus-seeds 1,2] [--only NAME,NAME] [--json benchmarks/results/demo_personas_bank2.json]
 
 A persona is one pole per dimension (expertise elementary|expert, verbosity concise|detailed, tone friendly|formal);
 its history is three past requests per pole, each a clear signal of that pole alone, in the order expertise,
-verbosity, tone (the requests are ``POLE_REQUESTS``: the demo's ana wrote the elementary, concise and friendly ones
-and ben the first two of expert, detailed and formal). All eight personas, and the demo's ben as he is (six
-messages), are users of one run, and each is counted as the demo counts (``_dimensions_moved``: the reward margin of
-the inferred pole over its opposite grew vs the unguided answer on at least 2 of 3 dimensions):
+verbosity, tone, taken from ``BANKS[--bank]`` (bank 1: the requests of the demo's earlier users, plus one written per
+pole where they had two; bank 2: requests that the store reads as signalling their own pole only). All eight
+personas and the demo's own two users (``demo-ana``, ``demo-ben``) are users of one run, and each is counted as the
+demo counts (``_dimensions_moved``: the reward margin of the inferred pole over its opposite grew vs the unguided
+answer on at least 2 of 3 dimensions):
 
 - the demo itself (``run_demo``: ChatPanda with its defaults, every turn recorded) for each ``--demo-seeds`` seed;
 - the questions of ``benchmarks/demo_strength.py`` (``--questions`` per ``--corpus-seeds`` seed, the demo's seed-0
@@ -117,13 +118,13 @@ BANKS: dict[str, dict[str, tuple[str, str, str]]] = {
 
 
 def personas(bank: str) -> dict[str, tuple[str, ...]]:
-    """persona name (its poles joined by '-') -> history from ``BANKS[bank]``; plus the demo's ben as he is."""
+    """persona name (its poles joined by '-') -> history from ``BANKS[bank]``; plus the demo's own two users."""
     requests = BANKS[bank]
     out = {
         "-".join(poles): tuple(text for pole in poles for text in requests[pole])
         for poles in itertools.product(*DIMENSIONS.values())
     }
-    out["ben-today"] = DEMO_HISTORIES["ben"]
+    out.update({f"demo-{user}": history for user, history in DEMO_HISTORIES.items()})
     return out
 
 
@@ -137,12 +138,25 @@ def wrong_way(own: dict[str, float], unguided: dict[str, float], inferred: dict[
     return flipped
 
 
-def tally(counts: dict, own_text: str, unguided_text: str, own: dict, unguided: dict, inferred: dict) -> None:
+def tally(
+    counts: dict,
+    flagged: list,
+    question: str,
+    own_text: str,
+    unguided_text: str,
+    own: dict,
+    unguided: dict,
+    inferred: dict,
+) -> None:
+    """Count one personalised answer; a repetition or a wrong-way flip is also listed in ``flagged`` to be read."""
+    flipped = wrong_way(own, unguided, inferred)
     counts["answers"] += 1
     counts["moved"] += len(_dimensions_moved(own, unguided, inferred, DIMENSIONS)) >= 2
     counts["unchanged"] += own_text == unguided_text
     counts["repeats"] += repeats(own_text)
-    counts["wrong_way"] += bool(wrong_way(own, unguided, inferred))
+    counts["wrong_way"] += bool(flipped)
+    if flipped or repeats(own_text):
+        flagged.append({"question": question, "text": own_text, "wrong_way": flipped, "repeats": repeats(own_text)})
 
 
 def main() -> None:
@@ -160,7 +174,7 @@ def main() -> None:
     if args.only:
         users = {name: users[name] for name in args.only.split(",")}
     fresh = {"answers": 0, "moved": 0, "unchanged": 0, "repeats": 0, "wrong_way": 0}
-    report: dict = {name: {"inferred": None, "demo": {}, "other": dict(fresh)} for name in users}
+    report: dict = {name: {"inferred": None, "demo": {}, "other": dict(fresh), "flagged": []} for name in users}
     leaning = dict.fromkeys((poles[0] for poles in DIMENSIONS.values()), 0)  # unguided answers leaning there
     asked = 0
 
@@ -180,7 +194,16 @@ def main() -> None:
                 report[name]["inferred"] = inferred[name]
                 counts = report[name]["demo"].setdefault(str(seed), dict(fresh))
                 own = answers[name]
-                tally(counts, own["text"], base["text"], own["rewards"], base["rewards"], inferred[name])
+                tally(
+                    counts,
+                    report[name]["flagged"],
+                    question["question"],
+                    own["text"],
+                    base["text"],
+                    own["rewards"],
+                    base["rewards"],
+                    inferred[name],
+                )
         print(f"demo seed {seed}: " + ", ".join(f"{n} {report[n]['demo'][str(seed)]['moved']}" for n in users))
 
     questions = other_questions(args.questions, [int(s) for s in args.corpus_seeds.split(",")])
@@ -202,6 +225,8 @@ def main() -> None:
                 own = scorer.score(question, answer)
                 tally(
                     report[name]["other"],
+                    report[name]["flagged"],
+                    question,
                     answer,
                     unguided[question],
                     own,

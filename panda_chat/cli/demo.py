@@ -26,28 +26,34 @@ import click
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.options import embedder_option, json_option
 
-# user -> their past messages, each a clear signal of one preference the user holds (ana: elementary, concise,
-# friendly; ben: expert, detailed, formal). Ana's are three per preference: her requests are short, and a short
-# request carries less style evidence than one of ben's long ones.
+# user -> their past messages, three clear requests per preference. Each user wants something the demo LM does not
+# do unguided: on its trained topics it answers elementary, concise and friendly (25 of 25 unguided answers concise
+# and friendly, 22 elementary, in `benchmarks/demo_personas.py`), so a user who wants that has nothing to show. ana
+# is a beginner who wants thorough, courteous answers (elementary, detailed, formal); ben a professional who wants
+# them short and courteous (expert, concise, formal). The pair was chosen over many questions, not the demo's
+# three (table in benchmarks/README.md).
 DEMO_HISTORIES: dict[str, tuple[str, ...]] = {
     "ana": (
         "Can you explain photosynthesis like I'm five?",
         "Explain it to me like I'm a total newbie, no jargon please: what is a computer virus?",
-        "I'm a complete beginner in cooking, please keep it simple: why does bread dough rise?",
-        "Give me the bottom line, no background: is coffee bad for you?",
-        "What is a vaccine, in one line?",
-        "Just give me the answer, no explanation: what is a mortgage?",
-        "hey!! thanks so much, you're awesome :) what's a black hole?",
-        "omg you're the best, thank you!! :D why is the sky blue?",
-        "Aww thanks, you're so helpful! what makes popcorn pop?",
+        "I'm a total beginner, keep it simple: why does bread dough rise?",
+        "Walk me through how a car engine works, every step, with examples.",
+        "I want the full, thorough explanation of how vaccines work.",
+        "Give me the long explanation with all the background: why did the Roman Empire fall?",
+        "Dear assistant, would you kindly explain what the stock market is?",
+        "Good morning. Could you kindly explain what inflation is?",
+        "Good afternoon. Could you please explain what a pension is? With kind regards.",
     ),
     "ben": (
         "Skip the basics, I work in machine learning professionally. What exactly is overfitting?",
-        "Give me the rigorous version of how DNS resolution works, with the relevant technical details.",
-        "Please walk me through gradient descent step by step, with examples, and don't leave anything out.",
-        "I want the full, thorough explanation of how vaccines work.",
-        "Dear assistant, I would be grateful for a formal summary of how interest rates work.",
-        "Kindly provide a professional overview of the stock market.",
+        "Use the precise technical terms, I'm a structural engineer: why do bridges have expansion joints?",
+        "Assume graduate-level chemistry: what is the rate-limiting step of the Maillard reaction?",
+        "What is a vaccine, in one sentence?",
+        "Too long last time, give me the short version: what is a mortgage?",
+        "Give me the bottom line, no background: is coffee bad for you?",
+        "Good morning. Would you be so kind as to explain what a bond yield is?",
+        "Good evening. Could you kindly tell me what a central bank does? Many thanks.",
+        "Dear assistant, could you please explain what a patent is? With kind regards.",
     ),
 }
 _WIDTH = 100
@@ -148,8 +154,7 @@ def run_demo(
 
         unguided = ChatPanda(model=model_dir, store=store, personalize=False, record=False, max_tokens=max_tokens)
         steered = {
-            user: ChatPanda(model=model_dir, user_id=user, store=store, max_tokens=max_tokens)
-            for user in histories
+            user: ChatPanda(model=model_dir, user_id=user, store=store, max_tokens=max_tokens) for user in histories
         }  # the defaults: record=True, the model's manifest heads and lambda
         scorer = DemoRewardScorer(model_dir, demo_head_paths())
         shown = [pole for pole in POLES if pole in scorer.poles]
