@@ -1,6 +1,6 @@
 """``panda-chat demo``: the product working in a minute, offline, on the embedded demo models.
 
-Two users get short conversation histories that imply opposite preferences, in a temporary profile store. Both then
+Two users get short conversation histories that imply different preferences, in a temporary profile store. Both then
 ask the same questions through ``ChatPanda`` with its default settings. For each question the demo prints the
 unguided answer (the base model alone), each user's PANDA answer, and every answer's rewards (calibrated, so 0 is an
 average answer and +1 is one standard deviation toward the pole). Before that, it prints what the store inferred
