@@ -37,6 +37,18 @@ def repeats(text: str) -> bool:
     )
 
 
+def other_questions(per_seed: int, corpus_seeds: list[int]) -> list[str]:
+    """``per_seed`` training-topic prompts of each ``DialogueCorpus(seed)``, the demo's own (seed 0) removed."""
+    demo_questions = set(DialogueCorpus(0).prompts(3, split="train"))
+    return [
+        question
+        for seed in corpus_seeds
+        for question in [
+            q for q in DialogueCorpus(seed).prompts(per_seed + 3, split="train") if q not in demo_questions
+        ][:per_seed]
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strengths", default="1,1.5,2")
@@ -45,14 +57,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    demo_questions = set(DialogueCorpus(0).prompts(3, split="train"))
-    questions = [
-        question
-        for seed in (int(s) for s in args.corpus_seeds.split(","))
-        for question in [
-            q for q in DialogueCorpus(seed).prompts(args.questions + 3, split="train") if q not in demo_questions
-        ][: args.questions]
-    ]
+    questions = other_questions(args.questions, [int(s) for s in args.corpus_seeds.split(",")])
     model_dir = str(demo_model_dir())
     with tempfile.TemporaryDirectory() as scratch:
         store = ProfileStore(Path(scratch) / "profiles.sqlite", catalog=demo_catalog())

@@ -34,7 +34,7 @@ def test_default_chat_panda_steers_a_user_with_history(store):
     personalization = answer.response_metadata["personalization"]
     assert personalization["mode"] == "steered"
     tops = {name: dim["top_pole"] for name, dim in personalization["dimensions"].items()}
-    assert tops == {"expertise": "elementary", "verbosity": "concise", "tone": "friendly"}
+    assert tops == {"expertise": "elementary", "verbosity": "detailed", "tone": "formal"}
     # the question was recorded, and is not what the preferences were inferred from
     assert next(m.text for m in store.conversation_messages(answer.response_metadata["conversation_id"])) == QUESTION
     new_user = ChatPanda(store=store, user_id="nobody", max_tokens=24, device="cpu").invoke([HumanMessage(QUESTION)])

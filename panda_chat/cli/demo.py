@@ -1,6 +1,6 @@
 """``panda-chat demo``: the product working in a minute, offline, on the embedded demo models.
 
-Two users get short conversation histories that imply opposite preferences, in a temporary profile store. Both then
+Two users get short conversation histories that imply different preferences, in a temporary profile store. Both then
 ask the same questions through ``ChatPanda`` with its default settings. For each question the demo prints the
 unguided answer (the base model alone), each user's PANDA answer, and every answer's rewards (calibrated, so 0 is an
 average answer and +1 is one standard deviation toward the pole). Before that, it prints what the store inferred
@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +26,34 @@ import click
 from panda_chat.cli.errors import friendly_errors
 from panda_chat.cli.options import embedder_option, json_option
 
-# user -> their past messages, each a clear signal of one preference the user holds (ana: elementary, concise,
-# friendly; ben: expert, detailed, formal). Ana's are three per preference: her requests are short, and a short
-# request carries less style evidence than one of ben's long ones.
+# user -> their past messages, three clear requests per preference. Each user wants something the demo LM does not
+# do unguided: on its trained topics it answers elementary, concise and friendly (25 of 25 unguided answers concise
+# and friendly, 22 elementary, in `benchmarks/demo_personas.py`), so a user who wants that has nothing to show. ana
+# is a beginner who wants thorough, courteous answers (elementary, detailed, formal); ben a professional who wants
+# them short and courteous (expert, concise, formal). The pair was chosen over many questions, not the demo's
+# three (table in benchmarks/README.md).
 DEMO_HISTORIES: dict[str, tuple[str, ...]] = {
     "ana": (
         "Can you explain photosynthesis like I'm five?",
         "Explain it to me like I'm a total newbie, no jargon please: what is a computer virus?",
-        "I'm a complete beginner in cooking, please keep it simple: why does bread dough rise?",
-        "Give me the bottom line, no background: is coffee bad for you?",
-        "What is a vaccine, in one line?",
-        "Just give me the answer, no explanation: what is a mortgage?",
-        "hey!! thanks so much, you're awesome :) what's a black hole?",
-        "omg you're the best, thank you!! :D why is the sky blue?",
-        "Aww thanks, you're so helpful! what makes popcorn pop?",
+        "I'm a total beginner, keep it simple: why does bread dough rise?",
+        "Walk me through how a car engine works, every step, with examples.",
+        "I want the full, thorough explanation of how vaccines work.",
+        "Give me the long explanation with all the background: why did the Roman Empire fall?",
+        "Dear assistant, would you kindly explain what the stock market is?",
+        "Good morning. Could you kindly explain what inflation is?",
+        "Good afternoon. Could you please explain what a pension is? With kind regards.",
     ),
     "ben": (
         "Skip the basics, I work in machine learning professionally. What exactly is overfitting?",
-        "Give me the rigorous version of how DNS resolution works, with the relevant technical details.",
-        "Please walk me through gradient descent step by step, with examples, and don't leave anything out.",
-        "I want the full, thorough explanation of how vaccines work.",
-        "Dear assistant, I would be grateful for a formal summary of how interest rates work.",
-        "Kindly provide a professional overview of the stock market.",
+        "Use the precise technical terms, I'm a structural engineer: why do bridges have expansion joints?",
+        "Assume graduate-level chemistry: what is the rate-limiting step of the Maillard reaction?",
+        "What is a vaccine, in one sentence?",
+        "Too long last time, give me the short version: what is a mortgage?",
+        "Give me the bottom line, no background: is coffee bad for you?",
+        "Good morning. Would you be so kind as to explain what a bond yield is?",
+        "Good evening. Could you kindly tell me what a central bank does? Many thanks.",
+        "Dear assistant, could you please explain what a patent is? With kind regards.",
     ),
 }
 _WIDTH = 100
@@ -93,9 +99,18 @@ def demo(n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: 
 
 
 def run_demo(
-    n_questions: int, max_tokens: int, seed: int, heldout: bool, embedder: str | None, echo: Callable[..., None]
+    n_questions: int,
+    max_tokens: int,
+    seed: int,
+    heldout: bool,
+    embedder: str | None,
+    echo: Callable[..., None],
+    histories: Mapping[str, Sequence[str]] = DEMO_HISTORIES,
 ) -> dict:
-    """Run the demo, printing as it goes through ``echo``; returns the ``--json`` object."""
+    """Run the demo, printing as it goes through ``echo``; returns the ``--json`` object.
+
+    ``histories`` (user -> past messages) is the demo's two users unless a benchmark measures other personas
+    (``benchmarks/demo_personas.py``) through the very same questions, models and count."""
     from langchain_core.messages import HumanMessage
 
     from panda_chat.chat_model import ChatPanda
@@ -118,7 +133,7 @@ def run_demo(
             "ChatPanda with its default settings (every turn recorded, the model's own heads and lambda)\n"
         )
         inferred: dict[str, dict[str, str]] = {}
-        for user, history in DEMO_HISTORIES.items():
+        for user, history in histories.items():
             store.add_messages(user, [("user", text, None) for text in history])
             context = store.preferences(user)
             echo(f"== {user}: {len(history)} past messages")
@@ -139,8 +154,7 @@ def run_demo(
 
         unguided = ChatPanda(model=model_dir, store=store, personalize=False, record=False, max_tokens=max_tokens)
         steered = {
-            user: ChatPanda(model=model_dir, user_id=user, store=store, max_tokens=max_tokens)
-            for user in DEMO_HISTORIES
+            user: ChatPanda(model=model_dir, user_id=user, store=store, max_tokens=max_tokens) for user in histories
         }  # the defaults: record=True, the model's manifest heads and lambda
         scorer = DemoRewardScorer(model_dir, demo_head_paths())
         shown = [pole for pole in POLES if pole in scorer.poles]

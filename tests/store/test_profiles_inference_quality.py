@@ -26,7 +26,7 @@ from profiles.inference import NEUTRAL_TEXTS, PreferenceInference
 MIN_ACCURACY = {"expertise": 0.8, "verbosity": 0.75, "tone": 0.9}
 MAX_NEUTRAL_STRENGTH = 0.3  # mean over the neutral questions, per dimension
 
-# The six past messages of each user in ``panda-chat demo``: the test guards what the demo shows. (Tests may import
+# The nine past messages of each user in ``panda-chat demo``: the test guards what the demo shows. (Tests may import
 # panda_chat; the ``profiles`` package itself never does.)
 ANA = DEMO_HISTORIES["ana"]
 BEN = DEMO_HISTORIES["ben"]
@@ -91,8 +91,9 @@ def _top_poles(store: ProfileStore, user: str, history: tuple[str, ...]) -> dict
 
 
 def test_the_demo_users_get_the_preferences_their_messages_show(real_store: ProfileStore) -> None:
-    assert _top_poles(real_store, "ana", ANA) == {"expertise": "elementary", "verbosity": "concise", "tone": "friendly"}
-    assert _top_poles(real_store, "ben", BEN) == {"expertise": "expert", "verbosity": "detailed", "tone": "formal"}
+    # ana asks like a beginner, for the long version, courteously; ben like a professional, for the short one
+    assert _top_poles(real_store, "ana", ANA) == {"expertise": "elementary", "verbosity": "detailed", "tone": "formal"}
+    assert _top_poles(real_store, "ben", BEN) == {"expertise": "expert", "verbosity": "concise", "tone": "formal"}
 
 
 def test_short_answer_requests_in_a_friendly_tone_infer_concise(real_store: ProfileStore) -> None:
