@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import pickle
 import queue
@@ -56,6 +57,7 @@ from panda_chat.serving.scheduler import (
     Sink,
 )
 
+log = logging.getLogger("panda_chat.serving")
 START_TIMEOUT_S = 600.0  # loading the model in the engine process (a large model from disk can take minutes)
 _POLL_S = 0.05  # how often the reader looks for cancelled requests when no event arrives
 # Sent once and then by key (see the module docstring); anything else a request holds is sent by value each time.
@@ -64,6 +66,11 @@ _MIRRORED = (RewardSource, HeadStack, torch.nn.Module, ExponentialDecayLambda, L
 
 class EngineProcessError(RuntimeError):
     """The engine process failed to start, or exited while it held requests."""
+
+
+class _Unreadable(EngineProcessError):
+    """The engine could not unpickle a request (e.g. its reward's class is not importable there): this process
+    decodes it instead."""
 
 
 # ------------------------------------------------------------------------------------------------ mirrored objects
@@ -254,15 +261,20 @@ def _engine_main(conn, spec: EngineSpec) -> None:
     conn.send_bytes(pickle.dumps(("ready", os.getpid())))
     while True:
         try:
-            message = table.loads(conn.recv_bytes())
+            kind, rids, drops, body = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             os._exit(0)  # the parent is gone (closed or killed): nobody reads the answers
-        kind = message[0]
+        for key in drops:
+            table.objects.pop(key, None)
         if kind == "submit":
-            rids, requests, drops = message[1], message[2], message[3]
-            for key in drops:
-                table.objects.pop(key, None)
-            if not requests:
+            try:
+                requests = table.loads(body)
+            except Exception as error:  # noqa: BLE001 - e.g. a class this process cannot import: those requests fail
+                unreadable = _Unreadable(
+                    f"the engine process could not read the request: {type(error).__name__}: {error}"
+                )
+                for rid in rids:
+                    outbox.put((rid, "error", unreadable))
                 continue
             try:
                 made = scheduler.submit_group(requests, [sink_for(rid) for rid in rids])
@@ -273,7 +285,7 @@ def _engine_main(conn, spec: EngineSpec) -> None:
             for rid, handle in zip(rids, made, strict=True):
                 handles[rid] = handle
         elif kind == "cancel":
-            for rid in message[1]:
+            for rid in rids:
                 running = handles.get(rid)
                 if running is not None:
                     running.cancel()
@@ -291,6 +303,7 @@ def _engine_main(conn, spec: EngineSpec) -> None:
 class _Pending:
     sink: Sink
     handle: RequestHandle
+    request: DecodeRequest
     cancel_sent: bool = False
 
 
@@ -334,10 +347,12 @@ class EngineClient(RequestScheduler):
                 self._restart()
             rids = list(range(self._next_rid, self._next_rid + len(requests)))
             self._next_rid += len(requests)
-            for rid, sink, handle in zip(rids, sinks, handles, strict=True):
-                self._pending[rid] = _Pending(sink, handle)  # before sending: the reader may get events at once
+            for rid, sink, handle, request in zip(rids, sinks, handles, requests, strict=True):
+                self._pending[rid] = _Pending(
+                    sink, handle, request
+                )  # before sending: the reader may get events at once
             try:
-                self._send_locked(("submit", rids, list(requests)))
+                self._send_locked("submit", rids, list(requests))
             except (pickle.PicklingError, TypeError, AttributeError):
                 for rid in rids:
                     del self._pending[rid]
@@ -351,7 +366,7 @@ class EngineClient(RequestScheduler):
                 return
             self._closed = True
             with contextlib.suppress(OSError):  # already gone
-                self._conn.send_bytes(self._mirror.dumps(("close",)))
+                self._send_locked("close")
         try:
             self._process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -408,23 +423,20 @@ class EngineClient(RequestScheduler):
     def _alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def _send_locked(self, message: tuple) -> None:
-        if message[0] == "submit":  # drops ride on the next submit: finalizers may run while the lock is held
-            dropped, self._mirror.dropped = self._mirror.dropped, []
-            message = (*message, dropped)
-        self._conn.send_bytes(self._mirror.dumps(message))
+    def _send_locked(self, kind: str, rids: Sequence[int] = (), payload: object = None) -> None:
+        """One message to the engine (call with the lock held): its kind and request ids in plain pickle, so the
+        engine can answer those requests even when it cannot read the payload; the keys of mirrored objects let go
+        of since the last message (finalizers may run while the lock is held, so they only collect keys)."""
+        body = self._mirror.dumps(payload) if payload is not None else b""
+        dropped, self._mirror.dropped = self._mirror.dropped, []
+        self._conn.send_bytes(pickle.dumps((kind, list(rids), dropped, body), protocol=pickle.HIGHEST_PROTOCOL))
 
     def _read(self, conn, process) -> None:
         """The reader thread: hand each event to its request; send cancellations; fail all if the engine dies."""
         while True:
             try:
                 if conn.poll(_POLL_S):
-                    _, events, (rows, stats) = pickle.loads(conn.recv_bytes())
-                    self._rows, self.stats = rows, SchedulerStats(**stats)
-                    for rid, kind, value in events:
-                        pending = self._pending.pop(rid, None) if kind != "piece" else self._pending.get(rid)
-                        if pending is not None:
-                            pending.sink(kind, value)
+                    self._dispatch(conn.recv_bytes())
                 self._send_cancellations(conn)
             except (EOFError, OSError):
                 break
@@ -438,6 +450,37 @@ class EngineClient(RequestScheduler):
                 )
             )
 
+    def _dispatch(self, data: bytes) -> None:
+        """Hand one message's events to their requests' sinks (never letting one bad event stop the reader)."""
+        try:
+            _, events, (rows, stats) = pickle.loads(data)
+        except Exception as error:  # which requests it was for is unknown: rather than let one wait forever, all fail
+            log.error("could not read a message from the engine process", exc_info=True)
+            with self._lock:
+                lost, self._pending = self._pending, {}
+                with contextlib.suppress(OSError):
+                    self._send_locked("cancel", list(lost))
+            for item in lost.values():
+                item.sink("error", EngineProcessError(f"unreadable message from the engine process: {error!r}"))
+            return
+        self._rows, self.stats = rows, SchedulerStats(**stats)
+        for rid, kind, value in events:
+            pending = self._pending.pop(rid, None) if kind != "piece" else self._pending.get(rid)
+            if pending is None:
+                continue
+            if isinstance(value, _Unreadable):  # cannot cross: decoded here, as one that cannot be pickled
+                try:
+                    handle = self.local.submit(pending.request, pending.sink, pending.handle.caller_cancelled)
+                except Exception as error:  # noqa: BLE001 - handed to the request
+                    kind, value = "error", error
+                else:
+                    pending.handle.follow(handle)
+                    continue
+            try:
+                pending.sink(kind, value)
+            except Exception:  # a sink must not raise; if one does, the other requests go on
+                log.error("a request's sink raised", exc_info=True)
+
     def _send_cancellations(self, conn) -> None:
         cancelled = [rid for rid, p in list(self._pending.items()) if p.handle.cancelled and not p.cancel_sent]
         if not cancelled:
@@ -448,7 +491,7 @@ class EngineClient(RequestScheduler):
                 pending.cancel_sent = True
         with self._lock:
             if self._conn is conn:
-                conn.send_bytes(self._mirror.dumps(("cancel", cancelled)))
+                self._send_locked("cancel", cancelled)
 
     def _fail_pending(self, error: Exception) -> None:
         with self._lock:
@@ -458,5 +501,8 @@ class EngineClient(RequestScheduler):
 
 
 if __name__ == "__main__":  # the engine process: ``python -m panda_chat.serving.engine_process FD``
+    # Run the module under its own name, so that what it pickles (its errors) is importable where it is read.
+    from panda_chat.serving import engine_process
+
     _connection = Connection(int(sys.argv[1]))
-    _engine_main(_connection, pickle.loads(_connection.recv_bytes()))
+    engine_process._engine_main(_connection, pickle.loads(_connection.recv_bytes()))

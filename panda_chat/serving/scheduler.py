@@ -79,14 +79,23 @@ class RequestHandle:
 
     def __init__(self, caller_cancelled: threading.Event | None = None) -> None:
         self._cancelled = threading.Event()
-        self._caller_cancelled = caller_cancelled
+        self.caller_cancelled = caller_cancelled
+        self._followers: list[RequestHandle] = []
 
     def cancel(self) -> None:
         self._cancelled.set()
+        for follower in self._followers:
+            follower.cancel()
+
+    def follow(self, other: RequestHandle) -> None:
+        """Cancel ``other`` with this one: the request was handed on to another scheduler, which made ``other``."""
+        self._followers.append(other)
+        if self._cancelled.is_set():
+            other.cancel()
 
     @property
     def cancelled(self) -> bool:
-        caller = self._caller_cancelled
+        caller = self.caller_cancelled
         return self._cancelled.is_set() or (caller is not None and caller.is_set())
 
 

@@ -193,3 +193,25 @@ def test_a_killed_engine_fails_its_requests_and_the_next_request_starts_a_new_on
     answer = client.generate("Hi", max_new_tokens=5)[0]
     assert answer.completion_tokens == 5
     assert client.pid != old_pid and client.restarts == 1
+
+
+class _ImportableHereOnly(RewardSource):
+    """A reward the engine process cannot unpickle: this test module is not importable there."""
+
+    def __init__(self) -> None:
+        self.name = "here-only"
+        self.calibration = Calibration()
+
+    def start(self, prompts: PromptBatch) -> RewardSession:
+        return _LengthSession()
+
+
+def test_a_request_the_engine_cannot_read_is_decoded_in_this_process_and_the_engine_serves_on(demo, client):
+    _, decoder, _, _ = demo
+    reward = _ImportableHereOnly()
+    ask = dict(weights={"here-only": 1.0}, rewards={"here-only": reward}, lam=1.0, max_new_tokens=12)
+    solo_before = client.local.stats.solo_requests
+    got = client.generate("Why is the sky blue?", **ask)[0]
+    assert got.token_ids == decoder.generate("Why is the sky blue?", **ask)[0].token_ids
+    assert client.local.stats.solo_requests == solo_before + 1  # the in-process scheduler decoded it
+    assert client.generate("Hi", max_new_tokens=5)[0].completion_tokens == 5  # the engine is still there
