@@ -27,11 +27,11 @@ from panda_chat.cli.options import db_option, device_option, dtype_option, embed
 )
 @click.option(
     "--engine",
-    type=click.Choice(["process", "thread"]),
-    default="process",
+    type=click.Choice(["auto", "process", "thread"]),
+    default="auto",
     show_default=True,
-    help="Where the decode loop runs: an engine process of its own (faster under load; the weights load twice) "
-    "or a thread of the server process (one copy of the weights).",
+    help="Where the decode loop runs: an engine process of its own (faster under load; the weights load twice), "
+    "a thread of the server process (one copy of the weights), or auto: a process on CPU, a thread on a GPU.",
 )
 @click.option(
     "--max-tokens",

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -51,6 +51,9 @@ from profiles import ProfileStore, validate_user_id
 from profiles.errors import InvalidInputError, ProfileError, UnknownUserError
 from profiles.keys import ApiKeys, KeyInfo
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger("panda_chat.server")
 DEMO_MODEL_ID = "panda-chat-demo"
 _FINISH = {"stop": "stop", "length": "length", "eos": "stop"}
@@ -66,8 +69,9 @@ class ServerSettings(BaseModel):
     dtype: str = "auto"
     max_batch: int = 32  # rows decoded together
     # Where the decode loop runs: "process", an engine process of its own (its steps never wait for this process's
-    # GIL; the weights are loaded twice), or "thread", a thread of this process (one copy of the weights).
-    engine: Literal["process", "thread"] = "process"
+    # GIL; the weights are loaded twice), or "thread", a thread of this process (one copy of the weights). "auto":
+    # a process when the model runs on the CPU, a thread on an accelerator, whose memory should not hold two copies.
+    engine: Literal["auto", "process", "thread"] = "auto"
     max_tokens: int = 1024  # the most tokens one request may ask for
     default_max_tokens: int = 256  # when a request does not say
     max_prompt_tokens: int = 4096
@@ -181,6 +185,15 @@ def _usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def engine_kind(setting: str, device: torch.device) -> str:
+    """Where the decode loop runs for ``--engine setting`` on ``device``: "auto" is an engine process on the CPU
+    (its steps never wait for the server's GIL) and a thread on an accelerator (one copy of the weights in its
+    memory)."""
+    if setting == "auto":
+        return "process" if device.type == "cpu" else "thread"
+    return setting
+
+
 def create_app(settings: ServerSettings) -> FastAPI:
     """The server app; the model loads and the database opens when it starts (uvicorn's lifespan)."""
     state: dict[str, Any] = {}
@@ -195,11 +208,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         keys = await asyncio.to_thread(ApiKeys, store.url)
         llm = ChatPanda(model=settings.model, store=store, device=settings.device, dtype=settings.dtype)
         runtime = await asyncio.to_thread(llm._runtime, llm._options(None, {}))
-        if settings.engine == "process":
+        engine = engine_kind(settings.engine, runtime.decoder.device)
+        if engine == "process":
             await asyncio.to_thread(runtime.start_engine_process, settings.max_batch)
         else:
             runtime.scheduler.max_batch = settings.max_batch
-        state.update(store=store, keys=keys, llm=llm, runtime=runtime)
+        state.update(store=store, keys=keys, llm=llm, runtime=runtime, engine=engine)
         try:
             yield
         finally:
@@ -275,7 +289,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return {
             "status": "ok",
             "model": settings.model_id,
-            "engine": {"kind": settings.engine, "pid": getattr(scheduler, "pid", None) or os.getpid()},
+            "engine": {"kind": state["engine"], "pid": getattr(scheduler, "pid", None) or os.getpid()},
             "running_rows": scheduler.running_rows,
             "steps": scheduler.stats.steps,
             "max_rows": scheduler.stats.max_rows,

@@ -215,3 +215,13 @@ def test_a_request_the_engine_cannot_read_is_decoded_in_this_process_and_the_eng
     assert got.token_ids == decoder.generate("Why is the sky blue?", **ask)[0].token_ids
     assert client.local.stats.solo_requests == solo_before + 1  # the in-process scheduler decoded it
     assert client.generate("Hi", max_new_tokens=5)[0].completion_tokens == 5  # the engine is still there
+
+
+def test_the_servers_auto_engine_is_a_process_on_the_cpu_and_a_thread_on_an_accelerator():
+    from panda_chat.server.app import engine_kind
+
+    assert engine_kind("auto", torch.device("cpu")) == "process"
+    assert engine_kind("auto", torch.device("cuda", 0)) == "thread"  # one copy of the weights in GPU memory
+    assert engine_kind("auto", torch.device("mps")) == "thread"
+    assert engine_kind("thread", torch.device("cpu")) == "thread"
+    assert engine_kind("process", torch.device("cuda")) == "process"
