@@ -14,9 +14,10 @@ path, device and dtype), and this process sends it requests and reads back their
   computation at each step.
 - **Events** (pieces, the final ``GenerationOutput``, errors) come back as one message per step or so, with the
   batch's counters, and a reader thread here hands each to its request's sink.
-- **Validation** stays in the caller's thread: a request is checked against this process's decoder first
-  (``BatchScheduler.check``), so a bad request raises where it did before. One that cannot be pickled (a reward
-  holding a lock or an open file) is decoded by the in-process scheduler instead of failing.
+- **Validation** stays in the caller's thread: a request is checked and encoded once, by this process's decoder
+  (``BatchScheduler.prepare``), so a bad request raises where it did before, and the engine decodes the
+  ``PreparedRequest`` as it is. One that cannot be pickled (a reward holding a lock or an open file), or that the
+  engine cannot unpickle (a class not importable there), is decoded by the in-process scheduler instead.
 - **Faults**: if the engine process dies, every request it held gets an error and the next request starts a new
   one. If this process dies (even ``kill -9``), the engine sees its pipe close and exits.
 
@@ -51,6 +52,7 @@ from panda_chat.rewards.heads import HeadStack
 from panda_chat.serving.scheduler import (
     BatchScheduler,
     DecodeRequest,
+    PreparedRequest,
     RequestHandle,
     RequestScheduler,
     SchedulerStats,
@@ -268,7 +270,7 @@ def _engine_main(conn, spec: EngineSpec) -> None:
             table.objects.pop(key, None)
         if kind == "submit":
             try:
-                requests = table.loads(body)
+                prepared = table.loads(body)
             except Exception as error:  # noqa: BLE001 - e.g. a class this process cannot import: those requests fail
                 unreadable = _Unreadable(
                     f"the engine process could not read the request: {type(error).__name__}: {error}"
@@ -277,8 +279,8 @@ def _engine_main(conn, spec: EngineSpec) -> None:
                     outbox.put((rid, "error", unreadable))
                 continue
             try:
-                made = scheduler.submit_group(requests, [sink_for(rid) for rid in rids])
-            except Exception as error:  # noqa: BLE001 - checked in the parent already; handed to the requests
+                made = scheduler.submit_prepared(prepared, [sink_for(rid) for rid in rids])
+            except Exception as error:  # noqa: BLE001 - e.g. the engine is closing; handed to the requests
                 for rid in rids:
                     outbox.put((rid, "error", _portable_error(error)))
                 continue
@@ -303,7 +305,7 @@ def _engine_main(conn, spec: EngineSpec) -> None:
 class _Pending:
     sink: Sink
     handle: RequestHandle
-    request: DecodeRequest
+    prepared: PreparedRequest
     cancel_sent: bool = False
 
 
@@ -336,9 +338,9 @@ class EngineClient(RequestScheduler):
     def submit_group(
         self, requests: Sequence[DecodeRequest], sinks: Sequence[Sink], cancelled: threading.Event | None = None
     ) -> list[RequestHandle]:
-        """As ``BatchScheduler.submit_group``: checked here (errors raise in this thread), decoded by the engine."""
-        for request in requests:
-            self.local.check(request)
+        """As ``BatchScheduler.submit_group``: checked and encoded here (errors raise in this thread), decoded by the
+        engine."""
+        prepared = [self.local.prepare(request) for request in requests]
         handles = [RequestHandle(cancelled) for _ in requests]
         with self._lock:
             if self._closed:
@@ -347,16 +349,14 @@ class EngineClient(RequestScheduler):
                 self._restart()
             rids = list(range(self._next_rid, self._next_rid + len(requests)))
             self._next_rid += len(requests)
-            for rid, sink, handle, request in zip(rids, sinks, handles, requests, strict=True):
-                self._pending[rid] = _Pending(
-                    sink, handle, request
-                )  # before sending: the reader may get events at once
+            for rid, sink, handle, ready in zip(rids, sinks, handles, prepared, strict=True):
+                self._pending[rid] = _Pending(sink, handle, ready)  # before sending: the reader may get events at once
             try:
-                self._send_locked("submit", rids, list(requests))
+                self._send_locked("submit", rids, prepared)
             except (pickle.PicklingError, TypeError, AttributeError):
                 for rid in rids:
                     del self._pending[rid]
-                return self.local.submit_group(requests, sinks, cancelled)  # cannot cross: decoded here
+                return self.local.submit_prepared(prepared, sinks, cancelled)  # cannot cross: decoded here
         return handles
 
     def close(self) -> None:
@@ -470,7 +470,8 @@ class EngineClient(RequestScheduler):
                 continue
             if isinstance(value, _Unreadable):  # cannot cross: decoded here, as one that cannot be pickled
                 try:
-                    handle = self.local.submit(pending.request, pending.sink, pending.handle.caller_cancelled)
+                    caller = pending.handle.caller_cancelled
+                    handle = self.local.submit_prepared([pending.prepared], [pending.sink], caller)[0]
                 except Exception as error:  # noqa: BLE001 - handed to the request
                     kind, value = "error", error
                 else:

@@ -100,18 +100,25 @@ class RequestHandle:
 
 
 @dataclass
-class _Admitted:
-    """A validated request waiting for the scheduler thread."""
+class PreparedRequest:
+    """A request checked and encoded (``BatchScheduler.prepare``): what the scheduler thread decodes. It pickles,
+    so the server process prepares a request once and its engine process decodes it as it is."""
 
-    handle: RequestHandle
-    sink: Sink
+    request: DecodeRequest
     prompt_ids: list[int]
     prompt_text: str
     options: DecodingOptions
     plan: SteeringPlan  # one row
-    request: DecodeRequest
     preference_features: torch.Tensor | None  # (1, P)
-    batchable: bool
+    batchable: bool  # every reward a head: it can join a running batch
+
+
+@dataclass
+class _Admitted(PreparedRequest):
+    """A prepared request waiting for (or decoding in) the scheduler thread."""
+
+    handle: RequestHandle = field(default_factory=RequestHandle)
+    sink: Sink = field(default=lambda kind, value: None)
     ended: bool = False
 
     def end(self, kind: EventKind, value: object) -> None:
@@ -291,7 +298,18 @@ class BatchScheduler(RequestScheduler):
         Setting ``cancelled`` (or cancelling a handle) frees the requests' rows at the next step. Requests whose
         rewards cannot share a changing batch are decoded together, on their own (see the module docstring).
         """
-        jobs = [self._prepare(request, sink, cancelled) for request, sink in zip(requests, sinks, strict=True)]
+        return self.submit_prepared([self.prepare(request) for request in requests], sinks, cancelled)
+
+    def submit_prepared(
+        self, prepared: Sequence[PreparedRequest], sinks: Sequence[Sink], cancelled: threading.Event | None = None
+    ) -> list[RequestHandle]:
+        """Queue requests already checked and encoded by ``prepare`` (here or in another process)."""
+        if self._closed:
+            raise RuntimeError("the scheduler is closed")
+        jobs = [
+            _Admitted(**vars(ready), handle=RequestHandle(cancelled), sink=sink)
+            for ready, sink in zip(prepared, sinks, strict=True)
+        ]
         if all(job.batchable for job in jobs):
             for job in jobs:
                 self._enqueue([job])
@@ -299,19 +317,12 @@ class BatchScheduler(RequestScheduler):
             self._enqueue(jobs)
         return [job.handle for job in jobs]
 
-    def check(self, request: DecodeRequest) -> None:
-        """Raise what ``submit`` would raise for ``request`` (``DecodingError``/``ValueError``), queueing nothing."""
-        self._prepare(request, lambda kind, value: None)
-
     def _enqueue(self, group: list[_Admitted]) -> None:
         self._ensure_thread()
         self._waiting.put(group)
 
-    def _prepare(
-        self, request: DecodeRequest, sink: Sink, caller_cancelled: threading.Event | None = None
-    ) -> _Admitted:
-        if self._closed:
-            raise RuntimeError("the scheduler is closed")
+    def prepare(self, request: DecodeRequest) -> PreparedRequest:
+        """``request`` checked (``DecodingError``/``ValueError`` for a bad one) and encoded for the decode loop."""
         features = None
         if request.preference_features is not None and len(request.preference_features):
             features = torch.tensor([list(request.preference_features)], dtype=torch.float32)
@@ -325,9 +336,7 @@ class BatchScheduler(RequestScheduler):
             preference_features=features,
         )
         batch, plan, options = call.batch, call.plan, call.options
-        job = _Admitted(
-            handle=RequestHandle(caller_cancelled),
-            sink=sink,
+        return PreparedRequest(
             prompt_ids=batch.input_ids[0].tolist(),
             prompt_text=batch.texts[0],
             options=options,
@@ -336,7 +345,6 @@ class BatchScheduler(RequestScheduler):
             preference_features=features,
             batchable=all(isinstance(source, HeadReward) for source in plan.sources),
         )
-        return job
 
     def close(self) -> None:
         """Stop the scheduler thread after the current step; requests still waiting or running get an error."""

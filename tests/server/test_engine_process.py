@@ -59,15 +59,14 @@ def test_answers_from_the_engine_equal_the_decoder_alone_while_the_head_stack_gr
     heads = {}
     results: dict[int, object] = {}
 
+    def arguments(index: int) -> dict:
+        rewards = {name: heads[name] for name in WEIGHTS[index]}
+        return dict(
+            weights=WEIGHTS[index], rewards=rewards, lam=lam, preference_features=_features(lam), max_new_tokens=24
+        )
+
     def ask(index: int) -> None:
-        results[index] = client.generate(
-            PROMPTS[index],
-            weights=WEIGHTS[index],
-            rewards={name: heads[name] for name in WEIGHTS[index]},
-            lam=lam,
-            preference_features=_features(lam),
-            max_new_tokens=24,
-        )[0]
+        results[index] = client.generate(PROMPTS[index], **arguments(index))[0]
 
     threads = []
     for index in range(len(PROMPTS)):
@@ -81,14 +80,7 @@ def test_answers_from_the_engine_equal_the_decoder_alone_while_the_head_stack_gr
         thread.join(timeout=300)
     assert client.stats.max_rows > 1  # they shared steps in the engine
     for index in range(len(PROMPTS)):
-        alone = decoder.generate(
-            PROMPTS[index],
-            weights=WEIGHTS[index],
-            rewards={name: heads[name] for name in WEIGHTS[index]},
-            lam=lam,
-            preference_features=_features(lam),
-            max_new_tokens=24,
-        )[0]
+        alone = decoder.generate(PROMPTS[index], **arguments(index))[0]
         got = results[index]
         assert got.token_ids == alone.token_ids and got.text == alone.text
         assert got.finish_reason == alone.finish_reason

@@ -42,6 +42,16 @@ def ask(server, user: str, text: str, key: str = "admin", **options):
     )
 
 
+def _streamed(server, user: str, question: str, **options) -> tuple[list, str, list]:
+    """A streamed completion through the openai client: its chunks, their text, and the chunks with a finish reason."""
+    stream = client(server, server.keys["admin"]).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": question}], user=user, stream=True, **options
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return chunks, text, [c for c in chunks if c.choices and c.choices[0].finish_reason]
+
+
 def test_an_answer_has_openai_shapes_and_says_how_it_was_personalised(server):
     response = ask(server, "alice", "How do magnets work?", key="alice", max_tokens=16)
     choice = response.choices[0]
@@ -59,19 +69,10 @@ def test_an_answer_has_openai_shapes_and_says_how_it_was_personalised(server):
 def test_streaming_sends_the_same_answer_piece_by_piece(server):
     # two fresh users with the same single message have the same profile: the same greedy answer
     whole = ask(server, "stream-a", "Why is the sky blue?", max_tokens=24, temperature=0)
-    stream = client(server, server.keys["admin"]).chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": "Why is the sky blue?"}],
-        user="stream-b",
-        max_tokens=24,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
+    chunks, text, finals = _streamed(
+        server, "stream-b", "Why is the sky blue?", max_tokens=24, temperature=0, stream_options={"include_usage": True}
     )
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
-    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finals) == 1 and finals[0].choices[0].finish_reason == whole.choices[0].finish_reason
     assert finals[0].model_extra["personalization"]["user_id"] == "stream-b"
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
@@ -218,17 +219,8 @@ def test_a_streamed_structured_answer_is_the_one_sent_whole(server):
         "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
     }
     whole = ask(server, "json-whole", "Name a city.", **options)
-    stream = client(server, server.keys["admin"]).chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": "Name a city."}],
-        user="json-streamed",
-        stream=True,
-        **options,
-    )
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    _, text, finals = _streamed(server, "json-streamed", "Name a city.", **options)
     assert text == whole.choices[0].message.content
-    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finals) == 1 and finals[0].choices[0].finish_reason == whole.choices[0].finish_reason
     assert finals[0].model_extra["personalization"]["user_id"] == "json-streamed"
 
