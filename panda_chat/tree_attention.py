@@ -36,6 +36,8 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import get_layer_types_and_kwargs
 
+from panda_chat.grouped_attention import grouped_sdpa
+
 log = logging.getLogger(__name__)
 
 Path = Literal["tree", "general"]
@@ -292,14 +294,15 @@ class PrefixCache:
 
     def _forward(self, input_ids: torch.Tensor, attention_mask, positions: torch.Tensor, module=None):
         options = self.forward_options if module is None else {}
-        return (module or self.module)(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            cache=self.cache,
-            use_cache=True,
-            **options,
-        )
+        with grouped_sdpa():  # GQA layers skip copying their keys/values on the CPU (panda_chat.grouped_attention)
+            return (module or self.module)(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                cache=self.cache,
+                use_cache=True,
+                **options,
+            )
 
 
 # ---------------------------------------------------------------------------------------------- choosing the path
