@@ -17,6 +17,7 @@ Select with ``-m families``; it is part of the default run.
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 import torch
@@ -24,9 +25,11 @@ from model_families import FAMILIES, FAMILY_BY_NAME, Family
 
 from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.base_model import BaseModelSession
+from panda_chat.decoding.engine import DecodingOptions
 from panda_chat.decoding.reference import reference_decode
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
 from panda_chat.rewards.reward_model import CachedRewardModel
+from panda_chat.serving import BatchScheduler, DecodeRequest
 from panda_chat.tiny_models import sample_corpus, train_tokenizer
 from panda_chat.tree_attention import prefill_position_ids
 
@@ -182,3 +185,72 @@ def test_both_paths_prefill_to_the_same_logits_and_prompt_features(name: str, to
     for logits, features in results.values():
         torch.testing.assert_close(logits, own, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(features, results["general"][1], atol=1e-5, rtol=1e-4)
+
+
+# One family per mechanism the batch cache must keep per row: plain, biased and grouped attention, sliding windows
+# (alone and mixed with full layers), soft-capped and scaled logits, partial rotary, learned positions, ALiBi and
+# MPT's biases on the general path, and a hybrid recurrent model whose cache cannot be merged (decoded alone).
+SCHEDULER_FAMILIES = [
+    "llama", "qwen2", "mistral-v0.1-window", "gemma2", "gemma3-multimodal", "phi", "gpt2", "gpt-neox", "falcon",
+    "cohere2", "gpt-oss", "bloom", "mpt", "qwen3-next",
+]  # fmt: skip
+UNMERGEABLE = {"qwen3-next"}  # linear-attention state: each request is decoded alone, the answers still equal
+
+
+@pytest.mark.parametrize("name", SCHEDULER_FAMILIES)
+def test_requests_joining_a_running_batch_get_the_answer_they_get_alone(name: str, tokenizer):
+    """Continuous batching on each family: request 1 joins the running batch after request 0's first steps and
+    request 2 after request 1's, with prompts of different lengths; every greedy answer equals the decoder's alone."""
+    family = FAMILY_BY_NAME[name]
+    model = family.build(len(tokenizer))
+    decoder = PandaDecoder(model, tokenizer)
+    decoder.add_reward("head", make_head(model))
+    prompts = prompts_for(len(tokenizer))
+    lengths = (12, 9, 6)  # request 0 outlives the others: they join, and leave, a batch still decoding
+    options = {"top_k": TOP_K, "stop_at_eos": False}
+    alone = [
+        decoder.generate(prompt, weights={"head": 1.0}, lam=LAM, max_new_tokens=n, **options)[0].token_ids
+        for prompt, n in zip(prompts, lengths)
+    ]
+
+    scheduler = BatchScheduler(decoder)
+    done: dict[int, list[int]] = {}
+    submitted = {0}
+    finished = threading.Event()
+
+    def request(index: int) -> DecodeRequest:
+        options = DecodingOptions(top_k=TOP_K, max_new_tokens=lengths[index], stop_at_eos=False)
+        return DecodeRequest(prompt=prompts[index], options=options, weights={"head": 1.0}, lam=LAM)
+
+    def submit_next(index: int) -> None:  # from the sinks: in the scheduler thread, between two steps
+        if index + 1 < len(prompts) and index + 1 not in submitted:
+            submitted.add(index + 1)
+            scheduler.submit(request(index + 1), sink_of(index + 1))
+
+    def sink_of(index: int):
+        pieces = 0
+
+        def sink(kind: str, value) -> None:
+            nonlocal pieces
+            if kind == "piece":
+                pieces += 1
+                if pieces == 2:
+                    submit_next(index)
+                return
+            done[index] = value.token_ids if kind == "done" else value
+            submit_next(index)  # in case it ended before its second piece
+            if len(done) == len(prompts):
+                finished.set()
+
+        return sink
+
+    scheduler.submit(request(0), sink_of(0))
+    assert finished.wait(timeout=120), f"only {sorted(done)} finished"
+    scheduler.close()
+    assert [done[i] for i in range(len(prompts))] == alone
+    if name in UNMERGEABLE:
+        assert scheduler.stats.solo_requests == len(prompts) - 1
+    else:
+        # every step of every answer ran in the shared batch, and at least one request joined it mid-decode
+        assert scheduler.stats.solo_requests == 0 and scheduler.stats.row_steps == sum(lengths)
+        assert scheduler.stats.max_rows >= 2
