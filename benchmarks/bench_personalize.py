@@ -8,7 +8,8 @@
 2. **Speed**: `ChatPanda` steering a user with explicit preferences on all three dimensions (six bootstrapped heads
    weighted) vs `personalize=False`, on that non-demo model, greedy, 64 new tokens; runs interleaved, the fastest
    of each kept. Ratio of output tokens per second (and of the medians, with the load average before and after: the
-   machine may be shared).
+   machine may be shared). The same with fewer candidates per step (``--fewer-candidates``, top_k 5 and 3 by
+   default; the default top_k is 10): what steering costs when a deployment trades candidates for speed.
 3. **Partial-answer accuracy, before/after**: on the demo base LM, per pole, a head trained the old way
    (`train_reward_head`: complete answers plus answers cut after some words, linear) against a token-level head
    (`bootstrap_heads`), on the same number of corpus pairs, both measured on held-out topics at every token prefix
@@ -65,11 +66,13 @@ def time_bootstrap(model_dir: Path, out: Path, pairs: int) -> float:
     return time.perf_counter() - started
 
 
-def chat_speed(model_dir: Path, db: Path, rounds: int, tokens: int) -> dict:
+def chat_speed(model_dir: Path, db: Path, rounds: int, tokens: int, top_k: int = 10) -> dict:
     store = ProfileStore(db, embedder="hashing")
     for dimension, pole in (("expertise", "expert"), ("verbosity", "detailed"), ("tone", "formal")):
         store.set_preference("ann", dimension, pole)
-    common = dict(model=str(model_dir), store=store, user_id="ann", max_tokens=tokens, device="cpu", record=False)
+    common = dict(
+        model=str(model_dir), store=store, user_id="ann", max_tokens=tokens, device="cpu", record=False, top_k=top_k
+    )
     runs = {"personalised": ChatPanda(**common), "personalize=False": ChatPanda(**common, personalize=False)}
     rates: dict[str, list[float]] = {label: [] for label in runs}
     kinds = None
@@ -86,6 +89,7 @@ def chat_speed(model_dir: Path, db: Path, rounds: int, tokens: int) -> dict:
     best = {label: max(values) for label, values in rates.items()}
     median = {label: statistics.median(values) for label, values in rates.items()}
     return {
+        "top_k": top_k,
         "tok_s": best,
         "ratio": best["personalised"] / best["personalize=False"],
         # the machine is shared: the median of the rounds and the load say how much the best-of ratio can be trusted
@@ -157,6 +161,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument(
+        "--fewer-candidates",
+        type=int,
+        nargs="*",
+        default=[5, 3],
+        help="also time these top_k (the default is 10): what steering costs with fewer candidates per step",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result: dict = {
@@ -175,12 +186,15 @@ def main() -> None:
         }
         print(f"bootstrap: {result['bootstrap_s']}", flush=True)
         result["speed"] = chat_speed(other, root / "p.db", args.rounds, 64)
-        speed = result["speed"]
-        print(
-            f"ChatPanda tok/s: {speed['tok_s']}; ratio {speed['ratio']:.2f} (median {speed['ratio_median']:.2f}, "
-            f"load {speed['load_average']}) ({speed['reward_kinds']})",
-            flush=True,
-        )
+        result["speed_fewer_candidates"] = [
+            chat_speed(other, root / f"p{k}.db", args.rounds, 64, top_k=k) for k in args.fewer_candidates
+        ]
+        for speed in [result["speed"], *result["speed_fewer_candidates"]]:
+            print(
+                f"ChatPanda top_k={speed['top_k']} tok/s: {speed['tok_s']}; ratio {speed['ratio']:.2f} "
+                f"(median {speed['ratio_median']:.2f}, load {speed['load_average']}) ({speed['reward_kinds']})",
+                flush=True,
+            )
     if not args.skip_accuracy:
         print("partial-answer accuracy on held-out topics, old heads -> token-level heads:", flush=True)
         result["accuracy"] = partial_accuracy(args.pairs)
