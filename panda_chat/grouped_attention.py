@@ -8,9 +8,9 @@ masked GQA directly and gives the same numbers; the copies were half of the atte
 (1.3 against 0.65 ms per layer at 160 cached slots).
 
 ``grouped_sdpa()`` is the scope in which that applies: ``PrefixCache`` enters it around its own forwards. The
-``"sdpa"`` entry of ``transformers``' attention registry is replaced once (at import) by ``sdpa_attention``, which
-outside that scope, or for any case it does not handle, calls the function it replaced, so every other forward in
-the process runs exactly as before.
+``"sdpa"`` entry of ``transformers``' attention registry, while it is ``transformers``' own function, is replaced
+once (at import) by ``sdpa_attention``, which outside that scope, or for any case it does not handle, calls the
+function it replaced, so every other forward in the process runs exactly as before.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import torch
 from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar("panda_chat_grouped_sdpa", default=False)
 
@@ -84,8 +85,10 @@ def _make_sdpa(replaced: Callable[..., tuple[torch.Tensor, Any]]) -> Callable[..
 
 
 def _install() -> None:
+    """Wrap transformers' own SDPA function, once per process; never an ``"sdpa"`` someone else registered (their
+    function runs as they wrote it, and these forwards copy the keys/values as before)."""
     current = cast("Callable[..., tuple[torch.Tensor, Any]]", AttentionInterface._global_mapping["sdpa"])
-    if getattr(current, "replaced", None) is None:  # once per process, also when this module is re-imported
+    if current is sdpa_attention_forward:
         AttentionInterface.register("sdpa", _make_sdpa(current))
 
 
