@@ -71,8 +71,14 @@ def serve(
     `panda-chat key create`."""
     import uvicorn
 
+    from panda_chat.registry import check_model_path
     from panda_chat.server import ServerSettings, create_app
+    from profiles.keys import ApiKeys
 
+    # a mistyped --model or --db fails here in one line, not as a traceback from the server's startup
+    if model is not None:
+        check_model_path(model)
+    ApiKeys(db).close()  # connects and brings the schema up to date (the server opens the database again)
     settings = ServerSettings(
         model=model,
         db=db,
