@@ -72,7 +72,7 @@ def serve(
     import uvicorn
 
     from panda_chat.registry import check_model_path
-    from panda_chat.server import ServerSettings, create_app
+    from panda_chat.server import ServerSettings, WithholdErrorMessages, create_app
     from profiles.keys import ApiKeys
 
     # a mistyped --model or --db fails here in one line, not as a traceback from the server's startup
@@ -93,4 +93,5 @@ def serve(
         requests_per_minute=requests_per_minute,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(WithholdErrorMessages())  # no user text in the logs
     uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")

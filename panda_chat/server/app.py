@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -59,6 +60,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("panda_chat.server")
 DEMO_MODEL_ID = "panda-chat-demo"
+
+
+class WithholdErrorMessages(logging.Filter):
+    """For uvicorn's "Exception in ASGI application" records: the traceback keeps its frames and the exception's
+    type, not its message. Starlette re-raises a request's unexpected error to uvicorn, which logs it, and such a
+    message can quote the request's data (a database error quotes its statement's parameters: user ids, texts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and str(record.msg).startswith("Exception in ASGI"):
+            kind, _error, trace = record.exc_info
+            frames = "".join(traceback.format_tb(trace))
+            record.exc_text = (
+                f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}: "
+                "(message withheld: it may quote user data)"
+            )
+        return True
+
+
 _FINISH = {"stop": "stop", "length": "length", "eos": "stop"}
 
 
