@@ -49,6 +49,7 @@ from panda_chat.server.schemas import (
     ChatMessage,
     FeedbackRequest,
     PreferenceUpdate,
+    ResponseFormat,
     error_body,
 )
 from profiles import ProfileStore, validate_user_id
@@ -175,19 +176,13 @@ def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
     return converted
 
 
-def to_response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def to_response_format(value: ResponseFormat | None) -> dict[str, Any] | None:
     """OpenAI's response_format as ChatPanda's (a JSON schema; {} for any JSON object; None for text)."""
-    if value is None or value.get("type") in (None, "text"):
+    if value is None or value.type == "text":
         return None
-    if value["type"] == "json_object":
+    if value.type == "json_object" or value.json_schema is None:
         return {}
-    if value["type"] == "json_schema":
-        return dict((value.get("json_schema") or {}).get("schema") or {})
-    raise ApiError(
-        400,
-        f"response_format type {value['type']!r} is not supported: use text, json_object or json_schema",
-        param="response_format",
-    )
+    return dict(value.json_schema.json_schema or {})
 
 
 def client_error(error: ProfileError | ValueError) -> ApiError:

@@ -51,6 +51,21 @@ class ToolSpec(BaseModel):
     function: FunctionSpec
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str | None = None
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")  # "schema" is a BaseModel attribute
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: text, any JSON object, or JSON for a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -81,7 +96,7 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = None
     tools: list[ToolSpec] | None = None
     tool_choice: Any = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     # extensions
     conversation_id: StoreId | str | None = None
     thread_id: StoreId | str | None = None  # alias of conversation_id (LangGraph's word for it)

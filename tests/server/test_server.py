@@ -124,6 +124,7 @@ def test_keys_act_only_as_their_users(server):
             400,
             "arguments: Invalid JSON",
         ),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}}}, 400, "schema"),
         # numbers the database or the generator cannot hold are refused, not a 500 or a driver's message
         ({"conversation_id": 2**40}, 400, "conversation_id"),
         ({"seed": 2**64}, 400, "seed"),
