@@ -402,6 +402,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 raise ApiError(400, f"tools: {error}", param="tools") from None
         kwargs: dict[str, Any] = {"user_id": user, "max_tokens": max_tokens}
         conversation = body.conversation_id if body.conversation_id is not None else body.thread_id
+        if isinstance(conversation, int):  # another user's conversation is refused before anything is decoded
+            try:
+                await asyncio.to_thread(state["store"].conversation_messages, conversation, user)
+            except ProfileError as error:
+                raise client_error(error) from None
         if conversation is not None:
             kwargs["conversation_id"] = conversation
         if body.temperature is not None:

@@ -324,3 +324,22 @@ def test_profile_endpoints_reach_a_user_whose_id_holds_a_slash_or_a_percent(serv
         assert httpx.get(base, headers={"Authorization": f"Bearer {only_prefix}"}, timeout=60).status_code == 403
     assert httpx.delete(base, headers=headers, timeout=60).json()["user_id"] == user
     assert httpx.get(base, headers=headers, timeout=60).status_code == 404
+
+
+def test_another_users_conversation_is_refused_before_anything_is_decoded(server):
+    """Even with the owner's own last question as the messages (which used to be decoded, and streamed, before the
+    refusal: a way to confirm what another user asked), another user's conversation id is a 400 up front."""
+    question = "What is my secret plan?"
+    conversation = ask(server, "conv-owner", question, key="sweep", max_tokens=4).model_extra["conversation_id"]
+    steps = server.health()["steps"]
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError, match="does not belong"):  # a stream too: no 200 to read
+            client(server, server.keys["sweep"]).chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": question}],
+                user="conv-intruder",
+                max_tokens=4,
+                stream=stream,
+                extra_body={"conversation_id": conversation},
+            )
+    assert server.health()["steps"] == steps  # nothing was decoded for them
