@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -341,9 +342,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         await authorize(request)
         return {"object": "list", "data": [model_card]}
 
-    @app.get("/v1/models/{model:path}")  # a hub id holds a slash
+    @app.get("/v1/models/{model:path}")  # a hub id holds a slash, sent as is or escaped
     async def model_retrieve(request: Request, model: str) -> dict[str, Any]:
         await authorize(request)
+        model = unquote(model)  # what ``KeepEscapedSlashes`` kept escaped
         if model != settings.model_id:
             raise ApiError(
                 404,
