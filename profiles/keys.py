@@ -93,8 +93,13 @@ class ApiKeys:
             created_at=now(),
         )
         with self._transactions.write() as session:
-            if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
-                raise InvalidInputError(f"a key named {name!r} already exists: pick another name or revoke it first")
+            existing = session.scalar(select(ApiKey).where(ApiKey.name == name))
+            if existing is not None and existing.revoked_at is not None:
+                # a revoked key keeps its row and name, so `key list` still shows who had access: revoking frees
+                # no name
+                raise InvalidInputError(f"a revoked key is named {name!r} (names are not reused): pick another name")
+            if existing is not None:
+                raise InvalidInputError(f"a key named {name!r} already exists: pick another name")
             session.add(row)
             session.flush()
             info = KeyInfo.of(row)

@@ -42,6 +42,13 @@ _NEW_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_or
 _NEW_EMBEDDINGS = insert(cast(Table, MessageEmbedding.__table__))
 
 
+def check_conversation_owner(session: Session, conversation_id: int, user_id: str, pk: int | None) -> None:
+    """``InvalidInputError`` unless conversation ``conversation_id`` exists and is the user's (key ``pk``)."""
+    owner = session.scalar(_CONVERSATION_OWNER, {"id": conversation_id})
+    if owner is None or owner != pk:
+        raise InvalidInputError(f"conversation {conversation_id} does not belong to user {user_id!r}")
+
+
 def check_role(role: str) -> str:
     if role not in ROLES:
         raise InvalidInputError(f"unknown role {role!r}; use one of: {', '.join(ROLES)}")
@@ -95,9 +102,7 @@ def store_messages(
         pk = ensure_user(session, user_id, seen)
         conversations: dict[str | None, int] = {}
         if conversation_id is not None:
-            owner = session.scalar(_CONVERSATION_OWNER, {"id": conversation_id})
-            if owner != pk:
-                raise InvalidInputError(f"conversation {conversation_id} does not belong to user {user_id!r}")
+            check_conversation_owner(session, conversation_id, user_id, pk)
         rows: list[dict[str, Any]] = []
         for line in lines:
             if conversation_id is not None:

@@ -43,7 +43,15 @@ from profiles.ids import validate_user_id
 from profiles.index import DEFAULT_NLIST, EmbeddingIndex
 from profiles.index_cache import IndexCache
 from profiles.inference import InferenceSettings, MessageRows, PreferenceInference
-from profiles.messages import Progress, check_role, embed_missing, store_messages, stored_message, unembedded
+from profiles.messages import (
+    Progress,
+    check_conversation_owner,
+    check_role,
+    embed_missing,
+    store_messages,
+    stored_message,
+    unembedded,
+)
 from profiles.models import Conversation, Feedback, Message, MessageEmbedding, PreferenceSetting, RewardHeadRow, User
 from profiles.pgvector import PgvectorRetrieval
 from profiles.records import FeedbackPair, ForgetReport, SearchHit, StoredMessage, StoredRewardHead, UserSummary
@@ -341,9 +349,13 @@ class ProfileStore:
             self._transactions, self.embedder, user_id, list(lines), conversation_id=None, progress=progress
         )
 
-    def conversation_messages(self, conversation_id: int) -> list[StoredMessage]:
-        """A conversation's messages in order (empty for an unknown conversation)."""
+    def conversation_messages(self, conversation_id: int, user_id: str | None = None) -> list[StoredMessage]:
+        """A conversation's messages in order (empty for an unknown conversation). With ``user_id``, only that
+        user's: another user's conversation, or none, is an ``InvalidInputError``, as when writing to it (a caller
+        given a conversation id by a client must not read, or reveal anything about, another user's turns)."""
         with self._read() as session:
+            if user_id is not None:
+                check_conversation_owner(session, conversation_id, user_id, user_pk(session, user_id))
             rows = session.execute(
                 select(Message)
                 .where(Message.conversation_id == conversation_id)

@@ -71,8 +71,14 @@ def serve(
     `panda-chat key create`."""
     import uvicorn
 
-    from panda_chat.server import ServerSettings, create_app
+    from panda_chat.registry import check_model_path
+    from panda_chat.server import ServerSettings, WithholdErrorMessages, create_app
+    from profiles.keys import ApiKeys
 
+    # a mistyped --model or --db fails here in one line, not as a traceback from the server's startup
+    if model is not None:
+        check_model_path(model)
+    ApiKeys(db).close()  # connects and brings the schema up to date (the server opens the database again)
     settings = ServerSettings(
         model=model,
         db=db,
@@ -87,4 +93,5 @@ def serve(
         requests_per_minute=requests_per_minute,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(WithholdErrorMessages())  # no user text in the logs
     uvicorn.run(create_app(settings), host=host, port=port, access_log=access_log, log_level="info")

@@ -17,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -38,13 +41,16 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from panda_chat.chat_model import ChatPanda, StreamEnd
+from panda_chat.server.paths import KeepEscapedSlashes
 from panda_chat.server.schemas import (
     ChatCompletionRequest,
     ChatMessage,
     FeedbackRequest,
     PreferenceUpdate,
+    ResponseFormat,
     error_body,
 )
 from profiles import ProfileStore, validate_user_id
@@ -56,6 +62,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("panda_chat.server")
 DEMO_MODEL_ID = "panda-chat-demo"
+
+
+class WithholdErrorMessages(logging.Filter):
+    """For uvicorn's "Exception in ASGI application" records: the traceback keeps its frames and the exception's
+    type, not its message. Starlette re-raises a request's unexpected error to uvicorn, which logs it, and such a
+    message can quote the request's data (a database error quotes its statement's parameters: user ids, texts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and str(record.msg).startswith("Exception in ASGI"):
+            kind, _error, trace = record.exc_info
+            frames = "".join(traceback.format_tb(trace))
+            record.exc_text = (
+                f"Traceback (most recent call last):\n{frames}{kind.__module__}.{kind.__qualname__}: "
+                "(message withheld: it may quote user data)"
+            )
+        return True
+
+
 _FINISH = {"stop": "stop", "length": "length", "eos": "stop"}
 
 
@@ -98,12 +122,15 @@ class ApiError(Exception):
         kind: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+        self.headers = headers
 
     def response(self) -> JSONResponse:
-        return JSONResponse(error_body(self.message, self.kind, self.code, self.param), status_code=self.status)
+        body = error_body(self.message, self.kind, self.code, self.param)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 class RateLimiter:
@@ -114,16 +141,18 @@ class RateLimiter:
         self._hits: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def allow(self, key: str) -> bool:
+    def wait_s(self, key: str) -> float:
+        """0 when a request with ``key`` may go now (it is counted), else the seconds until one may (the client's
+        Retry-After: OpenAI's SDKs wait that long before they retry, instead of retrying at once and failing)."""
         now = time.monotonic()
         with self._lock:
             hits = self._hits.setdefault(key, deque())
             while hits and now - hits[0] >= 60.0:
                 hits.popleft()
             if len(hits) >= self.per_minute:
-                return False
+                return 60.0 - (now - hits[0])
             hits.append(now)
-            return True
+            return 0.0
 
 
 def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
@@ -137,11 +166,7 @@ def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
             converted.append(HumanMessage(content=content))
         elif message.role == "assistant":
             calls = [
-                {
-                    "name": call.get("function", {}).get("name", ""),
-                    "id": call.get("id"),
-                    "args": json.loads(call.get("function", {}).get("arguments") or "{}"),
-                }
+                {"name": call.function.name, "id": call.id, "args": call.function.arguments}
                 for call in message.tool_calls or []
             ]
             converted.append(AIMessage(content=content, tool_calls=calls))
@@ -152,19 +177,24 @@ def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
     return converted
 
 
-def to_response_format(value: dict[str, Any] | None) -> dict[str, Any] | None:
+def to_response_format(value: ResponseFormat | None) -> dict[str, Any] | None:
     """OpenAI's response_format as ChatPanda's (a JSON schema; {} for any JSON object; None for text)."""
-    if value is None or value.get("type") in (None, "text"):
+    if value is None or value.type == "text":
         return None
-    if value["type"] == "json_object":
+    if value.type == "json_object" or value.json_schema is None:
         return {}
-    if value["type"] == "json_schema":
-        return dict((value.get("json_schema") or {}).get("schema") or {})
-    raise ApiError(
-        400,
-        f"response_format type {value['type']!r} is not supported: use text, json_object or json_schema",
-        param="response_format",
-    )
+    return dict(value.json_schema.json_schema or {})
+
+
+def client_error(error: ProfileError | ValueError) -> ApiError:
+    """A request the store or the model refused (a bad schema, another user's conversation) as a 400."""
+    return ApiError(400, str(error).splitlines()[0])
+
+
+async def _prepend(first: str | StreamEnd, rest: AsyncIterator[str | StreamEnd]) -> AsyncIterator[str | StreamEnd]:
+    yield first
+    async for piece in rest:
+        yield piece
 
 
 def _tool_calls(calls: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -223,10 +253,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
             sys.setswitchinterval(interval)
 
     app = FastAPI(title="panda-chat", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(KeepEscapedSlashes)  # a user id with "/" in it is one path segment (see ``paths``)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
         return error.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """No such route or method: OpenAI's error object, as for every other error."""
+        message = f"{error.detail}: {request.method} {request.url.path}"
+        return JSONResponse(error_body(message, "invalid_request_error"), error.status_code, error.headers)
 
     @app.exception_handler(Exception)
     async def _server_error(_request: Request, error: Exception) -> JSONResponse:
@@ -245,12 +282,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 "authentication_error",
                 "invalid_api_key",
             )
-        if not limiter.allow(key.name):
+        wait = limiter.wait_s(key.name)
+        if wait:
             raise ApiError(
                 429,
-                f"rate limit reached: at most {limiter.per_minute} requests per minute per key",
+                f"rate limit reached: at most {limiter.per_minute} requests per minute per key; retry in {wait:.0f} s",
                 "rate_limit_error",
                 "rate_limit_exceeded",
+                headers={"Retry-After": str(math.ceil(wait))},
             )
         return key
 
@@ -296,13 +335,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
             "cancelled": scheduler.stats.cancelled,
         }
 
+    model_card = {"id": settings.model_id, "object": "model", "created": 0, "owned_by": "panda-chat"}
+
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         await authorize(request)
-        return {
-            "object": "list",
-            "data": [{"id": settings.model_id, "object": "model", "created": 0, "owned_by": "panda-chat"}],
-        }
+        return {"object": "list", "data": [model_card]}
+
+    @app.get("/v1/models/{model:path}")  # a hub id holds a slash, sent as is or escaped
+    async def model_retrieve(request: Request, model: str) -> dict[str, Any]:
+        await authorize(request)
+        model = unquote(model)  # what ``KeepEscapedSlashes`` kept escaped
+        if model != settings.model_id:
+            raise ApiError(
+                404,
+                f"model {model!r} is not served here; this server serves {settings.model_id!r}",
+                code="model_not_found",
+            )
+        return model_card
 
     # ------------------------------------------------------------------------------------------ completions
 
@@ -319,9 +369,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 code="model_not_found",
                 param="model",
             )
-        if body.n != 1:
+        if body.n not in (None, 1):
             raise ApiError(400, "n must be 1 (one answer per request)", param="n")
-        max_tokens = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
+        # a request that does not say gets the default, within the server's limit (a server started with
+        # --max-tokens 64 serves clients that never send max_tokens, as LangChain's ChatOpenAI by default)
+        default = min(settings.default_max_tokens, settings.max_tokens)
+        max_tokens = body.max_completion_tokens or body.max_tokens or default
         if max_tokens > settings.max_tokens:
             raise ApiError(
                 400, f"max_tokens is {max_tokens}; this server allows at most {settings.max_tokens}", param="max_tokens"
@@ -345,11 +398,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
         runnable: Any = llm
         if body.tools:
             try:
-                runnable = llm.bind_tools(body.tools, tool_choice=body.tool_choice)
+                tools = [tool.model_dump(exclude_none=True) for tool in body.tools]
+                runnable = llm.bind_tools(tools, tool_choice=body.tool_choice)
             except (ValueError, NotImplementedError, TypeError) as error:
                 raise ApiError(400, f"tools: {error}", param="tools") from None
         kwargs: dict[str, Any] = {"user_id": user, "max_tokens": max_tokens}
         conversation = body.conversation_id if body.conversation_id is not None else body.thread_id
+        if isinstance(conversation, int):  # another user's conversation is refused before anything is decoded
+            try:
+                await asyncio.to_thread(state["store"].conversation_messages, conversation, user)
+            except ProfileError as error:
+                raise client_error(error) from None
         if conversation is not None:
             kwargs["conversation_id"] = conversation
         if body.temperature is not None:
@@ -370,16 +429,20 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 if runnable is llm and response_format is None
                 else _langchain_pieces(runnable, messages, stop, kwargs)
             )
-            stream = _stream(pieces, completion_id, created, include_usage, key, started)
+            try:  # refused before its first token (a schema, another user's conversation): an HTTP error, not a 200
+                first = await anext(pieces)
+            except StopAsyncIteration:
+                first = StreamEnd({}, {})
+            except (ProfileError, ValueError) as error:
+                raise client_error(error) from None
+            stream = _stream(_prepend(first, pieces), completion_id, created, include_usage, key, started)
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
             )
         try:
             message: AIMessage = await runnable.ainvoke(messages, stop=stop, **kwargs)
-        except ProfileError as error:
-            raise ApiError(400, str(error)) from None
-        except ValueError as error:
-            raise ApiError(400, str(error).splitlines()[0]) from None
+        except (ProfileError, ValueError) as error:
+            raise client_error(error) from None
         usage = _usage(message.usage_metadata)
         metadata = message.response_metadata or {}
         calls = _tool_calls(message.tool_calls)
@@ -502,22 +565,22 @@ def create_app(settings: ServerSettings) -> FastAPI:
             "vector_layout": store.catalog.vector_layout(),
         }
 
-    @app.get("/v1/profiles/{user}")
+    @app.get("/v1/profiles/{user:segment}")
     async def profile_show(request: Request, user: str) -> dict[str, Any]:
         return await profile_call(request, user, show)
 
-    @app.put("/v1/profiles/{user}/preferences/{dimension}")
+    @app.put("/v1/profiles/{user:segment}/preferences/{dimension:segment}")
     async def profile_set(request: Request, user: str, dimension: str) -> dict[str, Any]:
         body: PreferenceUpdate = await read_json(request, PreferenceUpdate)
         await profile_call(request, user, state["store"].set_preference, dimension, body.pole)
         return {"user": user, "dimension": dimension, "pole": body.pole}
 
-    @app.delete("/v1/profiles/{user}/preferences/{dimension}")
+    @app.delete("/v1/profiles/{user:segment}/preferences/{dimension:segment}")
     async def profile_unset(request: Request, user: str, dimension: str) -> dict[str, Any]:
         removed = await profile_call(request, user, state["store"].unset_preference, dimension)
         return {"user": user, "dimension": dimension, "removed": removed}
 
-    @app.post("/v1/profiles/{user}/feedback")
+    @app.post("/v1/profiles/{user:segment}/feedback")
     async def profile_feedback(request: Request, user: str) -> dict[str, Any]:
         body: FeedbackRequest = await read_json(request, FeedbackRequest)
 
@@ -526,12 +589,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
         return {"user": user, "feedback_id": await profile_call(request, user, add)}
 
-    @app.get("/v1/profiles/{user}/export")
+    @app.get("/v1/profiles/{user:segment}/export")
     async def profile_export(request: Request, user: str) -> Any:
         exported = await profile_call(request, user, state["store"].export_user)
         return JSONResponse(json.loads(exported.model_dump_json()))
 
-    @app.delete("/v1/profiles/{user}")
+    @app.delete("/v1/profiles/{user:segment}")
     async def profile_forget(request: Request, user: str) -> Any:
         report = await profile_call(request, user, state["store"].forget)
         return JSONResponse(json.loads(report.model_dump_json()))

@@ -39,6 +39,9 @@ def test_revoking_stops_a_key_at_once_in_every_process(tmp_path: Path) -> None:
     assert creator.revoke("web") and not creator.revoke("web") and not creator.revoke("nope")
     assert server.authenticate(secret) is None
     assert creator.list()[0].revoked
+    # the revoked key keeps its name (key list shows who had access): the error says so, not "revoke it first"
+    with pytest.raises(InvalidInputError, match="revoked key is named 'web'"):
+        creator.create("web", ["alice"])
     creator.close()
     server.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import httpx
 import openai
@@ -15,7 +16,7 @@ from server_process import create_key
 pytestmark = pytest.mark.slow
 
 MODEL = "panda-chat-demo"
-RATE_LIMIT = 30
+RATE_LIMIT = 60  # per key and minute: above what one key asks in this module (the "burst" key tests it)
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,7 @@ def server(database, server_factory):
         "alice": create_key(database, "alice-app", "alice", "alice2"),
         "admin": create_key(database, "backend"),
         "burst": create_key(database, "burst", "burst-user"),
+        "sweep": create_key(database, "sweep"),  # the tests of odd inputs, so the admin key stays under the limit
     }
     running = server_factory(
         database, "--max-tokens", "64", "--max-body-bytes", "20000", "--requests-per-minute", str(RATE_LIMIT)
@@ -108,6 +110,24 @@ def test_keys_act_only_as_their_users(server):
         ({"model": "gpt-4o"}, 404, "not served"),
         ({"max_tokens": 65}, 400, "at most 64"),
         ({"n": 2}, 400, "n must be 1"),
+        ({"n": 0}, 400, "n must be 1"),
+        # malformed tools and tool-call history are the client's error, not a 500
+        ({"tools": [{"type": "function"}]}, 400, "tools.0.function"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{x"}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "done"},
+                ]
+            },
+            400,
+            "arguments: Invalid JSON",
+        ),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}}}, 400, "schema"),
+        # numbers the database or the generator cannot hold are refused, not a 500 or a driver's message
+        ({"conversation_id": 2**40}, 400, "conversation_id"),
+        ({"seed": 2**64}, 400, "seed"),
     ],
 )
 def test_bad_requests_get_openai_errors(server, options, status, fragment):
@@ -141,8 +161,10 @@ def test_requests_per_minute_per_key(server):
     burst = client(server, server.keys["burst"])
     for _ in range(RATE_LIMIT):
         burst.models.list()
-    with pytest.raises(openai.RateLimitError):
+    with pytest.raises(openai.RateLimitError) as limited:
         burst.models.list()
+    # says when to retry (the openai client waits that long rather than failing after quick retries)
+    assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
     client(server, server.keys["alice"]).models.list()  # other keys are not affected
 
 
@@ -244,3 +266,80 @@ def test_profile_endpoints_feedback_export_and_forget(server):
     # forget leaves the id in no table, API keys included: the key no longer acts as the forgotten user
     gone = httpx.get(base, headers=headers, timeout=60)
     assert gone.status_code == 403
+
+
+def test_optional_fields_may_be_null_and_models_can_be_retrieved(server):
+    """OpenAI's schema makes n, stream and the sampling fields nullable; SDKs and UIs send explicit nulls."""
+    # no max_tokens either: the default fits this server's --max-tokens 64
+    body = {"model": MODEL, "user": "alice", "n": None, "stream": None, "temperature": None, "max_tokens": None}
+    headers = {"Authorization": f"Bearer {server.keys['sweep']}"}
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={**body, "messages": [{"role": "user", "content": "hi"}]},
+        headers=headers,
+        timeout=60,
+    )
+    assert response.status_code == 200 and response.json()["object"] == "chat.completion"
+    assert client(server, server.keys["alice"]).models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError) as other:
+        client(server, server.keys["alice"]).models.retrieve("gpt-4o")
+    assert other.value.body["code"] == "model_not_found"
+    # a route or method that does not exist is answered as OpenAI's error object too
+    for method, path, status in (("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405)):
+        answer = httpx.request(method, f"{server.base_url}{path}", headers=headers, timeout=60)
+        assert answer.status_code == status and path in answer.json()["error"]["message"]
+
+
+def test_a_stream_refused_before_its_first_token_is_an_http_error(server):
+    schema = {"type": "object", "properties": {"city": {"type": "banana"}}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        list(
+            client(server, server.keys["sweep"]).chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Name a city."}],
+                user="bad-schema",
+                max_tokens=8,
+                stream=True,
+                response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            )
+        )
+    assert "schema" in refused.value.body["message"]
+
+
+@pytest.mark.parametrize("user", ["team/alice", "100%", "a%2Fb", "ünï/用户"])
+def test_profile_endpoints_reach_a_user_whose_id_holds_a_slash_or_a_percent(server, user):
+    """Any valid user id (profiles.ids) is one escaped path segment; a key for a prefix of it ("team") is another
+    user's key."""
+    ask(server, user, "hello", key="sweep", max_tokens=2)
+    base = f"{server.base_url}/v1/profiles/{quote(user, safe='')}"
+    headers = {"Authorization": f"Bearer {server.keys['sweep']}"}
+    shown = httpx.get(base, headers=headers, timeout=60)
+    assert shown.status_code == 200 and shown.json()["user"] == user
+    updated = httpx.put(f"{base}/preferences/verbosity", json={"pole": "concise"}, headers=headers, timeout=60)
+    assert updated.json()["user"] == user
+    assert httpx.get(f"{base}/export", headers=headers, timeout=60).json()["user_id"] == user
+    prefix = user.split("/")[0]
+    if prefix != user:
+        only_prefix = create_key(server.db, f"only-{prefix}", prefix)
+        assert httpx.get(base, headers={"Authorization": f"Bearer {only_prefix}"}, timeout=60).status_code == 403
+    assert httpx.delete(base, headers=headers, timeout=60).json()["user_id"] == user
+    assert httpx.get(base, headers=headers, timeout=60).status_code == 404
+
+
+def test_another_users_conversation_is_refused_before_anything_is_decoded(server):
+    """Even with the owner's own last question as the messages (which used to be decoded, and streamed, before the
+    refusal: a way to confirm what another user asked), another user's conversation id is a 400 up front."""
+    question = "What is my secret plan?"
+    conversation = ask(server, "conv-owner", question, key="sweep", max_tokens=4).model_extra["conversation_id"]
+    steps = server.health()["steps"]
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError, match="does not belong"):  # a stream too: no 200 to read
+            client(server, server.keys["sweep"]).chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": question}],
+                user="conv-intruder",
+                max_tokens=4,
+                stream=stream,
+                extra_body={"conversation_id": conversation},
+            )
+    assert server.health()["steps"] == steps  # nothing was decoded for them

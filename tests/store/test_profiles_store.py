@@ -59,6 +59,12 @@ def test_a_conversation_of_another_user_is_refused(store: ProfileStore) -> None:
     with pytest.raises(InvalidInputError, match="does not belong"):
         store.add_message("alice", "user", "sneaky", conversation_id=bobs)
     assert [m.text for m in store.conversation_messages(bobs)] == ["bob's message"]
+    # read on behalf of a user, it is refused the same way (and so is a conversation that does not exist)
+    assert [m.text for m in store.conversation_messages(bobs, "bob")] == ["bob's message"]
+    store.create_user("alice")
+    for reader, conversation in (("alice", bobs), ("carol", bobs), ("bob", bobs + 1000)):
+        with pytest.raises(InvalidInputError, match="does not belong"):
+            store.conversation_messages(conversation, reader)
 
 
 def test_users_are_created_once_and_listed(store: ProfileStore) -> None:
