@@ -192,6 +192,21 @@ def test_record_false_stores_nothing(llm, store):
     assert not store.has_user("alice")
 
 
+def test_another_users_conversation_id_is_refused_before_anything_is_read_or_decoded(llm, store):
+    first = llm.invoke("my code is 4711")  # alice's conversation
+    conversation = first.response_metadata["conversation_id"]
+    bob = ChatPanda(**{**_params(llm), "user_id": "bob"})
+    chunks = []
+    with pytest.raises(ValueError, match="does not belong to user 'bob'"):
+        # alice's own question: nothing new to store, so only the read of her turns could refuse it
+        for chunk in bob.stream(
+            [HumanMessage("my code is 4711")], config={"configurable": {"conversation_id": conversation}}
+        ):
+            chunks.append(chunk)
+    assert chunks == []  # nothing was decoded from alice's conversation
+    assert stored_turns(store, conversation) == [("user", "my code is 4711"), ("assistant", first.content)]
+
+
 def test_plain_decoding_without_recording_never_opens_the_store(tiny_models, tmp_path):
     db = tmp_path / "never-created.db"
     result = ChatPanda(

@@ -78,7 +78,7 @@ class ChatProfileView:
                 if text.strip():
                     incoming.append(("user" if isinstance(message, HumanMessage) else "assistant", text))
         conversation = self._conversation(user_id, conversation_id, incoming)
-        stored = [] if conversation is None else self._stored_turns(conversation)
+        stored = [] if conversation is None else self._stored_turns(user_id, conversation)
         rows = [(role, text, None) for role, text in new_turns(stored, incoming)]
         if conversation is None and rows:  # the new conversation and its turns in one transaction
             return self.store.add_messages(user_id, rows)[0].conversation_id
@@ -107,10 +107,13 @@ class ChatProfileView:
         if not latest:
             return None
         candidate = latest[0].conversation_id
-        return candidate if continues(self._stored_turns(candidate), incoming) else None
+        return candidate if continues(self._stored_turns(user_id, candidate), incoming) else None
 
-    def _stored_turns(self, conversation: int) -> list[tuple[str, str]]:
-        return [(m.role, m.text) for m in self.store.conversation_messages(conversation) if m.role in RECORDED_ROLES]
+    def _stored_turns(self, user_id: str, conversation: int) -> list[tuple[str, str]]:
+        """The recorded turns of ``conversation``, which must be ``user_id``'s: a conversation id comes from the caller,
+        and another user's (or none) is refused before any of its turns is read."""
+        messages = self.store.conversation_messages(conversation, user_id=user_id)
+        return [(m.role, m.text) for m in messages if m.role in RECORDED_ROLES]
 
     def version(self, user_id: str) -> str:
         """A short fingerprint of what steers the user's answers: explicit settings, feedback, reward heads and the
