@@ -192,6 +192,23 @@ def test_record_false_stores_nothing(llm, store):
     assert not store.has_user("alice")
 
 
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        ({"top_k": 100_000}, "larger than the base model's vocabulary"),
+        ({"max_tokens": 100_000}, "max_tokens is 100000, but the model reads at most"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nope"}}}},
+            "cannot follow this JSON schema",
+        ),
+    ],
+)
+def test_a_request_refused_for_its_options_stores_nothing(llm, store, call, error):
+    with pytest.raises(ValueError, match=error):
+        llm.invoke("a question that must not be kept", **call)
+    assert not store.has_user("alice")  # neither the question nor a new conversation
+
+
 def test_another_users_conversation_id_is_refused_before_anything_is_read_or_decoded(llm, store):
     first = llm.invoke("my code is 4711")  # alice's conversation
     conversation = first.response_metadata["conversation_id"]

@@ -66,7 +66,7 @@ from panda_chat.chat_model.tools import (
     tool_choice_of,
 )
 from panda_chat.decoding import DecodingOptions, GenerationOutput
-from panda_chat.decoding.limits import context_length
+from panda_chat.decoding.limits import check_prompt_lengths, context_length
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
 from panda_chat.serving import DecodeRequest, RequestCancelled
 from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
@@ -421,6 +421,7 @@ class ChatPanda(BaseChatModel):
             _prompt_budget(runtime, options),
         )
         query = _last_human_text(messages)
+        _check_decodable(runtime, prompt, options)  # a request refused later must not have been recorded
         if not (self.record or self.personalize):  # plain decoding, nothing stored: the store is never opened
             context = PreferenceContext.neutral(PreferenceCatalog.default(), user_id, query)
             plan = self._personalizer(runtime, PreferenceCatalog.default(), embedder=None).plan(context)
@@ -1051,6 +1052,24 @@ def _decoding_options(options: _CallOptions, stop: list[str] | None = None) -> D
     return DecodingOptions.from_temperature(
         options.temperature, top_k=options.top_k, seed=options.seed, stop=options.stop if stop is None else stop
     )
+
+
+def _check_decodable(runtime: ModelRuntime, prompt: str, options: _CallOptions) -> None:
+    """Raise, before anything is stored, what the decoder would raise for this call: its options against the
+    vocabulary, the prompt plus ``max_tokens`` against the context, a response format's schema."""
+    _decoding_options(options).validate(runtime.decoder.vocab_size)
+    answer_tokens = options.max_tokens
+    if options.response_format is not None and not options.calls_tools:
+        schema = json_schema_of(options.response_format)
+        answer_tokens = JsonConstraint(  # its matcher refuses a schema it cannot follow, as the decode's would
+            runtime.tokenizer,
+            [compile_schema(schema)],
+            runtime.decoder.vocab_size,
+            options.max_tokens,
+            schema_size=len(json.dumps(schema)),
+        ).hard_limit
+    limit = context_length(runtime.decoder.model)
+    check_prompt_lengths([len(runtime.prompt_ids(prompt))], answer_tokens, limit, budget_name="max_tokens")
 
 
 def _prompt_budget(runtime: ModelRuntime, options: _CallOptions) -> int | None:

@@ -32,20 +32,23 @@ def context_length(model: torch.nn.Module) -> int | None:
     return None
 
 
-def check_prompt_lengths(lengths: Sequence[int], max_new_tokens: int, limit: int | None) -> None:
-    """Refuse any prompt whose ``length + max_new_tokens`` exceeds ``limit`` (None: no known limit)."""
+def check_prompt_lengths(
+    lengths: Sequence[int], max_new_tokens: int, limit: int | None, budget_name: str = "max_new_tokens"
+) -> None:
+    """Refuse any prompt whose ``length + max_new_tokens`` exceeds ``limit`` (None: no known limit). The message
+    calls the answer's budget ``budget_name``: the name the caller's own API gives it (``max_tokens`` in chat)."""
     if limit is None:
         return
     for index, length in enumerate(lengths):
         if length + max_new_tokens > limit:
             room = limit - max_new_tokens
             fix = (
-                f"shorten it to at most {room} tokens or lower max_new_tokens"
+                f"shorten it to at most {room} tokens or lower {budget_name}"
                 if room > 0
-                else f"lower max_new_tokens below {limit}"
+                else f"lower {budget_name} below {limit}"
             )
             raise PromptTooLongError(
-                f"prompt {index} has {length} tokens and max_new_tokens is {max_new_tokens}, but the model reads "
+                f"prompt {index} has {length} tokens and {budget_name} is {max_new_tokens}, but the model reads "
                 f"at most {limit} positions: {fix}"
             )
 
