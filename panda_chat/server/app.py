@@ -25,14 +25,14 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -189,6 +189,28 @@ def to_response_format(value: ResponseFormat | None) -> dict[str, Any] | None:
 def client_error(error: ProfileError | ValueError) -> ApiError:
     """A request the store or the model refused (a bad schema, another user's conversation) as a 400."""
     return ApiError(400, str(error).splitlines()[0])
+
+
+class _ClientLeft(Exception):
+    """The client of a non-streamed answer closed its connection before the answer was ready."""
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[Any], every: float = 0.25) -> Any:
+    """Await ``work``, checking every ``every`` s whether the client is still there; if it left, cancel ``work``
+    (ChatPanda stops the decode at its next step, freeing the batch row) and raise ``_ClientLeft``. A stream
+    notices a departed client when a piece cannot be sent; a non-streamed answer has nothing to send until the end."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise _ClientLeft()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def _prepend(first: str | StreamEnd, rest: AsyncIterator[str | StreamEnd]) -> AsyncIterator[str | StreamEnd]:
@@ -404,11 +426,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 raise ApiError(400, f"tools: {error}", param="tools") from None
         kwargs: dict[str, Any] = {"user_id": user, "max_tokens": max_tokens}
         conversation = body.conversation_id if body.conversation_id is not None else body.thread_id
-        if isinstance(conversation, int):  # another user's conversation is refused before anything is decoded
-            try:
-                await asyncio.to_thread(state["store"].conversation_messages, conversation, user)
-            except ProfileError as error:
-                raise client_error(error) from None
         if conversation is not None:
             kwargs["conversation_id"] = conversation
         if body.temperature is not None:
@@ -440,9 +457,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
             )
         try:
-            message: AIMessage = await runnable.ainvoke(messages, stop=stop, **kwargs)
+            message: AIMessage = await _unless_client_leaves(request, runnable.ainvoke(messages, stop=stop, **kwargs))
         except (ProfileError, ValueError) as error:
             raise client_error(error) from None
+        except _ClientLeft:
+            log.info("chat key=%s status=499 (the client went away; its decode was stopped)", key.name)
+            return Response(status_code=499)
         usage = _usage(message.usage_metadata)
         metadata = message.response_metadata or {}
         calls = _tool_calls(message.tool_calls)

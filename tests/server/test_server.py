@@ -3,6 +3,7 @@ and concurrency (greedy answers are the same alone and batched)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -343,3 +344,43 @@ def test_another_users_conversation_is_refused_before_anything_is_decoded(server
                 extra_body={"conversation_id": conversation},
             )
     assert server.health()["steps"] == steps  # nothing was decoded for them
+
+
+class _Leaving:
+    """A request whose client is there for ``checks`` disconnect checks, then gone."""
+
+    def __init__(self, checks: int):
+        self.checks = checks
+
+    async def is_disconnected(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
+def test_a_non_streamed_answer_whose_client_leaves_is_cancelled():
+    """A non-streamed answer has nothing to send until it is done, so the server checks for its client while it
+    waits; when the client has gone, the answer's task is cancelled (ChatPanda then frees the row at the next step,
+    ``test_chat_model_async``) instead of decoding to the end for nobody."""
+    from panda_chat.server.app import _ClientLeft, _unless_client_leaves
+
+    async def scenario():
+        cancelled = asyncio.Event()
+
+        async def endless():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        with pytest.raises(_ClientLeft):
+            await _unless_client_leaves(_Leaving(checks=2), endless(), every=0.01)
+        assert cancelled.is_set()
+
+        async def quick():
+            await asyncio.sleep(0.02)
+            return "the answer"
+
+        assert await _unless_client_leaves(_Leaving(checks=1000), quick(), every=0.01) == "the answer"
+
+    asyncio.run(scenario())
