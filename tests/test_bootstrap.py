@@ -88,3 +88,22 @@ def test_a_model_without_heads_says_so_once_or_builds_them(model_copy, tmp_path,
     assert answer.response_metadata["personalization"]["reward_kinds"] == ["head"]
     built = list((tmp_path / "user-heads").glob(f"*/{MANIFEST_FILE}"))
     assert len(built) == 1 and not (fresh / MANIFEST_FILE).exists()  # the user's model folder is left alone
+
+
+def test_a_model_with_few_learned_positions_is_bootstrapped_within_them(tmp_path):
+    """GPT-2 style learned positions cannot read past their last one: long corpus answers are cut to fit."""
+    from model_families import FAMILY_BY_NAME
+
+    from panda_chat.tiny_models import sample_corpus, train_tokenizer
+
+    tokenizer = train_tokenizer(sample_corpus(), vocab_size=512)
+    folder = tmp_path / "gpt2"
+    FAMILY_BY_NAME["gpt2"].build(len(tokenizer), n_positions=64).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    result = bootstrap("--base", folder, "--self-pairs", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert {p["source"] for p in json.loads(result.stdout)["poles"]} == {"corpus"}
+    with ProfileStore(tmp_path / "p.db", embedder="hashing") as store:
+        store.set_preference("ann", "tone", "formal")
+        answer = ChatPanda(model=str(folder), store=store, user_id="ann", max_tokens=4, device="cpu").invoke("Hi")
+    assert answer.response_metadata["personalization"]["reward_kinds"] == ["head"]
