@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from panda_chat.chat_model import ChatPanda
 from panda_chat.cli import main
 from panda_chat.rewards.manifest import HEADS_DIR_ENV, MANIFEST_FILE, HeadsManifest
-from profiles import ProfileStore
+from profiles import PreferenceCatalog, ProfileStore
 
 HUMOUR = """
 [[dimensions]]
@@ -107,3 +107,42 @@ def test_a_model_with_few_learned_positions_is_bootstrapped_within_them(tmp_path
         store.set_preference("ann", "tone", "formal")
         answer = ChatPanda(model=str(folder), store=store, user_id="ann", max_tokens=4, device="cpu").invoke("Hi")
     assert answer.response_metadata["personalization"]["reward_kinds"] == ["head"]
+
+
+REGISTER = """
+[[dimensions]]
+name = "register"
+[[dimensions.poles]]
+name = "formal"
+description = "Legal, bureaucratic register: long sentences, defined terms, citations of clauses."
+examples = ["Pursuant to clause 4(b), the party of the first part shall notify the other party."]
+[[dimensions.poles]]
+name = "casual"
+description = "Slangy chat register."
+examples = ["yo, quick q about this"]
+"""
+
+
+def test_a_pole_name_two_dimensions_share_gets_a_head_of_its_own(model_copy, tmp_path):
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(REGISTER, encoding="utf-8")
+    result = bootstrap("--base", model_copy, "--catalog", catalog, "--self-pairs", "0", "--json")
+    assert result.exit_code == 0, result.output
+    poles = {f"{p['dimension']}.{p['pole']}": p for p in json.loads(result.stdout)["poles"]}
+    # the corpus writes tone.formal, not this catalog's register.formal: that one is made from its own words
+    assert poles["tone.formal"]["source"] == "corpus" and poles["register.formal"]["source"] == "words"
+    assert poles["tone.formal"]["path"] != poles["register.formal"]["path"]
+    assert len(HeadsManifest.load(model_copy).heads) == len(poles) == 8
+    preferences = PreferenceCatalog.from_file(catalog)
+    with ProfileStore(tmp_path / "p.db", embedder="hashing", catalog=preferences) as store:
+        store.set_preference("ann", "register", "formal")
+        llm = ChatPanda(model=str(model_copy), store=store, user_id="ann", max_tokens=3, device="cpu")
+        steering = llm.invoke("Hi").response_metadata["personalization"]["steering"]
+    assert {(s["reward"], s["kind"]) for s in steering} == {("register.formal", "head"), ("register.casual", "head")}
+    used = {s["reward"]: s for s in steering}
+    assert used["register.formal"]["weight"] > 0
+    from panda_chat.chat_model.runtime import model_runtime
+
+    heads = model_runtime(model_copy, device="cpu").defaults.pole_rewards
+    assert heads["register.formal"].path.endswith(poles["register.formal"]["path"])
+    assert heads["tone.formal"].path.endswith(poles["tone.formal"]["path"])

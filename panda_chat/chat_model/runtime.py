@@ -51,7 +51,7 @@ class ModelDefaults:
     identity. ``found`` is False when the model has no manifest at all.
     """
 
-    pole_rewards: dict[str, RewardSpec] = field(default_factory=dict)  # pole name -> reward for this model
+    pole_rewards: dict[str, RewardSpec] = field(default_factory=dict)  # dimension.pole -> reward for this model
     lam: LambdaFunction | float | None = None
     lam_preference_dim: int = 0  # the preference-vector length the lambda was fitted for
     found: bool = False
@@ -65,7 +65,7 @@ class ModelDefaults:
         if located is None:
             return cls()
         folder, manifest = located
-        heads = {pole: RewardSpec(kind="head", path=str(file)) for pole, file in manifest.head_paths(folder).items()}
+        heads = {name: RewardSpec(kind="head", path=str(file)) for name, file in manifest.head_paths(folder).items()}
         lam: LearnedLambda | float | None = None
         dim = 0
         if manifest.lam is not None and manifest.lam.path:

@@ -40,8 +40,9 @@ from panda_chat.rewards.training import RewardTrainingConfig, split_pairs
 from profiles.catalog import Dimension, Pole, PreferenceCatalog
 from profiles.inference import NEUTRAL_TEXTS
 
-# pole -> (training pairs, held-out pairs), or None when the corpus does not know the pole
-PairSource = Callable[[str], tuple[list[PreferencePair], list[PreferencePair]] | None]
+# (dimension, pole) -> (training pairs, held-out pairs), or None when the corpus does not know that pole of that
+# dimension (a catalog's own "register.formal" is not the corpus's "tone.formal")
+PairSource = Callable[[str, str], tuple[list[PreferencePair], list[PreferencePair]] | None]
 
 HEADS_FOLDER = "heads"
 MAX_TEXT_TOKENS = 512  # prompt + answer tokens read per training text (the corpus's longest answers fit)
@@ -188,13 +189,15 @@ def bootstrap_heads(
     poles: list[PoleReport] = []
     manifest = HeadsManifest(base_model=base_model, heads={}, lam=LambdaEntry(value=1.0))
     todo = [(dimension, pole) for dimension in catalog.dimensions for pole in dimension.poles]
+    shared = {pole.name for i, (_, pole) in enumerate(todo) if any(pole.name == p.name for _, p in todo[:i])}
     bar = tqdm(todo, desc="reward heads", unit="pole", disable=not progress)
     for dimension, pole in bar:
         bar.set_postfix(pole=pole.name)
         pole_started = time.perf_counter()
         name = f"{dimension.name}.{pole.name}"
-        found = pair_source(pole.name) if pair_source is not None else None
-        path = out / HEADS_FOLDER / f"{pole.name}.safetensors"
+        found = pair_source(dimension.name, pole.name) if pair_source is not None else None
+        key = name if pole.name in shared else pole.name  # a pole name two dimensions use: its dimension too
+        path = out / HEADS_FOLDER / f"{key}.safetensors"
         if not found or not found[0]:
             head = words_head(model, tokenizer, dimension, pole, name, base_model, max_length)
             head.save(path)
@@ -264,7 +267,7 @@ def bootstrap_heads(
                 seconds=time.perf_counter() - pole_started,
             )
         poles.append(report)
-        manifest.heads[pole.name] = HeadEntry(
+        manifest.heads[key] = HeadEntry(
             dimension=dimension.name,
             path=report.path,
             source=report.source,
