@@ -287,6 +287,8 @@ def chat(
 
     The whole configuration (user id, database, embedder, model) is checked before the first prompt, so a bad one
     exits at once with an error; the exit code is also non-zero when any turn failed."""
+    from langchain_core.messages import HumanMessage
+
     from panda_chat.chat_model import ChatPanda  # torch loads only when a chat starts
     from profiles import PreferenceCatalog, ProfileStore
 
@@ -307,7 +309,9 @@ def chat(
             record=record,
             build_heads=build_heads,
         )
-        llm.get_num_tokens("load")  # load the model now, so a wrong --model fails before the first question
+        # load the model and format a message now: a wrong --model, or one with no chat template, fails before
+        # the first question instead of at every turn
+        llm.get_num_tokens_from_messages([HumanMessage("load")])
         session = ChatSession(llm=llm, store=store, user=user, record=record)
         click.echo(f"chatting as {user} ({HELP})")
         while True:
