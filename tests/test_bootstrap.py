@@ -90,15 +90,21 @@ def test_a_model_without_heads_says_so_once_or_builds_them(model_copy, tmp_path,
     assert len(built) == 1 and not (fresh / MANIFEST_FILE).exists()  # the user's model folder is left alone
 
 
-def test_a_model_with_few_learned_positions_is_bootstrapped_within_them(tmp_path):
-    """GPT-2 style learned positions cannot read past their last one: long corpus answers are cut to fit."""
+@pytest.mark.parametrize(
+    ("family", "config"),
+    [
+        ("gpt2", {"n_positions": 64}),  # learned positions cannot read past their last one: answers are cut to fit
+        ("gemma3-multimodal", {}),  # its sizes are in the text config
+    ],
+)
+def test_other_families_are_bootstrapped_and_steer_with_their_heads(tmp_path, family, config):
     from model_families import FAMILY_BY_NAME
 
     from panda_chat.tiny_models import sample_corpus, train_tokenizer
 
     tokenizer = train_tokenizer(sample_corpus(), vocab_size=512)
-    folder = tmp_path / "gpt2"
-    FAMILY_BY_NAME["gpt2"].build(len(tokenizer), n_positions=64).save_pretrained(folder)
+    folder = tmp_path / family
+    FAMILY_BY_NAME[family].build(len(tokenizer), **config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     result = bootstrap("--base", folder, "--self-pairs", "0", "--json")
     assert result.exit_code == 0, result.output
