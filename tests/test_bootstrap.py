@@ -152,3 +152,16 @@ def test_a_pole_name_two_dimensions_share_gets_a_head_of_its_own(model_copy, tmp
     heads = model_runtime(model_copy, device="cpu").defaults.pole_rewards
     assert heads["register.formal"].path.endswith(poles["register.formal"]["path"])
     assert heads["tone.formal"].path.endswith(poles["tone.formal"]["path"])
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "file"])
+def test_a_base_that_is_no_model_folder_is_a_one_line_error(tmp_path, make):
+    base = tmp_path / "base"
+    if make == "empty":
+        base.mkdir()
+    elif make == "file":
+        base.write_text("not a model", encoding="utf-8")
+    result = bootstrap("--base", base)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert str(base) in result.stderr and len(result.stderr.strip().splitlines()[-1]) < 200
+    assert {"missing": "not found", "empty": "no config.json", "file": "is a file"}[make] in result.stderr

@@ -259,9 +259,10 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
     set_threads(threads)
     quiet_transformers()
     preferences = PreferenceCatalog.from_file(catalog) if catalog else PreferenceCatalog.default()
+    from panda_chat.registry import check_model_path
+
+    check_model_path(base, "base model")  # a typo or an empty folder fails now, in one line
     local = Path(base).expanduser()
-    if not local.is_dir() and (local.exists() or str(base).startswith((".", "/", "~"))):
-        raise click.UsageError(f"--base {base}: no such model folder")
     model = AutoModelForCausalLM.from_pretrained(base).eval()
     tokenizer = AutoTokenizer.from_pretrained(base)
     name = str(local.resolve()) if local.is_dir() else str(base)
