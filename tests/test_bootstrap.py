@@ -165,3 +165,16 @@ def test_a_base_that_is_no_model_folder_is_a_one_line_error(tmp_path, make):
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert str(base) in result.stderr and len(result.stderr.strip().splitlines()[-1]) < 200
     assert {"missing": "not found", "empty": "no config.json", "file": "is a file"}[make] in result.stderr
+
+
+def test_heads_written_where_chat_panda_does_not_look_are_said_so(model_copy, tmp_path):
+    elsewhere = bootstrap("--base", model_copy, "--out", tmp_path / "heads", "--self-pairs", "0", "--json")
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert (
+        f"reads heads from {model_copy}" in elsewhere.stderr and "copy panda_heads.json and heads/" in elsewhere.stderr
+    )
+    json.loads(elsewhere.stdout)  # the note is on stderr: stdout stays one JSON object
+    # the model folder itself, named with --out: no note, and no --force needed while it holds no manifest
+    into_model = bootstrap("--base", model_copy, "--out", model_copy, "--self-pairs", "0")
+    assert into_model.exit_code == 0, into_model.output
+    assert "note:" not in into_model.stderr and (model_copy / MANIFEST_FILE).is_file()
