@@ -110,6 +110,9 @@ class ChatSession:
         if self.last_answer is None or question is None:
             click.echo("nothing to rate yet: ask something first")
             return
+        if not self.last_answer.strip():
+            click.echo("the last answer is empty: nothing to rate (ask again, or try /prefer)")
+            return
         if not self.record:
             click.echo("not stored: this chat runs with --no-record, so feedback is not kept either")
             return
@@ -128,9 +131,13 @@ class ChatSession:
         messages = self.history[:-1] if isinstance(self.history[-1], AIMessage) else self.history
         greedy = quiet.invoke(messages, config=self.config(), temperature=0.0).text
         sampled = quiet.invoke(messages, config=self.config(), temperature=ALTERNATIVE_TEMPERATURE).text
-        self.alternatives = [greedy, sampled]
-        for number, text in enumerate(self.alternatives, start=1):
+        self.alternatives = []
+        for number, text in enumerate((greedy, sampled), start=1):
             click.echo(f"[{number}] {text}")
+        if not greedy.strip() or not sampled.strip() or greedy == sampled:
+            click.echo("nothing to compare: the two answers are the same or one is empty (try /prefer again)")
+            return
+        self.alternatives = [greedy, sampled]
         click.echo("pick the better one with /prefer 1 or /prefer 2")
 
     def prefer(self, choice: str) -> None:
