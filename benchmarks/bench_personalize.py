@@ -119,7 +119,7 @@ def partial_accuracy(pairs: int) -> list[dict]:
                 tokenizer,
                 scratch,
                 config=default_head_config(),
-                pair_source=lambda p, pole=pole: (corpus.preference_pairs(pole, pairs), []) if p == pole else None,
+                pair_source=lambda _, p, pole=pole: (corpus.preference_pairs(pole, pairs), []) if p == pole else None,
                 catalog=_one_pole_catalog(pole),
             )
             from panda_chat.rewards.heads import RewardHead

@@ -145,6 +145,10 @@ class PreferenceCatalog(BaseModel):
             raw_text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise CatalogError(f"cannot read catalog file {path}: {error.strerror}") from error
+        except UnicodeDecodeError as error:
+            raise CatalogError(
+                f"catalog file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8"
+            ) from error
         try:
             if path.suffix.lower() == ".toml":
                 data = tomllib.loads(raw_text)
@@ -155,6 +159,8 @@ class PreferenceCatalog(BaseModel):
         except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
             detail = " ".join(str(error).split())  # YAML errors span several lines
             raise CatalogError(f"catalog file {path} is not valid {path.suffix[1:].upper()}: {detail}") from error
+        if not isinstance(data, dict):
+            raise CatalogError(f"catalog file {path} must map `dimensions` to a list; it holds a {type(data).__name__}")
         try:
             parsed = _CatalogFile.model_validate(data)
             return cls.default().merged(parsed.dimensions, replace=parsed.replace_defaults)

@@ -101,3 +101,50 @@ def test_train_makes_the_users_own_head_from_their_preferences_and_it_steers(tin
         assert [head.name for head in store.reward_heads("alice")] == ["feedback"]
     last_steering = [line for line in result.output.splitlines() if line.strip().startswith("(")][-1]
     assert "feedback (user, " in last_steering  # the user's own head steers the answer after /train
+
+
+def test_a_model_without_a_chat_template_is_refused_before_the_first_question(tiny_models, tmp_path):
+    import json
+    import shutil
+
+    folder = shutil.copytree(tiny_models.base, tmp_path / "plain")
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    args = ["chat", "--user", "a", "--model", str(folder), "--db", str(tmp_path / "p.db"), "--embedder", "hashing"]
+    result = CliRunner().invoke(main, args, input="hi\n")
+    assert result.exit_code != 0
+    assert "no chat template" in result.stderr and "Traceback" not in result.output
+    assert "you>" not in result.output  # refused at start, not turn after turn
+
+
+class _Answers:
+    """Stands in for ChatPanda in a ChatSession: answers with the given texts, in turn."""
+
+    def __init__(self, *texts: str):
+        self.texts = list(texts)
+
+    def model_copy(self, update=None):
+        return self
+
+    def invoke(self, messages, config=None, **kwargs):
+        from langchain_core.messages import AIMessage
+
+        return AIMessage(self.texts.pop(0))
+
+
+def test_an_empty_answer_is_not_rated_nor_offered_as_a_choice(tmp_path, capsys):
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from panda_chat.cli.chat import ChatSession, handle
+
+    with ProfileStore(tmp_path / "p.db", embedder="hashing") as store:
+        session = ChatSession(llm=_Answers("", "an answer", "same", "same"), store=store, user="u")
+        session.history = [HumanMessage("Hello"), AIMessage("")]
+        for line in ["/good", "/prefer", "/prefer 1", "/prefer", "/prefer 2"]:
+            assert handle(session, line)  # a small model's empty answer once failed these turns
+        out = capsys.readouterr().out
+        assert "the last answer is empty: nothing to rate" in out
+        assert out.count("nothing to compare") == 2 and "no alternatives yet" in out
+        assert not store.has_user("u")  # no feedback was stored, so the user was never created

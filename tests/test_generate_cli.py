@@ -139,3 +139,20 @@ def test_missing_base_folder_and_empty_prompt(tmp_path):
     assert missing.exit_code != 0 and "nothing-here" in missing.stderr and "Traceback" not in missing.stderr
     empty = run("--base", tmp_path, stdin="   ")
     assert empty.exit_code != 0 and "prompt is empty" in empty.stderr
+
+
+def test_a_model_without_a_chat_template_gets_plain_text_with_a_note(tiny_models, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_models.base, tmp_path / "plain")
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    args = [PROMPT, "--base", folder, "--max-new-tokens", "4", "--device", "cpu", "--json"]
+    plain = run(*args)
+    assert plain.exit_code == 0, plain.output
+    assert "has no chat template" in plain.stderr and "--raw" in plain.stderr
+    assert json.loads(plain.stdout)["token_ids"] == json.loads(run(*args, "--raw").stdout)["token_ids"]
+    templated = run(PROMPT, "--base", tiny_models.base, "--max-new-tokens", "4", "--device", "cpu")
+    assert templated.exit_code == 0 and "chat template" not in templated.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from panda_chat.chat_model import ChatPanda
 from panda_chat.chat_model.runtime import model_runtime
@@ -51,3 +52,29 @@ def test_a_head_for_another_model_is_skipped_with_a_note(store, tiny_models):
     train_user_reward_head(store, "gus", str(tiny_models.base), config=RewardTrainingConfig(epochs=1))
     rewards, notes = user_head_rewards("gus", store.reward_heads("gus"), runtime.decoder.model)
     assert rewards == [] and "another base model" in notes[0]
+
+
+def _random_head(model, sign: float) -> bytes:
+    """A linear head on ``model`` that pushes hard in a random direction (``sign`` flips it)."""
+    from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
+
+    hidden = model.config.hidden_size
+    head = RewardHead(RewardHeadConfig(name="h", hidden_size=hidden, base_signature=BaseModelSignature.of(model)))
+    with torch.no_grad():
+        head.net.weight.copy_(sign * 40.0 * torch.randn(1, hidden, generator=torch.Generator().manual_seed(5)))
+    return head.to_bytes()
+
+
+def test_two_users_heads_never_share_a_name_even_when_their_ids_hold_colons(store, tiny_models):
+    runtime = model_runtime(tiny_models.base, device="cpu")
+    model = runtime.decoder.model
+    # "a" + "b:c" and "a:b" + "c" once both became "user:a:b:c": in one batch, one user was steered by the other's head
+    store.save_reward_head("a", "b:c", _random_head(model, +1.0), {"kind": "head", "train_pairs": 1000})
+    store.save_reward_head("a:b", "c", _random_head(model, -1.0), {"kind": "head", "train_pairs": 1000})
+    names = {user: user_head_rewards(user, store.reward_heads(user), model)[0][0].name for user in ("a", "a:b")}
+    assert names["a"] != names["a:b"]
+    llm = ChatPanda(model=str(tiny_models.base), store=store, max_tokens=6, device="cpu", record=False)
+    alone = {user: llm.invoke("Hello", config={"configurable": {"user_id": user}}).content for user in ("a", "a:b")}
+    assert alone["a"] != alone["a:b"]  # the two heads pull apart
+    together = llm.batch(["Hello", "Hello"], config=[{"configurable": {"user_id": u}} for u in ("a", "a:b")])
+    assert [message.content for message in together] == [alone["a"], alone["a:b"]]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.limits import context_length
 from panda_chat.lam.base import LambdaFunction
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.personalize import PoleRewards
@@ -50,7 +51,7 @@ class ModelDefaults:
     identity. ``found`` is False when the model has no manifest at all.
     """
 
-    pole_rewards: dict[str, RewardSpec] = field(default_factory=dict)  # pole name -> reward for this model
+    pole_rewards: dict[str, RewardSpec] = field(default_factory=dict)  # dimension.pole -> reward for this model
     lam: LambdaFunction | float | None = None
     lam_preference_dim: int = 0  # the preference-vector length the lambda was fitted for
     found: bool = False
@@ -64,7 +65,7 @@ class ModelDefaults:
         if located is None:
             return cls()
         folder, manifest = located
-        heads = {pole: RewardSpec(kind="head", path=str(file)) for pole, file in manifest.head_paths(folder).items()}
+        heads = {name: RewardSpec(kind="head", path=str(file)) for name, file in manifest.head_paths(folder).items()}
         lam: LearnedLambda | float | None = None
         dim = 0
         if manifest.lam is not None and manifest.lam.path:
@@ -186,6 +187,7 @@ class ModelRuntime:
                 catalog=catalog,
                 base_model=self.path,
                 pair_source=style_pair_source(pairs_per_pole=200, heldout_per_pole=40),
+                context_length=context_length(model),
                 progress=sys.stderr.isatty(),
             )
             self.defaults = ModelDefaults.for_model(self.path, model)

@@ -110,6 +110,9 @@ class ChatSession:
         if self.last_answer is None or question is None:
             click.echo("nothing to rate yet: ask something first")
             return
+        if not self.last_answer.strip():
+            click.echo("the last answer is empty: nothing to rate (ask again, or try /prefer)")
+            return
         if not self.record:
             click.echo("not stored: this chat runs with --no-record, so feedback is not kept either")
             return
@@ -128,9 +131,13 @@ class ChatSession:
         messages = self.history[:-1] if isinstance(self.history[-1], AIMessage) else self.history
         greedy = quiet.invoke(messages, config=self.config(), temperature=0.0).text
         sampled = quiet.invoke(messages, config=self.config(), temperature=ALTERNATIVE_TEMPERATURE).text
-        self.alternatives = [greedy, sampled]
-        for number, text in enumerate(self.alternatives, start=1):
+        self.alternatives = []
+        for number, text in enumerate((greedy, sampled), start=1):
             click.echo(f"[{number}] {text}")
+        if not greedy.strip() or not sampled.strip() or greedy == sampled:
+            click.echo("nothing to compare: the two answers are the same or one is empty (try /prefer again)")
+            return
+        self.alternatives = [greedy, sampled]
         click.echo("pick the better one with /prefer 1 or /prefer 2")
 
     def prefer(self, choice: str) -> None:
@@ -287,6 +294,8 @@ def chat(
 
     The whole configuration (user id, database, embedder, model) is checked before the first prompt, so a bad one
     exits at once with an error; the exit code is also non-zero when any turn failed."""
+    from langchain_core.messages import HumanMessage
+
     from panda_chat.chat_model import ChatPanda  # torch loads only when a chat starts
     from profiles import PreferenceCatalog, ProfileStore
 
@@ -307,7 +316,9 @@ def chat(
             record=record,
             build_heads=build_heads,
         )
-        llm.get_num_tokens("load")  # load the model now, so a wrong --model fails before the first question
+        # load the model and format a message now: a wrong --model, or one with no chat template, fails before
+        # the first question instead of at every turn
+        llm.get_num_tokens_from_messages([HumanMessage("load")])
         session = ChatSession(llm=llm, store=store, user=user, record=record)
         click.echo(f"chatting as {user} ({HELP})")
         while True:

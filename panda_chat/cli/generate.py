@@ -3,9 +3,10 @@
     panda-chat generate "Explain photosynthesis" --base ./base --reward simple=./simple.safetensors \\
         --weight simple=1 --lam 1.5 --top-k 10 --max-new-tokens 128
 
-The prompt is a user message: it is wrapped in the model's chat template (as ``ChatPanda`` wraps one), unless the
-model has none or ``--raw`` asks for plain-text continuation. A reward is a head file, a reward-model folder, or
-``NAME=zero-shot:DESCRIPTION`` (the slow text reward over a description, in words).
+The prompt is a user message: it is wrapped in the model's chat template (as ``ChatPanda`` wraps one), unless
+``--raw`` asks for plain-text continuation. A model with no chat template gets the plain text, with a note on stderr
+saying so. A reward is a head file, a reward-model folder, or ``NAME=zero-shot:DESCRIPTION`` (the slow text reward
+over a description, in words).
 
 The prompt comes from the argument, or from stdin when the argument is missing or "-". Text output streams the
 answer as it is decoded; ``--json`` prints one JSON object with the text, token ids, per-token rewards and lambdas,
@@ -91,6 +92,8 @@ def generate(
     decoder = PandaDecoder.from_pretrained(base, rewards=sources, device=device, dtype=dtype)
     load_s = time.perf_counter() - started
     fed = prompt if raw else question_prompt(decoder.tokenizer, prompt)
+    if not raw and fed == prompt:  # question_prompt's fallback: said, never silent
+        click.echo(f"note: {base} has no chat template, so the prompt is fed as plain text (as with --raw)", err=True)
 
     def print_piece(row: int, piece: str) -> None:
         click.echo(piece, nl=False)

@@ -249,8 +249,9 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
     """Reward heads for every catalog pole on BASE's own hidden states, calibrated, with a manifest ChatPanda reads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from panda_chat.decoding.limits import context_length
     from panda_chat.demo.corpus import style_pair_source
-    from panda_chat.rewards.bootstrap import bootstrap_heads, default_head_config
+    from panda_chat.rewards.bootstrap import HEADS_FOLDER, bootstrap_heads, default_head_config
     from panda_chat.rewards.heads import BaseModelSignature
     from panda_chat.rewards.manifest import MANIFEST_FILE, user_heads_dir
     from profiles.catalog import PreferenceCatalog
@@ -258,20 +259,22 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
     set_threads(threads)
     quiet_transformers()
     preferences = PreferenceCatalog.from_file(catalog) if catalog else PreferenceCatalog.default()
+    from panda_chat.registry import check_model_path
+
+    check_model_path(base, "base model")  # a typo or an empty folder fails now, in one line
     local = Path(base).expanduser()
-    if not local.is_dir() and (local.exists() or str(base).startswith((".", "/", "~"))):
-        raise click.UsageError(f"--base {base}: no such model folder")
     model = AutoModelForCausalLM.from_pretrained(base).eval()
     tokenizer = AutoTokenizer.from_pretrained(base)
     name = str(local.resolve()) if local.is_dir() else str(base)
-    if out is None:
-        out = local if local.is_dir() else user_heads_dir(name, BaseModelSignature.of(model).model_dump_json())
-        existing = (out / MANIFEST_FILE).exists()
-    else:
-        existing = out.exists() and any(out.iterdir())
+    # where ChatPanda(model=...) looks for a manifest (``find_manifest``): the model folder, then the user data dir
+    read_by_chat_panda = [local] if local.is_dir() else []
+    read_by_chat_panda.append(user_heads_dir(name, BaseModelSignature.of(model).model_dump_json()))
+    out = out or read_by_chat_panda[0]
+    found_there = out.resolve() in [folder.resolve() for folder in read_by_chat_panda]
+    existing = (out / MANIFEST_FILE).exists() if found_there else out.exists() and any(out.iterdir())
     if existing and not force:
         raise click.UsageError(
-            f"{out} already holds {'a heads manifest' if out == local else 'files'}; pass --force to replace them"
+            f"{out} already holds {'a heads manifest' if found_there else 'files'}; pass --force to replace them"
         )
     if self_pairs is None:
         self_pairs = 16 if getattr(tokenizer, "chat_template", None) else 0
@@ -283,11 +286,19 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
         catalog=preferences,
         base_model=name,
         self_pairs=self_pairs,
+        context_length=context_length(model),
         progress=progress,
         pair_source=style_pair_source(seed, pairs_per_pole=pairs, heldout_per_pole=max(pairs // 4, 10)),
         config=default_head_config(seed),
         log=(lambda line: None) if as_json else click.echo,
     )
+    if not found_there:
+        click.echo(
+            f"note: ChatPanda(model={base!r}) reads heads from "
+            + " or ".join(str(folder) for folder in read_by_chat_panda)
+            + f", not from {out}: copy {MANIFEST_FILE} and {HEADS_FOLDER}/ there to use these",
+            err=True,
+        )
     if as_json:
         click.echo(report.model_dump_json())
         return

@@ -438,11 +438,12 @@ class DialogueCorpus:
 
 def style_pair_source(seed: int = 0, pairs_per_pole: int = 400, heldout_per_pole: int = 100):
     """The shipped, model-agnostic style corpus as a bootstrap pair source (``panda_chat.rewards.bootstrap``):
-    pole -> (pairs on training topics, pairs on held-out topics), or None for a pole the corpus does not write."""
+    (dimension, pole) -> (pairs on training topics, pairs on held-out topics), or None for a pole the corpus does
+    not write (a catalog's own ``register.formal`` is not the corpus's ``tone.formal``)."""
     corpus = DialogueCorpus(seed)
 
-    def pairs_for(pole: str) -> tuple[list[PreferencePair], list[PreferencePair]] | None:
-        if pole not in POLES:
+    def pairs_for(dimension: str, pole: str) -> tuple[list[PreferencePair], list[PreferencePair]] | None:
+        if pole not in POLES or dimension_of(pole) != dimension:
             return None
         return (
             corpus.preference_pairs(pole, pairs_per_pole),

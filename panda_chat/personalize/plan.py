@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from panda_chat.lam.base import ConstantLambda, LambdaFunction
-from panda_chat.personalize.sources import PoleRewards, RewardKind, UserHeadReward
+from panda_chat.personalize.sources import PoleRewards, RewardKind, UserHeadReward, reward_name
 from panda_chat.personalize.steering_weights import MIN_STEERING, pole_steering
 from panda_chat.rewards.base import RewardSource
 from profiles.catalog import PreferenceCatalog, RewardSpec
@@ -113,20 +113,19 @@ class PersonalizationPlan(BaseModel):
 def with_model_rewards(catalog: PreferenceCatalog, rewards: Mapping[str, RewardSpec]) -> PreferenceCatalog:
     """The catalog with each zero-shot pole named in ``rewards`` given that reward instead.
 
-    A model may ship rewards made for it (the demo model's heads, trained on its hidden states); they beat the
-    generic zero-shot reward on that model. A reward the catalog configures explicitly (a head or reward model path)
-    is kept: the catalog's author chose it.
+    ``rewards`` is keyed by reward name (``dimension.pole``: two dimensions may both have a ``formal`` pole), or by
+    bare pole name for a head whose dimension is not known. A model may ship rewards made for it (the demo model's
+    heads, trained on its hidden states); they beat the generic zero-shot reward on that model. A reward the catalog
+    configures explicitly (a head or reward model path) is kept: the catalog's author chose it.
     """
     if not rewards:
         return catalog
     dimensions = []
     for dimension in catalog.dimensions:
-        poles = [
-            pole.model_copy(update={"reward": rewards[pole.name]})
-            if pole.reward.kind == "zero_shot" and pole.name in rewards
-            else pole
-            for pole in dimension.poles
-        ]
+        poles = []
+        for pole in dimension.poles:
+            own = rewards.get(reward_name(dimension.name, pole.name)) or rewards.get(pole.name)
+            poles.append(pole.model_copy(update={"reward": own}) if pole.reward.kind == "zero_shot" and own else pole)
         dimensions.append(dimension.model_copy(update={"poles": poles}))
     return PreferenceCatalog(dimensions=dimensions)
 

@@ -109,6 +109,19 @@ class UserHeadReward:
     weight: float
 
 
+def user_reward_name(user_id: str, head_name: str) -> str:
+    """The decoder's name for one user's head: ``user:USER:HEAD``, with ``\\`` and ``:`` escaped in both parts.
+
+    Rows of a running batch share reward sessions by name, so two users' heads must never get one name: unescaped,
+    user ``a`` with head ``b:c`` and user ``a:b`` with head ``c`` would both be ``user:a:b:c``, and one of them
+    would be steered by the other's head."""
+
+    def escape(part: str) -> str:
+        return part.replace("\\", "\\\\").replace(":", "\\:")
+
+    return f"user:{escape(user_id)}:{escape(head_name)}"
+
+
 def user_head_rewards(user_id: str, stored, model) -> tuple[list[UserHeadReward], list[str]]:
     """The user's stored heads (``ProfileStore.reward_heads``) that fit ``model``, weighted by how much feedback
     trained them; plus a note for each head that does not fit (trained on another base model, or unreadable)."""
@@ -124,7 +137,7 @@ def user_head_rewards(user_id: str, stored, model) -> tuple[list[UserHeadReward]
             notes.append(f"user head '{item.name}' not used: {str(error).splitlines()[0] if str(error) else error}")
             continue
         pairs = int(meta.get("train_pairs") or 0) + int(meta.get("val_pairs") or 0)
-        name = f"user:{user_id}:{item.name}"
+        name = user_reward_name(user_id, item.name)
         rewards.append(
             UserHeadReward(
                 name=name,

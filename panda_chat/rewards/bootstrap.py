@@ -40,10 +40,12 @@ from panda_chat.rewards.training import RewardTrainingConfig, split_pairs
 from profiles.catalog import Dimension, Pole, PreferenceCatalog
 from profiles.inference import NEUTRAL_TEXTS
 
-# pole -> (training pairs, held-out pairs), or None when the corpus does not know the pole
-PairSource = Callable[[str], tuple[list[PreferencePair], list[PreferencePair]] | None]
+# (dimension, pole) -> (training pairs, held-out pairs), or None when the corpus does not know that pole of that
+# dimension (a catalog's own "register.formal" is not the corpus's "tone.formal")
+PairSource = Callable[[str, str], tuple[list[PreferencePair], list[PreferencePair]] | None]
 
 HEADS_FOLDER = "heads"
+MAX_TEXT_TOKENS = 512  # prompt + answer tokens read per training text (the corpus's longest answers fit)
 
 
 def default_head_config(seed: int = 0) -> RewardTrainingConfig:
@@ -103,13 +105,15 @@ def self_written_pairs(
     return pairs
 
 
-def words_head(model, tokenizer, dimension: Dimension, pole: Pole, name: str, source: str = "") -> RewardHead:
+def words_head(
+    model, tokenizer, dimension: Dimension, pole: Pole, name: str, source: str = "", max_length: int = MAX_TEXT_TOKENS
+) -> RewardHead:
     """A head from words only: the hidden-state direction of the pole's texts against the other poles' texts.
 
     Texts are read as answers to neutral questions (what the head will see at decoding time is an answer), the
     direction is taken in standardised hidden space and folded back, and the head is calibrated on neutral texts.
     """
-    featurizer = ResponseFeaturizer(model, tokenizer)
+    featurizer = ResponseFeaturizer(model, tokenizer, max_length=max_length)
     neutral = list(NEUTRAL_TEXTS)
 
     def features(texts: list[str]) -> torch.Tensor:
@@ -164,10 +168,15 @@ def bootstrap_heads(
     base_model: str = "",
     config: RewardTrainingConfig | None = None,
     max_prefixes: int = 16,
+    context_length: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> BootstrapReport:
-    """Build a head for every catalog pole of ``model`` into ``out`` and write its manifest (module docstring)."""
+    """Build a head for every catalog pole of ``model`` into ``out`` and write its manifest (module docstring).
+
+    ``context_length``: the positions the model reads (``panda_chat.decoding.limits.context_length``); a prompt and
+    answer longer than that (or than ``MAX_TEXT_TOKENS``) is read up to there: a model with learned positions
+    cannot read past its last one at all."""
     started = time.perf_counter()
     catalog = catalog or PreferenceCatalog.default()
     config = config or default_head_config()
@@ -175,19 +184,22 @@ def bootstrap_heads(
     (out / HEADS_FOLDER).mkdir(parents=True, exist_ok=True)
     model.eval()
     signature = BaseModelSignature.of(model)
-    featurizer = PrefixFeaturizer(model, tokenizer, max_prefixes=max_prefixes)
+    max_length = min(MAX_TEXT_TOKENS, context_length or MAX_TEXT_TOKENS)
+    featurizer = PrefixFeaturizer(model, tokenizer, max_length=max_length, max_prefixes=max_prefixes)
     poles: list[PoleReport] = []
     manifest = HeadsManifest(base_model=base_model, heads={}, lam=LambdaEntry(value=1.0))
     todo = [(dimension, pole) for dimension in catalog.dimensions for pole in dimension.poles]
+    shared = {pole.name for i, (_, pole) in enumerate(todo) if any(pole.name == p.name for _, p in todo[:i])}
     bar = tqdm(todo, desc="reward heads", unit="pole", disable=not progress)
     for dimension, pole in bar:
         bar.set_postfix(pole=pole.name)
         pole_started = time.perf_counter()
         name = f"{dimension.name}.{pole.name}"
-        found = pair_source(pole.name) if pair_source is not None else None
-        path = out / HEADS_FOLDER / f"{pole.name}.safetensors"
+        found = pair_source(dimension.name, pole.name) if pair_source is not None else None
+        key = name if pole.name in shared else pole.name  # a pole name two dimensions use: its dimension too
+        path = out / HEADS_FOLDER / f"{key}.safetensors"
         if not found or not found[0]:
-            head = words_head(model, tokenizer, dimension, pole, name, base_model)
+            head = words_head(model, tokenizer, dimension, pole, name, base_model, max_length)
             head.save(path)
             report = PoleReport(
                 dimension=dimension.name,
@@ -255,7 +267,7 @@ def bootstrap_heads(
                 seconds=time.perf_counter() - pole_started,
             )
         poles.append(report)
-        manifest.heads[pole.name] = HeadEntry(
+        manifest.heads[key] = HeadEntry(
             dimension=dimension.name,
             path=report.path,
             source=report.source,

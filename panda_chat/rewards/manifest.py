@@ -53,7 +53,12 @@ class HeadsManifest(BaseModel):
     model_config = {"populate_by_name": True}
 
     def head_paths(self, folder: Path) -> dict[str, Path]:
-        return {pole: (folder / entry.path).resolve() for pole, entry in self.heads.items()}
+        """Reward name (``dimension.pole``) -> head file. A key is the pole's name, or ``dimension.pole`` for a pole
+        name two dimensions share; an entry with no dimension (an older manifest) keeps its bare pole name."""
+        return {
+            key if "." in key or not entry.dimension else f"{entry.dimension}.{key}": (folder / entry.path).resolve()
+            for key, entry in self.heads.items()
+        }
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / MANIFEST_FILE

@@ -103,7 +103,7 @@ class PrefixFeaturizer:
         self.max_length = max_length
         self.max_prefixes = max_prefixes
         self.pad_id = pad_token_id(tokenizer)
-        self.hidden_size = int(model.config.hidden_size)
+        self.hidden_size = BaseModelSignature.of(model).hidden_size  # a multimodal config keeps it in text_config
 
     def _encode(self, prompt: str, response: str) -> tuple[list[int], int]:
         """(ids, prompt length): the prompt as the decoder formats it, then the response's own tokens."""

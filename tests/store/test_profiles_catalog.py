@@ -79,6 +79,7 @@ def test_a_toml_file_can_replace_the_defaults(tmp_path: Path) -> None:
             "needs a path",
         ),
         ("catalog.json", "{}", "must end in .toml, .yaml or .yml"),
+        ("list.yaml", "- a\n- b\n", "must map `dimensions` to a list; it holds a list"),
     ],
 )
 def test_bad_catalog_files_give_one_line_errors(tmp_path: Path, name: str, content: str, message: str) -> None:
@@ -87,6 +88,14 @@ def test_bad_catalog_files_give_one_line_errors(tmp_path: Path, name: str, conte
     with pytest.raises(CatalogError, match=message) as error:
         PreferenceCatalog.from_file(path)
     assert "\n" not in str(error.value)
+
+
+def test_a_catalog_file_that_is_not_utf8_is_named_in_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[[dimensions]]\nname = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(CatalogError, match="is not UTF-8 text") as error:
+        PreferenceCatalog.from_file(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_lookups_of_unknown_names_fail_clearly() -> None:
