@@ -128,6 +128,16 @@ class _Admitted(PreparedRequest):
             self.sink(kind, value)
 
 
+# A reward source in the running batch: its name and the object itself. Rows of different users may bring different
+# sources under one name (a head retrained between two requests, two catalogs configuring one pole differently):
+# each row is scored by its own. The scheduler holds every source of the batch, so an id is never reused meanwhile.
+SourceKey = tuple[str, int]
+
+
+def source_key(source: RewardSource) -> SourceKey:
+    return (source.name, id(source))
+
+
 @dataclass
 class _Row:
     """A request decoding in the running batch."""
@@ -143,14 +153,14 @@ class _Row:
     raw: dict[str, list[float]] = field(default_factory=dict)
 
     @property
-    def names(self) -> list[str]:
-        return [source.name for source in self.job.plan.sources]
+    def keys(self) -> list[SourceKey]:
+        return [source_key(source) for source in self.job.plan.sources]
 
     @cached_property
-    def weights(self) -> dict[str, float]:
-        """The row's steering weight per reward name."""
+    def weights(self) -> dict[SourceKey, float]:
+        """The row's steering weight per reward source."""
         plan = self.job.plan
-        return {source.name: float(plan.weights[0, j]) for j, source in enumerate(plan.sources)}
+        return {source_key(source): float(plan.weights[0, j]) for j, source in enumerate(plan.sources)}
 
 
 @dataclass
@@ -283,8 +293,8 @@ class BatchScheduler(RequestScheduler):
         self._rows: list[_Row] = []
         self._policy: BaseModelSession | None = None
         self._logits: torch.Tensor | None = None
-        self._sources: dict[str, RewardSource] = {}
-        self._sessions: dict[str, RewardSession] = {}
+        self._sources: dict[SourceKey, RewardSource] = {}
+        self._sessions: dict[SourceKey, RewardSession] = {}
 
     # ------------------------------------------------------------------------------------------------ public API
 
@@ -473,9 +483,10 @@ class BatchScheduler(RequestScheduler):
                 )
             )
             for source in job.plan.sources:
-                if source.name not in self._sessions:
-                    self._sources[source.name] = source
-                    self._sessions[source.name] = source.start(prompts)  # heads: stateless sessions
+                key = source_key(source)
+                if key not in self._sessions:
+                    self._sources[key] = source
+                    self._sessions[key] = source.start(prompts)  # heads: stateless sessions
         if self._policy is None or self._logits is None:
             self._policy, self._logits = policy, logits
         else:
@@ -535,8 +546,8 @@ class BatchScheduler(RequestScheduler):
         top_logits, candidate_ids = logits.topk(k, dim=-1)  # 1. Z = top-k of pi_b (the widest row's k)
         candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)
         lam = self._lambdas(rows).to(device)
-        names = sorted({name for row in rows for name in row.names})
-        tree = bool(names)
+        keys = sorted({key for row in rows for key in row.keys})
+        tree = bool(keys)
         if tree:
             hidden = policy.expand(candidate_ids)
             candidates = CandidateBatch(
@@ -546,10 +557,10 @@ class BatchScheduler(RequestScheduler):
                 active=torch.ones(len(rows), dtype=torch.bool, device=device),
                 base_hidden=hidden,
             )
-            raw = torch.stack([self._sessions[name].score(candidates) for name in names], dim=-1)  # 2. (B, k, R)
-            weights = torch.tensor([[row.weights.get(name, 0.0) for name in names] for row in rows], device=device)
-            means = torch.tensor([self._sources[n].calibration.mean for n in names], device=device)
-            stds = torch.tensor([self._sources[n].calibration.std for n in names], device=device)
+            raw = torch.stack([self._sessions[key].score(candidates) for key in keys], dim=-1)  # 2. (B, k, R)
+            weights = torch.tensor([[row.weights.get(key, 0.0) for key in keys] for row in rows], device=device)
+            means = torch.tensor([self._sources[key].calibration.mean for key in keys], device=device)
+            stds = torch.tensor([self._sources[key].calibration.std for key in keys], device=device)
             reward = (((raw - means) / stds) * weights[:, None, :]).sum(-1)
             scores = candidate_logp + lam[:, None] * reward  # 3. s(z) = log p(z) + lambda * r(z)
         else:
@@ -560,10 +571,10 @@ class BatchScheduler(RequestScheduler):
             if row.job.options.top_k < k:
                 scores[i, row.job.options.top_k :] = float("-inf")
         chosen = self._choose(scores, rows)
-        for name in names:
-            self._sessions[name].commit(chosen)
+        for key in keys:
+            self._sessions[key].commit(chosen)
         tokens = candidate_ids.gather(-1, chosen[:, None]).squeeze(-1)
-        self._record(rows, names, tokens, chosen, lam, reward, raw)
+        self._record(rows, keys, tokens, chosen, lam, reward, raw)
         self._logits = policy.keep(chosen) if tree else policy.advance(tokens)  # 4. next step's logits
         finished = [i for i, row in enumerate(rows) if row.tracker.rows[0].finish_reason is not None]
         for i in finished:
@@ -623,7 +634,7 @@ class BatchScheduler(RequestScheduler):
     def _record(
         self,
         rows: list[_Row],
-        names: list[str],
+        keys: list[SourceKey],
         tokens: torch.Tensor,
         chosen: torch.Tensor,
         lam: torch.Tensor,
@@ -633,14 +644,15 @@ class BatchScheduler(RequestScheduler):
         """Append each row's token, reward and lambda (one host sync for the batch); hand out the new text."""
         index = chosen[:, None]
         columns = [tokens.float()[:, None], lam[:, None].float(), reward.gather(-1, index)]
-        if names:
+        if keys:
             columns.append(raw.gather(1, index[..., None].expand(-1, 1, raw.shape[-1])).squeeze(1))
         values = torch.cat(columns, dim=-1).tolist()
         for row, row_values in zip(rows, values, strict=True):
             row.lambdas.append(row_values[1])
-            row.rewards.append(row_values[2] if row.names else 0.0)
-            for name in row.names:
-                row.raw[name].append(row_values[3 + names.index(name)])
+            row_keys = row.keys
+            row.rewards.append(row_values[2] if row_keys else 0.0)
+            for key in row_keys:
+                row.raw[key[0]].append(row_values[3 + keys.index(key)])
             pieces = row.tracker.update([int(row_values[0])], [0])
             if row.step == row.job.options.max_new_tokens - 1:
                 pieces += row.tracker.finish_by_length()

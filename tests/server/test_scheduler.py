@@ -232,3 +232,45 @@ def test_bad_requests_fail_in_the_callers_thread(demo):
     with pytest.raises(ValueError, match="top_k"):
         scheduler.generate("hi", top_k=0)
     scheduler.close()
+
+
+def test_rows_with_different_rewards_under_one_name_are_each_scored_by_their_own(demo):
+    """Two users' requests may bring different sources under one reward name (a head retrained between requests,
+    two catalogs configuring one pole differently): in one batch each row is scored by its own, as alone."""
+    decoder, heads = demo
+    mine = HeadReward(heads["expert"].head, "style")
+    theirs = HeadReward(heads["elementary"].head, "style")
+    prompt, options = PROMPTS[0], {"max_new_tokens": 24, "stop_at_eos": False, "lam": 6.0, "weights": {"style": 1.0}}
+    alone = {
+        source: decoder.generate(prompt, rewards={"style": source}, **options)[0].token_ids for source in (mine, theirs)
+    }
+    assert alone[mine] != alone[theirs]  # the two heads steer this prompt differently
+
+    scheduler = BatchScheduler(decoder)
+    done: dict[int, object] = {}
+    finished = threading.Event()
+
+    def sink_of(index: int):
+        def sink(kind, value):
+            if kind != "piece":
+                done[index] = value
+                if len(done) == 2:
+                    finished.set()
+
+        return sink
+
+    requests = [
+        DecodeRequest(
+            prompt=prompt,
+            options=DecodingOptions(max_new_tokens=24, stop_at_eos=False),
+            weights={"style": 1.0},
+            lam=6.0,
+            rewards={"style": source},
+        )
+        for source in (mine, theirs)
+    ]
+    scheduler.submit_group(requests, [sink_of(0), sink_of(1)])
+    assert finished.wait(timeout=120)
+    scheduler.close()
+    assert scheduler.stats.max_rows == 2  # they shared the steps
+    assert [done[0].token_ids, done[1].token_ids] == [alone[mine], alone[theirs]]
