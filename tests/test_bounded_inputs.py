@@ -14,7 +14,8 @@ from panda_chat.chat_model.context_window import fit_turns
 from panda_chat.chat_model.messages import Turn
 from panda_chat.cli import main
 from panda_chat.decoding import PandaDecoder
-from panda_chat.decoding.limits import PromptTooLongError, check_prompt_lengths, context_length
+from panda_chat.decoding.limits import PromptTooLongError, check_prompt_lengths
+from panda_chat.positions import context_length
 from panda_chat.tiny_models import build_causal_lm
 from profiles import HashingEmbedder, ImportFormatError, InvalidInputError, ProfileStore, parse_history
 

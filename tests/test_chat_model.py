@@ -214,12 +214,14 @@ def test_another_users_conversation_id_is_refused_before_anything_is_read_or_dec
     conversation = first.response_metadata["conversation_id"]
     bob = ChatPanda(**{**_params(llm), "user_id": "bob"})
     chunks = []
-    with pytest.raises(ValueError, match="does not belong to user 'bob'"):
-        # alice's own question: nothing new to store, so only the read of her turns could refuse it
-        for chunk in bob.stream(
-            [HumanMessage("my code is 4711")], config={"configurable": {"conversation_id": conversation}}
-        ):
+
+    def stream_alices_question() -> None:  # her own question: nothing new to store, only the read could refuse it
+        config = {"configurable": {"conversation_id": conversation}}
+        for chunk in bob.stream([HumanMessage("my code is 4711")], config=config):
             chunks.append(chunk)
+
+    with pytest.raises(ValueError, match="does not belong to user 'bob'"):
+        stream_alices_question()
     assert chunks == []  # nothing was decoded from alice's conversation
     assert stored_turns(store, conversation) == [("user", "my code is 4711"), ("assistant", first.content)]
 

@@ -136,3 +136,20 @@ def test_full_reward_model_training_saves_a_loadable_calibrated_folder(tiny_mode
 
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+
+
+def test_texts_longer_than_a_models_learned_positions_are_read_up_to_its_last_one():
+    """GPT-2-style learned positions cannot be read past the last one (an index error): features (for ``reward
+    train`` and a user's feedback heads) and token-level pairs (bootstrap) keep the end of a text that does not fit."""
+    from model_families import FAMILY_BY_NAME
+
+    from panda_chat.rewards.token_level import PrefixFeaturizer
+
+    tokenizer = train_tokenizer(sample_corpus(200), vocab_size=300)
+    model = FAMILY_BY_NAME["gpt2"].build(len(tokenizer), n_positions=24)
+    long_answer = " ".join(sample_corpus(40))
+    features = ResponseFeaturizer(model, tokenizer)(["A question?"], [long_answer])
+    assert features.shape == (1, model.config.hidden_size) and torch.isfinite(features).all()
+    pair = PreferencePair(prompt="A question?", chosen=long_answer, rejected=long_answer[::-1])
+    pairs = PrefixFeaturizer(model, tokenizer).pairs([pair])
+    assert len(pairs) > 0

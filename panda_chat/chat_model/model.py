@@ -66,8 +66,9 @@ from panda_chat.chat_model.tools import (
     tool_choice_of,
 )
 from panda_chat.decoding import DecodingOptions, GenerationOutput
-from panda_chat.decoding.limits import check_prompt_lengths, context_length
+from panda_chat.decoding.limits import check_prompt_lengths
 from panda_chat.personalize import DEFAULT_LAMBDA, PersonalizationPlan, Personalizer, with_model_rewards
+from panda_chat.positions import context_length
 from panda_chat.serving import DecodeRequest, RequestCancelled
 from profiles import PreferenceCatalog, PreferenceContext, validate_user_id
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from panda_chat.decoding import PandaDecoder
-from panda_chat.decoding.limits import context_length
 from panda_chat.lam.base import LambdaFunction
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.personalize import PoleRewards
@@ -187,7 +186,6 @@ class ModelRuntime:
                 catalog=catalog,
                 base_model=self.path,
                 pair_source=style_pair_source(pairs_per_pole=200, heldout_per_pole=40),
-                context_length=context_length(model),
                 progress=sys.stderr.isatty(),
             )
             self.defaults = ModelDefaults.for_model(self.path, model)

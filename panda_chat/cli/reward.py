@@ -249,7 +249,6 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
     """Reward heads for every catalog pole on BASE's own hidden states, calibrated, with a manifest ChatPanda reads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from panda_chat.decoding.limits import context_length
     from panda_chat.demo.corpus import style_pair_source
     from panda_chat.rewards.bootstrap import HEADS_FOLDER, bootstrap_heads, default_head_config
     from panda_chat.rewards.heads import BaseModelSignature
@@ -286,7 +285,6 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
         catalog=preferences,
         base_model=name,
         self_pairs=self_pairs,
-        context_length=context_length(model),
         progress=progress,
         pair_source=style_pair_source(seed, pairs_per_pole=pairs, heldout_per_pole=max(pairs // 4, 10)),
         config=default_head_config(seed),

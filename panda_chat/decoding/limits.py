@@ -4,32 +4,20 @@ A model reads at most its trained number of positions (``max_position_embeddings
 on its own: learned position embeddings index out of range, rotary ones silently degrade, and a 100,000-token
 prompt on a 1,024-position model ran for minutes and printed noise with exit 0. So ``PandaDecoder`` checks every
 prompt plus the tokens it may generate against the limit first and refuses with a message saying how far over it
-is; ``ChatPanda`` uses ``context_length`` to drop the oldest history turns before it gets there.
+is; ``ChatPanda`` uses ``panda_chat.positions.context_length`` to drop the oldest history turns before it gets there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
-_LIMIT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
+from panda_chat.positions import context_length
 
 
 class PromptTooLongError(ValueError):
     """A prompt (with the tokens to generate) longer than the model's context."""
-
-
-def context_length(model: torch.nn.Module) -> int | None:
-    """The number of positions the model reads, from its config; None when the config does not say."""
-    config: Any = getattr(model, "config", None)  # a transformers config, or None for a plain module
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in _LIMIT_ATTRIBUTES:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def check_prompt_lengths(

@@ -168,15 +168,13 @@ def bootstrap_heads(
     base_model: str = "",
     config: RewardTrainingConfig | None = None,
     max_prefixes: int = 16,
-    context_length: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> BootstrapReport:
     """Build a head for every catalog pole of ``model`` into ``out`` and write its manifest (module docstring).
 
-    ``context_length``: the positions the model reads (``panda_chat.decoding.limits.context_length``); a prompt and
-    answer longer than that (or than ``MAX_TEXT_TOKENS``) is read up to there: a model with learned positions
-    cannot read past its last one at all."""
+    A prompt and answer longer than ``MAX_TEXT_TOKENS``, or than the positions the model reads, are read up to there
+    (the featurizers cut them: a model with learned positions cannot read past its last one at all)."""
     started = time.perf_counter()
     catalog = catalog or PreferenceCatalog.default()
     config = config or default_head_config()
@@ -184,8 +182,7 @@ def bootstrap_heads(
     (out / HEADS_FOLDER).mkdir(parents=True, exist_ok=True)
     model.eval()
     signature = BaseModelSignature.of(model)
-    max_length = min(MAX_TEXT_TOKENS, context_length or MAX_TEXT_TOKENS)
-    featurizer = PrefixFeaturizer(model, tokenizer, max_length=max_length, max_prefixes=max_prefixes)
+    featurizer = PrefixFeaturizer(model, tokenizer, max_length=MAX_TEXT_TOKENS, max_prefixes=max_prefixes)
     poles: list[PoleReport] = []
     manifest = HeadsManifest(base_model=base_model, heads={}, lam=LambdaEntry(value=1.0))
     todo = [(dimension, pole) for dimension in catalog.dimensions for pole in dimension.poles]
@@ -199,7 +196,7 @@ def bootstrap_heads(
         key = name if pole.name in shared else pole.name  # a pole name two dimensions use: its dimension too
         path = out / HEADS_FOLDER / f"{key}.safetensors"
         if not found or not found[0]:
-            head = words_head(model, tokenizer, dimension, pole, name, base_model, max_length)
+            head = words_head(model, tokenizer, dimension, pole, name, base_model)
             head.save(path)
             report = PoleReport(
                 dimension=dimension.name,

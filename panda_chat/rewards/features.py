@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.positions import readable_length
 from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.rewards.heads import BaseModelSignature
 
@@ -65,7 +66,7 @@ class ResponseFeaturizer:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.max_length = max_length
+        self.max_length = readable_length(model, max_length)  # a model with learned positions reads no further
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.signature = BaseModelSignature.of(model)
         self._memory: dict[tuple[str, str], torch.Tensor] = {}

@@ -26,6 +26,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.positions import readable_length
 from panda_chat.prompt_format import encode_prompt, response_ids
 from panda_chat.rewards.base import Calibration, CandidateBatch, PromptBatch, RewardSession, RewardSource
 
@@ -93,7 +94,7 @@ class TextRewardModel(RewardSource):
         self.name = name
         self.calibration = calibration or Calibration()
         self.batch_size = batch_size
-        self.max_length = max_length
+        self.max_length = readable_length(model, max_length)  # a model with learned positions reads no further
         self.pad_id = pad_token_id(tokenizer)
         if model.config.pad_token_id is None:
             # Decoder classifiers pool at the last token that is not padding; they need to know the pad id to find it

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.positions import readable_length
 from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.calibration import calibrate
@@ -100,7 +101,7 @@ class PrefixFeaturizer:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.max_length = max_length
+        self.max_length = readable_length(model, max_length)  # a model with learned positions reads no further
         self.max_prefixes = max_prefixes
         self.pad_id = pad_token_id(tokenizer)
         self.hidden_size = BaseModelSignature.of(model).hidden_size  # a multimodal config keeps it in text_config
