@@ -8,6 +8,8 @@ still catch them idiomatically.
 
 from __future__ import annotations
 
+import shlex
+
 
 class ProfileError(Exception):
     """Base class of every error raised on purpose by the profile store."""
@@ -17,7 +19,7 @@ class UnknownUserError(ProfileError, LookupError):
     """The user does not exist in this store."""
 
     def __init__(self, user_id: str) -> None:
-        super().__init__(f"unknown user {user_id!r}: create it with `panda-chat profile create {user_id}`")
+        super().__init__(f"unknown user {user_id!r}: create it with `panda-chat profile create {shlex.quote(user_id)}`")
         self.user_id = user_id
 
     def __str__(self) -> str:  # LookupError would otherwise quote the message like a KeyError

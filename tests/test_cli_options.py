@@ -153,6 +153,13 @@ def test_an_assignment_without_a_name_or_an_equals_sign_is_refused_with_the_opti
     assert error.value.param_hint == "--reward"
 
 
+@given(_NAMES, _VALUES, _VALUES)
+def test_a_name_given_twice_is_refused_instead_of_keeping_the_last(name, first, second):
+    with pytest.raises(click.BadParameter, match="given twice") as error:
+        parse_assignments("--reward", (f"{name}={first}", f" {name} ={second}"))
+    assert error.value.param_hint == "--reward"
+
+
 @given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1, max_size=6))
 def test_number_lists_parse_back_and_negative_numbers_are_refused(numbers):
     text = ",".join(repr(n) for n in numbers)

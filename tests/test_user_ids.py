@@ -136,3 +136,13 @@ def test_any_id_is_refused_or_round_trips_through_create_export_import_and_forge
         assert store.list_users() == []
         with pytest.raises(UnknownUserError):
             store.messages(user_id)
+
+
+@pytest.mark.parametrize("user_id", ["O'Brien; rm -rf ~", "two words", "a$b"])
+def test_the_unknown_user_hint_is_a_command_the_shell_runs_as_written(user_id):
+    import shlex
+
+    from profiles.errors import UnknownUserError
+
+    hint = str(UnknownUserError(user_id)).split("`")[1]
+    assert shlex.split(hint) == ["panda-chat", "profile", "create", user_id]

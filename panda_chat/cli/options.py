@@ -176,6 +176,8 @@ def parse_assignments(option: str, values: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
             raise click.BadParameter(f"expected NAME=VALUE, got '{item}'", param_hint=option)
+        if name.strip() in parsed:
+            raise click.BadParameter(f"'{name.strip()}' is given twice: give each name once", param_hint=option)
         parsed[name.strip()] = value.strip()
     return parsed
 

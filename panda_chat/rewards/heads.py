@@ -115,7 +115,8 @@ class RewardHead(nn.Module):
         if reason is not None:
             raise HeadMismatchError(
                 f"reward head '{self.config.name}' belongs to another base model ({reason}); "
-                f"train a head for this model with `panda-chat reward train --kind head`"
+                "build heads for this model with `panda-chat reward bootstrap --base MODEL` (add --force to replace "
+                "a manifest copied from another model), or train one with `panda-chat reward train --kind head`"
             )
 
     def save(self, path: str | Path) -> Path:
