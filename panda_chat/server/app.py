@@ -516,9 +516,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     ) -> AsyncIterator[str]:
         head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": settings.model_id}
 
+        # with include_usage, every chunk says "usage": null but the last, which carries it (as OpenAI streams)
+        usage_field: dict[str, Any] = {"usage": None} if include_usage else {}
+
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return f"data: {json.dumps({**head, 'choices': [choice], **extra})}\n\n"
+            return f"data: {json.dumps({**head, 'choices': [choice], **extra, **usage_field})}\n\n"
 
         # a text piece is the one event sent many times per answer: its JSON around the text is made once
         before, after = chunk({"content": "\0"}).split('"\\u0000"')

@@ -79,6 +79,8 @@ def test_streaming_sends_the_same_answer_piece_by_piece(server):
     assert len(finals) == 1 and finals[0].choices[0].finish_reason == whole.choices[0].finish_reason
     assert finals[0].model_extra["personalization"]["user_id"] == "stream-b"
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    # as OpenAI streams with include_usage: every other chunk says "usage": null
+    assert all("usage" in chunk.model_fields_set and chunk.usage is None for chunk in chunks[:-1])
 
 
 def test_stop_and_seeded_sampling(server):
