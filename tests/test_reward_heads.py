@@ -51,8 +51,8 @@ def test_head_refuses_another_base_model(tiny_models, tmp_path):
     # Same architecture and tokenizer, different weights: must still be refused.
     tok = train_tokenizer(sample_corpus(), vocab_size=512)
     other = AutoModelForCausalLM.from_pretrained(build_causal_lm(tmp_path / "other", tok, seed=123))
-    with pytest.raises(HeadMismatchError, match="another base model"):
-        head.check_base(other)
+    with pytest.raises(HeadMismatchError, match=r"another base model.*`panda-chat reward bootstrap --base MODEL`"):
+        head.check_base(other)  # says how to get heads for this model
 
 
 def test_loading_a_non_head_file_says_so(tiny_models, tmp_path):
