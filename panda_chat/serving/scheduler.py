@@ -152,7 +152,7 @@ class _Row:
     lambdas: list[float] = field(default_factory=list)
     raw: dict[str, list[float]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def keys(self) -> list[SourceKey]:
         return [source_key(source) for source in self.job.plan.sources]
 
@@ -443,6 +443,9 @@ class BatchScheduler(RequestScheduler):
         batch_cache.trim_left(self._policy)
         self._logits = self._logits[index]
         self._rows = [self._rows[i] for i in keep]
+        live = {key for row in self._rows for key in row.keys}  # sessions of departed rows' sources go with them
+        for key in [key for key in self._sessions if key not in live]:
+            del self._sessions[key], self._sources[key]
 
     def _admit(self, groups: list[list[_Admitted]]) -> None:
         batched = []
@@ -647,12 +650,13 @@ class BatchScheduler(RequestScheduler):
         if keys:
             columns.append(raw.gather(1, index[..., None].expand(-1, 1, raw.shape[-1])).squeeze(1))
         values = torch.cat(columns, dim=-1).tolist()
+        column = {key: 3 + j for j, key in enumerate(keys)}
         for row, row_values in zip(rows, values, strict=True):
             row.lambdas.append(row_values[1])
             row_keys = row.keys
             row.rewards.append(row_values[2] if row_keys else 0.0)
             for key in row_keys:
-                row.raw[key[0]].append(row_values[3 + keys.index(key)])
+                row.raw[key[0]].append(row_values[column[key]])
             pieces = row.tracker.update([int(row_values[0])], [0])
             if row.step == row.job.options.max_new_tokens - 1:
                 pieces += row.tracker.finish_by_length()
