@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,18 @@ from panda_chat.tiny_models import TinyModelSet, build_tiny_model_set
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModelSet:
     """Tiny base model, same-tokenizer reward model and a different-tokenizer reward model, saved to a temp folder."""
     return build_tiny_model_set(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture
+def template_free_model(tiny_models: TinyModelSet, tmp_path) -> Path:
+    """A copy of the tiny base model whose tokenizer has no chat template (a base model, as many on a hub are)."""
+    folder = Path(shutil.copytree(tiny_models.base, tmp_path / "no-template"))
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.pop("chat_template", None)
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    return folder
 
 
 @pytest.fixture(autouse=True)

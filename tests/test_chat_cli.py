@@ -103,16 +103,18 @@ def test_train_makes_the_users_own_head_from_their_preferences_and_it_steers(tin
     assert "feedback (user, " in last_steering  # the user's own head steers the answer after /train
 
 
-def test_a_model_without_a_chat_template_is_refused_before_the_first_question(tiny_models, tmp_path):
-    import json
-    import shutil
-
-    folder = shutil.copytree(tiny_models.base, tmp_path / "plain")
-    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config.pop("chat_template", None)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    args = ["chat", "--user", "a", "--model", str(folder), "--db", str(tmp_path / "p.db"), "--embedder", "hashing"]
+def test_a_model_without_a_chat_template_is_refused_before_the_first_question(template_free_model, tmp_path):
+    args = [
+        "chat",
+        "--user",
+        "a",
+        "--model",
+        str(template_free_model),
+        "--db",
+        str(tmp_path / "p.db"),
+        "--embedder",
+        "hashing",
+    ]
     result = CliRunner().invoke(main, args, input="hi\n")
     assert result.exit_code != 0
     assert "no chat template" in result.stderr and "Traceback" not in result.output

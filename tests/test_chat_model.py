@@ -369,13 +369,8 @@ def test_token_counts_use_the_models_own_tokenizer(llm, tiny_models):
     assert llm.get_num_tokens_from_messages([HumanMessage("hi")]) == len(tokenizer(prompt)["input_ids"])
 
 
-def test_a_model_without_chat_template_fails_clearly_unless_one_is_given(tiny_models, store, tmp_path):
-    folder = shutil.copytree(tiny_models.base, tmp_path / "no-template")
-    config_file = folder / "tokenizer_config.json"
-    config = json.loads(config_file.read_text())
-    config.pop("chat_template", None)
-    config_file.write_text(json.dumps(config))
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
+def test_a_model_without_chat_template_fails_clearly_unless_one_is_given(template_free_model, store):
+    folder = template_free_model
     llm = ChatPanda(model=str(folder), store=store, max_tokens=3, device="cpu")
     with pytest.raises(ChatTemplateMissingError, match="no chat template"):
         llm.invoke("Hello")

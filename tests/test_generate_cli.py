@@ -141,15 +141,8 @@ def test_missing_base_folder_and_empty_prompt(tmp_path):
     assert empty.exit_code != 0 and "prompt is empty" in empty.stderr
 
 
-def test_a_model_without_a_chat_template_gets_plain_text_with_a_note(tiny_models, tmp_path):
-    import shutil
-
-    folder = shutil.copytree(tiny_models.base, tmp_path / "plain")
-    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    config.pop("chat_template", None)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    args = [PROMPT, "--base", folder, "--max-new-tokens", "4", "--device", "cpu", "--json"]
+def test_a_model_without_a_chat_template_gets_plain_text_with_a_note(tiny_models, template_free_model):
+    args = [PROMPT, "--base", template_free_model, "--max-new-tokens", "4", "--device", "cpu", "--json"]
     plain = run(*args)
     assert plain.exit_code == 0, plain.output
     assert "has no chat template" in plain.stderr and "--raw" in plain.stderr

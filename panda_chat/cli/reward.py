@@ -250,6 +250,7 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from panda_chat.demo.corpus import style_pair_source
+    from panda_chat.registry import check_model_path
     from panda_chat.rewards.bootstrap import HEADS_FOLDER, bootstrap_heads, default_head_config
     from panda_chat.rewards.heads import BaseModelSignature
     from panda_chat.rewards.manifest import MANIFEST_FILE, user_heads_dir
@@ -258,8 +259,6 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
     set_threads(threads)
     quiet_transformers()
     preferences = PreferenceCatalog.from_file(catalog) if catalog else PreferenceCatalog.default()
-    from panda_chat.registry import check_model_path
-
     check_model_path(base, "base model")  # a typo or an empty folder fails now, in one line
     local = Path(base).expanduser()
     model = AutoModelForCausalLM.from_pretrained(base).eval()

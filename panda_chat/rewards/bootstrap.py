@@ -105,15 +105,13 @@ def self_written_pairs(
     return pairs
 
 
-def words_head(
-    model, tokenizer, dimension: Dimension, pole: Pole, name: str, source: str = "", max_length: int = MAX_TEXT_TOKENS
-) -> RewardHead:
+def words_head(model, tokenizer, dimension: Dimension, pole: Pole, name: str, source: str = "") -> RewardHead:
     """A head from words only: the hidden-state direction of the pole's texts against the other poles' texts.
 
     Texts are read as answers to neutral questions (what the head will see at decoding time is an answer), the
     direction is taken in standardised hidden space and folded back, and the head is calibrated on neutral texts.
     """
-    featurizer = ResponseFeaturizer(model, tokenizer, max_length=max_length)
+    featurizer = ResponseFeaturizer(model, tokenizer, max_length=MAX_TEXT_TOKENS)
     neutral = list(NEUTRAL_TEXTS)
 
     def features(texts: list[str]) -> torch.Tensor:
