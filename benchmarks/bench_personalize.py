@@ -11,9 +11,10 @@
    machine may be shared). The same with fewer candidates per step (``--fewer-candidates``, top_k 5 and 3 by
    default; the default top_k is 10): what steering costs when a deployment trades candidates for speed.
 3. **Partial-answer accuracy, before/after**: on the demo base LM, per pole, a head trained the old way
-   (`train_reward_head`: complete answers plus answers cut after some words, linear) against a token-level head
-   (`bootstrap_heads`), on the same number of corpus pairs, both measured on held-out topics at every token prefix
-   after the answers differ (and on complete answers).
+   (`train_reward_head`: complete answers plus answers cut after some words, linear, last hidden state) against
+   token-level heads (`bootstrap_heads`) on the last hidden state only and on the last state plus the answer's
+   running mean (the default), on the same number of corpus pairs, all measured on held-out topics at every token
+   prefix after the answers differ (and on complete answers).
 """
 
 from __future__ import annotations
@@ -100,43 +101,59 @@ def chat_speed(model_dir: Path, db: Path, rounds: int, tokens: int, top_k: int =
 
 
 def partial_accuracy(pairs: int) -> list[dict]:
+    """Per pole: the old complete-answer linear head, a token-level head on the last hidden state only (the previous
+    bootstrap) and one on the last state plus the answer's running mean (the current bootstrap), on one held-out
+    split, each read with the features it was trained on."""
+    from panda_chat.rewards.features import ResponseFeaturizer
+    from panda_chat.rewards.heads import RewardHead
+
     model = AutoModelForCausalLM.from_pretrained(demo_model_dir()).eval()
     tokenizer = AutoTokenizer.from_pretrained(demo_model_dir())
     corpus = DialogueCorpus(0)
-    featurizer = PrefixFeaturizer(model, tokenizer)
+    featurizers = {kind: PrefixFeaturizer(model, tokenizer, features=kind) for kind in ("last", "last+mean")}
     rows = []
     for pole in POLES:
-        heldout = featurizer.pairs(corpus.preference_pairs(pole, 100, split="heldout"), seed=9)
+        heldout_pairs = corpus.preference_pairs(pole, 100, split="heldout")
+        heldout = {kind: f.pairs(heldout_pairs, seed=9) for kind, f in featurizers.items()}
         old = train_reward_head(
             (model, tokenizer),
             corpus.preference_pairs(pole, pairs) + corpus.prefix_pairs(pole, pairs),
             name=pole,
             config=RewardTrainingConfig(epochs=30),
+            featurizer=ResponseFeaturizer(model, tokenizer, features="last"),
         ).head
-        with tempfile.TemporaryDirectory() as scratch:
-            report = bootstrap_heads(
-                model,
-                tokenizer,
-                scratch,
-                config=default_head_config(),
-                pair_source=lambda _, p, pole=pole: (corpus.preference_pairs(pole, pairs), []) if p == pole else None,
-                catalog=_one_pole_catalog(pole),
-            )
-            from panda_chat.rewards.heads import RewardHead
-
-            new = RewardHead.load(Path(scratch) / report.poles[0].path)
-        before, after = pair_accuracy(old, heldout), pair_accuracy(new, heldout)
+        token_level = {}
+        for kind in ("last", "last+mean"):
+            with tempfile.TemporaryDirectory() as scratch:
+                report = bootstrap_heads(
+                    model,
+                    tokenizer,
+                    scratch,
+                    config=default_head_config(),
+                    pair_source=lambda _, p, pole=pole: (
+                        (corpus.preference_pairs(pole, pairs), []) if p == pole else None
+                    ),
+                    catalog=_one_pole_catalog(pole),
+                    features=kind,
+                )
+                token_level[kind] = RewardHead.load(Path(scratch) / report.poles[0].path)
+        before = pair_accuracy(old, heldout["last"])
+        last = pair_accuracy(token_level["last"], heldout["last"])
+        after = pair_accuracy(token_level["last+mean"], heldout["last+mean"])
         rows.append(
             {
                 "pole": pole,
                 "before_complete": before[0],
                 "before_partial": before[1],
+                "token_last_complete": last[0],
+                "token_last_partial": last[1],
                 "after_complete": after[0],
                 "after_partial": after[1],
             }
         )
         print(
-            f"  {pole:<11} partial {before[1]:.3f} -> {after[1]:.3f}   complete {before[0]:.3f} -> {after[0]:.3f}",
+            f"  {pole:<11} partial {before[1]:.3f} -> {last[1]:.3f} -> {after[1]:.3f}   "
+            f"complete {before[0]:.3f} -> {last[0]:.3f} -> {after[0]:.3f}",
             flush=True,
         )
     return rows
@@ -196,7 +213,11 @@ def main() -> None:
                 flush=True,
             )
     if not args.skip_accuracy:
-        print("partial-answer accuracy on held-out topics, old heads -> token-level heads:", flush=True)
+        print(
+            "partial-answer accuracy on held-out topics, old heads -> token-level on the last state -> "
+            "token-level on the last state and the answer's mean:",
+            flush=True,
+        )
         result["accuracy"] = partial_accuracy(args.pairs)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -36,9 +36,9 @@ from panda_chat.rewards.token_level import PrefixFeaturizer, pair_accuracy
 def heldout_accuracy(model, tokenizer, heads: dict[str, RewardHead]) -> dict[str, dict[str, float | None]]:
     """Pole -> complete/partial accuracy on the benchmark's held-out split."""
     corpus = DialogueCorpus(0)
-    featurizer = PrefixFeaturizer(model, tokenizer)
     result = {}
     for pole, head in heads.items():
+        featurizer = PrefixFeaturizer(model, tokenizer, features=head.config.features)  # what this head reads
         complete, partial = pair_accuracy(head, featurizer.pairs(corpus.preference_pairs(pole, 100, "heldout"), seed=9))
         result[pole] = {"complete": complete, "partial": partial}
     return result

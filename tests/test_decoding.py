@@ -7,6 +7,7 @@ import torch
 
 from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.reference import reference_generate
+from panda_chat.decoding.steering import clip_reward
 from panda_chat.rewards.base import Calibration, CandidateBatch
 from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
 from panda_chat.rewards.reward_model import CachedRewardModel
@@ -20,12 +21,13 @@ LAM = 3.0
 NEW_TOKENS = 64
 
 
-def make_head(model, name="formal", seed=0, scale=10.0, calibration=None) -> RewardHead:
+def make_head(model, name="formal", seed=0, scale=10.0, calibration=None, features="last") -> RewardHead:
     """A random linear head, scaled so that its rewards are large enough to change which tokens win."""
     torch.manual_seed(seed)
     config = RewardHeadConfig(
         name=name,
         hidden_size=model.config.hidden_size,
+        features=features,
         base_signature=BaseModelSignature.of(model),
         calibration=calibration or Calibration(mean=0.3, std=2.0),
     )
@@ -40,13 +42,18 @@ def decoder(tiny_models) -> PandaDecoder:
     dec = PandaDecoder.from_pretrained(tiny_models.base, device="cpu", dtype="float32")
     dec = PandaDecoder(dec.model, dec.tokenizer)  # a private reward table: other tests add their own rewards
     dec.add_reward("formal", make_head(dec.model))
+    dec.add_reward("style", make_head(dec.model, "style", seed=3, features="last+mean"))  # reads the answer's mean too
     dec.add_reward("helpful", str(tiny_models.reward_model))
     dec.rewards["helpful"].calibration = Calibration(mean=-0.1, std=0.05)  # the raw RM rewards are tiny
     return dec
 
 
 def reference_rewards(decoder: PandaDecoder, names) -> dict:
-    everything = {"formal": decoder.rewards["formal"].head, "helpful": decoder.rewards["helpful"].model}
+    everything = {
+        "formal": decoder.rewards["formal"].head,
+        "style": decoder.rewards["style"].head,
+        "helpful": decoder.rewards["helpful"].model,
+    }
     return {name: everything[name] for name in names}
 
 
@@ -56,8 +63,8 @@ def reference_calibrations(decoder: PandaDecoder) -> dict:
 
 @pytest.mark.parametrize(
     "weights",
-    [{"formal": 1.0}, {"helpful": 1.0}, {"formal": 0.7, "helpful": -0.5}],
-    ids=["head", "reward-model", "both"],
+    [{"formal": 1.0}, {"style": 1.0}, {"helpful": 1.0}, {"formal": 0.7, "helpful": -0.5}],
+    ids=["head", "head-on-answer-mean", "reward-model", "both"],
 )
 def test_cached_tree_paths_choose_the_reference_loop_tokens(decoder, weights):
     outputs = decoder.generate(PROMPTS, weights=weights, lam=LAM, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
@@ -83,7 +90,7 @@ def test_reported_rewards_are_the_calibrated_weighted_sum_of_the_chosen_tokens(d
     weights = {"formal": 0.7, "helpful": -0.5}
     (output,) = decoder.generate(PROMPTS[1], weights=weights, lam=LAM, max_new_tokens=8, stop_at_eos=False)
     expected = sum(
-        weight * decoder.rewards[name].calibration.normalise(torch.tensor(output.raw_rewards[name]))
+        weight * clip_reward(decoder.rewards[name].calibration.normalise(torch.tensor(output.raw_rewards[name])))
         for name, weight in weights.items()
     )
     assert torch.allclose(torch.tensor(output.rewards), expected, atol=1e-5)
@@ -182,6 +189,7 @@ def test_heads_scored_as_one_stack_choose_the_reference_loop_tokens(decoder):
             name="warm",
             kind="mlp",
             mlp_size=16,
+            features="last+mean",  # in one stack with heads that read the last state only
             hidden_size=decoder.model.config.hidden_size,
             base_signature=BaseModelSignature.of(decoder.model),
         )
@@ -207,3 +215,17 @@ def test_heads_scored_as_one_stack_choose_the_reference_loop_tokens(decoder):
             calibrations={name: head.config.calibration for name, head in heads.items()},
         )
         assert output.token_ids == expected
+
+
+def test_one_extreme_reward_does_not_outvote_the_users_other_preferences():
+    """Calibrated rewards count up to +-2 std when steering: a candidate that suits both of a user's preferences
+    (1.5 std each) beats one that is extreme on one and slightly against the other (5 and -0.5). Unclipped, as
+    evaluation measures, the extreme one would have the larger sum."""
+    from panda_chat.decoding.steering import REWARD_CLIP, combine_rewards
+
+    raw = torch.tensor([[[5.0, -0.5], [1.5, 1.5]]])  # (B=1, k=2, R=2), already on the calibrated scale
+    means, stds, weights = torch.zeros(2), torch.ones(2), torch.ones(1, 2)
+    steered = combine_rewards(raw, means, stds, weights)
+    assert REWARD_CLIP == 2.0 and steered.argmax(-1).item() == 1
+    assert torch.allclose(steered, torch.tensor([[1.5, 3.0]]))
+    assert combine_rewards(raw, means, stds, weights, clip=None).argmax(-1).item() == 0

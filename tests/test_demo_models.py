@@ -22,6 +22,8 @@ from panda_chat.demo.models import (
 from panda_chat.demo.recipe.pipeline import head_accuracy, reward_model_accuracy
 from panda_chat.rewards.features import ResponseFeaturizer
 from panda_chat.rewards.heads import RewardHead
+from panda_chat.rewards.manifest import HeadsManifest
+from panda_chat.rewards.token_level import PrefixFeaturizer, pair_accuracy
 
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024
 # The tests re-measure accuracy on a subset of the card's held-out pairs, so allow sampling noise below the card.
@@ -72,6 +74,23 @@ def test_every_pole_has_a_head_that_ranks_heldout_pairs_as_its_card_says(base) -
         head.check_base(model)
         pairs = corpus.preference_pairs(pole, 80, split="heldout")
         assert head_accuracy(head, featurizer, pairs) >= card[pole]["heldout_accuracy"] - ACCURACY_MARGIN
+
+
+def test_every_head_reads_answers_cut_mid_way_as_its_manifest_says(base) -> None:
+    """PANDA steers with the reward of partial answers: each shipped head ranks held-out pairs cut at every token
+    prefix after they differ at least as well as the manifest reports (>= 0.9, the issue's target), up to noise."""
+    model, tokenizer = base
+    manifest = HeadsManifest.load(demo_model_dir())
+    assert manifest is not None
+    corpus = DialogueCorpus(0)
+    for pole, path in demo_head_paths().items():
+        head = RewardHead.load(path)
+        entry = manifest.heads[pole]
+        assert entry.partial_accuracy is not None and entry.partial_accuracy >= 0.9
+        featurizer = PrefixFeaturizer(model, tokenizer, features=head.config.features)
+        pairs = featurizer.pairs(corpus.preference_pairs(pole, 40, split="heldout"), seed=9)
+        _, partial = pair_accuracy(head, pairs)
+        assert partial is not None and partial >= entry.partial_accuracy - ACCURACY_MARGIN
 
 
 def test_full_reward_model_ranks_heldout_pairs_as_its_card_says() -> None:

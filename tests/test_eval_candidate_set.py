@@ -57,12 +57,18 @@ def test_selection_rule_by_hand():
 
 
 def test_scorer_reproduces_the_decoders_rewards_and_nll(decoder):
+    assert decoder.rewards["formal"].head.config.features == "last+mean"  # the scorer rebuilds the answer means too
     weights = [{"formal": 1.0, "rm": 0.5}, {"formal": 0.2, "rm": 1.0}]
     outs = decoder.generate(PROMPTS[:2], lam=[1.0, 3.0], weights=weights, max_new_tokens=8, stop_at_eos=False)
     scored = ResponseScorer(decoder).score(PROMPTS[:2], outs, weights=weights)
-    for out, s in zip(outs, scored):
-        assert torch.allclose(torch.tensor(s.token_rewards), torch.tensor(out.rewards), atol=1e-4)
-        assert s.reward == pytest.approx(out.rewards[-1], abs=1e-4)
+    for out, s, row_weights in zip(outs, scored, weights):
+        # the scorer measures calibrated rewards unclipped: the decoder's raw rewards, combined without the clip
+        measured = sum(
+            w * decoder.rewards[name].calibration.normalise(torch.tensor(out.raw_rewards[name]))
+            for name, w in row_weights.items()
+        )
+        assert torch.allclose(torch.tensor(s.token_rewards), measured, atol=1e-4)
+        assert s.reward == pytest.approx(float(measured[-1]), abs=1e-4)
     # NLL by hand for row 0: the base model's log-probs of each generated token, one token at a time
     ids = decoder.encode_prompts(PROMPTS[:1]).input_ids[0].tolist()
     logps = []

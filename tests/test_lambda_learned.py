@@ -55,7 +55,7 @@ def test_ridge_recovers_a_prompt_dependent_optimum():
     model = LearnedLambda.fit(LambdaTrainingSet(train, best(train), horizon=8), kind="ridge", ridge_alpha=1e-3)
     for step in (0, 7):
         predicted = model(_context(test), step)
-        expected = torch.tensor([s.at(step) for s in best(test)])
+        expected = torch.tensor([s.at(step) for s in best(test)]).clamp(max=model.config.max_lambda)  # never above
         assert torch.allclose(predicted, expected, atol=0.02)
     assert isinstance(model, LambdaFunction) and bool((predicted >= 0).all())
 
@@ -111,3 +111,21 @@ def test_at_steps_gives_each_row_what_its_own_step_gives_it():
     one_by_one = torch.stack([model(_context(test[i : i + 1]), int(step))[0] for i, step in enumerate(steps)])
     assert torch.allclose(together, one_by_one, atol=1e-6)
     assert not torch.allclose(together, model(_context(test), 0))  # the steps do matter
+
+
+@pytest.mark.parametrize("kind", ["ridge", "mlp"])
+def test_a_prompt_unlike_the_training_ones_gets_no_lambda_above_the_largest_it_was_fitted_to(kind, tmp_path):
+    """A linear map extrapolates: features far outside the training range would ask for any lambda, and decoding
+    degenerates past the strongest schedule it saw. The cap is the largest target and survives a file round trip."""
+
+    def best(x):
+        return [ExponentialDecayLambda(1.0 + 3.0 * float(r[0])) for r in x]  # lambdas in [1, 4]
+
+    train = _features(60, 4, 2)
+    model = LearnedLambda.fit(LambdaTrainingSet(train, best(train), horizon=4), kind=kind, ridge_alpha=1e-3)
+    far = torch.full((3, 4), 50.0)  # x0 = 50: the uncapped linear map would say lambda ~ 150
+    cap = max(s.at(0) for s in best(train))
+    assert model.config.max_lambda == pytest.approx(cap)
+    assert torch.all(model(_context(far), 0) <= cap + 1e-6)
+    again = LearnedLambda.load(model.save(tmp_path / "lambda.safetensors"))
+    assert torch.equal(again(_context(far), 0), model(_context(far), 0))

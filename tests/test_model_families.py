@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import pytest
 import torch
@@ -54,7 +55,10 @@ def make_head(model, seed: int = 0, scale: float = 20.0) -> RewardHead:
     """A random linear head on the model's (text) hidden size, scaled so that it changes which tokens win."""
     torch.manual_seed(seed)
     config = RewardHeadConfig(
-        name="head", hidden_size=model.config.get_text_config().hidden_size, base_signature=BaseModelSignature.of(model)
+        name="head",
+        hidden_size=model.config.get_text_config().hidden_size,
+        features="last+mean",  # what bootstrap makes: the last state and the answer's running mean
+        base_signature=BaseModelSignature.of(model),
     )
     head = RewardHead(config)
     with torch.no_grad():
@@ -209,18 +213,29 @@ def test_requests_joining_a_running_batch_get_the_answer_they_get_alone(name: st
     lengths = (12, 9, 6)  # request 0 outlives the others: they join, and leave, a batch still decoding
     options = {"top_k": TOP_K, "stop_at_eos": False}
     alone = [
-        decoder.generate(prompt, weights={"head": 1.0}, lam=LAM, max_new_tokens=n, **options)[0].token_ids
+        decoder.generate(prompt, weights={"head": 1.0}, lam=LAM, max_new_tokens=n, **options)[0]
         for prompt, n in zip(prompts, lengths)
     ]
 
     scheduler = BatchScheduler(decoder)
-    done: dict[int, list[int]] = {}
+    done: dict[int, Any] = {}
     submitted = {0}
     finished = threading.Event()
 
+    def lam_of(index: int):
+        """LAM at every step; at step 2 (in the scheduler thread, before the step) it submits the next request.
+        Steps, not text pieces: a random model's byte tokens may hold all their text back until the end."""
+
+        def lam(context, step: int) -> torch.Tensor:
+            if step == 2:
+                submit_next(index)
+            return torch.full((len(context.prompts),), LAM)
+
+        return lam
+
     def request(index: int) -> DecodeRequest:
         options = DecodingOptions(top_k=TOP_K, max_new_tokens=lengths[index], stop_at_eos=False)
-        return DecodeRequest(prompt=prompts[index], options=options, weights={"head": 1.0}, lam=LAM)
+        return DecodeRequest(prompt=prompts[index], options=options, weights={"head": 1.0}, lam=lam_of(index))
 
     def submit_next(index: int) -> None:  # from the sinks: in the scheduler thread, between two steps
         if index + 1 < len(prompts) and index + 1 not in submitted:
@@ -228,16 +243,10 @@ def test_requests_joining_a_running_batch_get_the_answer_they_get_alone(name: st
             scheduler.submit(request(index + 1), sink_of(index + 1))
 
     def sink_of(index: int):
-        pieces = 0
-
         def sink(kind: str, value) -> None:
-            nonlocal pieces
             if kind == "piece":
-                pieces += 1
-                if pieces == 2:
-                    submit_next(index)
                 return
-            done[index] = value.token_ids if kind == "done" else value
+            done[index] = value
             submit_next(index)  # in case it ended before its second piece
             if len(done) == len(prompts):
                 finished.set()
@@ -247,7 +256,15 @@ def test_requests_joining_a_running_batch_get_the_answer_they_get_alone(name: st
     scheduler.submit(request(0), sink_of(0))
     assert finished.wait(timeout=120), f"only {sorted(done)} finished"
     scheduler.close()
-    assert [done[i] for i in range(len(prompts))] == alone
+    for index, expected in enumerate(alone):
+        assert done[index].token_ids == expected.token_ids
+        # the rewards too: a joining row reads its own answer's mean hidden state, not a running row's
+        torch.testing.assert_close(
+            torch.tensor(done[index].raw_rewards["head"]),
+            torch.tensor(expected.raw_rewards["head"]),
+            atol=1e-4,
+            rtol=1e-3,
+        )
     if name in UNMERGEABLE:
         assert scheduler.stats.solo_requests == len(prompts) - 1
     else:

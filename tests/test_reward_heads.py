@@ -96,25 +96,36 @@ def test_a_head_stack_scores_every_head_as_its_own_forward_does(tiny_models):
     hidden_size = model.config.hidden_size
     signature = BaseModelSignature.of(model)
     torch.manual_seed(1)
+    shapes = [("mlp", 8, "last"), ("linear", 64, "last+mean"), ("mlp", 16, "last+mean"), ("linear", 64, "last")]
     heads = [
         RewardHead(
-            RewardHeadConfig(name=f"h{i}", kind=kind, hidden_size=hidden_size, mlp_size=size, base_signature=signature)
+            RewardHeadConfig(
+                name=f"h{i}",
+                kind=kind,
+                hidden_size=hidden_size,
+                mlp_size=size,
+                features=features,
+                base_signature=signature,
+            )
         )
-        for i, (kind, size) in enumerate([("mlp", 8), ("linear", 64), ("mlp", 16), ("linear", 64), ("mlp", 8)])
+        for i, (kind, size, features) in enumerate([*shapes, ("mlp", 8, "last+mean")])
     ]
     stack = HeadStack()
     sources = [stack.add(head, name=head.config.name) for head in heads]
-    hidden = torch.randn(3, 5, hidden_size)
+    hidden, mean = torch.randn(3, 5, hidden_size), torch.randn(3, 5, hidden_size)
     batch = CandidateBatch(
         step=0,
         candidate_ids=torch.zeros(3, 5, dtype=torch.long),
         generated_ids=[[], [], []],
         active=torch.ones(3, dtype=torch.bool),
         base_hidden=hidden,
+        base_hidden_mean=mean,
     )
     for head, source in zip(heads, sources, strict=True):
         assert source.name == head.config.name
-        assert torch.allclose(source.start(prompts=None).score(batch), head(hidden), atol=1e-5)
+        alone = head(hidden) if head.config.features == "last" else head(torch.cat([hidden, mean], -1))
+        assert torch.allclose(source.start(prompts=None).score(batch), alone, atol=1e-5)
+        assert torch.allclose(HeadReward(head).start(prompts=None).score(batch), alone, atol=1e-5)
     # a head added later joins the next step's computation; a new hidden state is scored afresh
     late = RewardHead(RewardHeadConfig(name="late", hidden_size=hidden_size, base_signature=signature))
     late_source = stack.add(late)

@@ -7,10 +7,11 @@ from test_reward_training import formality_pairs
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from panda_chat.decoding import PandaDecoder
+from panda_chat.decoding.steering import clip_reward
 from panda_chat.prompt_format import question_ids, question_prompt
 from panda_chat.rewards.calibration import RewardModelInfo
-from panda_chat.rewards.features import last_token_hidden_states
-from panda_chat.rewards.heads import RewardHead
+from panda_chat.rewards.features import all_hidden_states, last_token_hidden_states
+from panda_chat.rewards.heads import RewardHead, answer_features
 from panda_chat.rewards.loading import load_reward
 from panda_chat.rewards.reward_model import CachedRewardModel
 from panda_chat.rewards.text_reward_model import TextRewardModel
@@ -38,22 +39,30 @@ def test_training_features_are_what_the_decoder_scores(base, formal_head):
 
     out = decoder.generate([text], lam=2.0, max_new_tokens=6, stop_at_eos=False)[0]
     prefix = question_ids(tokenizer, prompt)
-    sequences = [prefix + out.token_ids[: t + 1] for t in range(len(out.token_ids))]
+    # one plain forward of the whole answer: row t is the answer cut after token t (its last state, the running mean)
+    states = all_hidden_states(model, [prefix + out.token_ids], tokenizer.pad_token_id)[0][len(prefix) :]
+    assert formal_head.config.features == "last+mean"
     with torch.no_grad():
-        expected = formal_head(last_token_hidden_states(model, sequences, tokenizer.pad_token_id))
+        expected = formal_head(answer_features("last+mean", states))
     assert torch.allclose(torch.tensor(out.raw_rewards["formal"]), expected, atol=1e-4)
+    # and what the featurizer gives for each cut answer, from text, is what training saw
+    sequences = [prefix + out.token_ids[: t + 1] for t in range(len(out.token_ids))]
+    last = last_token_hidden_states(model, sequences, tokenizer.pad_token_id)
+    assert torch.allclose(last, states, atol=1e-5)
     # the calibration measured in training is what the decoder steers with: (raw - mean) / std
     calibration = formal_head.config.calibration
     assert calibration.std != 1.0 and calibration.mean != 0.0
     assert torch.allclose(
-        torch.tensor(out.rewards), calibration.normalise(torch.tensor(out.raw_rewards["formal"])), atol=1e-5
+        torch.tensor(out.rewards),
+        clip_reward(calibration.normalise(torch.tensor(out.raw_rewards["formal"]))),
+        atol=1e-5,
     )
 
 
 def test_head_bytes_round_trip(formal_head):
     again = RewardHead.from_bytes(formal_head.to_bytes())
     assert again.config == formal_head.config
-    h = torch.randn(4, formal_head.config.hidden_size)
+    h = torch.randn(4, formal_head.config.input_size)
     assert torch.equal(again(h), formal_head(h))
     with pytest.raises(ValueError, match="not a panda-chat reward head"):
         RewardHead.from_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")

@@ -6,6 +6,10 @@
   hidden state at each candidate); after the choice ``keep`` drops the other candidates from the cache and returns
   the next step's logits for the chosen one, so the chosen token never needs a forward of its own.
 
+It also keeps, per row, the running sum of the final hidden states of the answer's tokens (whichever forward chose
+them), so ``answer_means`` gives ``"last+mean"`` reward heads the mean over the answer plus each candidate exactly,
+for one addition per step.
+
 Logits always come from the model's own output processing (Granite's logit scaling, Cohere's logit scale, Gemma 2/3's
 final soft-capping, whatever a future family adds), never from a re-implementation of it:
 
@@ -107,6 +111,9 @@ class BaseModelSession:
         self.backbone = backbone_of(model)
         self._candidate_hidden: torch.Tensor | None = None
         self._candidate_logits: torch.Tensor | None = None
+        # (B, H) float32 sum of the final hidden states of each row's answer tokens, and (B,) how many there are
+        self.answer_sum: torch.Tensor | None = None
+        self.answer_length: torch.Tensor | None = None
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the prompts; return next-token logits (B, V) and the mean prompt hidden state (B, H)."""
@@ -122,11 +129,30 @@ class BaseModelSession:
             hidden = final_hidden(output)
         real = self.kv.filled_prefix.attention_mask[..., None].to(hidden.dtype)
         prompt_features = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
+        self.answer_sum = hidden.new_zeros(hidden.shape[0], hidden.shape[-1], dtype=torch.float32)
+        self.answer_length = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         return self._last_logits(output), prompt_features.float()
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (B,); return the next logits (B, V)."""
-        return self._last_logits(self.kv.step(tokens))
+        output = self.kv.step(tokens)
+        self._add_to_answer(final_hidden(output)[:, -1])
+        return self._last_logits(output)
+
+    def answer_means(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, k, H) mean final hidden state over each row's answer so far plus each candidate, from ``expand``'s
+        candidate hidden states: what a ``"last+mean"`` head reads for the answer cut after that candidate."""
+        if self.answer_sum is None or self.answer_length is None:
+            raise RuntimeError("BaseModelSession.answer_means: call prefill first")
+        total = self.answer_sum[:, None, :] + hidden.float()
+        return (total / (self.answer_length[:, None, None] + 1)).to(hidden.dtype)
+
+    def _add_to_answer(self, hidden: torch.Tensor) -> None:
+        """Count the chosen tokens' final hidden states (B, H) into the answers' running sums."""
+        if self.answer_sum is None or self.answer_length is None:
+            raise RuntimeError("BaseModelSession: call prefill first")
+        self.answer_sum = self.answer_sum + hidden.float()
+        self.answer_length = self.answer_length + 1
 
     def expand(self, candidate_ids: torch.Tensor) -> torch.Tensor:
         """Run the k candidates of every row (B, k) on the cached prefix; return their hidden states (B, k, H)."""
@@ -143,6 +169,7 @@ class BaseModelSession:
         rows = torch.arange(chosen.shape[0], device=chosen.device)
         if self._candidate_hidden is None:
             raise RuntimeError("BaseModelSession.keep: call expand first")
+        self._add_to_answer(self._candidate_hidden[rows, chosen])
         if self.output_head is None:
             if self._candidate_logits is None:
                 raise RuntimeError("BaseModelSession.keep: call expand first")
@@ -152,6 +179,8 @@ class BaseModelSession:
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` of the batch (finished rows are dropped)."""
         self.kv.select_rows(rows)
+        if self.answer_sum is not None and self.answer_length is not None:
+            self.answer_sum, self.answer_length = self.answer_sum[rows], self.answer_length[rows]
         if self._candidate_hidden is not None:
             self._candidate_hidden = self._candidate_hidden[rows]
         if self._candidate_logits is not None:

@@ -6,8 +6,10 @@ Every step of ``_decode`` is the algorithm, in order:
 1. Z = the top-k tokens of the base model's log-probs;
 2. each reward source scores every candidate z in Z (reward heads read the base model's hidden state at z, which
    one tree-masked forward of the k candidates gives, or on the general path one ordinary step of the cache repeated
-   k times; an external reward model runs its own cached forward of the candidates);
-   the rewards are calibrated and combined with the row's weights: r = sum_j w_j * (r_j - mean_j) / std_j;
+   k times, and the mean hidden state over the answer so far plus z; an external reward model runs its own cached
+   forward of the candidates);
+   the rewards are calibrated, clipped at +-2 std and combined with the row's weights:
+   r = sum_j w_j * clip((r_j - mean_j) / std_j) (``steering.combine_rewards``);
 3. s(z) = log p(z) + lambda(x, t) * r(z); greedy takes argmax s, sampling draws from softmax(s / temperature) over Z;
 4. the chosen token is appended: the caches keep the chosen candidate only, and the next step's logits come from it.
 
@@ -398,15 +400,17 @@ class PandaDecoder:
             candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)  # their log-probs
             lam = plan.lambdas(context, step)[rows].to(device)  # lambda(x, t): (B,)
             if plan.steers:
+                hidden = policy.expand(candidate_ids) if tree else None
                 candidates = CandidateBatch(
                     step=step,
                     candidate_ids=candidate_ids,
                     generated_ids=[stops.rows[row].token_ids for row in rows],
                     active=all_active[: len(rows)] if can_drop_rows else stops.active_mask(rows, device),
-                    base_hidden=policy.expand(candidate_ids) if tree else None,
+                    base_hidden=hidden,
+                    base_hidden_mean=policy.answer_means(hidden) if hidden is not None else None,
                 )
                 raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # 2. r_j: (B, k, R)
-                reward = plan.combine(raw)  # sum_j w_j * (r_j - mean_j) / std_j: (B, k)
+                reward = plan.combine(raw)  # sum_j w_j * clip((r_j - mean_j) / std_j): (B, k)
                 scores = candidate_logp + lam[:, None] * reward  # 3. s(z) = log p(z) + lambda * r(z)
             else:  # no reward to steer with: plain top-k decoding of the base model
                 raw = reward = candidate_logp[..., :0]

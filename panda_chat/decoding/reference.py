@@ -2,9 +2,9 @@
 
 At each step: re-encode the sequence through the base model for the next-token log-probs, take the top-k, then build
 k full sequences prefix+candidate and run them through each reward (a reward model's score at the last token, or a
-head on the base model's last hidden state). O(k * L) tokens a step, quadratic in the length. It is obviously
-correct, which is its only job: the tests check the cached engine against it, and the benchmark measures how much
-faster the engine is.
+head on the base model's last hidden state and, for ``"last+mean"`` heads, the mean over the answer's positions).
+O(k * L) tokens a step, quadratic in the length. It is obviously correct, which is its only job: the tests check the
+cached engine against it, and the benchmark measures how much faster the engine is.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from transformers import PreTrainedModel
 
+from panda_chat.decoding.steering import clip_reward
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.heads import RewardHead
 from panda_chat.rewards.reward_model import reward_head_of
@@ -21,11 +22,15 @@ from panda_chat.tree_attention import backbone_of
 
 
 @torch.inference_mode()
-def reward_of_sequences(reward: RewardHead | PreTrainedModel, base_model: PreTrainedModel, sequences: torch.Tensor):
-    """Raw reward of each full sequence (N, L), read at its last token."""
+def reward_of_sequences(
+    reward: RewardHead | PreTrainedModel, base_model: PreTrainedModel, sequences: torch.Tensor, answer_start: int
+):
+    """Raw reward of each full sequence (N, L) whose answer starts at position ``answer_start``, read at its last
+    token."""
     if isinstance(reward, RewardHead):
-        hidden = backbone_of(base_model)(input_ids=sequences).last_hidden_state[:, -1]
-        return reward.to(device=hidden.device, dtype=hidden.dtype)(hidden).float()
+        states = backbone_of(base_model)(input_ids=sequences).last_hidden_state
+        reward = reward.to(device=states.device, dtype=states.dtype)
+        return reward.score_hidden(states[:, -1], states[:, answer_start:].mean(dim=1)).float()
     hidden = backbone_of(reward)(input_ids=sequences.to(reward.device)).last_hidden_state[:, -1]
     return reward_head_of(reward)(hidden).squeeze(-1).float().to(sequences.device)
 
@@ -61,8 +66,8 @@ def reference_decode(
         raw = {}
         for name, reward in rewards.items():
             calibration = calibrations.get(name, Calibration())
-            raw[name] = reward_of_sequences(reward, base_model, extended)
-            combined += weights.get(name, 0.0) * calibration.normalise(raw[name])
+            raw[name] = reward_of_sequences(reward, base_model, extended, len(prompt_ids))
+            combined += weights.get(name, 0.0) * clip_reward(calibration.normalise(raw[name]))
         scores = candidate_logp + lam * combined
         if temperature is None:
             best = int(scores.argmax())

@@ -23,6 +23,7 @@ from panda_chat.evaluation.objective import ScoredResponse
 from panda_chat.metrics import diversity
 from panda_chat.padding import pad_token_id, right_pad
 from panda_chat.rewards.base import CandidateBatch
+from panda_chat.rewards.heads import running_means
 
 Weights = Mapping[str, float] | Sequence[Mapping[str, float]] | None
 
@@ -109,27 +110,43 @@ class ResponseScorer:
         device = self.decoder.device
         out: list[list[float]] = [[] for _ in responses]
         pad = pad_token_id(self.decoder.tokenizer)  # fills the rows whose response has ended
+        means = _answer_means(hidden, prompt_ids, responses, longest) if needs_hidden else None
         for t in range(longest):
             active = [t < len(r) for r in responses]
             tokens = torch.tensor([r[t] if t < len(r) else pad for r in responses], device=device)
-            base_hidden = None
+            base_hidden = base_mean = None
             if needs_hidden:
                 positions = torch.tensor(
                     [len(p) + min(t, max(len(r) - 1, 0)) for p, r in zip(prompt_ids, responses)], device=hidden.device
                 )
                 base_hidden = hidden[torch.arange(size, device=hidden.device), positions][:, None, :]
+                base_mean = means[:, t, None, :] if means is not None else None
             candidates = CandidateBatch(
                 step=t,
                 candidate_ids=tokens[:, None],
                 generated_ids=[r[:t] for r in responses],
                 active=torch.tensor(active, device=device),
                 base_hidden=base_hidden,
+                base_hidden_mean=base_mean,
             )
             raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # (B, 1, R)
-            combined = plan.combine(raw)[:, 0].tolist()
+            combined = plan.combine(raw, clip=None)[:, 0].tolist()  # measured as calibrated, not as steered
             for session in sessions:
                 session.commit(torch.zeros(size, dtype=torch.long, device=device))
             for b in range(size):
                 if active[b]:
                     out[b].append(combined[b])
         return out
+
+
+def _answer_means(hidden: torch.Tensor, prompt_ids, responses, longest: int) -> torch.Tensor:
+    """(B, longest, H): row b, step t is the mean hidden state over response b's tokens 0..t (what ``"last+mean"``
+    heads read); a response that has ended repeats its last mean."""
+    rows = []
+    for b, (prompt, response) in enumerate(zip(prompt_ids, responses)):
+        states = hidden[b, len(prompt) : len(prompt) + max(len(response), 1)].float()
+        if states.shape[0] == 0:  # an empty response at the end of the batch's longest sequence: nothing to read
+            states = hidden.new_zeros(1, hidden.shape[-1], dtype=torch.float32)
+        last = torch.tensor([min(t, states.shape[0] - 1) for t in range(longest)], device=hidden.device)
+        rows.append(running_means(states)[last].to(hidden.dtype))
+    return torch.stack(rows)

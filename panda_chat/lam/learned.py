@@ -7,7 +7,9 @@ from
                 preference features (the user's ``PreferenceContext.vector``, when the model was fitted with them),
                 step features (t / 100, log1p(t)) ]
 
-standardised with the training mean/std, by one of two small models, both ending in a softplus so lambda >= 0:
+standardised with the training mean/std, by one of two small models, both ending in a softplus so lambda >= 0, and
+capped at the largest lambda it was fitted to (``max_lambda``: a prompt unlike the training ones must not push the
+linear map past every schedule it saw, where decoding degenerates):
 
 * ``ridge``: lambda = softplus(w . f + b), with (w, b) the closed-form ridge solution on softplus^-1(target).
   Deterministic and instant; it learns a prompt-dependent strength and a shared decay over t.
@@ -60,6 +62,7 @@ class LearnedLambdaConfig(BaseModel):
     preference_dim: int = Field(default=0, ge=0)
     hidden_size: int = Field(default=32, gt=0)  # mlp only
     base_model: str = ""  # the base model whose hidden states the prompt features are (informational)
+    max_lambda: float | None = Field(default=None, gt=0)  # the largest fitted target; None (older files): no cap
     training: dict = Field(default_factory=dict)
 
     @property
@@ -135,8 +138,9 @@ class LearnedLambda(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, D) raw feature rows -> (N,) lambda >= 0."""
-        return F.softplus(self.net((features - self.feature_mean) / self.feature_std).squeeze(-1))
+        """(N, D) raw feature rows -> (N,) lambda in [0, max_lambda]."""
+        lam = F.softplus(self.net((features - self.feature_mean) / self.feature_std).squeeze(-1))
+        return lam if self.config.max_lambda is None else lam.clamp(max=self.config.max_lambda)
 
     def forward(self, context: LambdaContext, step: int) -> torch.Tensor:
         """The ``LambdaFunction`` protocol: (B,) lambda for every row at step ``step``."""
@@ -174,6 +178,7 @@ class LearnedLambda(nn.Module):
             preference_dim=0 if prefs is None else prefs.shape[1],
             hidden_size=hidden_size,
             base_model=base_model,
+            max_lambda=max(float(targets.max()), _MIN_TARGET),
         )
         model = cls(config)
         x = model.features(prompt_feats, steps, prefs)

@@ -52,6 +52,8 @@ class CandidateBatch:
     active: torch.Tensor  # (B,) bool: rows still decoding (finished rows may be scored with anything)
     # (B, k, H) the base model's final (normed) hidden state at each candidate, when a source asked for it
     base_hidden: torch.Tensor | None = field(default=None)
+    # (B, k, H) the mean of those hidden states over the answer so far, the candidate included (``"last+mean"`` heads)
+    base_hidden_mean: torch.Tensor | None = field(default=None)
 
 
 class RewardSession(ABC):

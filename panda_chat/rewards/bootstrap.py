@@ -15,6 +15,10 @@ states, calibrated, and writes a manifest (``panda_chat.rewards.manifest``) wher
    in hidden space, from the mean hidden state of its description and examples against the other poles' texts,
    standardised and calibrated on neutral texts (``profiles.inference.NEUTRAL_TEXTS``). It costs what a head costs.
 
+Heads read ``"last+mean"`` features by default (``panda_chat.rewards.heads``): the last token's hidden state and the
+mean over the answer so far, which reads answers cut mid-way far better than the last state alone (the demo model's
+held-out partial accuracy 0.83-0.90 -> 0.96-1.0); ``features="last"`` makes the older kind.
+
 Every pole's held-out accuracy (complete and partial answers) is in the report; words-only poles have none to give.
 """
 
@@ -33,7 +37,7 @@ from panda_chat.prompt_format import encode_prompt, question_prompt
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.data import PreferencePair
 from panda_chat.rewards.features import ResponseFeaturizer
-from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
+from panda_chat.rewards.heads import BaseModelSignature, HeadFeatures, RewardHead, RewardHeadConfig
 from panda_chat.rewards.manifest import HeadEntry, HeadsManifest, LambdaEntry
 from panda_chat.rewards.token_level import PrefixFeaturizer, fit_token_head, pair_accuracy
 from panda_chat.rewards.training import RewardTrainingConfig, split_pairs
@@ -105,24 +109,32 @@ def self_written_pairs(
     return pairs
 
 
-def words_head(model, tokenizer, dimension: Dimension, pole: Pole, name: str, source: str = "") -> RewardHead:
+def words_head(
+    model,
+    tokenizer,
+    dimension: Dimension,
+    pole: Pole,
+    name: str,
+    source: str = "",
+    features: HeadFeatures = "last+mean",
+) -> RewardHead:
     """A head from words only: the hidden-state direction of the pole's texts against the other poles' texts.
 
     Texts are read as answers to neutral questions (what the head will see at decoding time is an answer), the
     direction is taken in standardised hidden space and folded back, and the head is calibrated on neutral texts.
     """
-    featurizer = ResponseFeaturizer(model, tokenizer, max_length=MAX_TEXT_TOKENS)
+    featurizer = ResponseFeaturizer(model, tokenizer, max_length=MAX_TEXT_TOKENS, features=features)
     neutral = list(NEUTRAL_TEXTS)
 
-    def features(texts: list[str]) -> torch.Tensor:
+    def as_answers(texts: list[str]) -> torch.Tensor:
         prompts = [neutral[i % len(neutral)] for i in range(len(texts))]
         return featurizer(prompts, texts)
 
-    own = features([pole.description, *pole.examples])
-    rest = features(
+    own = as_answers([pole.description, *pole.examples])
+    rest = as_answers(
         [t for other in dimension.poles if other.name != pole.name for t in (other.description, *other.examples)]
     )
-    reference = features(neutral[1:] + neutral[:1])  # neutral texts as answers to other neutral questions
+    reference = as_answers(neutral[1:] + neutral[:1])  # neutral texts as answers to other neutral questions
     every = torch.cat([own, rest, reference])
     mean, std = every.mean(0), every.std(0, unbiased=False).clamp_min(1e-6)
     direction = ((own - mean) / std).mean(0) - ((rest - mean) / std).mean(0)
@@ -131,7 +143,8 @@ def words_head(model, tokenizer, dimension: Dimension, pole: Pole, name: str, so
         name=name,
         description=pole.description,
         kind="linear",
-        hidden_size=int(own.shape[1]),
+        hidden_size=featurizer.signature.hidden_size,
+        features=featurizer.features,
         base_model=source,
         base_signature=BaseModelSignature.of(model),
     )
@@ -166,6 +179,7 @@ def bootstrap_heads(
     base_model: str = "",
     config: RewardTrainingConfig | None = None,
     max_prefixes: int = 16,
+    features: HeadFeatures = "last+mean",
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> BootstrapReport:
@@ -180,7 +194,9 @@ def bootstrap_heads(
     (out / HEADS_FOLDER).mkdir(parents=True, exist_ok=True)
     model.eval()
     signature = BaseModelSignature.of(model)
-    featurizer = PrefixFeaturizer(model, tokenizer, max_length=MAX_TEXT_TOKENS, max_prefixes=max_prefixes)
+    featurizer = PrefixFeaturizer(
+        model, tokenizer, max_length=MAX_TEXT_TOKENS, max_prefixes=max_prefixes, features=features
+    )
     poles: list[PoleReport] = []
     manifest = HeadsManifest(base_model=base_model, heads={}, lam=LambdaEntry(value=1.0))
     todo = [(dimension, pole) for dimension in catalog.dimensions for pole in dimension.poles]
@@ -194,7 +210,7 @@ def bootstrap_heads(
         key = name if pole.name in shared else pole.name  # a pole name two dimensions use: its dimension too
         path = out / HEADS_FOLDER / f"{key}.safetensors"
         if not found or not found[0]:
-            head = words_head(model, tokenizer, dimension, pole, name, base_model)
+            head = words_head(model, tokenizer, dimension, pole, name, base_model, features)
             head.save(path)
             report = PoleReport(
                 dimension=dimension.name,
@@ -230,7 +246,9 @@ def bootstrap_heads(
                     kept = len(followed)
                     if followed:
                         extra = featurizer.pairs(followed, seed=config.seed + 3)
-                        train_features = type(train_features).cat([train_features, extra], featurizer.hidden_size)
+                        train_features = type(train_features).cat(
+                            [train_features, extra], train_features.chosen.shape[1], featurizer.features
+                        )
                         trained = fit_token_head(
                             train_features,
                             val_features,

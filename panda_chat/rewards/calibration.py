@@ -1,6 +1,7 @@
 """Calibration: measuring a reward's scale, and storing it next to a full reward model.
 
-Rewards from different models live on different scales, so PANDA combines ``w_j * (r_j - mean_j) / std_j``. The
+Rewards from different models live on different scales, so PANDA combines ``w_j * (r_j - mean_j) / std_j`` (clipped
+at +-2 when steering, ``panda_chat.decoding.steering``). The
 mean and std are measured once, when a reward is trained, over the rewards of all its training responses
 (``calibrate``). A reward head keeps them in its own file's config; a fine-tuned ``AutoModelForSequenceClassification``
 folder keeps them in ``panda_reward.json`` (``RewardModelInfo``) beside its weights, which the reward-model loader

@@ -1,4 +1,5 @@
-"""Reward-head features: the frozen base model's final (normed) hidden state at a response's last token.
+"""Reward-head features: the frozen base model's final (normed) hidden state at a response's last token, and (for
+``"last+mean"`` heads, ``panda_chat.rewards.heads.head_input``) the mean of those states over the response's tokens.
 
 This is exactly what the decoder's head path sees for a candidate token: the prompt formatted as the decoder formats
 it (``panda_chat.prompt_format.question_ids``), then the response's tokens, and the hidden state at the last of them.
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from panda_chat.padding import pad_token_id, right_pad
 from panda_chat.positions import readable_length
 from panda_chat.prompt_format import question_ids, response_ids
-from panda_chat.rewards.heads import BaseModelSignature
+from panda_chat.rewards.heads import BaseModelSignature, HeadFeatures, answer_features, input_size
 
 
 def encode_response(tokenizer, prompt: str, response: str, max_length: int | None = None) -> list[int]:
@@ -31,10 +32,16 @@ def encode_response(tokenizer, prompt: str, response: str, max_length: int | Non
 
     Left truncation keeps the response's end, where the reward is read; only over-long prompts lose their start.
     """
-    ids = question_ids(tokenizer, prompt) + response_ids(tokenizer, response)
+    return encode_answer(tokenizer, prompt, response, max_length)[0]
+
+
+def encode_answer(tokenizer, prompt: str, response: str, max_length: int | None = None) -> tuple[list[int], int]:
+    """``encode_response``'s ids and where the response starts in them (0 when truncation cut into it)."""
+    answer = response_ids(tokenizer, response)
+    ids = question_ids(tokenizer, prompt) + answer
     if max_length is not None and len(ids) > max_length:
         ids = ids[-max_length:]
-    return ids
+    return ids, max(len(ids) - len(answer), 0)
 
 
 def last_token_hidden_states(model, sequences: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
@@ -43,13 +50,20 @@ def last_token_hidden_states(model, sequences: Sequence[Sequence[int]], pad_id: 
     Right padding with a causal mask leaves every real token's positions and attention exactly as unpadded, so the
     result equals running each sequence alone.
     """
+    hidden = all_hidden_states(model, sequences, pad_id)
+    return torch.stack([states[-1] for states in hidden])
+
+
+def all_hidden_states(model, sequences: Sequence[Sequence[int]], pad_id: int) -> list[torch.Tensor]:
+    """Per sequence, (len, H) float32 final normed hidden states at every position, in one right-padded forward
+    (the same as running each sequence alone, see ``last_token_hidden_states``)."""
     device = next(model.parameters()).device
     ids, mask = right_pad(sequences, pad_id)
     backbone = model.base_model  # the decoder stack without the LM head: its last_hidden_state is after the final norm
     with torch.no_grad():
         hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-    last = torch.tensor([len(s) - 1 for s in sequences], device=hidden.device)
-    return hidden[torch.arange(len(sequences), device=hidden.device), last].float().cpu()
+    hidden = hidden.float().cpu()
+    return [hidden[i, : len(seq)] for i, seq in enumerate(sequences)]
 
 
 class ResponseFeaturizer:
@@ -62,8 +76,10 @@ class ResponseFeaturizer:
         batch_size: int = 16,
         max_length: int = 1024,
         cache_dir: str | Path | None = None,
+        features: HeadFeatures = "last+mean",
     ):
         self.model = model.eval()
+        self.features: HeadFeatures = features
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = readable_length(model, max_length)  # a model with learned positions reads no further
@@ -73,7 +89,7 @@ class ResponseFeaturizer:
         self.pad_id = pad_token_id(tokenizer)
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str], progress: bool = False) -> torch.Tensor:
-        """(N, H) float32 features, row i for (prompts[i], responses[i])."""
+        """(N, F) float32 head inputs (``F`` is ``feature_size``), row i for (prompts[i], responses[i])."""
         if len(prompts) != len(responses):
             raise ValueError("prompts and responses must have the same length")
         keys = list(zip(prompts, responses))
@@ -81,25 +97,30 @@ class ResponseFeaturizer:
         if disk is not None and disk.is_file():
             return load_file(str(disk))["features"]
         todo = sorted({k for k in keys if k not in self._memory}, key=lambda k: len(k[0]) + len(k[1]))
-        encoded = [encode_response(self.tokenizer, p, r, self.max_length) for p, r in todo]
+        encoded = [encode_answer(self.tokenizer, p, r, self.max_length) for p, r in todo]
         bar = tqdm(total=len(todo), desc="features", unit="resp", disable=not progress, leave=False)
         for start in range(0, len(todo), self.batch_size):  # length-sorted batches: little padding
             chunk = encoded[start : start + self.batch_size]
-            rows = last_token_hidden_states(self.model, chunk, self.pad_id)
-            for key, row in zip(todo[start : start + self.batch_size], rows):
-                self._memory[key] = row
+            states = all_hidden_states(self.model, [ids for ids, _ in chunk], self.pad_id)
+            for key, (_, answer_start), row in zip(todo[start : start + self.batch_size], chunk, states):
+                answer = row[min(answer_start, row.shape[0] - 1) :]  # an empty response: its prompt's last token
+                self._memory[key] = answer_features(self.features, answer)[-1]
             bar.update(len(chunk))
         bar.close()
-        features = torch.stack([self._memory[k] for k in keys]) if keys else torch.zeros(0, self.signature.hidden_size)
+        features = torch.stack([self._memory[k] for k in keys]) if keys else torch.zeros(0, self.feature_size)
         if disk is not None:
             disk.parent.mkdir(parents=True, exist_ok=True)
             save_file({"features": features.contiguous()}, str(disk))
         return features
+
+    @property
+    def feature_size(self) -> int:
+        return input_size(self.features, self.signature.hidden_size)
 
     def _disk_path(self, keys: list[tuple[str, str]]) -> Path | None:
         if self.cache_dir is None:
             return None
         digest = hashlib.sha256()
         digest.update(self.signature.model_dump_json().encode())
-        digest.update(json.dumps([self.max_length, keys]).encode())
+        digest.update(json.dumps([self.max_length, self.features, keys]).encode())
         return self.cache_dir / f"features-{digest.hexdigest()[:32]}.safetensors"

@@ -1,6 +1,10 @@
-"""Shared-backbone reward heads: a tiny model on the base model's own final hidden state.
+"""Shared-backbone reward heads: a tiny model on the base model's own final hidden states.
 
-A head scores a response by looking at the base model's final (normed) hidden state at the response's last token.
+A head scores a response by looking at the base model's final (normed) hidden state at the response's last token
+and, for heads whose ``features`` are ``"last+mean"`` (every head made since token-level training), also at the mean
+of those hidden states over the response's tokens so far. The mean carries the style of the whole answer, which the
+last token of a small model often does not: on the demo model, held-out accuracy on answers cut mid-way rose from
+0.83-0.92 to 0.98-1.0. Both are exact and cheap at decoding time (the decoder keeps a running sum per row).
 During decoding, the k candidate tokens go through the base model anyway (to get the next step's logits), so every
 head's reward comes for free from hidden states the decoder already has: one forward of k tokens per generated token
 instead of base + reward model. Several preferences are several heads on the same hidden state.
@@ -75,6 +79,38 @@ class BaseModelSignature(BaseModel):
         return None
 
 
+# What a head reads: "last" is the final hidden state at the answer's last token (older heads); "last+mean" is that
+# state concatenated with the mean final hidden state over the answer's tokens up to and including it.
+HeadFeatures = Literal["last", "last+mean"]
+
+
+def input_size(features: HeadFeatures, hidden_size: int) -> int:
+    """How wide a head's input is on a base model with this hidden size."""
+    return hidden_size * (2 if features == "last+mean" else 1)
+
+
+def head_input(features: HeadFeatures, last: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+    """A head's input from the last-token hidden states (..., H) and the answer means (..., H): the one place the
+    decoder, the trainers and the scorers build it, so a head always reads what it was trained on."""
+    if features == "last":
+        return last
+    if mean is None:
+        raise RuntimeError("this reward head reads the answer's mean hidden state, which the caller did not give")
+    return torch.cat([last, mean.to(last.dtype)], dim=-1)
+
+
+def answer_features(features: HeadFeatures, states: torch.Tensor) -> torch.Tensor:
+    """(T, F) head inputs at every token of one answer from its final hidden states (T, H): row t reads the answer
+    cut after token t (its last state, and the mean of states 0..t)."""
+    return states if features == "last" else torch.cat([states, running_means(states)], dim=-1)
+
+
+def running_means(states: torch.Tensor) -> torch.Tensor:
+    """(T, H) -> (T, H): row t is the mean of rows 0..t."""
+    counts = torch.arange(1, states.shape[0] + 1, dtype=states.dtype, device=states.device)[:, None]
+    return states.cumsum(0) / counts
+
+
 class RewardHeadConfig(BaseModel):
     """Everything needed to rebuild a head and check it against a base model (stored in the file's metadata)."""
 
@@ -82,16 +118,21 @@ class RewardHeadConfig(BaseModel):
     name: str
     description: str = ""
     kind: Literal["linear", "mlp"] = "linear"
-    hidden_size: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)  # the base model's; the head's input is ``input_size`` wide
+    features: HeadFeatures = "last"  # "last" for heads saved before the field existed
     mlp_size: int = Field(default=64, gt=0)
     base_model: str = ""  # where the base model was loaded from when the head was trained (informational)
     base_signature: BaseModelSignature
     calibration: Calibration = Field(default_factory=Calibration)
     training: dict = Field(default_factory=dict)  # free-form facts: data, epochs, accuracy, ...
 
+    @property
+    def input_size(self) -> int:
+        return input_size(self.features, self.hidden_size)
+
 
 class RewardHead(nn.Module):
-    """reward = head(h): a linear layer, or a one-hidden-layer MLP, on a final hidden state of size ``hidden_size``."""
+    """reward = head(x): a linear layer, or a one-hidden-layer MLP, on ``head_input`` features (``input_size`` wide)."""
 
     net: nn.Linear | nn.Sequential
 
@@ -99,15 +140,19 @@ class RewardHead(nn.Module):
         super().__init__()
         self.config = config
         if config.kind == "linear":
-            self.net = nn.Linear(config.hidden_size, 1)
+            self.net = nn.Linear(config.input_size, 1)
         else:
             self.net = nn.Sequential(
-                nn.Linear(config.hidden_size, config.mlp_size), nn.GELU(), nn.Linear(config.mlp_size, 1)
+                nn.Linear(config.input_size, config.mlp_size), nn.GELU(), nn.Linear(config.mlp_size, 1)
             )
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) hidden states -> (...) raw rewards."""
-        return self.net(hidden).squeeze(-1)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., input_size) head inputs (``head_input``) -> (...) raw rewards."""
+        return self.net(features).squeeze(-1)
+
+    def score_hidden(self, last: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+        """Raw rewards from last-token hidden states and answer means (..., H), as the head's features say."""
+        return self(head_input(self.config.features, last, mean))
 
     def check_base(self, model: PreTrainedModel) -> None:
         """Raise ``HeadMismatchError`` unless ``model`` is the base model this head was trained on."""
@@ -171,15 +216,15 @@ class _HeadSession(RewardSession):
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
         if candidates.base_hidden is None:
             raise RuntimeError("a reward head needs the base model's candidate hidden states (needs_base_hidden)")
-        hidden = candidates.base_hidden
+        hidden, mean = candidates.base_hidden, candidates.base_hidden_mean
         if self.source.stack is not None:
-            return self.source.stack.scores(hidden)[..., self.source.index]
+            return self.source.stack.scores(hidden, mean)[..., self.source.index]
         head = self.source.head
         weight = next(head.parameters())
         if weight.device != hidden.device or weight.dtype != hidden.dtype:
             head.to(device=hidden.device, dtype=hidden.dtype)
         with torch.no_grad():
-            return head(hidden).float()
+            return head.score_hidden(hidden, mean).float()
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Stateless (the hidden states come with every step's candidates): nothing to drop."""
@@ -190,11 +235,12 @@ class HeadStack:
 
     Personalised decoding weighs several heads at every step (one per steered pole). Scored one by one, each is a
     tiny forward whose cost is mostly call overhead; stacked, the linear heads are one matrix product and the MLP
-    heads of one size two (their first layers side by side, their second layers as one weighted sum). The heads'
-    ``HeadReward``s (``add``) share the stack: the first one scored at a step computes all columns for that step's
-    hidden states, the others read theirs (kept per thread, keyed by the very hidden-state tensor, so concurrent
-    calls never see each other's). Results equal the heads' own forwards up to float rounding. The weights are
-    packed at the first step after a head joins: a head trained further after joining is not seen by the stack.
+    heads of one size two (their first layers side by side, their second layers as one weighted sum). When any head
+    reads ``"last+mean"`` features, every head is packed for them (a ``"last"`` head's weights on the mean are zero).
+    The heads' ``HeadReward``s (``add``) share the stack: the first one scored at a step computes all columns for
+    that step's hidden states, the others read theirs (kept per thread, keyed by the very hidden-state tensor, so
+    concurrent calls never see each other's). Results equal the heads' own forwards up to float rounding. The weights
+    are packed at the first step after a head joins: a head trained further after joining is not seen by the stack.
     """
 
     def __init__(self) -> None:
@@ -228,8 +274,9 @@ class HeadStack:
             self._packed = None
             return HeadReward(head, name=name, stack=self, index=len(self._heads) - 1)
 
-    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) hidden states -> (..., N) float raw rewards of the stack's N heads (in the order added)."""
+    def scores(self, hidden: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., H) last-token hidden states and answer means -> (..., N) float raw rewards of the stack's N heads
+        (in the order added)."""
         last = self._last
         if getattr(last, "hidden", None) is hidden and last.count == len(self._heads):
             return last.out
@@ -237,7 +284,7 @@ class HeadStack:
             packed = self._packed
             if packed is None or packed.device != hidden.device or packed.dtype != hidden.dtype:
                 packed = self._packed = _PackedHeads(self._heads, hidden.device, hidden.dtype)
-        out = packed(hidden)
+        out = packed(head_input(packed.features, hidden, mean))
         last.hidden, last.count, last.out = hidden, len(packed), out
         return out
 
@@ -247,6 +294,8 @@ class _PackedHeads:
 
     def __init__(self, heads: list[RewardHead], device: torch.device, dtype: torch.dtype):
         self.device, self.dtype, self.count = device, dtype, len(heads)
+        wide = any(head.config.features == "last+mean" for head in heads)
+        self.features: HeadFeatures = "last+mean" if wide else "last"
         linear = [i for i, head in enumerate(heads) if isinstance(head.net, nn.Linear)]
         by_size: dict[int, list[int]] = {}
         for i, head in enumerate(heads):
@@ -256,10 +305,20 @@ class _PackedHeads:
         def tensor(values: list[torch.Tensor]) -> torch.Tensor:
             return torch.cat([v.detach().reshape(-1) if v.dim() < 2 else v.detach() for v in values]).to(device, dtype)
 
+        def first_weight(head: RewardHead, layer: nn.Linear) -> torch.Tensor:
+            """The layer's weight over the stack's features: zeros on the mean for a "last" head in a wide stack."""
+            weight = layer.weight
+            if wide and head.config.features == "last":
+                weight = torch.cat([weight, torch.zeros_like(weight)], dim=1)
+            return weight
+
         self.linear: tuple[torch.Tensor, torch.Tensor] | None = None
         if linear:
             nets = [cast(nn.Linear, heads[i].net) for i in linear]
-            self.linear = tensor([n.weight for n in nets]), tensor([n.bias for n in nets])
+            self.linear = (
+                tensor([first_weight(heads[i], n) for i, n in zip(linear, nets)]),
+                tensor([n.bias for n in nets]),
+            )
         self.mlps: list[tuple[torch.Tensor, ...]] = []
         for size, members in by_size.items():
             mlps = [cast(nn.Sequential, heads[i].net) for i in members]
@@ -267,7 +326,7 @@ class _PackedHeads:
             second = [cast(nn.Linear, net[2]) for net in mlps]
             self.mlps.append(
                 (
-                    tensor([n.weight for n in first]),  # (N * M, H)
+                    tensor([first_weight(heads[i], n) for i, n in zip(members, first)]),  # (N * M, F)
                     tensor([n.bias for n in first]),  # (N * M,)
                     tensor([n.weight for n in second]).reshape(len(members), size),  # (N, M)
                     tensor([n.bias for n in second]),  # (N,)

@@ -7,8 +7,9 @@ pairs: the hidden state of ``chosen[:t]`` against that of ``rejected[:t]`` for e
 answers first differ (up to ``max_prefixes`` of them, evenly spaced, plus the two complete answers).
 
 One forward per response gives the hidden states at *all* its positions, so token-level features cost what
-complete-answer features cost. Each hidden state is exactly what the decoder's head path reads for that prefix: the
-prompt formatted as the decoder formats it, then the response's tokens one by one.
+complete-answer features cost; the running mean over the answer (``"last+mean"`` heads) is one cumulative sum.
+Each hidden state is exactly what the decoder's head path reads for that prefix: the prompt formatted as the decoder
+formats it, then the response's tokens one by one.
 
 The held-out split is by pair, never by prefix, and the report gives both accuracies: on complete answers and on
 partial ones (``partial_accuracy``).
@@ -25,13 +26,21 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from panda_chat.padding import pad_token_id, right_pad
+from panda_chat.padding import pad_token_id
 from panda_chat.positions import readable_length
 from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.data import PreferencePair
-from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
+from panda_chat.rewards.features import all_hidden_states
+from panda_chat.rewards.heads import (
+    BaseModelSignature,
+    HeadFeatures,
+    RewardHead,
+    RewardHeadConfig,
+    answer_features,
+    input_size,
+)
 from panda_chat.rewards.training import (
     DEFAULT_LR,
     PairwiseRewardTrainer,
@@ -45,22 +54,24 @@ from panda_chat.rewards.training import (
 class PrefixPairs:
     """Feature pairs: row i compares ``chosen[i]`` with ``rejected[i]``; ``complete[i]`` when both are whole answers."""
 
-    chosen: torch.Tensor  # (N, H)
-    rejected: torch.Tensor  # (N, H)
+    chosen: torch.Tensor  # (N, F) head inputs of kind ``features``
+    rejected: torch.Tensor  # (N, F)
     complete: torch.Tensor  # (N,) bool
+    features: HeadFeatures = "last+mean"
 
     def __len__(self) -> int:
         return int(self.chosen.shape[0])
 
     @classmethod
-    def cat(cls, parts: Sequence[PrefixPairs], hidden_size: int) -> PrefixPairs:
+    def cat(cls, parts: Sequence[PrefixPairs], width: int, features: HeadFeatures) -> PrefixPairs:
         if not parts:
-            empty = torch.zeros(0, hidden_size)
-            return cls(empty, empty.clone(), torch.zeros(0, dtype=torch.bool))
+            empty = torch.zeros(0, width)
+            return cls(empty, empty.clone(), torch.zeros(0, dtype=torch.bool), features)
         return cls(
             torch.cat([p.chosen for p in parts]),
             torch.cat([p.rejected for p in parts]),
             torch.cat([p.complete for p in parts]),
+            features,
         )
 
 
@@ -84,26 +95,26 @@ class TrainedTokenHead:
     report: TokenHeadReport
 
 
-def _all_hidden_states(model, sequences: list[list[int]], pad_id: int) -> list[torch.Tensor]:
-    """Per sequence, (len, H) final normed hidden states at every position, in one right-padded forward."""
-    device = next(model.parameters()).device
-    ids, mask = right_pad(sequences, pad_id)
-    with torch.no_grad():
-        hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-    hidden = hidden.float().cpu()
-    return [hidden[i, : len(seq)] for i, seq in enumerate(sequences)]
-
-
 class PrefixFeaturizer:
-    """Hidden states of every prefix of (prompt, response) texts, for token-level pairs."""
+    """Head inputs (``features``, see ``panda_chat.rewards.heads.head_input``) of every prefix of (prompt, response)
+    texts, for token-level pairs."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int = 512, max_prefixes: int = 16):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 16,
+        max_length: int = 512,
+        max_prefixes: int = 16,
+        features: HeadFeatures = "last+mean",
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = readable_length(model, max_length)  # a model with learned positions reads no further
         self.max_prefixes = max_prefixes
         self.pad_id = pad_token_id(tokenizer)
+        self.features: HeadFeatures = features
         self.hidden_size = BaseModelSignature.of(model).hidden_size  # a multimodal config keeps it in text_config
 
     def _encode(self, prompt: str, response: str) -> tuple[list[int], int]:
@@ -123,17 +134,16 @@ class PrefixFeaturizer:
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start : start + self.batch_size]
             encoded = [self._encode(p.prompt, r) for p in chunk for r in (p.chosen, p.rejected)]
-            states = _all_hidden_states(self.model, [ids for ids, _ in encoded], self.pad_id)
+            states = all_hidden_states(self.model, [ids for ids, _ in encoded], self.pad_id)
             for i in range(len(chunk)):
                 (c_ids, c_start), (r_ids, r_start) = encoded[2 * i], encoded[2 * i + 1]
-                parts.append(
-                    self._compare(
-                        c_ids[c_start:], r_ids[r_start:], states[2 * i][c_start:], states[2 * i + 1][r_start:], rng
-                    )
-                )
+                c_rows = answer_features(self.features, states[2 * i][c_start:])
+                r_rows = answer_features(self.features, states[2 * i + 1][r_start:])
+                parts.append(self._compare(c_ids[c_start:], r_ids[r_start:], c_rows, r_rows, rng))
             bar.update(len(chunk))
         bar.close()
-        return PrefixPairs.cat([p for p in parts if p is not None], self.hidden_size)
+        width = input_size(self.features, self.hidden_size)
+        return PrefixPairs.cat([p for p in parts if p is not None], width, self.features)
 
     def _compare(self, c_ids, r_ids, c_states, r_states, rng: random.Random) -> PrefixPairs | None:
         if not c_ids or not r_ids:
@@ -152,7 +162,7 @@ class PrefixFeaturizer:
         complete = [False] * len(positions) + [True]
         if c_ids == r_ids:
             return None
-        return PrefixPairs(torch.stack(c_rows), torch.stack(r_rows), torch.tensor(complete))
+        return PrefixPairs(torch.stack(c_rows), torch.stack(r_rows), torch.tensor(complete), self.features)
 
 
 def pair_accuracy(head: torch.nn.Module, features: PrefixPairs) -> tuple[float | None, float | None]:
@@ -191,7 +201,8 @@ def fit_token_head(
         name=name,
         description=description,
         kind=config.head_kind,
-        hidden_size=responses.shape[1],
+        hidden_size=signature.hidden_size,
+        features=train.features,
         mlp_size=config.mlp_size,
         base_model=source,
         base_signature=signature,

@@ -59,6 +59,10 @@ def merge(running: BaseModelSession, joining: BaseModelSession) -> None:
     masks = [torch.cat([m.new_zeros((m.shape[0], length - m.shape[1])), m], dim=1) for m in masks]
     a.attention_mask = torch.cat(masks, dim=0)
     a.next_position = torch.cat([a.next_position, b.next_position], dim=0)
+    if running.answer_sum is None or joining.answer_sum is None:
+        raise ValueError("prefill the rows before merging them")
+    running.answer_sum = torch.cat([running.answer_sum, joining.answer_sum], dim=0)
+    running.answer_length = torch.cat([running.answer_length, joining.answer_length], dim=0)  # type: ignore[list-item]
     running._candidate_hidden = None
 
 

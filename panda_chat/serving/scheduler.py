@@ -40,7 +40,7 @@ from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.base_model import BaseModelSession
 from panda_chat.decoding.engine import DecodingError, DecodingOptions, DecodingOverrides
 from panda_chat.decoding.outputs import GenerationOutput
-from panda_chat.decoding.steering import LambdaSpec, SteeringPlan
+from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, combine_rewards
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
 from panda_chat.rewards.base import CandidateBatch, RewardSession, RewardSource
@@ -559,12 +559,13 @@ class BatchScheduler(RequestScheduler):
                 generated_ids=[row.tracker.rows[0].token_ids for row in rows],
                 active=torch.ones(len(rows), dtype=torch.bool, device=device),
                 base_hidden=hidden,
+                base_hidden_mean=policy.answer_means(hidden),
             )
             raw = torch.stack([self._sessions[key].score(candidates) for key in keys], dim=-1)  # 2. (B, k, R)
             weights = torch.tensor([[row.weights.get(key, 0.0) for key in keys] for row in rows], device=device)
             means = torch.tensor([self._sources[key].calibration.mean for key in keys], device=device)
             stds = torch.tensor([self._sources[key].calibration.std for key in keys], device=device)
-            reward = (((raw - means) / stds) * weights[:, None, :]).sum(-1)
+            reward = combine_rewards(raw, means, stds, weights)
             scores = candidate_logp + lam[:, None] * reward  # 3. s(z) = log p(z) + lambda * r(z)
         else:
             raw = candidate_logp[..., :0]

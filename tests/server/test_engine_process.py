@@ -101,8 +101,8 @@ def test_shared_objects_cross_once_keep_their_identity_and_are_dropped_when_let_
     second = stack.add(RewardHead.load(head_paths["formal"]), "formal")  # the stack grows here...
     c = table.loads(mirror.dumps({"rewards": {"formal": second}}))
     assert c["rewards"]["formal"].stack is there and len(there) == 2  # ...and its copy there, in place
-    hidden = torch.randn(3, 5, there._heads[0].config.hidden_size)
-    assert torch.allclose(there.scores(hidden), stack.scores(hidden), atol=1e-6)
+    hidden, mean = torch.randn(2, 3, 5, there._heads[0].config.hidden_size)
+    assert torch.allclose(there.scores(hidden, mean), stack.scores(hidden, mean), atol=1e-6)
     dropped_before = len(mirror.dropped)
     del first, a, b, c, second, there, stack
     gc.collect()
