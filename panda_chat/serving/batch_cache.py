@@ -59,10 +59,16 @@ def merge(running: BaseModelSession, joining: BaseModelSession) -> None:
     masks = [torch.cat([m.new_zeros((m.shape[0], length - m.shape[1])), m], dim=1) for m in masks]
     a.attention_mask = torch.cat(masks, dim=0)
     a.next_position = torch.cat([a.next_position, b.next_position], dim=0)
-    if running.answer_sum is None or joining.answer_sum is None:
+    sum_a, sum_b, length_a, length_b = (
+        running.answer_sum,
+        joining.answer_sum,
+        running.answer_length,
+        joining.answer_length,
+    )
+    if sum_a is None or sum_b is None or length_a is None or length_b is None:
         raise ValueError("prefill the rows before merging them")
-    running.answer_sum = torch.cat([running.answer_sum, joining.answer_sum], dim=0)
-    running.answer_length = torch.cat([running.answer_length, joining.answer_length], dim=0)  # type: ignore[list-item]
+    running.answer_sum = torch.cat([sum_a, sum_b], dim=0)  # every row keeps its own answer's running sum
+    running.answer_length = torch.cat([length_a, length_b], dim=0)
     running._candidate_hidden = None
 
 
