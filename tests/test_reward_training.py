@@ -153,3 +153,16 @@ def test_texts_longer_than_a_models_learned_positions_are_read_up_to_its_last_on
     pair = PreferencePair(prompt="A question?", chosen=long_answer, rejected=long_answer[::-1])
     pairs = PrefixFeaturizer(model, tokenizer).pairs([pair])
     assert len(pairs) > 0
+
+
+def test_token_level_pairs_from_two_sources_join_into_one_training_set(base):
+    """Bootstrap adds the model's own kept pairs to the corpus pairs: the joined set keeps every row, in order, and
+    the kind of head input they were computed for."""
+    from panda_chat.rewards.token_level import PrefixFeaturizer
+
+    featurizer = PrefixFeaturizer(*base, features="last+mean")
+    first, second = featurizer.pairs(formality_pairs(3)), featurizer.pairs(formality_pairs(5)[3:])
+    joined = first.joined(second)
+    assert len(joined) == len(first) + len(second) and joined.features == "last+mean"
+    assert torch.equal(joined.chosen, torch.cat([first.chosen, second.chosen]))
+    assert torch.equal(joined.complete, torch.cat([first.complete, second.complete]))

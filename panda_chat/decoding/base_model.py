@@ -169,12 +169,13 @@ class BaseModelSession:
         rows = torch.arange(chosen.shape[0], device=chosen.device)
         if self._candidate_hidden is None:
             raise RuntimeError("BaseModelSession.keep: call expand first")
-        self._add_to_answer(self._candidate_hidden[rows, chosen])
+        chosen_hidden = self._candidate_hidden[rows, chosen]  # (B, H): the answer's new last state
+        self._add_to_answer(chosen_hidden)
         if self.output_head is None:
             if self._candidate_logits is None:
                 raise RuntimeError("BaseModelSession.keep: call expand first")
             return self._candidate_logits[rows, chosen]
-        return self.output_head(self._candidate_hidden[rows, chosen])
+        return self.output_head(chosen_hidden)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` of the batch (finished rows are dropped)."""

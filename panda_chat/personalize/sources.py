@@ -112,9 +112,9 @@ class UserHeadReward:
 def user_reward_name(user_id: str, head_name: str) -> str:
     """The decoder's name for one user's head: ``user:USER:HEAD``, with ``\\`` and ``:`` escaped in both parts.
 
-    Rows of a running batch share reward sessions by name, so two users' heads must never get one name: unescaped,
-    user ``a`` with head ``b:c`` and user ``a:b`` with head ``c`` would both be ``user:a:b:c``, and one of them
-    would be steered by the other's head."""
+    One decode call keys its rewards by name (several users' rows in one batched call), so two users' heads must
+    never get one name: unescaped, user ``a`` with head ``b:c`` and user ``a:b`` with head ``c`` would both be
+    ``user:a:b:c``, and one of them would be steered by the other's head."""
 
     def escape(part: str) -> str:
         return part.replace("\\", "\\\\").replace(":", "\\:")

@@ -17,7 +17,7 @@ states, calibrated, and writes a manifest (``panda_chat.rewards.manifest``) wher
 
 Heads read ``"last+mean"`` features by default (``panda_chat.rewards.heads``): the last token's hidden state and the
 mean over the answer so far, which reads answers cut mid-way far better than the last state alone (the demo model's
-held-out partial accuracy 0.83-0.90 -> 0.96-1.0); ``features="last"`` makes the older kind.
+held-out partial accuracy 0.84-0.90 -> 0.96-1.00); ``features="last"`` makes the older kind.
 
 Every pole's held-out accuracy (complete and partial answers) is in the report; words-only poles have none to give.
 """
@@ -246,9 +246,7 @@ def bootstrap_heads(
                     kept = len(followed)
                     if followed:
                         extra = featurizer.pairs(followed, seed=config.seed + 3)
-                        train_features = type(train_features).cat(
-                            [train_features, extra], train_features.chosen.shape[1], featurizer.features
-                        )
+                        train_features = train_features.joined(extra)
                         trained = fit_token_head(
                             train_features,
                             val_features,

@@ -62,6 +62,10 @@ class PrefixPairs:
     def __len__(self) -> int:
         return int(self.chosen.shape[0])
 
+    def joined(self, other: PrefixPairs) -> PrefixPairs:
+        """These pairs followed by ``other``'s (of the same kind of head input)."""
+        return type(self).cat([self, other], self.chosen.shape[1], self.features)
+
     @classmethod
     def cat(cls, parts: Sequence[PrefixPairs], width: int, features: HeadFeatures) -> PrefixPairs:
         if not parts:
