@@ -8,13 +8,15 @@
 2. **Speed**: `ChatPanda` steering a user with explicit preferences on all three dimensions (six bootstrapped heads
    weighted) vs `personalize=False`, on that non-demo model, greedy, 64 new tokens; runs interleaved, the fastest
    of each kept. Ratio of output tokens per second (and of the medians, with the load average before and after: the
-   machine may be shared). The same with fewer candidates per step (``--fewer-candidates``, top_k 5 and 3 by
-   default; the default top_k is 10): what steering costs when a deployment trades candidates for speed.
+   machine may be shared). Bootstrap's heads (``"prefix+token"``: no forward of the candidates), and the same poles
+   as ``"last+mean"`` heads, which need the k candidates' forward every step. The same with fewer candidates per step
+   (``--fewer-candidates``, top_k 5 and 3 by default; the default top_k is 10).
 3. **Partial-answer accuracy, before/after**: on the demo base LM, per pole, a head trained the old way
-   (`train_reward_head`: complete answers plus answers cut after some words, linear, last hidden state) against
-   token-level heads (`bootstrap_heads`) on the last hidden state only and on the last state plus the answer's
-   running mean (the default), on the same number of corpus pairs, all measured on held-out topics at every token
-   prefix after the answers differ (and on complete answers).
+   (`train_reward_head` on ``"last"`` features: complete answers plus answers cut after some words, linear) against
+   token-level heads (`bootstrap_heads`) on the last hidden state only, on the last state plus the answer's running
+   mean, and on the state before the last token, the mean before it and the token's embedding (the default), on the
+   same number of corpus pairs, all measured on held-out topics at every token prefix after the answers differ (and
+   on complete answers).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -37,6 +40,7 @@ from panda_chat.chat_model import ChatPanda
 from panda_chat.demo import demo_model_dir
 from panda_chat.demo.corpus import POLES, DialogueCorpus, style_pair_source
 from panda_chat.rewards.bootstrap import bootstrap_heads, default_head_config
+from panda_chat.rewards.heads import DEFAULT_FEATURES, HeadFeatures
 from panda_chat.rewards.token_level import PrefixFeaturizer, pair_accuracy
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head
 from panda_chat.tiny_models import build_causal_lm, sample_corpus, train_tokenizer
@@ -57,12 +61,17 @@ def build_other_model(folder: Path) -> Path:
     )
 
 
-def time_bootstrap(model_dir: Path, out: Path, pairs: int) -> float:
+def time_bootstrap(model_dir: Path, out: Path, pairs: int, features: HeadFeatures = DEFAULT_FEATURES) -> float:
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     started = time.perf_counter()
     bootstrap_heads(
-        model, tokenizer, out, base_model=str(model_dir), pair_source=style_pair_source(0, pairs, max(pairs // 4, 10))
+        model,
+        tokenizer,
+        out,
+        base_model=str(model_dir),
+        pair_source=style_pair_source(0, pairs, max(pairs // 4, 10)),
+        features=features,
     )
     return time.perf_counter() - started
 
@@ -100,17 +109,19 @@ def chat_speed(model_dir: Path, db: Path, rounds: int, tokens: int, top_k: int =
     }
 
 
+KINDS: tuple[HeadFeatures, ...] = ("last", "last+mean", "prefix+token")
+
+
 def partial_accuracy(pairs: int) -> list[dict]:
-    """Per pole: the old complete-answer linear head, a token-level head on the last hidden state only (the previous
-    bootstrap) and one on the last state plus the answer's running mean (the current bootstrap), on one held-out
-    split, each read with the features it was trained on."""
+    """Per pole: the old complete-answer linear head and a token-level head of each kind of features (``KINDS``),
+    on one held-out split, each read with the features it was trained on."""
     from panda_chat.rewards.features import ResponseFeaturizer
     from panda_chat.rewards.heads import RewardHead
 
     model = AutoModelForCausalLM.from_pretrained(demo_model_dir()).eval()
     tokenizer = AutoTokenizer.from_pretrained(demo_model_dir())
     corpus = DialogueCorpus(0)
-    featurizers = {kind: PrefixFeaturizer(model, tokenizer, features=kind) for kind in ("last", "last+mean")}
+    featurizers = {kind: PrefixFeaturizer(model, tokenizer, features=kind) for kind in KINDS}
     rows = []
     for pole in POLES:
         heldout_pairs = corpus.preference_pairs(pole, 100, split="heldout")
@@ -122,8 +133,9 @@ def partial_accuracy(pairs: int) -> list[dict]:
             config=RewardTrainingConfig(epochs=30),
             featurizer=ResponseFeaturizer(model, tokenizer, features="last"),
         ).head
-        token_level = {}
-        for kind in ("last", "last+mean"):
+        row: dict = {"pole": pole}
+        row["before_complete"], row["before_partial"] = pair_accuracy(old, heldout["last"])
+        for kind in KINDS:
             with tempfile.TemporaryDirectory() as scratch:
                 report = bootstrap_heads(
                     model,
@@ -136,24 +148,14 @@ def partial_accuracy(pairs: int) -> list[dict]:
                     catalog=_one_pole_catalog(pole),
                     features=kind,
                 )
-                token_level[kind] = RewardHead.load(Path(scratch) / report.poles[0].path)
-        before = pair_accuracy(old, heldout["last"])
-        last = pair_accuracy(token_level["last"], heldout["last"])
-        after = pair_accuracy(token_level["last+mean"], heldout["last+mean"])
-        rows.append(
-            {
-                "pole": pole,
-                "before_complete": before[0],
-                "before_partial": before[1],
-                "token_last_complete": last[0],
-                "token_last_partial": last[1],
-                "after_complete": after[0],
-                "after_partial": after[1],
-            }
-        )
+                head = RewardHead.load(Path(scratch) / report.poles[0].path)
+            row[f"{kind}_complete"], row[f"{kind}_partial"] = pair_accuracy(head, heldout[kind])
+        rows.append(row)
+        partial = " -> ".join(f"{row[f'{kind}_partial']:.3f}" for kind in KINDS)
+        complete = " -> ".join(f"{row[f'{kind}_complete']:.3f}" for kind in KINDS)
         print(
-            f"  {pole:<11} partial {before[1]:.3f} -> {last[1]:.3f} -> {after[1]:.3f}   "
-            f"complete {before[0]:.3f} -> {last[0]:.3f} -> {after[0]:.3f}",
+            f"  {pole:<11} partial {row['before_partial']:.3f} -> {partial}   "
+            f"complete {row['before_complete']:.3f} -> {complete}",
             flush=True,
         )
     return rows
@@ -201,21 +203,33 @@ def main() -> None:
             "other model": time_bootstrap(other, other, args.pairs),
             "demo model": time_bootstrap(demo_model_dir(), root / "demo-heads", args.pairs),
         }
+        # the same model and poles with heads that read the candidates' own states (a forward of the k candidates)
+        on_candidates = root / "other-last-mean"
+        shutil.copytree(other, on_candidates, ignore=shutil.ignore_patterns("heads", "panda_heads.json"))
+        result["bootstrap_s"]["other model, last+mean heads"] = time_bootstrap(
+            on_candidates, on_candidates, args.pairs, features="last+mean"
+        )
         print(f"bootstrap: {result['bootstrap_s']}", flush=True)
         result["speed"] = chat_speed(other, root / "p.db", args.rounds, 64)
+        result["speed_last_mean_heads"] = chat_speed(on_candidates, root / "pl.db", args.rounds, 64)
         result["speed_fewer_candidates"] = [
             chat_speed(other, root / f"p{k}.db", args.rounds, 64, top_k=k) for k in args.fewer_candidates
         ]
-        for speed in [result["speed"], *result["speed_fewer_candidates"]]:
+        for label, speed in [
+            (DEFAULT_FEATURES, result["speed"]),
+            ("last+mean", result["speed_last_mean_heads"]),
+            *[(DEFAULT_FEATURES, fewer) for fewer in result["speed_fewer_candidates"]],
+        ]:
             print(
-                f"ChatPanda top_k={speed['top_k']} tok/s: {speed['tok_s']}; ratio {speed['ratio']:.2f} "
-                f"(median {speed['ratio_median']:.2f}, load {speed['load_average']}) ({speed['reward_kinds']})",
+                f"ChatPanda {label} heads, top_k={speed['top_k']} tok/s: {speed['tok_s']}; ratio "
+                f"{speed['ratio']:.2f} (median {speed['ratio_median']:.2f}, load {speed['load_average']}) "
+                f"({speed['reward_kinds']})",
                 flush=True,
             )
     if not args.skip_accuracy:
         print(
-            "partial-answer accuracy on held-out topics, old heads -> token-level on the last state -> "
-            "token-level on the last state and the answer's mean:",
+            "partial-answer accuracy on held-out topics, old heads -> token-level heads on the last state -> "
+            "on the last state and the answer's mean -> on the prefix state, its mean and the token (the default):",
             flush=True,
         )
         result["accuracy"] = partial_accuracy(args.pairs)

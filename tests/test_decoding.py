@@ -43,6 +43,7 @@ def decoder(tiny_models) -> PandaDecoder:
     dec = PandaDecoder(dec.model, dec.tokenizer)  # a private reward table: other tests add their own rewards
     dec.add_reward("formal", make_head(dec.model))
     dec.add_reward("style", make_head(dec.model, "style", seed=3, features="last+mean"))  # reads the answer's mean too
+    dec.add_reward("brief", make_head(dec.model, "brief", seed=5, features="prefix+token"))  # no candidate forward
     dec.add_reward("helpful", str(tiny_models.reward_model))
     dec.rewards["helpful"].calibration = Calibration(mean=-0.1, std=0.05)  # the raw RM rewards are tiny
     return dec
@@ -52,6 +53,7 @@ def reference_rewards(decoder: PandaDecoder, names) -> dict:
     everything = {
         "formal": decoder.rewards["formal"].head,
         "style": decoder.rewards["style"].head,
+        "brief": decoder.rewards["brief"].head,
         "helpful": decoder.rewards["helpful"].model,
     }
     return {name: everything[name] for name in names}
@@ -63,8 +65,22 @@ def reference_calibrations(decoder: PandaDecoder) -> dict:
 
 @pytest.mark.parametrize(
     "weights",
-    [{"formal": 1.0}, {"style": 1.0}, {"helpful": 1.0}, {"formal": 0.7, "helpful": -0.5}],
-    ids=["head", "head-on-answer-mean", "reward-model", "both"],
+    [
+        {"formal": 1.0},
+        {"style": 1.0},
+        {"brief": 1.0},
+        {"brief": 1.0, "style": -0.6},
+        {"helpful": 1.0},
+        {"formal": 0.7, "helpful": -0.5},
+    ],
+    ids=[
+        "head",
+        "head-on-answer-mean",
+        "head-on-prefix-and-token",
+        "prefix-and-candidate-heads",
+        "reward-model",
+        "both",
+    ],
 )
 def test_cached_tree_paths_choose_the_reference_loop_tokens(decoder, weights):
     outputs = decoder.generate(PROMPTS, weights=weights, lam=LAM, max_new_tokens=NEW_TOKENS, stop_at_eos=False)
@@ -102,6 +118,21 @@ def test_reported_rewards_are_the_calibrated_weighted_sum_of_the_chosen_tokens(d
     with torch.inference_mode():
         hidden = decoder.model.base_model(input_ids=sequence).last_hidden_state[0, len(prompt_ids) :]
         assert torch.allclose(head(hidden), torch.tensor(output.raw_rewards["formal"]), atol=1e-4)
+
+
+def test_prefix_and_token_heads_steer_without_a_forward_of_the_candidates(decoder, monkeypatch):
+    """What makes them fast: the base model runs the chosen token only, as plain decoding does."""
+    from panda_chat.decoding.base_model import BaseModelSession
+
+    def no_candidate_forward(self, candidate_ids):
+        raise AssertionError("the k candidates went through the base model")
+
+    monkeypatch.setattr(BaseModelSession, "expand", no_candidate_forward)
+    steered = decoder.generate(PROMPTS, weights={"brief": 1.0}, lam=LAM, max_new_tokens=16, stop_at_eos=False)
+    plain = decoder.generate(PROMPTS, weights={"brief": 1.0}, lam=0.0, max_new_tokens=16, stop_at_eos=False)
+    assert any(a.token_ids != b.token_ids for a, b in zip(steered, plain))
+    with pytest.raises(AssertionError, match="the k candidates went through"):
+        decoder.generate(PROMPTS[0], weights={"style": 1.0}, lam=LAM, max_new_tokens=2)
 
 
 def _trim_after_eos(ids: list[int], eos: int) -> list[int]:

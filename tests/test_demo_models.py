@@ -67,11 +67,11 @@ def test_every_pole_has_a_head_that_ranks_heldout_pairs_as_its_card_says(base) -
     paths = demo_head_paths()
     assert set(paths) == set(POLES)
     card = {h["pole"]: h for h in demo_report()["heads"]}
-    featurizer = ResponseFeaturizer(model, tokenizer, batch_size=32)
     corpus = DialogueCorpus(demo_report()["config"]["seed"])
     for pole, path in paths.items():
         head = RewardHead.load(path)
         head.check_base(model)
+        featurizer = ResponseFeaturizer(model, tokenizer, batch_size=32, features=head.config.features)
         pairs = corpus.preference_pairs(pole, 80, split="heldout")
         assert head_accuracy(head, featurizer, pairs) >= card[pole]["heldout_accuracy"] - ACCURACY_MARGIN
 

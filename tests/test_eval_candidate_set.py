@@ -14,6 +14,7 @@ from panda_chat.evaluation.scoring import ResponseScorer, degeneration
 from panda_chat.lam.base import LambdaContext
 from panda_chat.lam.learned import LearnedLambda
 from panda_chat.lam.schedules import ExponentialDecayLambda, schedule_grid
+from panda_chat.rewards.features import ResponseFeaturizer
 from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head
 
 PROMPTS = ["Tell me how the cat cooks a simple soup.", "Explain the budget", "Our team builds a bicycle"]
@@ -26,7 +27,15 @@ def decoder(tiny_models):
     head = train_reward_head(
         (model, tokenizer), formality_pairs(150), name="formal", config=RewardTrainingConfig(epochs=4)
     ).head
-    return PandaDecoder(model, tokenizer, rewards={"formal": head, "rm": tiny_models.reward_model})
+    on_candidates = train_reward_head(
+        (model, tokenizer),
+        formality_pairs(150),
+        featurizer=ResponseFeaturizer(model, tokenizer, features="last+mean"),
+        name="formal-on-candidates",
+        config=RewardTrainingConfig(epochs=4),
+    ).head
+    rewards = {"formal": head, "formal-on-candidates": on_candidates, "rm": tiny_models.reward_model}
+    return PandaDecoder(model, tokenizer, rewards=rewards)
 
 
 def _scored(reward, nll, degen=0.0):
@@ -56,9 +65,13 @@ def test_selection_rule_by_hand():
     assert select_best([1.0, 1.0]) == 0 and degeneration("a b a b a") == pytest.approx(1 - 0.5 * (2 / 3))
 
 
-def test_scorer_reproduces_the_decoders_rewards_and_nll(decoder):
-    assert decoder.rewards["formal"].head.config.features == "last+mean"  # the scorer rebuilds the answer means too
-    weights = [{"formal": 1.0, "rm": 0.5}, {"formal": 0.2, "rm": 1.0}]
+@pytest.mark.parametrize("head", ["formal", "formal-on-candidates"])
+def test_scorer_reproduces_the_decoders_rewards_and_nll(decoder, head):
+    """The scorer rebuilds what each kind of head reads: the prefix state, its mean and the token's embedding, or the
+    token's own state and the answer's mean."""
+    features = {"formal": "prefix+token", "formal-on-candidates": "last+mean"}[head]
+    assert decoder.rewards[head].head.config.features == features
+    weights = [{head: 1.0, "rm": 0.5}, {head: 0.2, "rm": 1.0}]
     outs = decoder.generate(PROMPTS[:2], lam=[1.0, 3.0], weights=weights, max_new_tokens=8, stop_at_eos=False)
     scored = ResponseScorer(decoder).score(PROMPTS[:2], outs, weights=weights)
     for out, s, row_weights in zip(outs, scored, weights):

@@ -28,7 +28,7 @@ from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.base_model import BaseModelSession
 from panda_chat.decoding.engine import DecodingOptions
 from panda_chat.decoding.reference import reference_decode
-from panda_chat.rewards.heads import BaseModelSignature, RewardHead, RewardHeadConfig
+from panda_chat.rewards.heads import BaseModelSignature, HeadFeatures, RewardHead, RewardHeadConfig
 from panda_chat.rewards.reward_model import CachedRewardModel
 from panda_chat.serving import BatchScheduler, DecodeRequest
 from panda_chat.tiny_models import sample_corpus, train_tokenizer
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.families
 
 TOP_K, NEW_TOKENS, LAM = 5, 8, 2.0
 PROMPT_LENGTHS = (9, 3, 6)  # with the window of 6: shorter, equal and longer than it once the answer is added
-WEIGHTS = {"head": 1.0, "rm": 0.5}
+WEIGHTS = {"head": 1.0, "prefix": -0.7, "rm": 0.5}
 
 CASES = [pytest.param(family, family.path, id=f"{family.name}") for family in FAMILIES] + [
     pytest.param(FAMILY_BY_NAME[name], "general", id=f"{name}@general-forced")
@@ -51,13 +51,15 @@ def tokenizer():
     return train_tokenizer(sample_corpus(n_sentences=300), vocab_size=300)
 
 
-def make_head(model, seed: int = 0, scale: float = 20.0) -> RewardHead:
-    """A random linear head on the model's (text) hidden size, scaled so that it changes which tokens win."""
+def make_head(model, seed: int = 0, scale: float = 20.0, features: HeadFeatures = "last+mean") -> RewardHead:
+    """A random linear head on the model's (text) hidden size, scaled so that it changes which tokens win. The two
+    kinds bootstrap and the demo make: ``"prefix+token"`` (no candidate forward) and ``"last+mean"`` (the
+    candidates' own states and the answer's running mean)."""
     torch.manual_seed(seed)
     config = RewardHeadConfig(
         name="head",
         hidden_size=model.config.get_text_config().hidden_size,
-        features="last+mean",  # what bootstrap makes: the last state and the answer's running mean
+        features=features,
         base_signature=BaseModelSignature.of(model),
     )
     head = RewardHead(config)
@@ -74,8 +76,9 @@ def prompts_for(vocab_size: int) -> list[list[int]]:
 def build(family: Family, tokenizer, path: str, dtype: torch.dtype = torch.float32):
     model = family.build(len(tokenizer)).to(dtype)
     decoder = PandaDecoder(model, tokenizer, path=path if path == "general" else "auto")
-    rewards = {"head": make_head(model).to(dtype)}
+    rewards = {"head": make_head(model).to(dtype), "prefix": make_head(model, 2, features="prefix+token").to(dtype)}
     decoder.add_reward("head", rewards["head"])
+    decoder.add_reward("prefix", rewards["prefix"])
     if family.sequence_classifier is not None:
         reward_model = family.build(len(tokenizer), seed=1, reward_model=True).to(dtype)
         rewards["rm"] = reward_model
@@ -201,19 +204,27 @@ SCHEDULER_FAMILIES = [
 UNMERGEABLE = {"qwen3-next"}  # linear-attention state: each request is decoded alone, the answers still equal
 
 
-@pytest.mark.parametrize("name", SCHEDULER_FAMILIES)
-def test_requests_joining_a_running_batch_get_the_answer_they_get_alone(name: str, tokenizer):
+# Heads of both kinds (a candidate forward, and the rows' prefix states merged); prefix heads alone on a few families
+# (no candidate forward: the rows' last states and plain steps of the joined batch)
+JOIN_CASES = [(name, {"head": 1.0, "prefix": -0.7}) for name in SCHEDULER_FAMILIES] + [
+    (name, {"prefix": 1.0}) for name in ("llama", "gemma2", "bloom", "qwen3-next")
+]
+
+
+@pytest.mark.parametrize(("name", "weights"), JOIN_CASES, ids=[f"{n}-{'+'.join(w)}" for n, w in JOIN_CASES])
+def test_requests_joining_a_running_batch_get_the_answer_they_get_alone(name: str, weights, tokenizer):
     """Continuous batching on each family: request 1 joins the running batch after request 0's first steps and
     request 2 after request 1's, with prompts of different lengths; every greedy answer equals the decoder's alone."""
     family = FAMILY_BY_NAME[name]
     model = family.build(len(tokenizer))
     decoder = PandaDecoder(model, tokenizer)
     decoder.add_reward("head", make_head(model))
+    decoder.add_reward("prefix", make_head(model, 2, features="prefix+token"))
     prompts = prompts_for(len(tokenizer))
     lengths = (12, 9, 6)  # request 0 outlives the others: they join, and leave, a batch still decoding
     options = {"top_k": TOP_K, "stop_at_eos": False}
     alone = [
-        decoder.generate(prompt, weights={"head": 1.0}, lam=LAM, max_new_tokens=n, **options)[0]
+        decoder.generate(prompt, weights=weights, lam=LAM, max_new_tokens=n, **options)[0]
         for prompt, n in zip(prompts, lengths)
     ]
 
@@ -235,7 +246,7 @@ def test_requests_joining_a_running_batch_get_the_answer_they_get_alone(name: st
 
     def request(index: int) -> DecodeRequest:
         options = DecodingOptions(top_k=TOP_K, max_new_tokens=lengths[index], stop_at_eos=False)
-        return DecodeRequest(prompt=prompts[index], options=options, weights={"head": 1.0}, lam=lam_of(index))
+        return DecodeRequest(prompt=prompts[index], options=options, weights=weights, lam=lam_of(index))
 
     def submit_next(index: int) -> None:  # from the sinks: in the scheduler thread, between two steps
         if index + 1 < len(prompts) and index + 1 not in submitted:
@@ -258,13 +269,14 @@ def test_requests_joining_a_running_batch_get_the_answer_they_get_alone(name: st
     scheduler.close()
     for index, expected in enumerate(alone):
         assert done[index].token_ids == expected.token_ids
-        # the rewards too: a joining row reads its own answer's mean hidden state, not a running row's
-        torch.testing.assert_close(
-            torch.tensor(done[index].raw_rewards["head"]),
-            torch.tensor(expected.raw_rewards["head"]),
-            atol=1e-4,
-            rtol=1e-3,
-        )
+        # the rewards too: a joining row reads its own answer's mean and last state, not a running row's
+        for reward in weights:
+            torch.testing.assert_close(
+                torch.tensor(done[index].raw_rewards[reward]),
+                torch.tensor(expected.raw_rewards[reward]),
+                atol=1e-4,
+                rtol=1e-3,
+            )
     if name in UNMERGEABLE:
         assert scheduler.stats.solo_requests == len(prompts) - 1
     else:

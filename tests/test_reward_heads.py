@@ -133,3 +133,71 @@ def test_a_head_stack_scores_every_head_as_its_own_forward_does(tiny_models):
     batch.base_hidden = other
     assert torch.allclose(late_source.start(prompts=None).score(batch), late(other), atol=1e-5)
     assert torch.allclose(sources[0].start(prompts=None).score(batch), heads[0](other), atol=1e-5)
+
+
+def test_prefix_and_candidate_heads_share_a_stack_and_a_step_without_candidate_states(tiny_models):
+    """A user's stack may hold both kinds of head: each reads its own inputs; prefix+token heads are scored from the
+    state before the candidates and their embeddings alone (the first layer's prefix part once per row), and a step
+    that ran no candidate forward scores them without it."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.base)
+    hidden_size = model.config.hidden_size
+    signature = BaseModelSignature.of(model)
+    torch.manual_seed(2)
+    kinds = [("mlp", "prefix+token"), ("linear", "last+mean"), ("linear", "prefix+token"), ("mlp", "last")]
+    heads = [
+        RewardHead(
+            RewardHeadConfig(
+                name=f"h{i}",
+                kind=kind,
+                hidden_size=hidden_size,
+                mlp_size=8,
+                features=features,
+                base_signature=signature,
+            )
+        )
+        for i, (kind, features) in enumerate(kinds)
+    ]
+    stack = HeadStack()
+    sources = [stack.add(head) for head in heads]
+    assert [s.needs_base_hidden for s in sources] == [False, True, False, True]
+    assert [s.needs_prefix_hidden for s in sources] == [True, False, True, False]
+    batch, k = 2, 4
+    prefix, prefix_mean = torch.randn(batch, hidden_size), torch.randn(batch, hidden_size)
+    hidden, mean, tokens = (torch.randn(batch, k, hidden_size) for _ in range(3))
+    full = CandidateBatch(
+        step=3,
+        candidate_ids=torch.zeros(batch, k, dtype=torch.long),
+        generated_ids=[[1, 2, 3]] * batch,
+        active=torch.ones(batch, dtype=torch.bool),
+        base_hidden=hidden,
+        base_hidden_mean=mean,
+        prefix_hidden=prefix,
+        prefix_mean=prefix_mean,
+        candidate_embeddings=tokens,
+    )
+    expand = torch.Tensor.expand
+    by_kind = {
+        "prefix+token": torch.cat(
+            [expand(prefix[:, None], -1, k, -1), expand(prefix_mean[:, None], -1, k, -1), tokens], -1
+        ),
+        "last+mean": torch.cat([hidden, mean], -1),
+        "last": hidden,
+    }
+    for head, source in zip(heads, sources, strict=True):
+        alone = head(by_kind[head.config.features])
+        assert torch.allclose(source.start(prompts=None).score(full), alone, atol=1e-5)
+        assert torch.allclose(HeadReward(head).start(prompts=None).score(full), alone, atol=1e-5)
+    prefix_only = CandidateBatch(
+        step=3,
+        candidate_ids=full.candidate_ids,
+        generated_ids=full.generated_ids,
+        active=full.active,
+        prefix_hidden=prefix,
+        prefix_mean=prefix_mean,
+        candidate_embeddings=tokens,
+    )
+    for i in (0, 2):
+        expected = heads[i](by_kind["prefix+token"])
+        assert torch.allclose(sources[i].start(prompts=None).score(prefix_only), expected, atol=1e-5)
+    with pytest.raises(RuntimeError, match="candidate hidden states"):
+        HeadReward(heads[1]).start(prompts=None).score(prefix_only)

@@ -149,7 +149,8 @@ def test_texts_longer_than_a_models_learned_positions_are_read_up_to_its_last_on
     model = FAMILY_BY_NAME["gpt2"].build(len(tokenizer), n_positions=24)
     long_answer = " ".join(sample_corpus(40))
     features = ResponseFeaturizer(model, tokenizer)(["A question?"], [long_answer])
-    assert features.shape == (1, 2 * model.config.hidden_size) and torch.isfinite(features).all()  # last + mean
+    # the state before the last token, the mean before it and the last token's embedding
+    assert features.shape == (1, 3 * model.config.hidden_size) and torch.isfinite(features).all()
     pair = PreferencePair(prompt="A question?", chosen=long_answer, rejected=long_answer[::-1])
     pairs = PrefixFeaturizer(model, tokenizer).pairs([pair])
     assert len(pairs) > 0

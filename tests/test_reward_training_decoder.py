@@ -10,8 +10,8 @@ from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.steering import clip_reward
 from panda_chat.prompt_format import question_ids, question_prompt
 from panda_chat.rewards.calibration import RewardModelInfo
-from panda_chat.rewards.features import all_hidden_states, last_token_hidden_states
-from panda_chat.rewards.heads import RewardHead, answer_features
+from panda_chat.rewards.features import all_hidden_states, answer_rows, last_token_hidden_states
+from panda_chat.rewards.heads import RewardHead
 from panda_chat.rewards.loading import load_reward
 from panda_chat.rewards.reward_model import CachedRewardModel
 from panda_chat.rewards.text_reward_model import TextRewardModel
@@ -39,11 +39,14 @@ def test_training_features_are_what_the_decoder_scores(base, formal_head):
 
     out = decoder.generate([text], lam=2.0, max_new_tokens=6, stop_at_eos=False)[0]
     prefix = question_ids(tokenizer, prompt)
-    # one plain forward of the whole answer: row t is the answer cut after token t (its last state, the running mean)
-    states = all_hidden_states(model, [prefix + out.token_ids], tokenizer.pad_token_id)[0][len(prefix) :]
-    assert formal_head.config.features == "last+mean"
+    # one plain forward of the whole answer: row t is the answer cut after token t (the state before token t, the
+    # mean before it, token t's embedding), computed the way the trainers compute it
+    ids = prefix + out.token_ids
+    full = all_hidden_states(model, [ids], tokenizer.pad_token_id)[0]
+    states = full[len(prefix) :]
+    assert formal_head.config.features == "prefix+token"  # what trainers make by default
     with torch.no_grad():
-        expected = formal_head(answer_features("last+mean", states))
+        expected = formal_head(answer_rows("prefix+token", model, ids, full, len(prefix)))
     assert torch.allclose(torch.tensor(out.raw_rewards["formal"]), expected, atol=1e-4)
     # and what the featurizer gives for each cut answer, from text, is what training saw
     sequences = [prefix + out.token_ids[: t + 1] for t in range(len(out.token_ids))]

@@ -6,9 +6,10 @@
   hidden state at each candidate); after the choice ``keep`` drops the other candidates from the cache and returns
   the next step's logits for the chosen one, so the chosen token never needs a forward of its own.
 
-It also keeps, per row, the running sum of the final hidden states of the answer's tokens (whichever forward chose
-them), so ``answer_means`` gives ``"last+mean"`` reward heads the mean over the answer plus each candidate exactly,
-for one addition per step.
+It also keeps, per row, the final hidden state of the last token and the running sum of the final hidden states of
+the answer's tokens (whichever forward chose them), so ``answer_means`` gives ``"last+mean"`` reward heads the mean
+over the answer plus each candidate exactly, for one addition per step, and ``prefix_features`` gives
+``"prefix+token"`` heads all they read without any forward of the candidates.
 
 Logits always come from the model's own output processing (Granite's logit scaling, Cohere's logit scale, Gemma 2/3's
 final soft-capping, whatever a future family adds), never from a re-implementation of it:
@@ -114,6 +115,8 @@ class BaseModelSession:
         # (B, H) float32 sum of the final hidden states of each row's answer tokens, and (B,) how many there are
         self.answer_sum: torch.Tensor | None = None
         self.answer_length: torch.Tensor | None = None
+        self.last_hidden: torch.Tensor | None = None  # (B, H) final hidden state of each row's last token
+        self.embedding = model.get_input_embeddings()
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the prompts; return next-token logits (B, V) and the mean prompt hidden state (B, H)."""
@@ -131,6 +134,7 @@ class BaseModelSession:
         prompt_features = (hidden * real).sum(1) / real.sum(1).clamp(min=1)
         self.answer_sum = hidden.new_zeros(hidden.shape[0], hidden.shape[-1], dtype=torch.float32)
         self.answer_length = torch.zeros(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        self.last_hidden = hidden[:, -1]  # left-padded: every row's last prompt token
         return self._last_logits(output), prompt_features.float()
 
     def advance(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -147,12 +151,23 @@ class BaseModelSession:
         total = self.answer_sum[:, None, :] + hidden.float()
         return (total / (self.answer_length[:, None, None] + 1)).to(hidden.dtype)
 
+    def prefix_features(self, candidate_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What ``"prefix+token"`` heads read for the candidates (B, k): (B, H) each row's last final hidden state,
+        (B, H) the mean of them over the answer so far (zeros before its first token) and (B, k, H) the
+        candidates' input embeddings (the model's own embedding module, as ``heads.token_embeddings``)."""
+        if self.answer_sum is None or self.answer_length is None or self.last_hidden is None:
+            raise RuntimeError("BaseModelSession.prefix_features: call prefill first")
+        mean = self.answer_sum / self.answer_length.clamp(min=1)[:, None]
+        return self.last_hidden, mean.to(self.last_hidden.dtype), self.embedding(candidate_ids)
+
     def _add_to_answer(self, hidden: torch.Tensor) -> None:
-        """Count the chosen tokens' final hidden states (B, H) into the answers' running sums."""
+        """Count the chosen tokens' final hidden states (B, H) into the answers' running sums; they are the rows'
+        last states now."""
         if self.answer_sum is None or self.answer_length is None:
             raise RuntimeError("BaseModelSession: call prefill first")
         self.answer_sum = self.answer_sum + hidden.float()
         self.answer_length = self.answer_length + 1
+        self.last_hidden = hidden
 
     def expand(self, candidate_ids: torch.Tensor) -> torch.Tensor:
         """Run the k candidates of every row (B, k) on the cached prefix; return their hidden states (B, k, H)."""
@@ -182,6 +197,8 @@ class BaseModelSession:
         self.kv.select_rows(rows)
         if self.answer_sum is not None and self.answer_length is not None:
             self.answer_sum, self.answer_length = self.answer_sum[rows], self.answer_length[rows]
+        if self.last_hidden is not None:
+            self.last_hidden = self.last_hidden[rows]
         if self._candidate_hidden is not None:
             self._candidate_hidden = self._candidate_hidden[rows]
         if self._candidate_logits is not None:

@@ -4,14 +4,16 @@
 Every step of ``_decode`` is the algorithm, in order:
 
 1. Z = the top-k tokens of the base model's log-probs;
-2. each reward source scores every candidate z in Z (reward heads read the base model's hidden state at z, which
-   one tree-masked forward of the k candidates gives, or on the general path one ordinary step of the cache repeated
-   k times, and the mean hidden state over the answer so far plus z; an external reward model runs its own cached
-   forward of the candidates);
+2. each reward source scores every candidate z in Z: ``"prefix+token"`` reward heads read the base model's hidden
+   state before z, its mean over the answer so far and z's embedding, which the decoder already has; heads on z's
+   own hidden state (and the mean over the answer plus z) need one tree-masked forward of the k candidates, or on the
+   general path one ordinary step of the cache repeated k times; an external reward model runs its own cached
+   forward of the candidates;
    the rewards are calibrated, clipped at +-2 std and combined with the row's weights:
    r = sum_j w_j * clip((r_j - mean_j) / std_j) (``steering.combine_rewards``);
 3. s(z) = log p(z) + lambda(x, t) * r(z); greedy takes argmax s, sampling draws from softmax(s / temperature) over Z;
-4. the chosen token is appended: the caches keep the chosen candidate only, and the next step's logits come from it.
+4. the chosen token is appended: after a candidate forward the caches keep the chosen candidate only, and the next
+   step's logits come from it; otherwise the base model runs the chosen token, as plain decoding does.
 
 The caching tricks are in ``panda_chat.tree_attention`` and ``base_model.BaseModelSession``, stopping and
 incremental text in ``stopping``, per-row weights and lambdas in ``steering``; ``reference.reference_generate`` is the
@@ -380,7 +382,8 @@ class PandaDecoder:
         )
         sessions = [source.start(batch) for source in plan.sources]
         can_drop_rows = all(supports_row_selection(session) for session in sessions)
-        tree = any(source.needs_base_hidden for source in plan.sources)
+        tree = any(source.needs_base_hidden for source in plan.sources)  # a forward of the k candidates
+        prefix = any(source.needs_prefix_hidden for source in plan.sources)
         eos = self.eos_token_ids() if options.stop_at_eos else set()
         stops = StopTracker(self.tokenizer, batch_size, eos, options.stop, track_text=track_text)
         record = _Record(batch_size, [source.name for source in plan.sources])
@@ -401,6 +404,7 @@ class PandaDecoder:
             lam = plan.lambdas(context, step)[rows].to(device)  # lambda(x, t): (B,)
             if plan.steers:
                 hidden = policy.expand(candidate_ids) if tree else None
+                last, mean, embeddings = policy.prefix_features(candidate_ids) if prefix else (None, None, None)
                 candidates = CandidateBatch(
                     step=step,
                     candidate_ids=candidate_ids,
@@ -408,6 +412,9 @@ class PandaDecoder:
                     active=all_active[: len(rows)] if can_drop_rows else stops.active_mask(rows, device),
                     base_hidden=hidden,
                     base_hidden_mean=policy.answer_means(hidden) if hidden is not None else None,
+                    prefix_hidden=last,
+                    prefix_mean=mean,
+                    candidate_embeddings=embeddings,
                 )
                 raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # 2. r_j: (B, k, R)
                 reward = plan.combine(raw)  # sum_j w_j * clip((r_j - mean_j) / std_j): (B, k)

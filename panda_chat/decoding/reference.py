@@ -2,7 +2,7 @@
 
 At each step: re-encode the sequence through the base model for the next-token log-probs, take the top-k, then build
 k full sequences prefix+candidate and run them through each reward (a reward model's score at the last token, or a
-head on the base model's last hidden state and, for ``"last+mean"`` heads, the mean over the answer's positions).
+head on the features the trainers compute for the whole answer: ``heads.answer_features``).
 O(k * L) tokens a step, quadratic in the length. It is obviously correct, which is its only job: the tests check the
 cached engine against it, and the benchmark measures how much faster the engine is.
 """
@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 
 from panda_chat.decoding.steering import clip_reward
 from panda_chat.rewards.base import Calibration
-from panda_chat.rewards.heads import RewardHead
+from panda_chat.rewards.heads import RewardHead, answer_features, token_embeddings
 from panda_chat.rewards.reward_model import reward_head_of
 from panda_chat.tree_attention import backbone_of
 
@@ -30,7 +30,12 @@ def reward_of_sequences(
     if isinstance(reward, RewardHead):
         states = backbone_of(base_model)(input_ids=sequences).last_hidden_state
         reward = reward.to(device=states.device, dtype=states.dtype)
-        return reward.score_hidden(states[:, -1], states[:, answer_start:].mean(dim=1)).float()
+        embeddings = token_embeddings(base_model, sequences[:, answer_start:])
+        rows = [
+            answer_features(reward.config.features, row[answer_start:], row[answer_start - 1], tokens)[-1]
+            for row, tokens in zip(states, embeddings)
+        ]  # each sequence's answer read as a whole, the way the trainers read answers
+        return reward(torch.stack(rows)).float()
     hidden = backbone_of(reward)(input_ids=sequences.to(reward.device)).last_hidden_state[:, -1]
     return reward_head_of(reward)(hidden).squeeze(-1).float().to(sequences.device)
 

@@ -23,7 +23,7 @@ from panda_chat.evaluation.objective import ScoredResponse
 from panda_chat.metrics import diversity
 from panda_chat.padding import pad_token_id, right_pad
 from panda_chat.rewards.base import CandidateBatch
-from panda_chat.rewards.heads import running_means
+from panda_chat.rewards.heads import running_means, token_embeddings
 
 Weights = Mapping[str, float] | Sequence[Mapping[str, float]] | None
 
@@ -107,20 +107,28 @@ class ResponseScorer:
             return [[0.0] * len(r) for r in responses]
         sessions = [source.start(batch) for source in plan.sources]
         needs_hidden = any(source.needs_base_hidden for source in plan.sources)
+        needs_prefix = any(source.needs_prefix_hidden for source in plan.sources)
         device = self.decoder.device
         out: list[list[float]] = [[] for _ in responses]
         pad = pad_token_id(self.decoder.tokenizer)  # fills the rows whose response has ended
-        means = _answer_means(hidden, prompt_ids, responses, longest) if needs_hidden else None
+        means = _answer_means(hidden, prompt_ids, responses, longest) if needs_hidden or needs_prefix else None
+        rows = torch.arange(size, device=hidden.device)
         for t in range(longest):
             active = [t < len(r) for r in responses]
             tokens = torch.tensor([r[t] if t < len(r) else pad for r in responses], device=device)
-            base_hidden = base_mean = None
-            if needs_hidden:
-                positions = torch.tensor(
-                    [len(p) + min(t, max(len(r) - 1, 0)) for p, r in zip(prompt_ids, responses)], device=hidden.device
-                )
-                base_hidden = hidden[torch.arange(size, device=hidden.device), positions][:, None, :]
-                base_mean = means[:, t, None, :] if means is not None else None
+            base_hidden = base_mean = prefix_hidden = prefix_mean = embeddings = None
+            # an ended response is read at its last token, as at its end
+            at = torch.tensor([min(t, max(len(r) - 1, 0)) for r in responses], device=hidden.device)
+            starts = torch.tensor([len(p) for p in prompt_ids], device=hidden.device)
+            if needs_hidden and means is not None:
+                base_hidden = hidden[rows, starts + at][:, None, :]
+                base_mean = means[rows, at][:, None, :]
+            if needs_prefix and means is not None:  # what prefix+token heads read: the state before the token
+                prefix_hidden = hidden[rows, starts + at - 1]
+                before = means[rows, (at - 1).clamp(min=0)]
+                prefix_mean = torch.where((at > 0)[:, None], before, torch.zeros_like(before))
+                last_tokens = [r[min(t, len(r) - 1)] if r else pad for r in responses]
+                embeddings = token_embeddings(self.decoder.model, torch.tensor(last_tokens, device=device)[:, None])
             candidates = CandidateBatch(
                 step=t,
                 candidate_ids=tokens[:, None],
@@ -128,6 +136,9 @@ class ResponseScorer:
                 active=torch.tensor(active, device=device),
                 base_hidden=base_hidden,
                 base_hidden_mean=base_mean,
+                prefix_hidden=prefix_hidden,
+                prefix_mean=prefix_mean,
+                candidate_embeddings=embeddings,
             )
             raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # (B, 1, R)
             combined = plan.combine(raw, clip=None)[:, 0].tolist()  # measured as calibrated, not as steered
@@ -141,7 +152,7 @@ class ResponseScorer:
 
 def _answer_means(hidden: torch.Tensor, prompt_ids, responses, longest: int) -> torch.Tensor:
     """(B, longest, H): row b, step t is the mean hidden state over response b's tokens 0..t (what ``"last+mean"``
-    heads read); a response that has ended repeats its last mean."""
+    heads read at t, and ``"prefix+token"`` heads at t + 1); a response that has ended repeats its last mean."""
     rows = []
     for b, (prompt, response) in enumerate(zip(prompt_ids, responses)):
         states = hidden[b, len(prompt) : len(prompt) + max(len(response), 1)].float()

@@ -54,6 +54,12 @@ class CandidateBatch:
     base_hidden: torch.Tensor | None = field(default=None)
     # (B, k, H) the mean of those hidden states over the answer so far, the candidate included (``"last+mean"`` heads)
     base_hidden_mean: torch.Tensor | None = field(default=None)
+    # What ``"prefix+token"`` heads read, when a source asked for it (``needs_prefix_hidden``): (B, H) the final
+    # hidden state of each row's last token (before the candidates), (B, H) the mean of those states over the answer
+    # so far (zeros before its first token), and (B, k, H) the candidates' input embeddings.
+    prefix_hidden: torch.Tensor | None = field(default=None)
+    prefix_mean: torch.Tensor | None = field(default=None)
+    candidate_embeddings: torch.Tensor | None = field(default=None)
 
 
 class RewardSession(ABC):
@@ -89,6 +95,10 @@ class RewardSource(ABC):
     # True when the source scores candidates from the base model's hidden states (shared-backbone heads): the engine
     # then runs the k candidates through the base model (tree mask) and fills ``CandidateBatch.base_hidden``.
     needs_base_hidden: bool = False
+    # True when it scores candidates from the state before them (``"prefix+token"`` heads): the engine fills
+    # ``CandidateBatch.prefix_hidden``, ``prefix_mean`` and ``candidate_embeddings``, and runs no candidate forward
+    # unless another source needs the candidates' own states.
+    needs_prefix_hidden: bool = False
 
     @abstractmethod
     def start(self, prompts: PromptBatch) -> RewardSession:

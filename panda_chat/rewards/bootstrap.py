@@ -1,8 +1,9 @@
 """Reward heads for any base model, from nothing the user provides: ``panda-chat reward bootstrap``.
 
-Heads are what make steering cheap (one forward of k tokens per generated token), but a user who brings their own
-model has no heads and no pairs. For every pole of the catalog this module builds a head on *that model's* hidden
-states, calibrated, and writes a manifest (``panda_chat.rewards.manifest``) where ``ChatPanda(model=...)`` finds it:
+Heads are what make steering cheap (a small network on hidden states the decoder already has), but a user who brings
+their own model has no heads and no pairs. For every pole of the catalog this module builds a head on *that model's*
+hidden states, calibrated, and writes a manifest (``panda_chat.rewards.manifest``) where ``ChatPanda(model=...)``
+finds it:
 
 1. **Style-corpus pairs** (``pair_source``): a model-agnostic corpus whose every answer exists in every style
    combination (the caller passes it; the shipped one is ``panda_chat.demo.corpus``), so a pair differs in one
@@ -15,9 +16,12 @@ states, calibrated, and writes a manifest (``panda_chat.rewards.manifest``) wher
    in hidden space, from the mean hidden state of its description and examples against the other poles' texts,
    standardised and calibrated on neutral texts (``profiles.inference.NEUTRAL_TEXTS``). It costs what a head costs.
 
-Heads read ``"last+mean"`` features by default (``panda_chat.rewards.heads``): the last token's hidden state and the
-mean over the answer so far, which reads answers cut mid-way far better than the last state alone (the demo model's
-held-out partial accuracy 0.84-0.90 -> 0.96-1.00); ``features="last"`` makes the older kind.
+Heads read ``"prefix+token"`` features by default (``panda_chat.rewards.heads``): the hidden state before a token, the
+mean over the answer before it and the token's embedding, so steering with them runs no forward of the k candidates
+(personalised decoding costs about what plain decoding does). They read answers cut mid-way as well as
+``"last+mean"`` heads do (the state at the token and the mean up to it, which need that forward), and far better than
+the last state alone (the demo model's held-out partial accuracy 0.84-0.90 -> 0.96-1.00);
+``features="last+mean"`` or ``"last"`` make those kinds.
 
 Every pole's held-out accuracy (complete and partial answers) is in the report; words-only poles have none to give.
 """
@@ -37,7 +41,7 @@ from panda_chat.prompt_format import encode_prompt, question_prompt
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.data import PreferencePair
 from panda_chat.rewards.features import ResponseFeaturizer
-from panda_chat.rewards.heads import BaseModelSignature, HeadFeatures, RewardHead, RewardHeadConfig
+from panda_chat.rewards.heads import DEFAULT_FEATURES, BaseModelSignature, HeadFeatures, RewardHead, RewardHeadConfig
 from panda_chat.rewards.manifest import HeadEntry, HeadsManifest, LambdaEntry
 from panda_chat.rewards.token_level import PrefixFeaturizer, fit_token_head, pair_accuracy
 from panda_chat.rewards.training import RewardTrainingConfig, split_pairs
@@ -116,7 +120,7 @@ def words_head(
     pole: Pole,
     name: str,
     source: str = "",
-    features: HeadFeatures = "last+mean",
+    features: HeadFeatures = DEFAULT_FEATURES,
 ) -> RewardHead:
     """A head from words only: the hidden-state direction of the pole's texts against the other poles' texts.
 
@@ -179,7 +183,7 @@ def bootstrap_heads(
     base_model: str = "",
     config: RewardTrainingConfig | None = None,
     max_prefixes: int = 16,
-    features: HeadFeatures = "last+mean",
+    features: HeadFeatures = DEFAULT_FEATURES,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
 ) -> BootstrapReport:

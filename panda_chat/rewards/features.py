@@ -1,5 +1,6 @@
-"""Reward-head features: the frozen base model's final (normed) hidden state at a response's last token, and (for
-``"last+mean"`` heads, ``panda_chat.rewards.heads.head_input``) the mean of those states over the response's tokens.
+"""Reward-head features (``panda_chat.rewards.heads.answer_features``) from the frozen base model's final (normed)
+hidden states over a response: at its last token and its mean (``"last+mean"``), or the state before the last
+token, the mean before it and the last token's embedding (``"prefix+token"``).
 
 This is exactly what the decoder's head path sees for a candidate token: the prompt formatted as the decoder formats
 it (``panda_chat.prompt_format.question_ids``), then the response's tokens, and the hidden state at the last of them.
@@ -24,7 +25,14 @@ from tqdm.auto import tqdm
 from panda_chat.padding import pad_token_id, right_pad
 from panda_chat.positions import readable_length
 from panda_chat.prompt_format import question_ids, response_ids
-from panda_chat.rewards.heads import BaseModelSignature, HeadFeatures, answer_features, input_size
+from panda_chat.rewards.heads import (
+    DEFAULT_FEATURES,
+    BaseModelSignature,
+    HeadFeatures,
+    answer_features,
+    input_size,
+    token_embeddings,
+)
 
 
 def encode_response(tokenizer, prompt: str, response: str, max_length: int | None = None) -> list[int]:
@@ -66,6 +74,17 @@ def all_hidden_states(model, sequences: Sequence[Sequence[int]], pad_id: int) ->
     return [hidden[i, : len(seq)] for i, seq in enumerate(sequences)]
 
 
+def answer_rows(features: HeadFeatures, model, ids: Sequence[int], states: torch.Tensor, start: int) -> torch.Tensor:
+    """(T, F) head inputs at every token of the answer that starts at ``start`` in ``ids``, from the sequence's final
+    hidden states (len, H): what both featurizers read. An empty answer is read at its prompt's last token."""
+    start = min(start, states.shape[0] - 1)
+    before = states[start - 1] if start > 0 else torch.zeros_like(states[0])  # truncation cut into the answer: none
+    embeddings = None
+    if features == "prefix+token":
+        embeddings = token_embeddings(model, torch.tensor(list(ids[start:]))).float().cpu()
+    return answer_features(features, states[start:], before, embeddings)
+
+
 class ResponseFeaturizer:
     """Computes (and caches) head features for (prompt, response) texts with a frozen base model."""
 
@@ -76,7 +95,7 @@ class ResponseFeaturizer:
         batch_size: int = 16,
         max_length: int = 1024,
         cache_dir: str | Path | None = None,
-        features: HeadFeatures = "last+mean",
+        features: HeadFeatures = DEFAULT_FEATURES,
     ):
         self.model = model.eval()
         self.features: HeadFeatures = features
@@ -102,9 +121,8 @@ class ResponseFeaturizer:
         for start in range(0, len(todo), self.batch_size):  # length-sorted batches: little padding
             chunk = encoded[start : start + self.batch_size]
             states = all_hidden_states(self.model, [ids for ids, _ in chunk], self.pad_id)
-            for key, (_, answer_start), row in zip(todo[start : start + self.batch_size], chunk, states):
-                answer = row[min(answer_start, row.shape[0] - 1) :]  # an empty response: its prompt's last token
-                self._memory[key] = answer_features(self.features, answer)[-1]
+            for key, (ids, answer_start), row in zip(todo[start : start + self.batch_size], chunk, states):
+                self._memory[key] = answer_rows(self.features, self.model, ids, row, answer_start)[-1]
             bar.update(len(chunk))
         bar.close()
         features = torch.stack([self._memory[k] for k in keys]) if keys else torch.zeros(0, self.feature_size)

@@ -1,14 +1,20 @@
 """Shared-backbone reward heads: a tiny model on the base model's own final hidden states.
 
-A head scores a response by looking at the base model's final (normed) hidden state at the response's last token
-and, for heads whose ``features`` are ``"last+mean"`` (what every trainer here makes; older files read the last
-state only), also at the mean of those hidden states over the response's tokens so far. The mean carries the style
-of the whole answer, which the last token of a small model often does not: on the demo model, held-out accuracy on
-answers cut mid-way rose from 0.84-0.90 to 0.96-1.00. Both are exact and cheap at decoding time (the decoder keeps a
-running sum per row).
-During decoding, the k candidate tokens go through the base model anyway (to get the next step's logits), so every
-head's reward comes for free from hidden states the decoder already has: one forward of k tokens per generated token
-instead of base + reward model. Several preferences are several heads on the same hidden state.
+A head scores an answer cut after some token z. What it reads is its ``features`` (``HeadFeatures``):
+
+- ``"prefix+token"`` (what the trainers make): the base model's final hidden state at the token *before* z, the mean
+  of those states over the answer before z, and z's input embedding. Everything it reads exists before z goes
+  through the model, so scoring the k candidates of a step costs no forward of them: personalised decoding runs the
+  base model on the chosen token only, as plain decoding does (GenARM's idea of a reward read from the prefix, with
+  the candidate as an input).
+- ``"last+mean"``: the final hidden state *at* z and the mean of those states over the answer up to z. It needs the
+  k candidates' own forward each step (one tree-masked forward of k tokens, ``panda_chat.tree_attention``). The
+  shipped demo heads are of this kind.
+- ``"last"``: the state at z only (older head files).
+
+On the demo model, held-out accuracy on answers cut mid-way is the same for the first two (0.975-1.000 on the
+poles measured, benchmarks/README.md); ``"last"`` alone reached 0.84-0.90. The decoder keeps the state of the last
+chosen token and a running sum per row, so every kind is exact and cheap to read.
 
 A head is one ``.safetensors`` file: the weights, plus a JSON config in the file's metadata that records the base
 model it was trained on (``BaseModelSignature``), its calibration and a description. Loading a head onto a different
@@ -80,36 +86,87 @@ class BaseModelSignature(BaseModel):
         return None
 
 
-# What a head reads: "last" is the final hidden state at the answer's last token (older heads); "last+mean" is that
-# state concatenated with the mean final hidden state over the answer's tokens up to and including it.
-HeadFeatures = Literal["last", "last+mean"]
+# What a head reads (module docstring): "last" is the final hidden state at the answer's last token z; "last+mean"
+# adds the mean final hidden state over the answer up to and including z; "prefix+token" is the final hidden state
+# before z, the mean over the answer before z (zeros for the first token) and z's input embedding.
+HeadFeatures = Literal["last", "last+mean", "prefix+token"]
+DEFAULT_FEATURES: HeadFeatures = "prefix+token"  # what new heads read: no forward of the candidates when decoding
+
+
+def reads_candidate_states(features: HeadFeatures) -> bool:
+    """Whether a head needs the base model's hidden state at each candidate (a forward of the k candidates)."""
+    return features != "prefix+token"
 
 
 def input_size(features: HeadFeatures, hidden_size: int) -> int:
     """How wide a head's input is on a base model with this hidden size."""
-    return hidden_size * (2 if features == "last+mean" else 1)
+    return hidden_size * {"last": 1, "last+mean": 2, "prefix+token": 3}[features]
 
 
-def head_input(features: HeadFeatures, last: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
-    """A head's input from the last-token hidden states (..., H) and the answer means (..., H): the one place the
-    decoder, the trainers and the scorers build it, so a head always reads what it was trained on."""
+def head_input(features: HeadFeatures, candidates: CandidateBatch) -> torch.Tensor:
+    """(B, k, F) a head's input for every candidate of a decoding step: the one place the decoder and the scorers
+    build it from a ``CandidateBatch``, as ``answer_features`` builds it for training, so a head always reads what it
+    was trained on."""
+    if features == "prefix+token":
+        prefix, mean, tokens = prefix_inputs(candidates)
+        k = tokens.shape[1]
+        return torch.cat([prefix[:, None].expand(-1, k, -1), mean[:, None].expand(-1, k, -1), tokens], dim=-1)
+    last = candidates.base_hidden
+    if last is None:
+        raise RuntimeError("this reward head needs the base model's candidate hidden states (needs_base_hidden)")
     if features == "last":
         return last
-    if mean is None:
+    if candidates.base_hidden_mean is None:
         raise RuntimeError("this reward head reads the answer's mean hidden state, which the caller did not give")
-    return torch.cat([last, mean.to(last.dtype)], dim=-1)
+    return torch.cat([last, candidates.base_hidden_mean.to(last.dtype)], dim=-1)
 
 
-def answer_features(features: HeadFeatures, states: torch.Tensor) -> torch.Tensor:
-    """(T, F) head inputs at every token of one answer from its final hidden states (T, H): row t reads the answer
-    cut after token t (its last state, and the mean of states 0..t)."""
-    return states if features == "last" else torch.cat([states, running_means(states)], dim=-1)
+def prefix_inputs(candidates: CandidateBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What ``"prefix+token"`` heads read at a step, in the prefix state's dtype: (B, H) state before the candidates,
+    (B, H) mean over the answer before them, (B, k, H) their embeddings."""
+    prefix, mean, tokens = candidates.prefix_hidden, candidates.prefix_mean, candidates.candidate_embeddings
+    if prefix is None or mean is None or tokens is None:
+        raise RuntimeError("a prefix+token reward head needs the prefix state, its mean and the candidate embeddings")
+    return prefix, mean.to(prefix.dtype), tokens.to(prefix.dtype)
+
+
+def answer_features(
+    features: HeadFeatures,
+    states: torch.Tensor,
+    before: torch.Tensor | None = None,
+    embeddings: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(T, F) head inputs at every token of one answer: row t reads the answer cut after token t.
+
+    ``states`` (T, H) are the answer's final hidden states; ``"prefix+token"`` heads also need ``before`` (H,), the
+    state of the token before the answer (the prompt's last), and ``embeddings`` (T, H), the answer tokens' input
+    embeddings (``token_embeddings``).
+    """
+    if features == "last":
+        return states
+    if features == "last+mean":
+        return torch.cat([states, running_means(states)], dim=-1)
+    if before is None or embeddings is None:
+        raise ValueError("prefix+token features need the state before the answer and the answer's token embeddings")
+    previous = torch.cat([before[None].to(states.dtype), states[:-1]])
+    sums = torch.cat([states.new_zeros(1, states.shape[-1]), states.cumsum(0)[:-1]])
+    counts = torch.arange(states.shape[0], dtype=states.dtype, device=states.device).clamp(min=1)[:, None]
+    return torch.cat([previous, sums / counts, embeddings.to(states.dtype)], dim=-1)
 
 
 def running_means(states: torch.Tensor) -> torch.Tensor:
     """(T, H) -> (T, H): row t is the mean of rows 0..t."""
     counts = torch.arange(1, states.shape[0] + 1, dtype=states.dtype, device=states.device)[:, None]
     return states.cumsum(0) / counts
+
+
+def token_embeddings(model: PreTrainedModel, token_ids: torch.Tensor) -> torch.Tensor:
+    """The base model's input embeddings of ``token_ids`` (..., H): what ``"prefix+token"`` heads read of a token.
+    Its own embedding module, so a model that scales embeddings there (Gemma 3) is read as it reads itself."""
+    embedding = model.get_input_embeddings()
+    weight = cast(torch.Tensor, embedding.weight)
+    with torch.no_grad():
+        return embedding(token_ids.to(weight.device))
 
 
 class RewardHeadConfig(BaseModel):
@@ -151,9 +208,14 @@ class RewardHead(nn.Module):
         """(..., input_size) head inputs (``head_input``) -> (...) raw rewards."""
         return self.net(features).squeeze(-1)
 
-    def score_hidden(self, last: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
-        """Raw rewards from last-token hidden states and answer means (..., H), as the head's features say."""
-        return self(head_input(self.config.features, last, mean))
+    def score_candidates(self, candidates: CandidateBatch) -> torch.Tensor:
+        """(B, k) float raw rewards of a decoding step's candidates, read as the head's features say."""
+        features = head_input(self.config.features, candidates)
+        weight = next(self.parameters())
+        if weight.device != features.device or weight.dtype != features.dtype:
+            self.to(device=features.device, dtype=features.dtype)
+        with torch.no_grad():
+            return self(features).float()
 
     def check_base(self, model: PreTrainedModel) -> None:
         """Raise ``HeadMismatchError`` unless ``model`` is the base model this head was trained on."""
@@ -191,16 +253,18 @@ class RewardHead(nn.Module):
 class HeadReward(RewardSource):
     """A ``RewardSource`` over a ``RewardHead``: scores candidates from the base model's hidden states.
 
-    ``stack``/``index``: the head is column ``index`` of a ``HeadStack`` (``HeadStack.add`` makes these), so every
-    head of the stack is scored in one batched computation per step instead of one small forward per head.
+    ``needs_base_hidden`` (the candidates' own forward) or ``needs_prefix_hidden`` (the state before them) follows
+    the head's features. ``stack``/``index``: the head is column ``index`` of a ``HeadStack`` (``HeadStack.add``
+    makes these), so every head of the stack is scored in one batched computation per step instead of one small
+    forward per head.
     """
-
-    needs_base_hidden = True
 
     def __init__(self, head: RewardHead, name: str | None = None, stack: HeadStack | None = None, index: int = 0):
         self.head = head
         self.name = name or head.config.name
         self.calibration = head.config.calibration
+        self.needs_base_hidden = reads_candidate_states(head.config.features)
+        self.needs_prefix_hidden = not self.needs_base_hidden
         self.stack = stack
         self.index = index
 
@@ -215,17 +279,9 @@ class _HeadSession(RewardSession):
         self.source = source
 
     def score(self, candidates: CandidateBatch) -> torch.Tensor:
-        if candidates.base_hidden is None:
-            raise RuntimeError("a reward head needs the base model's candidate hidden states (needs_base_hidden)")
-        hidden, mean = candidates.base_hidden, candidates.base_hidden_mean
         if self.source.stack is not None:
-            return self.source.stack.scores(hidden, mean)[..., self.source.index]
-        head = self.source.head
-        weight = next(head.parameters())
-        if weight.device != hidden.device or weight.dtype != hidden.dtype:
-            head.to(device=hidden.device, dtype=hidden.dtype)
-        with torch.no_grad():
-            return head.score_hidden(hidden, mean).float()
+            return self.source.stack.scores(candidates)[..., self.source.index]
+        return self.source.head.score_candidates(candidates)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Stateless (the hidden states come with every step's candidates): nothing to drop."""
@@ -236,18 +292,21 @@ class HeadStack:
 
     Personalised decoding weighs several heads at every step (one per steered pole). Scored one by one, each is a
     tiny forward whose cost is mostly call overhead; stacked, the linear heads are one matrix product and the MLP
-    heads of one size two (their first layers side by side, their second layers as one weighted sum). When any head
-    reads ``"last+mean"`` features, every head is packed for them (a ``"last"`` head's weights on the mean are zero).
-    The heads' ``HeadReward``s (``add``) share the stack: the first one scored at a step computes all columns for
-    that step's hidden states, the others read theirs (kept per thread, keyed by the very hidden-state tensor, so
-    concurrent calls never see each other's). Results equal the heads' own forwards up to float rounding. The weights
-    are packed at the first step after a head joins: a head trained further after joining is not seen by the stack.
+    heads of one size two (their first layers side by side, their second layers as one weighted sum). Heads are
+    packed in two groups by what they read: ``"prefix+token"`` heads, and heads on the candidates' own states (when
+    any of those reads ``"last+mean"``, all of them are packed for it, a ``"last"`` head with zero weights on the
+    mean). A group whose inputs a step does not have (no candidate forward) is not computed; its columns are NaN,
+    and no source of that step reads them. The heads' ``HeadReward``s (``add``) share the stack: the first one scored
+    at a step computes all columns for that step's candidates, the others read theirs (kept per thread, keyed by the
+    very ``CandidateBatch`` and hidden-state tensors, so concurrent calls never see each other's). Results equal the
+    heads' own forwards up to float rounding. The weights are packed at the first step after a head joins: a head
+    trained further after joining is not seen by the stack.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._heads: list[RewardHead] = []
-        self._packed: _PackedHeads | None = None
+        self._packed: list[_PackedHeads] | None = None
         self._last = threading.local()
 
     def __len__(self) -> int:
@@ -275,28 +334,51 @@ class HeadStack:
             self._packed = None
             return HeadReward(head, name=name, stack=self, index=len(self._heads) - 1)
 
-    def scores(self, hidden: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., H) last-token hidden states and answer means -> (..., N) float raw rewards of the stack's N heads
-        (in the order added)."""
+    def scores(self, candidates: CandidateBatch) -> torch.Tensor:
+        """(B, k, N) float raw rewards of the stack's N heads (in the order added) at a step's candidates."""
         last = self._last
-        if getattr(last, "hidden", None) is hidden and last.count == len(self._heads):
+        key = (candidates, candidates.base_hidden, candidates.prefix_hidden)
+        if last.__dict__.get("count") == len(self._heads) and all(a is b for a, b in zip(last.key, key)):
             return last.out
+        reference = candidates.base_hidden if candidates.base_hidden is not None else candidates.prefix_hidden
+        if reference is None:
+            raise RuntimeError("reward heads need the base model's hidden states: the caller gave none")
         with self._lock:
-            packed = self._packed
-            if packed is None or packed.device != hidden.device or packed.dtype != hidden.dtype:
-                packed = self._packed = _PackedHeads(self._heads, hidden.device, hidden.dtype)
-        out = packed(head_input(packed.features, hidden, mean))
-        last.hidden, last.count, last.out = hidden, len(packed), out
+            groups = self._packed
+            if groups is None or groups[0].device != reference.device or groups[0].dtype != reference.dtype:
+                groups = self._packed = _pack_groups(self._heads, reference.device, reference.dtype)
+            count = len(self._heads)
+        batch, k = candidates.candidate_ids.shape
+        out = torch.full((batch, k, count), float("nan"), device=reference.device)
+        for group in groups:
+            if group.features == "prefix+token" and candidates.prefix_hidden is None:
+                continue
+            if group.features != "prefix+token" and candidates.base_hidden is None:
+                continue
+            out[..., group.members] = group(candidates)
+        last.key, last.count, last.out = key, count, out
         return out
 
 
-class _PackedHeads:
-    """The weights of several heads laid side by side on one device and dtype (see ``HeadStack``)."""
+def _pack_groups(heads: list[RewardHead], device: torch.device, dtype: torch.dtype) -> list[_PackedHeads]:
+    """The stack's heads packed by what they read (``HeadStack``): prefix+token heads, and heads on candidate states."""
+    prefix = [i for i, head in enumerate(heads) if not reads_candidate_states(head.config.features)]
+    candidate = [i for i in range(len(heads)) if i not in prefix]
+    return [_PackedHeads(heads, members, device, dtype) for members in (prefix, candidate) if members]
 
-    def __init__(self, heads: list[RewardHead], device: torch.device, dtype: torch.dtype):
+
+class _PackedHeads:
+    """The weights of some heads of a stack (``members``, which read the same inputs) laid side by side on one
+    device and dtype (see ``HeadStack``)."""
+
+    def __init__(self, stack: list[RewardHead], members: list[int], device: torch.device, dtype: torch.dtype):
+        heads = [stack[i] for i in members]
         self.device, self.dtype, self.count = device, dtype, len(heads)
+        self.members = torch.tensor(members, device=device)
         wide = any(head.config.features == "last+mean" for head in heads)
-        self.features: HeadFeatures = "last+mean" if wide else "last"
+        self.features: HeadFeatures = heads[0].config.features
+        if reads_candidate_states(self.features):
+            self.features = "last+mean" if wide else "last"
         linear = [i for i, head in enumerate(heads) if isinstance(head.net, nn.Linear)]
         by_size: dict[int, list[int]] = {}
         for i, head in enumerate(heads):
@@ -339,14 +421,26 @@ class _PackedHeads:
     def __len__(self) -> int:
         return self.count
 
-    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+    def __call__(self, candidates: CandidateBatch) -> torch.Tensor:
+        """(B, k, N) float raw rewards of the packed heads at a step's candidates."""
         columns = []
         with torch.no_grad():
             if self.linear is not None:
-                columns.append(torch.nn.functional.linear(hidden, *self.linear))
+                columns.append(self._first_layer(candidates, *self.linear))
             for w1, b1, w2, b2 in self.mlps:
-                inner = torch.nn.functional.gelu(torch.nn.functional.linear(hidden, w1, b1))
+                inner = torch.nn.functional.gelu(self._first_layer(candidates, w1, b1))
                 inner = inner.unflatten(-1, w2.shape)  # (..., N, M)
                 columns.append((inner * w2).sum(-1) + b2)
             out = columns[0] if len(columns) == 1 else torch.cat(columns, dim=-1)[..., self.order]
         return out.float()
+
+    def _first_layer(self, candidates: CandidateBatch, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """The packed first layer at every candidate. For ``"prefix+token"`` heads the prefix's part (two thirds of
+        the input, the same for a row's k candidates) is computed once per row, not k times."""
+        if self.features != "prefix+token":
+            return torch.nn.functional.linear(head_input(self.features, candidates), weight, bias)
+        prefix, mean, tokens = prefix_inputs(candidates)
+        width = prefix.shape[-1]
+        context = torch.cat([prefix, mean], dim=-1)
+        per_row = torch.nn.functional.linear(context, weight[:, : 2 * width], bias)  # (B, N * M)
+        return torch.nn.functional.linear(tokens, weight[:, 2 * width :]) + per_row[:, None]

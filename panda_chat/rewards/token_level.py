@@ -7,9 +7,10 @@ pairs: the hidden state of ``chosen[:t]`` against that of ``rejected[:t]`` for e
 answers first differ (up to ``max_prefixes`` of them, evenly spaced, plus the two complete answers).
 
 One forward per response gives the hidden states at *all* its positions, so token-level features cost what
-complete-answer features cost; the running mean over the answer (``"last+mean"`` heads) is one cumulative sum.
-Each hidden state is exactly what the decoder's head path reads for that prefix: the prompt formatted as the decoder
-formats it, then the response's tokens one by one.
+complete-answer features cost; the running means over the answer are one cumulative sum, and ``"prefix+token"``
+heads read the state one token earlier plus the token's embedding (``heads.answer_features``). Each row is exactly
+what the decoder's head path reads for that prefix: the prompt formatted as the decoder formats it, then the
+response's tokens one by one.
 
 The held-out split is by pair, never by prefix, and the report gives both accuracies: on complete answers and on
 partial ones (``partial_accuracy``).
@@ -32,13 +33,13 @@ from panda_chat.prompt_format import question_ids, response_ids
 from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.calibration import calibrate
 from panda_chat.rewards.data import PreferencePair
-from panda_chat.rewards.features import all_hidden_states
+from panda_chat.rewards.features import all_hidden_states, answer_rows
 from panda_chat.rewards.heads import (
+    DEFAULT_FEATURES,
     BaseModelSignature,
     HeadFeatures,
     RewardHead,
     RewardHeadConfig,
-    answer_features,
     input_size,
 )
 from panda_chat.rewards.training import (
@@ -57,7 +58,7 @@ class PrefixPairs:
     chosen: torch.Tensor  # (N, F) head inputs of kind ``features``
     rejected: torch.Tensor  # (N, F)
     complete: torch.Tensor  # (N,) bool
-    features: HeadFeatures = "last+mean"
+    features: HeadFeatures = DEFAULT_FEATURES
 
     def __len__(self) -> int:
         return int(self.chosen.shape[0])
@@ -110,7 +111,7 @@ class PrefixFeaturizer:
         batch_size: int = 16,
         max_length: int = 512,
         max_prefixes: int = 16,
-        features: HeadFeatures = "last+mean",
+        features: HeadFeatures = DEFAULT_FEATURES,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -141,8 +142,8 @@ class PrefixFeaturizer:
             states = all_hidden_states(self.model, [ids for ids, _ in encoded], self.pad_id)
             for i in range(len(chunk)):
                 (c_ids, c_start), (r_ids, r_start) = encoded[2 * i], encoded[2 * i + 1]
-                c_rows = answer_features(self.features, states[2 * i][c_start:])
-                r_rows = answer_features(self.features, states[2 * i + 1][r_start:])
+                c_rows = answer_rows(self.features, self.model, c_ids, states[2 * i], c_start)
+                r_rows = answer_rows(self.features, self.model, r_ids, states[2 * i + 1], r_start)
                 parts.append(self._compare(c_ids[c_start:], r_ids[r_start:], c_rows, r_rows, rng))
             bar.update(len(chunk))
         bar.close()

@@ -65,10 +65,12 @@ def merge(running: BaseModelSession, joining: BaseModelSession) -> None:
         running.answer_length,
         joining.answer_length,
     )
-    if sum_a is None or sum_b is None or length_a is None or length_b is None:
+    last_a, last_b = running.last_hidden, joining.last_hidden
+    if sum_a is None or sum_b is None or length_a is None or length_b is None or last_a is None or last_b is None:
         raise ValueError("prefill the rows before merging them")
     running.answer_sum = torch.cat([sum_a, sum_b], dim=0)  # every row keeps its own answer's running sum
     running.answer_length = torch.cat([length_a, length_b], dim=0)
+    running.last_hidden = torch.cat([last_a, last_b], dim=0)  # and its own last token's state
     running._candidate_hidden = None
 
 

@@ -550,16 +550,21 @@ class BatchScheduler(RequestScheduler):
         candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)
         lam = self._lambdas(rows).to(device)
         keys = sorted({key for row in rows for key in row.keys})
-        tree = bool(keys)
-        if tree:
-            hidden = policy.expand(candidate_ids)
+        tree = any(self._sources[key].needs_base_hidden for key in keys)  # a forward of the k candidates
+        if keys:
+            hidden = policy.expand(candidate_ids) if tree else None
+            prefix = any(self._sources[key].needs_prefix_hidden for key in keys)
+            last, mean, embeddings = policy.prefix_features(candidate_ids) if prefix else (None, None, None)
             candidates = CandidateBatch(
                 step=min(row.step for row in rows),
                 candidate_ids=candidate_ids,
                 generated_ids=[row.tracker.rows[0].token_ids for row in rows],
                 active=torch.ones(len(rows), dtype=torch.bool, device=device),
                 base_hidden=hidden,
-                base_hidden_mean=policy.answer_means(hidden),
+                base_hidden_mean=policy.answer_means(hidden) if hidden is not None else None,
+                prefix_hidden=last,
+                prefix_mean=mean,
+                candidate_embeddings=embeddings,
             )
             raw = torch.stack([self._sessions[key].score(candidates) for key in keys], dim=-1)  # 2. (B, k, R)
             weights = torch.tensor([[row.weights.get(key, 0.0) for key in keys] for row in rows], device=device)
