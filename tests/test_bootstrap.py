@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from panda_chat.chat_model import ChatPanda
 from panda_chat.cli import main
+from panda_chat.rewards.heads import RewardHead
 from panda_chat.rewards.manifest import HEADS_DIR_ENV, MANIFEST_FILE, HeadsManifest
 from profiles import PreferenceCatalog, ProfileStore
 
@@ -43,16 +44,18 @@ def test_bootstrap_writes_a_head_per_pole_with_accuracies_and_refuses_to_overwri
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(HUMOUR, encoding="utf-8")
     out = tmp_path / "heads"
-    result = bootstrap("--base", model_copy, "--out", out, "--catalog", catalog, "--self-pairs", "2", "--json")
+    options = ["--catalog", catalog, "--self-pairs", "2", "--features", "last+mean", "--json"]
+    result = bootstrap("--base", model_copy, "--out", out, *options)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert report["settings"]["features"] == "last+mean"  # heads on the candidates' own states, when asked
     poles = {p["pole"]: p for p in report["poles"]}
     # poles given only in words become heads too; the corpus's poles get its pairs (and self-written ones kept)
     assert all(poles[p]["source"] == "words" and poles[p]["accuracy"] is None for p in ("serious", "playful"))
     assert poles["formal"]["source"] in ("corpus", "corpus+self") and poles["formal"]["accuracy"] is not None
     manifest = HeadsManifest.load(out)
     assert set(manifest.heads) == set(poles)
-    assert all((out / entry.path).is_file() for entry in manifest.heads.values())
+    assert all(RewardHead.load(out / entry.path).config.features == "last+mean" for entry in manifest.heads.values())
     again = bootstrap("--base", model_copy, "--out", out, "--catalog", catalog)
     assert again.exit_code != 0 and "--force" in again.stderr
 
@@ -62,6 +65,7 @@ def test_corpus_poles_report_complete_and_partial_accuracy_and_chat_panda_uses_t
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert {p["source"] for p in report["poles"]} == {"corpus"}
+    assert report["settings"]["features"] == "prefix+token"  # the default: steering runs no candidate forward
     for pole in report["poles"]:
         assert 0.0 <= pole["accuracy"] <= 1.0 and 0.0 <= pole["partial_accuracy"] <= 1.0
     assert (model_copy / MANIFEST_FILE).is_file()

@@ -240,12 +240,21 @@ def _print_report(report: RewardTrainingReport, as_json: bool, user_id: str | No
     help="Pairs per pole the model writes itself when asked for each pole (default: 16 for a model "
     "with a chat template, else 0; kept only where the corpus head agrees the model followed).",
 )
+@click.option(
+    "--features",
+    type=click.Choice(["prefix+token", "last+mean"]),
+    default="prefix+token",
+    show_default=True,
+    help="What the heads read: the state before a token, the answer's mean before it and the token's embedding "
+    "(steering runs no forward of the candidates), or the token's own state and the answer's mean (one forward of "
+    "the k candidates per step).",
+)
 @force_option
 @threads_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option("Print one JSON object (the bootstrap report) and nothing else.")
 @friendly_errors
-def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_json) -> None:
+def bootstrap(base, out, catalog, pairs, self_pairs, features, force, threads, seed, as_json) -> None:
     """Reward heads for every catalog pole on BASE's own hidden states, calibrated, with a manifest ChatPanda reads."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -288,6 +297,7 @@ def bootstrap(base, out, catalog, pairs, self_pairs, force, threads, seed, as_js
         pair_source=style_pair_source(seed, pairs_per_pole=pairs, heldout_per_pole=max(pairs // 4, 10)),
         config=default_head_config(seed),
         log=(lambda line: None) if as_json else click.echo,
+        features=features,
     )
     if not found_there:
         click.echo(

@@ -299,7 +299,12 @@ def bootstrap_heads(
         manifest=str(manifest_path),
         poles=poles,
         seconds=manifest.seconds,
-        settings={"self_pairs": self_pairs, "max_prefixes": max_prefixes, "head_kind": config.head_kind},
+        settings={
+            "self_pairs": self_pairs,
+            "max_prefixes": max_prefixes,
+            "head_kind": config.head_kind,
+            "features": features,
+        },
     )
 
 

@@ -395,22 +395,26 @@ class _PackedHeads:
                 weight = torch.cat([weight, torch.zeros_like(weight)], dim=1)
             return weight
 
-        self.linear: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.linear: _FirstLayer | None = None
         if linear:
             nets = [cast(nn.Linear, heads[i].net) for i in linear]
-            self.linear = (
+            self.linear = _FirstLayer(
+                self.features,
                 tensor([first_weight(heads[i], n) for i, n in zip(linear, nets)]),
                 tensor([n.bias for n in nets]),
             )
-        self.mlps: list[tuple[torch.Tensor, ...]] = []
+        self.mlps: list[tuple[_FirstLayer, torch.Tensor, torch.Tensor]] = []
         for size, members in by_size.items():
             mlps = [cast(nn.Sequential, heads[i].net) for i in members]
             first = [cast(nn.Linear, net[0]) for net in mlps]
             second = [cast(nn.Linear, net[2]) for net in mlps]
             self.mlps.append(
                 (
-                    tensor([first_weight(heads[i], n) for i, n in zip(members, first)]),  # (N * M, F)
-                    tensor([n.bias for n in first]),  # (N * M,)
+                    _FirstLayer(
+                        self.features,
+                        tensor([first_weight(heads[i], n) for i, n in zip(members, first)]),  # (N * M, F)
+                        tensor([n.bias for n in first]),  # (N * M,)
+                    ),
                     tensor([n.weight for n in second]).reshape(len(members), size),  # (N, M)
                     tensor([n.bias for n in second]),  # (N,)
                 )
@@ -426,21 +430,29 @@ class _PackedHeads:
         columns = []
         with torch.no_grad():
             if self.linear is not None:
-                columns.append(self._first_layer(candidates, *self.linear))
-            for w1, b1, w2, b2 in self.mlps:
-                inner = torch.nn.functional.gelu(self._first_layer(candidates, w1, b1))
+                columns.append(self.linear(candidates))
+            for first, w2, b2 in self.mlps:
+                inner = torch.nn.functional.gelu(first(candidates))
                 inner = inner.unflatten(-1, w2.shape)  # (..., N, M)
                 columns.append((inner * w2).sum(-1) + b2)
             out = columns[0] if len(columns) == 1 else torch.cat(columns, dim=-1)[..., self.order]
         return out.float()
 
-    def _first_layer(self, candidates: CandidateBatch, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """The packed first layer at every candidate. For ``"prefix+token"`` heads the prefix's part (two thirds of
-        the input, the same for a row's k candidates) is computed once per row, not k times."""
+
+class _FirstLayer:
+    """A packed first layer (weight (N * M, F), bias) applied at every candidate. For ``"prefix+token"`` heads its
+    weight is kept as two parts: the prefix's (two thirds of the input, the same for a row's k candidates), applied
+    once per row, and the token's, applied per candidate."""
+
+    def __init__(self, features: HeadFeatures, weight: torch.Tensor, bias: torch.Tensor):
+        self.features, self.weight, self.bias = features, weight, bias
+        if features == "prefix+token":
+            width = weight.shape[1] // 3
+            self.weight, self.token_weight = weight[:, : 2 * width].contiguous(), weight[:, 2 * width :].contiguous()
+
+    def __call__(self, candidates: CandidateBatch) -> torch.Tensor:
         if self.features != "prefix+token":
-            return torch.nn.functional.linear(head_input(self.features, candidates), weight, bias)
+            return torch.nn.functional.linear(head_input(self.features, candidates), self.weight, self.bias)
         prefix, mean, tokens = prefix_inputs(candidates)
-        width = prefix.shape[-1]
-        context = torch.cat([prefix, mean], dim=-1)
-        per_row = torch.nn.functional.linear(context, weight[:, : 2 * width], bias)  # (B, N * M)
-        return torch.nn.functional.linear(tokens, weight[:, 2 * width :]) + per_row[:, None]
+        per_row = torch.nn.functional.linear(torch.cat([prefix, mean], dim=-1), self.weight, self.bias)  # (B, N * M)
+        return torch.nn.functional.linear(tokens, self.token_weight) + per_row[:, None]
