@@ -242,7 +242,7 @@ def _print_report(report: RewardTrainingReport, as_json: bool, user_id: str | No
 )
 @click.option(
     "--features",
-    type=click.Choice(["prefix+token", "last+mean"]),
+    type=click.Choice(["prefix+token", "last+mean"]),  # rewards.heads.HeadFeatures (not imported: the CLI starts fast)
     default="prefix+token",
     show_default=True,
     help="What the heads read: the state before a token, the answer's mean before it and the token's embedding "

@@ -12,9 +12,9 @@ A head scores an answer cut after some token z. What it reads is its ``features`
   shipped demo heads are of this kind.
 - ``"last"``: the state at z only (older head files).
 
-On the demo model, held-out accuracy on answers cut mid-way is the same for the first two (0.975-1.000 on the
-poles measured, benchmarks/README.md); ``"last"`` alone reached 0.84-0.90. The decoder keeps the state of the last
-chosen token and a running sum per row, so every kind is exact and cheap to read.
+On the demo model, held-out accuracy on answers cut mid-way is about the same for the first two (0.95-1.00 per pole
+with 150 training pairs, benchmarks/README.md); ``"last"`` alone reached 0.78-0.87. The decoder keeps the state of the
+last chosen token and a running sum per row, so every kind is exact and cheap to read.
 
 A head is one ``.safetensors`` file: the weights, plus a JSON config in the file's metadata that records the base
 model it was trained on (``BaseModelSignature``), its calibration and a description. Loading a head onto a different
