@@ -10,7 +10,8 @@
    of each kept. Ratio of output tokens per second (and of the medians, with the load average before and after: the
    machine may be shared). Bootstrap's heads (``"prefix+token"``: no forward of the candidates), and the same poles
    as ``"last+mean"`` heads, which need the k candidates' forward every step. The same with fewer candidates per step
-   (``--fewer-candidates``, top_k 5 and 3 by default; the default top_k is 10).
+   (``--fewer-candidates``, top_k 5 and 3 by default; the default top_k is 10). With ``--larger``, both kinds again
+   on a random-init model of Qwen2.5-0.5B's shape (hidden 896, 24 layers), speed only.
 3. **Partial-answer accuracy, before/after**: on the demo base LM, per pole, a head trained the old way
    (`train_reward_head` on ``"last"`` features: complete answers plus answers cut after some words, linear) against
    token-level heads (`bootstrap_heads`) on the last hidden state only, on the last state plus the answer's running
@@ -46,19 +47,44 @@ from panda_chat.rewards.training import RewardTrainingConfig, train_reward_head
 from panda_chat.tiny_models import build_causal_lm, sample_corpus, train_tokenizer
 from profiles import ProfileStore
 
+SMALL_SHAPE = {
+    "hidden_size": 256,
+    "intermediate_size": 688,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+# Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 query / 2 key-value heads), with this script's 2,048-token vocabulary
+LARGER_SHAPE = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+}
 
-def build_other_model(folder: Path) -> Path:
+
+def build_other_model(folder: Path, shape: dict | None = None) -> Path:
     tokenizer = train_tokenizer(sample_corpus(2000) + list(DialogueCorpus(0).iter_texts(300)), vocab_size=2048)
-    return build_causal_lm(
-        folder,
-        tokenizer,
-        seed=3,
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    return build_causal_lm(folder, tokenizer, seed=3, **(shape or SMALL_SHAPE))
+
+
+def head_kinds_speed(model_dir: Path, root: Path, rounds: int, tokens: int) -> dict:
+    """Heads of each kind for every default pole on ``model_dir`` (``"prefix+token"`` into it, ``"last+mean"`` into a
+    copy), built from the poles' words only (a few short forwards: on a model this size the corpus pairs would take
+    most of an hour on this CPU, and a head's cost does not depend on how it was trained), then ``ChatPanda`` timed
+    with each against ``personalize=False``: {kind: chat_speed result}."""
+    on_candidates = root / f"{model_dir.name}-last-mean"
+    shutil.copytree(model_dir, on_candidates, ignore=shutil.ignore_patterns("heads", "panda_heads.json"))
+    folders = {DEFAULT_FEATURES: model_dir, "last+mean": on_candidates}
+    result: dict = {}
+    for kind, folder in folders.items():
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        bootstrap_heads(model, tokenizer, folder, base_model=str(folder), pair_source=lambda d, p: None, features=kind)
+        del model
+        result[kind] = chat_speed(folder, root / f"{folder.name}.db", rounds, tokens)
+    return result
 
 
 def time_bootstrap(model_dir: Path, out: Path, pairs: int, features: HeadFeatures = DEFAULT_FEATURES) -> float:
@@ -181,6 +207,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument(
+        "--larger",
+        action="store_true",
+        help="also time both head kinds on a random-init model of Qwen2.5-0.5B's shape (speed only: heads from "
+        "the poles' words, 32 new tokens)",
+    )
+    parser.add_argument(
         "--fewer-candidates",
         type=int,
         nargs="*",
@@ -212,6 +244,17 @@ def main() -> None:
         print(f"bootstrap: {result['bootstrap_s']}", flush=True)
         result["speed"] = chat_speed(other, root / "p.db", args.rounds, 64)
         result["speed_last_mean_heads"] = chat_speed(on_candidates, root / "pl.db", args.rounds, 64)
+        if args.larger:
+            larger = build_other_model(root / "larger", LARGER_SHAPE)
+            result["larger_model"] = {"shape": LARGER_SHAPE, "heads": "from words only", "new_tokens": 32}
+            result["larger_model"] |= head_kinds_speed(larger, root, args.rounds, 32)
+            for kind in (DEFAULT_FEATURES, "last+mean"):
+                speed = result["larger_model"][kind]
+                print(
+                    f"larger model, {kind} heads: {speed['tok_s']}; ratio {speed['ratio']:.2f} "
+                    f"(median {speed['ratio_median']:.2f}, load {speed['load_average']})",
+                    flush=True,
+                )
         result["speed_fewer_candidates"] = [
             chat_speed(other, root / f"p{k}.db", args.rounds, 64, top_k=k) for k in args.fewer_candidates
         ]
