@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from candidates import candidates_with, random_heads
 from transformers import AutoModelForCausalLM
 
-from panda_chat.rewards.base import Calibration, CandidateBatch
+from panda_chat.rewards.base import Calibration
 from panda_chat.rewards.heads import (
     BaseModelSignature,
     HeadMismatchError,
@@ -68,13 +69,7 @@ def test_head_reward_scores_each_candidate_hidden_state(tiny_models):
     source = HeadReward(head)
     assert source.needs_base_hidden and source.calibration.mean == 0.5
     hidden = torch.randn(2, 4, model.config.hidden_size)
-    batch = CandidateBatch(
-        step=0,
-        candidate_ids=torch.zeros(2, 4, dtype=torch.long),
-        generated_ids=[[], []],
-        active=torch.ones(2, dtype=torch.bool),
-        base_hidden=hidden,
-    )
+    batch = candidates_with(2, 4, base_hidden=hidden)
     scores = source.start(prompts=None).score(batch)
     assert scores.shape == (2, 4)
     assert torch.allclose(scores, head(hidden))
@@ -97,30 +92,11 @@ def test_a_head_stack_scores_every_head_as_its_own_forward_does(tiny_models):
     signature = BaseModelSignature.of(model)
     torch.manual_seed(1)
     shapes = [("mlp", 8, "last"), ("linear", 64, "last+mean"), ("mlp", 16, "last+mean"), ("linear", 64, "last")]
-    heads = [
-        RewardHead(
-            RewardHeadConfig(
-                name=f"h{i}",
-                kind=kind,
-                hidden_size=hidden_size,
-                mlp_size=size,
-                features=features,
-                base_signature=signature,
-            )
-        )
-        for i, (kind, size, features) in enumerate([*shapes, ("mlp", 8, "last+mean")])
-    ]
+    heads = random_heads(signature, [*shapes, ("mlp", 8, "last+mean")])
     stack = HeadStack()
     sources = [stack.add(head, name=head.config.name) for head in heads]
     hidden, mean = torch.randn(3, 5, hidden_size), torch.randn(3, 5, hidden_size)
-    batch = CandidateBatch(
-        step=0,
-        candidate_ids=torch.zeros(3, 5, dtype=torch.long),
-        generated_ids=[[], [], []],
-        active=torch.ones(3, dtype=torch.bool),
-        base_hidden=hidden,
-        base_hidden_mean=mean,
-    )
+    batch = candidates_with(3, 5, base_hidden=hidden, base_hidden_mean=mean)
     for head, source in zip(heads, sources, strict=True):
         assert source.name == head.config.name
         alone = head(hidden) if head.config.features == "last" else head(torch.cat([hidden, mean], -1))
@@ -143,20 +119,8 @@ def test_prefix_and_candidate_heads_share_a_stack_and_a_step_without_candidate_s
     hidden_size = model.config.hidden_size
     signature = BaseModelSignature.of(model)
     torch.manual_seed(2)
-    kinds = [("mlp", "prefix+token"), ("linear", "last+mean"), ("linear", "prefix+token"), ("mlp", "last")]
-    heads = [
-        RewardHead(
-            RewardHeadConfig(
-                name=f"h{i}",
-                kind=kind,
-                hidden_size=hidden_size,
-                mlp_size=8,
-                features=features,
-                base_signature=signature,
-            )
-        )
-        for i, (kind, features) in enumerate(kinds)
-    ]
+    kinds = [("mlp", 8, "prefix+token"), ("linear", 8, "last+mean"), ("linear", 8, "prefix+token"), ("mlp", 8, "last")]
+    heads = random_heads(signature, kinds)
     stack = HeadStack()
     sources = [stack.add(head) for head in heads]
     assert [s.needs_base_hidden for s in sources] == [False, True, False, True]
@@ -164,17 +128,8 @@ def test_prefix_and_candidate_heads_share_a_stack_and_a_step_without_candidate_s
     batch, k = 2, 4
     prefix, prefix_mean = torch.randn(batch, hidden_size), torch.randn(batch, hidden_size)
     hidden, mean, tokens = (torch.randn(batch, k, hidden_size) for _ in range(3))
-    full = CandidateBatch(
-        step=3,
-        candidate_ids=torch.zeros(batch, k, dtype=torch.long),
-        generated_ids=[[1, 2, 3]] * batch,
-        active=torch.ones(batch, dtype=torch.bool),
-        base_hidden=hidden,
-        base_hidden_mean=mean,
-        prefix_hidden=prefix,
-        prefix_mean=prefix_mean,
-        candidate_embeddings=tokens,
-    )
+    before = {"prefix_hidden": prefix, "prefix_mean": prefix_mean, "candidate_embeddings": tokens}
+    full = candidates_with(batch, k, step=3, base_hidden=hidden, base_hidden_mean=mean, **before)
     expand = torch.Tensor.expand
     by_kind = {
         "prefix+token": torch.cat(
@@ -187,15 +142,7 @@ def test_prefix_and_candidate_heads_share_a_stack_and_a_step_without_candidate_s
         alone = head(by_kind[head.config.features])
         assert torch.allclose(source.start(prompts=None).score(full), alone, atol=1e-5)
         assert torch.allclose(HeadReward(head).start(prompts=None).score(full), alone, atol=1e-5)
-    prefix_only = CandidateBatch(
-        step=3,
-        candidate_ids=full.candidate_ids,
-        generated_ids=full.generated_ids,
-        active=full.active,
-        prefix_hidden=prefix,
-        prefix_mean=prefix_mean,
-        candidate_embeddings=tokens,
-    )
+    prefix_only = candidates_with(batch, k, step=3, **before)
     for i in (0, 2):
         expected = heads[i](by_kind["prefix+token"])
         assert torch.allclose(sources[i].start(prompts=None).score(prefix_only), expected, atol=1e-5)

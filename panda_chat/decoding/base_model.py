@@ -25,9 +25,13 @@ final soft-capping, whatever a future family adds), never from a re-implementati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from transformers import PreTrainedModel
 
+from panda_chat.rewards.base import CandidateBatch, RewardSource
 from panda_chat.tree_attention import Path, PrefixCache, backbone_of, choose_path, final_hidden
 
 
@@ -150,6 +154,27 @@ class BaseModelSession:
             raise RuntimeError("BaseModelSession.answer_means: call prefill first")
         total = self.answer_sum[:, None, :] + hidden.float()
         return (total / (self.answer_length[:, None, None] + 1)).to(hidden.dtype)
+
+    def candidate_batch(
+        self, candidate_ids: torch.Tensor, sources: Sequence[RewardSource], **fields: Any
+    ) -> CandidateBatch:
+        """A step's ``CandidateBatch`` (``fields``: step, generated_ids, active) with the base model's states that
+        ``sources`` read: the candidates' own and their answer means (one forward of the k candidates, ``expand``;
+        ``keep`` must follow) and/or the state before them (``prefix_features``, no forward). The one place the
+        engine and the batch scheduler decide which forward a step runs."""
+        hidden = self.expand(candidate_ids) if any(s.needs_base_hidden for s in sources) else None
+        before: tuple[torch.Tensor | None, ...] = (None, None, None)
+        if any(s.needs_prefix_hidden for s in sources):
+            before = self.prefix_features(candidate_ids)
+        return CandidateBatch(
+            candidate_ids=candidate_ids,
+            base_hidden=hidden,
+            base_hidden_mean=self.answer_means(hidden) if hidden is not None else None,
+            prefix_hidden=before[0],
+            prefix_mean=before[1],
+            candidate_embeddings=before[2],
+            **fields,
+        )
 
     def prefix_features(self, candidate_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What ``"prefix+token"`` heads read for the candidates (B, k): (B, H) each row's last final hidden state,

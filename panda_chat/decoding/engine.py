@@ -40,7 +40,7 @@ from panda_chat.lam.base import LambdaContext
 from panda_chat.padding import left_pad, pad_token_id
 from panda_chat.prompt_format import encode_prompt
 from panda_chat.registry import ModelRegistry, shared_registry
-from panda_chat.rewards.base import CandidateBatch, PromptBatch, RewardSession, RewardSource, supports_row_selection
+from panda_chat.rewards.base import PromptBatch, RewardSession, RewardSource, supports_row_selection
 from panda_chat.rewards.loading import RewardOrPath, load_reward
 from panda_chat.tree_attention import Path as DecodingPath
 
@@ -382,8 +382,7 @@ class PandaDecoder:
         )
         sessions = [source.start(batch) for source in plan.sources]
         can_drop_rows = all(supports_row_selection(session) for session in sessions)
-        tree = any(source.needs_base_hidden for source in plan.sources)  # a forward of the k candidates
-        prefix = any(source.needs_prefix_hidden for source in plan.sources)
+        tree = any(source.needs_base_hidden for source in plan.sources)  # a forward of the k candidates, then keep
         eos = self.eos_token_ids() if options.stop_at_eos else set()
         stops = StopTracker(self.tokenizer, batch_size, eos, options.stop, track_text=track_text)
         record = _Record(batch_size, [source.name for source in plan.sources])
@@ -403,18 +402,12 @@ class PandaDecoder:
             candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)  # their log-probs
             lam = plan.lambdas(context, step)[rows].to(device)  # lambda(x, t): (B,)
             if plan.steers:
-                hidden = policy.expand(candidate_ids) if tree else None
-                last, mean, embeddings = policy.prefix_features(candidate_ids) if prefix else (None, None, None)
-                candidates = CandidateBatch(
+                candidates = policy.candidate_batch(
+                    candidate_ids,
+                    plan.sources,
                     step=step,
-                    candidate_ids=candidate_ids,
                     generated_ids=[stops.rows[row].token_ids for row in rows],
                     active=all_active[: len(rows)] if can_drop_rows else stops.active_mask(rows, device),
-                    base_hidden=hidden,
-                    base_hidden_mean=policy.answer_means(hidden) if hidden is not None else None,
-                    prefix_hidden=last,
-                    prefix_mean=mean,
-                    candidate_embeddings=embeddings,
                 )
                 raw = torch.stack([session.score(candidates) for session in sessions], dim=-1)  # 2. r_j: (B, k, R)
                 reward = plan.combine(raw)  # sum_j w_j * clip((r_j - mean_j) / std_j): (B, k)

@@ -113,13 +113,13 @@ class ResponseScorer:
         pad = pad_token_id(self.decoder.tokenizer)  # fills the rows whose response has ended
         means = _answer_means(hidden, prompt_ids, responses, longest) if needs_hidden or needs_prefix else None
         rows = torch.arange(size, device=hidden.device)
+        starts = torch.tensor([len(p) for p in prompt_ids], device=hidden.device)  # each response's first position
         for t in range(longest):
             active = [t < len(r) for r in responses]
             tokens = torch.tensor([r[t] if t < len(r) else pad for r in responses], device=device)
             base_hidden = base_mean = prefix_hidden = prefix_mean = embeddings = None
             # an ended response is read at its last token, as at its end
             at = torch.tensor([min(t, max(len(r) - 1, 0)) for r in responses], device=hidden.device)
-            starts = torch.tensor([len(p) for p in prompt_ids], device=hidden.device)
             if needs_hidden and means is not None:
                 base_hidden = hidden[rows, starts + at][:, None, :]
                 base_mean = means[rows, at][:, None, :]

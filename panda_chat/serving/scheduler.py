@@ -43,7 +43,7 @@ from panda_chat.decoding.outputs import GenerationOutput
 from panda_chat.decoding.steering import LambdaSpec, SteeringPlan, combine_rewards
 from panda_chat.decoding.stopping import StopTracker
 from panda_chat.lam.base import LambdaContext, LambdaFunction
-from panda_chat.rewards.base import CandidateBatch, RewardSession, RewardSource
+from panda_chat.rewards.base import RewardSession, RewardSource
 from panda_chat.rewards.heads import HeadReward
 from panda_chat.rewards.loading import RewardOrPath
 from panda_chat.serving import batch_cache
@@ -550,26 +550,20 @@ class BatchScheduler(RequestScheduler):
         candidate_logp = top_logits - logits.logsumexp(dim=-1, keepdim=True)
         lam = self._lambdas(rows).to(device)
         keys = sorted({key for row in rows for key in row.keys})
-        tree = any(self._sources[key].needs_base_hidden for key in keys)  # a forward of the k candidates
+        sources = [self._sources[key] for key in keys]
+        tree = any(source.needs_base_hidden for source in sources)  # a forward of the k candidates, then keep
         if keys:
-            hidden = policy.expand(candidate_ids) if tree else None
-            prefix = any(self._sources[key].needs_prefix_hidden for key in keys)
-            last, mean, embeddings = policy.prefix_features(candidate_ids) if prefix else (None, None, None)
-            candidates = CandidateBatch(
+            candidates = policy.candidate_batch(
+                candidate_ids,
+                sources,
                 step=min(row.step for row in rows),
-                candidate_ids=candidate_ids,
                 generated_ids=[row.tracker.rows[0].token_ids for row in rows],
                 active=torch.ones(len(rows), dtype=torch.bool, device=device),
-                base_hidden=hidden,
-                base_hidden_mean=policy.answer_means(hidden) if hidden is not None else None,
-                prefix_hidden=last,
-                prefix_mean=mean,
-                candidate_embeddings=embeddings,
             )
             raw = torch.stack([self._sessions[key].score(candidates) for key in keys], dim=-1)  # 2. (B, k, R)
             weights = torch.tensor([[row.weights.get(key, 0.0) for key in keys] for row in rows], device=device)
-            means = torch.tensor([self._sources[key].calibration.mean for key in keys], device=device)
-            stds = torch.tensor([self._sources[key].calibration.std for key in keys], device=device)
+            means = torch.tensor([source.calibration.mean for source in sources], device=device)
+            stds = torch.tensor([source.calibration.std for source in sources], device=device)
             reward = combine_rewards(raw, means, stds, weights)
             scores = candidate_logp + lam[:, None] * reward  # 3. s(z) = log p(z) + lambda * r(z)
         else:

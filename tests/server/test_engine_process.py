@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from candidates import candidates_with
 
 from panda_chat.decoding import PandaDecoder
 from panda_chat.decoding.engine import DecodingError, DecodingOptions
@@ -102,14 +103,7 @@ def test_shared_objects_cross_once_keep_their_identity_and_are_dropped_when_let_
     c = table.loads(mirror.dumps({"rewards": {"formal": second}}))
     assert c["rewards"]["formal"].stack is there and len(there) == 2  # ...and its copy there, in place
     hidden, mean = torch.randn(2, 3, 5, there._heads[0].config.hidden_size)
-    candidates = CandidateBatch(
-        step=0,
-        candidate_ids=torch.zeros(3, 5, dtype=torch.long),
-        generated_ids=[[], [], []],
-        active=torch.ones(3, dtype=torch.bool),
-        base_hidden=hidden,
-        base_hidden_mean=mean,
-    )
+    candidates = candidates_with(3, 5, base_hidden=hidden, base_hidden_mean=mean)
     assert torch.allclose(there.scores(candidates), stack.scores(candidates), atol=1e-6)
     dropped_before = len(mirror.dropped)
     del first, a, b, c, second, there, stack
